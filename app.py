@@ -1,0 +1,67 @@
+"""Lockbox: sign in, get a JSON Web Token, keep your files in MySQL.
+
+Run it with ``flask --app app run``, ``gunicorn 'app:create_app()'``
+or ``python app.py``.
+"""
+
+import os
+import sqlite3
+
+from dotenv import load_dotenv
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+import authentication
+import cli
+import config
+import errors
+import files
+from models import db, ma
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build and configure the application."""
+    if test_config is None:
+        # .env next to the app; real environment variables win over it.
+        load_dotenv(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env"))
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(config.from_environment(app.instance_path))
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        **config.engine_options(app.config["SQLALCHEMY_DATABASE_URI"]),
+        **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+    }
+    for warning in config.check(app.config, relaxed=app.debug or app.testing):
+        app.logger.warning("%s", warning)
+
+    db.init_app(app)
+    ma.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(authentication.bp)
+    app.register_blueprint(files.bp)
+    cli.init_app(app)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    """Enforce foreign keys and use write-ahead logging on SQLite."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+if __name__ == "__main__":
+    # The tutorial's way to start it; the debugger only with FLASK_DEBUG=1.
+    try:
+        lockbox = create_app()
+    except config.ConfigError as error:
+        raise SystemExit(f"Lockbox cannot start: {error}") from None
+    lockbox.run(debug=os.environ.get("FLASK_DEBUG") == "1")

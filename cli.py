@@ -1,0 +1,165 @@
+"""Command-line tasks: ``flask --app app init-db``, ``users ...``, ``files gc``."""
+
+import re
+import secrets
+import sys
+from datetime import timedelta
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import func
+
+from authentication import hash_password
+from files import delete_stored_files
+from models import FileChunk, StoredFile, User, db, utcnow
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,79}$")
+MIN_PASSWORD_LENGTH = 8
+
+users_cli = AppGroup(
+    "users", help="Create, list and delete the people who can sign in."
+)
+files_cli = AppGroup("files", help="Maintenance of stored files.")
+
+
+@click.command("init-db")
+def init_db_command():
+    """Create the database tables that do not exist yet (safe to run again)."""
+    db.create_all()
+    click.echo(f"Database ready: {db.engine.url.render_as_string(hide_password=True)}")
+
+
+def _find_user(name: str) -> User:
+    """The user called ``name``, or a clean command-line error."""
+    user = db.session.execute(
+        db.select(User).filter_by(username=name)
+    ).scalar_one_or_none()
+    if user is None:
+        raise click.ClickException(f"No user named {name!r}")
+    return user
+
+
+def _read_password() -> str:
+    """A new password: asked twice on a terminal, or one line read from a pipe."""
+    stdin = click.get_text_stream("stdin")
+    if stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise click.ClickException(
+            f"The password must be at least {MIN_PASSWORD_LENGTH} characters long"
+        )
+    return password
+
+
+def _check_username(name: str) -> None:
+    """Refuse names that would be awkward in Basic auth, URLs or logs."""
+    if not USERNAME_RE.match(name):
+        raise click.ClickException(
+            "A username is 1-80 characters: letters, digits and _ . @ + - "
+            "(not starting with punctuation)"
+        )
+
+
+@users_cli.command("create")
+@click.argument("name")
+def create_user(name):
+    """Create a user; the password is prompted for (or read from stdin)."""
+    _check_username(name)
+    if db.session.execute(db.select(User.id).filter_by(username=name)).first():
+        raise click.ClickException(f"A user named {name!r} already exists")
+    db.session.add(User(username=name, password_hash=hash_password(_read_password())))
+    db.session.commit()
+    click.echo(f"Created user {name}")
+
+
+@users_cli.command("bootstrap")
+@click.option("--name", default="admin", show_default=True)
+def bootstrap_user(name):
+    """Create a first user with a generated password when there is no user at all."""
+    if db.session.execute(db.select(User.id).limit(1)).first():
+        click.echo("Users exist already; nothing to do.")
+        return
+    _check_username(name)
+    password = secrets.token_urlsafe(12)
+    db.session.add(User(username=name, password_hash=hash_password(password)))
+    db.session.commit()
+    click.echo(f"Created the first user.\n  username: {name}\n  password: {password}")
+
+
+@users_cli.command("list")
+def list_users():
+    """List users with their file counts."""
+    rows = db.session.execute(
+        db.select(User.username, User.created_at, func.count(StoredFile.id))
+        .outerjoin(
+            StoredFile, (StoredFile.owner_id == User.id) & StoredFile.complete.is_(True)
+        )
+        .group_by(User.id, User.username, User.created_at)
+        .order_by(User.username)
+    ).all()
+    if not rows:
+        click.echo("No users.")
+    for username, created_at, count in rows:
+        click.echo(
+            f"{username}\tcreated {created_at:%Y-%m-%d %H:%M} UTC\t{count} files"
+        )
+
+
+@users_cli.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete_user(name, yes):
+    """Delete a user and every file they own."""
+    user = _find_user(name)
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Delete {name} and all their files?", abort=True)
+    delete_stored_files(StoredFile.owner_id == user.id)
+    db.session.delete(user)
+    db.session.commit()
+    click.echo(f"Deleted user {name}")
+
+
+@users_cli.command("set-password")
+@click.argument("name")
+def set_password(name):
+    """Give a user a new password (prompted for, or read from stdin)."""
+    user = _find_user(name)
+    user.password_hash = hash_password(_read_password())
+    db.session.commit()
+    click.echo(f"Password changed for {name}")
+
+
+@files_cli.command("gc")
+@click.option(
+    "--idle",
+    default=3600,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seconds an unfinished upload may sit without new chunks before removal.",
+)
+def collect_garbage(idle):
+    """Remove unfinished uploads (and their chunks) left by crashes or outages."""
+    cutoff = utcnow() - timedelta(seconds=idle)
+    # File rows first: a writer still adding chunks then fails on the foreign key
+    # instead of leaving chunks behind.
+    removed = db.session.execute(
+        db.delete(StoredFile).where(
+            StoredFile.complete.is_(False), StoredFile.updated_at <= cutoff
+        )
+    ).rowcount
+    orphans = db.session.execute(
+        db.delete(FileChunk).where(~FileChunk.file_id.in_(db.select(StoredFile.id)))
+    ).rowcount
+    db.session.commit()
+    click.echo(f"Removed {removed} unfinished uploads and {orphans} orphan chunks")
+    current_app.logger.info("files gc removed %d uploads, %d chunks", removed, orphans)
+
+
+def init_app(app):
+    """Register the commands on the app."""
+    app.cli.add_command(init_db_command)
+    app.cli.add_command(users_cli)
+    app.cli.add_command(files_cli)

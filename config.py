@@ -1,0 +1,121 @@
+"""Configuration: read once from the environment, checked before the app starts."""
+
+import os
+import secrets
+
+MIB = 1024 * 1024
+
+# Values people copy from tutorials and templates; a key like this signs nothing.
+PLACEHOLDER_SECRETS = {
+    "changeme",
+    "change-me",
+    "change_me",
+    "dev",
+    "development",
+    "password",
+    "secret",
+    "secret-key",
+    "secret_key",
+    "supersecret",
+    "thisissecret",
+    "your-secret-key",
+    "your_secret_key",
+    "replace-me",
+}
+
+MIN_SECRET_BYTES = 32
+
+# The largest chunk a MEDIUMBLOB holds is 16 MiB - 1; mysqlclient escapes every
+# byte into SQL text, so a chunk must also stay well under max_allowed_packet / 2.
+MAX_CHUNK_SIZE = 4 * MIB
+
+
+class ConfigError(RuntimeError):
+    """Raised when the configuration is unsafe or malformed; the app does not start."""
+
+
+def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
+    """Read a positive integer setting, refusing anything else with a clear message."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip().replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def from_environment(instance_path: str) -> dict:
+    """Return the settings the environment asks for, with Lockbox's defaults."""
+    default_db = "sqlite:///" + os.path.join(instance_path, "lockbox.db")
+    return {
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
+        "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL") or default_db,
+        "TOKEN_TTL_SECONDS": _int_from_env("TOKEN_TTL_SECONDS", 1200),
+        "MAX_CONTENT_LENGTH": _int_from_env("MAX_CONTENT_LENGTH", 1024 * MIB),
+        "CHUNK_SIZE": _int_from_env("CHUNK_SIZE", MIB, minimum=1024),
+        "JWT_ISSUER": os.environ.get("JWT_ISSUER") or "lockbox",
+    }
+
+
+def secret_key_problem(key: str | bytes | None) -> str | None:
+    """Say what is wrong with a signing key, or return None when it is usable."""
+    if not key:
+        return "SECRET_KEY is not set"
+    raw = key.encode() if isinstance(key, str) else key
+    if raw.strip().lower().decode(errors="replace") in PLACEHOLDER_SECRETS:
+        return "SECRET_KEY is a well-known placeholder"
+    if len(raw) < MIN_SECRET_BYTES:
+        return f"SECRET_KEY is shorter than {MIN_SECRET_BYTES} bytes"
+    if len(set(raw)) < 8:
+        return "SECRET_KEY repeats too few distinct characters to be random"
+    return None
+
+
+def check(config: dict, relaxed: bool) -> list[str]:
+    """Validate the settings in place; return warnings to log.
+
+    ``relaxed`` is true in development (debug) and testing: a missing key is then
+    replaced by a random one for this process only.  Anywhere else an unsafe key
+    stops the app from starting.
+    """
+    warnings = []
+    problem = secret_key_problem(config.get("SECRET_KEY"))
+    if problem and not relaxed:
+        raise ConfigError(
+            f"{problem}. Set SECRET_KEY to at least {MIN_SECRET_BYTES} random bytes, "
+            "e.g. SECRET_KEY=\"$(python -c 'import secrets; "
+            "print(secrets.token_urlsafe(48))')\""
+        )
+    if problem:
+        if config.get("SECRET_KEY"):
+            warnings.append(f"{problem}; acceptable only in development")
+        else:
+            config["SECRET_KEY"] = secrets.token_urlsafe(48)
+            warnings.append(
+                f"{problem}; using a random key for this process only "
+                "(tokens will not survive a restart)"
+            )
+    chunk = config["CHUNK_SIZE"]
+    if chunk > MAX_CHUNK_SIZE:
+        raise ConfigError(f"CHUNK_SIZE must be at most {MAX_CHUNK_SIZE} bytes")
+    if config["TOKEN_TTL_SECONDS"] < 1:
+        raise ConfigError("TOKEN_TTL_SECONDS must be at least 1")
+    return warnings
+
+
+def engine_options(database_uri: str) -> dict:
+    """SQLAlchemy engine options suited to the database the URI names."""
+    options: dict = {"pool_pre_ping": True}
+    scheme = database_uri.split(":", 1)[0].lower()
+    if scheme in ("mysql", "mysql+mysqldb", "mariadb", "mariadb+mysqldb"):
+        # Send bytes as _binary'...' literals so the server never reinterprets a
+        # blob as text in the connection's character set.
+        options["connect_args"] = {"binary_prefix": True}
+    if scheme.startswith(("mysql", "mariadb")):
+        # Servers drop idle connections after wait_timeout (8 h by default).
+        options["pool_recycle"] = 3600
+    return options

@@ -1,0 +1,179 @@
+"""Database tables and their marshmallow schemas."""
+
+from datetime import UTC, datetime
+
+from flask_marshmallow import Marshmallow
+from flask_sqlalchemy import SQLAlchemy
+from marshmallow import fields, validate
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so that migrations can refer to them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# utf8mb4 so that any filename round-trips; a binary collation so that names
+# compare exactly as they do on SQLite.
+MYSQL_TABLE_ARGS = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, timezone-aware."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A point in time stored as naive UTC and read back timezone-aware.
+
+    MySQL's DATETIME and SQLite keep no offset; this keeps every value the
+    application sees in UTC, with microseconds on MySQL too.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        """Use DATETIME(6) on MySQL, whose DATETIME drops fractions of a second."""
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value, dialect):
+        """Convert an aware datetime to naive UTC for storage."""
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        """Mark a stored naive datetime as UTC."""
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+# Chunk bytes: a MEDIUMBLOB (up to 16 MiB) on MySQL, where a plain BLOB stops at 64 KiB.
+ChunkBytes = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+db = SQLAlchemy(model_class=Base)
+ma = Marshmallow()
+
+
+class User(db.Model):
+    """Someone who can sign in; owns files."""
+
+    __tablename__ = "user"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    files: Mapped[list["StoredFile"]] = relationship(
+        back_populates="owner", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.username!r}>"
+
+
+class StoredFile(db.Model):
+    """One uploaded file's metadata; its bytes live in FileChunk rows.
+
+    A file is visible only once ``complete`` is true: an upload in progress, or
+    one that failed before it could clean up, stays hidden until ``files gc``
+    removes it.
+    """
+
+    __tablename__ = "stored_file"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    filename: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    content_type: Mapped[str] = mapped_column(
+        String(255), default="application/octet-stream"
+    )
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    complete: Mapped[bool] = mapped_column(default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Bumped as chunks arrive, so that gc can tell a stalled upload from a slow one.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    owner: Mapped[User] = relationship(back_populates="files")
+
+    def __repr__(self) -> str:
+        return f"<StoredFile {self.id} {self.filename!r}>"
+
+
+class FileChunk(db.Model):
+    """A slice of a file's bytes, at most CHUNK_SIZE long, in order by ``seq``."""
+
+    __tablename__ = "file_chunk"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("stored_file.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(ChunkBytes)
+
+
+class StoredFileSchema(ma.SQLAlchemySchema):
+    """A file's public metadata, as every API response shows it."""
+
+    class Meta:
+        model = StoredFile
+
+    id = ma.auto_field(dump_only=True)
+    filename = ma.auto_field(dump_only=True)
+    description = ma.auto_field(dump_only=True)
+    content_type = ma.auto_field(dump_only=True)
+    size = ma.auto_field(dump_only=True)
+    sha256 = ma.auto_field(dump_only=True)
+    created_at = ma.auto_field(dump_only=True)
+
+
+class UploadFormSchema(ma.Schema):
+    """The text fields an upload form may carry."""
+
+    description = fields.String(
+        load_default="",
+        validate=validate.Length(
+            max=200, error="Description is longer than {max} characters"
+        ),
+    )
+
+
+stored_file_schema = StoredFileSchema()
+upload_form_schema = UploadFormSchema()
