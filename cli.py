@@ -7,14 +7,14 @@ from datetime import timedelta
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func
 
 from authentication import hash_password
 from files import delete_stored_files
 from models import FileChunk, StoredFile, User, db, utcnow
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,79}$")
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,79}")
 MIN_PASSWORD_LENGTH = 8
 
 users_cli = AppGroup(
@@ -24,6 +24,7 @@ files_cli = AppGroup("files", help="Maintenance of stored files.")
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command():
     """Create the database tables that do not exist yet (safe to run again)."""
     db.create_all()
@@ -40,13 +41,17 @@ def _find_user(name: str) -> User:
     return user
 
 
+def _stdin_is_terminal() -> bool:
+    """True when a person types at stdin (then passwords are prompted for)."""
+    return sys.stdin.isatty()
+
+
 def _read_password() -> str:
     """A new password: asked twice on a terminal, or one line read from a pipe."""
-    stdin = click.get_text_stream("stdin")
-    if stdin.isatty():
+    if _stdin_is_terminal():
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     else:
-        password = stdin.readline().rstrip("\r\n")
+        password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise click.ClickException(
             f"The password must be at least {MIN_PASSWORD_LENGTH} characters long"
@@ -56,7 +61,7 @@ def _read_password() -> str:
 
 def _check_username(name: str) -> None:
     """Refuse names that would be awkward in Basic auth, URLs or logs."""
-    if not USERNAME_RE.match(name):
+    if not USERNAME_RE.fullmatch(name):
         raise click.ClickException(
             "A username is 1-80 characters: letters, digits and _ . @ + - "
             "(not starting with punctuation)"

@@ -2,7 +2,7 @@
 
 from flask import current_app, jsonify, render_template, request
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 from models import db
 
@@ -62,7 +62,7 @@ def handle_unexpected_error(error: Exception):
     current_app.logger.exception(
         "Unhandled error on %s %s", request.method, request.path
     )
-    return error_response(500, InternalServerError.name)
+    return error_response(500, "Internal Server Error")
 
 
 def handle_database_error(error: OperationalError):

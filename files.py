@@ -59,6 +59,8 @@ MIMETYPE_RE = re.compile(
 
 def clean_filename(name: str) -> str:
     """The name a file is kept under: last path component, printable, <= 255."""
+    # Browsers escape these three in multipart filenames (HTML form encoding).
+    name = name.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
     name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
     # Control and format characters (CR, LF, NUL, bidi overrides) never survive.
     name = "".join(

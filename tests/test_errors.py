@@ -1,0 +1,175 @@
+"""One error shape: JSON {"message": ...} for API clients, a page for browsers."""
+
+import time
+
+import jwt
+import pytest
+
+from app import create_app
+from conftest import PASSWORD, SECRET_KEY, basic_auth, empty_tables, make_app
+from models import db
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,*/*;q=0.8"
+UNREACHABLE_DATABASE = "mysql://root@127.0.0.1:1/nothing"
+
+
+# --- 404 and 405 -------------------------------------------------------------
+
+
+def test_unknown_route_is_a_json_404(client):
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert response.mimetype == "application/json"
+    assert response.get_json() == {"message": "Not Found"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("DELETE", "/login", "GET"), ("GET", "/upload", "POST"), ("PUT", "/", "GET")],
+)
+def test_wrong_method_is_a_json_405_with_allow(client, method, path, allowed):
+    response = client.open(path, method=method)
+    assert response.status_code == 405
+    assert response.mimetype == "application/json"
+    assert response.get_json() == {"message": "Method Not Allowed"}
+    methods = {part.strip() for part in response.headers["Allow"].split(",")}
+    assert allowed in methods
+    assert method not in methods
+
+
+def test_browser_gets_an_html_error_page(client):
+    response = client.get("/no/such/page", headers={"Accept": BROWSER_ACCEPT})
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "404" in page
+    assert "Not Found" in page
+
+
+def test_html_error_page_escapes_the_token_it_links_back_with(client):
+    response = client.get(
+        "/?token=<script>alert(1)</script>", headers={"Accept": BROWSER_ACCEPT}
+    )
+    assert response.status_code == 401
+    page = response.get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [None, "*/*", "application/json", "application/json, text/html;q=0.9"],
+    ids=["none", "anything", "json", "json-preferred"],
+)
+def test_api_clients_get_json_errors(client, accept):
+    headers = {"Accept": accept} if accept else {}
+    response = client.get("/no/such/page", headers=headers)
+    assert response.status_code == 404
+    assert response.get_json() == {"message": "Not Found"}
+
+
+def test_browser_gets_an_html_405_with_allow(client):
+    response = client.delete("/login", headers={"Accept": BROWSER_ACCEPT})
+    assert response.status_code == 405
+    assert response.mimetype == "text/html"
+    assert "405" in response.get_data(as_text=True)
+    assert "GET" in response.headers["Allow"]
+
+
+# --- 500 ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def boom_app(database_url):
+    """An app with a /boom view that fails with an unexpected exception."""
+    app = make_app(database_url)
+
+    def boom():
+        raise RuntimeError("secret detail")
+
+    app.add_url_rule("/boom", view_func=boom)
+    yield app
+    empty_tables(app)
+
+
+def test_unexpected_error_is_a_bare_500(boom_app):
+    response = boom_app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.get_json() == {"message": "Internal Server Error"}
+
+
+def test_unexpected_error_shows_no_details(boom_app):
+    body = boom_app.test_client().get("/boom").get_data(as_text=True)
+    assert "Traceback" not in body
+    assert "secret detail" not in body
+    assert "RuntimeError" not in body
+
+
+def test_unexpected_error_shows_no_details_to_browsers(boom_app):
+    response = boom_app.test_client().get("/boom", headers={"Accept": BROWSER_ACCEPT})
+    assert response.status_code == 500
+    assert response.mimetype == "text/html"
+    body = response.get_data(as_text=True)
+    assert "Internal Server Error" in body
+    assert "secret detail" not in body
+    assert "Traceback" not in body
+
+
+def test_unexpected_error_is_logged(boom_app, caplog):
+    boom_app.test_client().get("/boom")
+    records = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert any("GET /boom" in r.getMessage() for r in records)
+    assert any(r.exc_info and "secret detail" in str(r.exc_info[1]) for r in records)
+
+
+# --- database unavailable ----------------------------------------------------
+
+
+@pytest.fixture
+def offline_app():
+    """An app whose MySQL server does not answer (nothing listens on port 1)."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": SECRET_KEY,
+            "SQLALCHEMY_DATABASE_URI": UNREACHABLE_DATABASE,
+        }
+    )
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_unreachable_database_is_a_503(offline_app):
+    response = offline_app.test_client().get(
+        "/login", headers=basic_auth("alice", PASSWORD)
+    )
+    assert response.status_code == 503
+    assert response.get_json() == {"message": "Database unavailable"}
+
+
+def test_unreachable_database_says_when_to_retry(offline_app):
+    response = offline_app.test_client().get(
+        "/login", headers=basic_auth("alice", PASSWORD)
+    )
+    assert response.headers["Retry-After"].isdigit()
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_unreachable_database_shows_no_details(offline_app):
+    response = offline_app.test_client().get(
+        "/login", headers=basic_auth("alice", PASSWORD)
+    )
+    body = response.get_data(as_text=True)
+    assert "Traceback" not in body
+    assert "127.0.0.1" not in body
+    assert "OperationalError" not in body
+
+
+def test_unreachable_database_during_token_check_is_a_503(offline_app):
+    # A well-formed token reaches the user lookup, which needs the database.
+    now = int(time.time())
+    claims = {"sub": "1", "iat": now, "exp": now + 60, "jti": "x", "iss": "lockbox"}
+    token = jwt.encode(claims, SECRET_KEY, algorithm="HS256")
+    response = offline_app.test_client().get(f"/?token={token}")
+    assert response.status_code == 503
+    assert response.get_json() == {"message": "Database unavailable"}
