@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 
-.PHONY: run test lint format system-deps clean
+.PHONY: run test lint format system-deps clean serve bench
 
 run: $(VENV)/.installed .env
 	$(FLASK) init-db
@@ -46,3 +46,12 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache htmlcov .coverage test-artifacts
+
+# Production-style serving with the committed gunicorn settings.
+serve: $(VENV)/.installed .env
+	$(FLASK) init-db
+	$(BIN)/gunicorn -c gunicorn.conf.py 'app:create_app()'
+
+# Speed and memory of uploads and downloads against the raw database (MariaDB).
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

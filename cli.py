@@ -11,8 +11,8 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func
 
 from authentication import hash_password
-from files import delete_stored_files
 from models import FileChunk, StoredFile, User, db, utcnow
+from storage import delete_stored_files
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,79}")
 MIN_PASSWORD_LENGTH = 8

@@ -111,11 +111,14 @@ def engine_options(database_uri: str) -> dict:
     """SQLAlchemy engine options suited to the database the URI names."""
     options: dict = {"pool_pre_ping": True}
     scheme = database_uri.split(":", 1)[0].lower()
+    if scheme.startswith(("mysql", "mariadb")):
+        # Downloads stream rows from an unbuffered result; a reader that stalls
+        # (a paused download) must not make the server give up after 60 s.
+        options["connect_args"] = {"init_command": "SET SESSION net_write_timeout=3600"}
+        # Servers drop idle connections after wait_timeout (8 h by default).
+        options["pool_recycle"] = 3600
     if scheme in ("mysql", "mysql+mysqldb", "mariadb", "mariadb+mysqldb"):
         # Send bytes as _binary'...' literals so the server never reinterprets a
         # blob as text in the connection's character set.
-        options["connect_args"] = {"binary_prefix": True}
-    if scheme.startswith(("mysql", "mariadb")):
-        # Servers drop idle connections after wait_timeout (8 h by default).
-        options["pool_recycle"] = 3600
+        options["connect_args"]["binary_prefix"] = True
     return options

@@ -1,6 +1,7 @@
 """One error shape: JSON ``{"message": ...}`` for API clients, a page for browsers."""
 
 from flask import current_app, jsonify, render_template, request
+from marshmallow import ValidationError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -34,6 +35,16 @@ class ApiError(HTTPException):
         super().__init__(description=message)
         self.code = status
         self.extra_headers = headers or {}
+
+
+def load_or_400(schema, data: dict) -> dict:
+    """Validate ``data`` with a marshmallow schema; a 400 naming the first problem."""
+    try:
+        return schema.load(data, unknown="exclude")
+    except ValidationError as error:
+        field, messages = next(iter(error.normalized_messages().items()))
+        message = messages[0] if isinstance(messages, list) else str(messages)
+        raise ApiError(400, f"{field}: {message}") from None
 
 
 def _message_for(error: HTTPException) -> str:

@@ -1,9 +1,9 @@
 """Files: the upload form and API, and the one place bytes move into chunk rows."""
 
-import hashlib
 import mimetypes
 import re
 import unicodedata
+from urllib.parse import quote
 
 from flask import (
     Blueprint,
@@ -16,7 +16,6 @@ from flask import (
     request,
     url_for,
 )
-from marshmallow import ValidationError
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import (
@@ -29,29 +28,35 @@ from werkzeug.sansio.multipart import (
 )
 
 from authentication import check_for_token
-from errors import ApiError, wants_html
+from errors import ApiError, load_or_400, wants_html
 from models import (
-    FileChunk,
     StoredFile,
     db,
+    page_query_schema,
     stored_file_schema,
+    stored_files_schema,
     upload_form_schema,
     utcnow,
 )
+from storage import ChunkWriter, delete_stored_files, discard_upload, read_chunks
 
 bp = Blueprint("files", __name__)
 
 FILE_FIELD = "inputFile"
-# How much of the request body is read at a time.
-READ_SIZE = 256 * 1024
+# The request body is read 1 MiB at a time (fewer, larger socket reads; gunicorn
+# copies its read-ahead buffer on every read) and handed to the multipart decoder
+# in 64 KiB slices, the size its boundary search is fastest at.
+READ_SIZE = 1024 * 1024
+DECODE_SIZE = 64 * 1024
 # All text fields of one upload together; a description is 200 characters.
 MAX_FIELD_BYTES = 64 * 1024
 # The most unparsed bytes the multipart decoder may hold (part headers, say).
 MAX_DECODER_BUFFER = 1024 * 1024
 MAX_PARTS = 16
 MAX_FILENAME_LENGTH = 255
-# Commit every few chunks: short transactions, yet not an fsync per chunk.
-CHUNKS_PER_COMMIT = 8
+# What may stand in the quoted ASCII filename= of Content-Disposition.
+DISPOSITION_UNSAFE_RE = re.compile(r"[^A-Za-z0-9 !#$&'()+,.;=@\[\]^_`{}~-]")
+SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 MIMETYPE_RE = re.compile(
     r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$"
 )
@@ -89,70 +94,6 @@ def content_type_for(declared: str | None, filename: str) -> str:
     return guessed or "application/octet-stream"
 
 
-class ChunkWriter:
-    """Streams one file's bytes into FileChunk rows of ``chunk_size`` bytes.
-
-    Memory stays at about one chunk whatever the file's size. Chunks are committed
-    as they fill; the file stays invisible (``complete`` false) until ``finish``.
-    """
-
-    def __init__(self, stored_file: StoredFile, chunk_size: int):
-        self.stored_file = stored_file
-        self.file_id = stored_file.id
-        self.chunk_size = chunk_size
-        self.buffer = bytearray()
-        self.seq = 0
-        self.size = 0
-        self.digest = hashlib.sha256()
-
-    def write(self, data: bytes) -> None:
-        """Add bytes to the file, storing every chunk that fills."""
-        self.digest.update(data)
-        self.size += len(data)
-        self.buffer += data
-        while len(self.buffer) >= self.chunk_size:
-            self._store_chunk(self.chunk_size)
-
-    def _store_chunk(self, length: int) -> None:
-        """Insert the next ``length`` buffered bytes as one chunk row."""
-        piece = bytes(memoryview(self.buffer)[:length])
-        del self.buffer[:length]
-        db.session.execute(
-            db.insert(FileChunk),
-            {"file_id": self.file_id, "seq": self.seq, "data": piece},
-        )
-        self.seq += 1
-        if self.seq % CHUNKS_PER_COMMIT == 0:
-            self.stored_file.updated_at = utcnow()
-            db.session.commit()
-
-    def finish(self) -> None:
-        """Store the last partial chunk and record size and digest (not committed)."""
-        if self.buffer:
-            self._store_chunk(len(self.buffer))
-        self.stored_file.size = self.size
-        self.stored_file.sha256 = self.digest.hexdigest()
-
-
-def delete_stored_files(*where) -> int:
-    """Delete the files matching ``where`` with all their chunks; the caller commits."""
-    file_ids = db.select(StoredFile.id).where(*where)
-    db.session.execute(db.delete(FileChunk).where(FileChunk.file_id.in_(file_ids)))
-    return db.session.execute(db.delete(StoredFile).where(*where)).rowcount
-
-
-def discard_upload(file_id: int) -> None:
-    """Remove a file that did not finish uploading, with every chunk it wrote."""
-    db.session.rollback()
-    try:
-        delete_stored_files(StoredFile.id == file_id)
-        db.session.commit()
-    except Exception:
-        # The database may be what failed; `files gc` removes the rest later.
-        db.session.rollback()
-        current_app.logger.warning("Could not remove unfinished upload %s", file_id)
-
-
 def _multipart_boundary() -> bytes:
     """The boundary of this multipart/form-data request, or a 400/415 error."""
     mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
@@ -166,6 +107,16 @@ def _multipart_boundary() -> bytes:
     return boundary.encode("ascii")
 
 
+def _expected_sha256_header() -> str | None:
+    """The digest the client announced in ``X-Content-SHA256``, checked for form."""
+    value = request.headers.get("X-Content-SHA256")
+    if value is None:
+        return None
+    if not SHA256_RE.fullmatch(value.strip()):
+        raise ApiError(400, "X-Content-SHA256 must be 64 hexadecimal characters")
+    return value.strip()
+
+
 class UploadReceiver:
     """Reads a multipart upload from the request stream, one piece at a time.
 
@@ -175,6 +126,7 @@ class UploadReceiver:
 
     def __init__(self, owner):
         self.owner = owner
+        self.expected_sha256 = _expected_sha256_header()
         self.fields: dict[str, bytearray] = {}
         self.field_bytes = 0
         self.writer: ChunkWriter | None = None
@@ -188,14 +140,22 @@ class UploadReceiver:
         )
         stream = request.stream
         try:
-            while True:
+            complete = False
+            while not complete:
                 data = stream.read(READ_SIZE)
-                decoder.receive_data(data or None)
-                if self._drain(decoder) or not data:
+                if not data:
+                    decoder.receive_data(None)
+                    complete = self._drain(decoder)
                     break
+                view = memoryview(data)
+                for offset in range(0, len(data), DECODE_SIZE):
+                    decoder.receive_data(view[offset : offset + DECODE_SIZE])
+                    if complete := self._drain(decoder):
+                        break
             return self._finish()
         except BaseException:
             if self.writer is not None:
+                self.writer.close()
                 discard_upload(self.writer.file_id)
             raise
 
@@ -245,35 +205,31 @@ class UploadReceiver:
             owner=self.owner,
             filename=filename,
             content_type=content_type_for(event.headers.get("Content-Type"), filename),
+            chunk_size=current_app.config["CHUNK_SIZE"],
             complete=False,
         )
         db.session.add(stored_file)
         db.session.commit()
-        self.writer = ChunkWriter(stored_file, current_app.config["CHUNK_SIZE"])
+        self.writer = ChunkWriter(stored_file)
 
     def _form(self) -> dict:
         """The text fields, validated; a 400 when they do not fit."""
         try:
-            text = {
-                name: value.decode("utf-8")
-                for name, value in self.fields.items()
-                if name in upload_form_schema.fields
-            }
+            text = {name: value.decode("utf-8") for name, value in self.fields.items()}
         except UnicodeDecodeError:
             raise ApiError(400, "Form fields must be UTF-8 text") from None
-        try:
-            return upload_form_schema.load(text)
-        except ValidationError as error:
-            messages = next(iter(error.normalized_messages().values()))
-            raise ApiError(400, str(messages[0])) from None
+        return load_or_400(upload_form_schema, text)
 
     def _finish(self) -> StoredFile:
-        """Check the whole form, then make the file visible."""
+        """Check the whole form and the digest, then make the file visible."""
         if self.writer is None:
             raise ApiError(400, "No file part: send the file in the inputFile field")
         form = self._form()
         self.writer.finish()
         stored_file = self.writer.stored_file
+        for expected in (self.expected_sha256, form["sha256"]):
+            if expected is not None and expected.lower() != stored_file.sha256:
+                raise ApiError(400, "The file's SHA-256 does not match the one sent")
         stored_file.description = form["description"]
         stored_file.complete = True
         stored_file.updated_at = utcnow()
@@ -303,4 +259,144 @@ def upload():
         return redirect(url_for("files.index", token=g.token), 303)
     body = stored_file_schema.dump(stored_file)
     body["message"] = message
-    return jsonify(body), 201
+    location = url_for("files.file_metadata", file_id=stored_file.id)
+    return jsonify(body), 201, {"Location": location}
+
+
+def content_disposition(filename: str) -> str:
+    """An RFC 6266 attachment header: an ASCII ``filename`` and, when needed,
+    ``filename*`` in UTF-8. No quote, backslash or control character gets through."""
+    fallback = (
+        unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    )
+    fallback = DISPOSITION_UNSAFE_RE.sub("_", fallback).strip() or "download"
+    value = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        value += "; filename*=UTF-8''" + quote(filename, safe="")
+    return value
+
+
+def _range_for(stored_file: StoredFile, etag: str) -> tuple[int, int] | None:
+    """The single byte range to send, None for the whole file; 416 when unsatisfiable.
+
+    Several ranges, an unparsable Range header, or an If-Range that no longer
+    matches all mean: send the whole file.
+    """
+    requested = request.range
+    if requested is None or requested.units != "bytes" or len(requested.ranges) != 1:
+        return None
+    if_range = request.if_range
+    if if_range.etag is not None and if_range.etag != etag:
+        return None
+    if if_range.date is not None and if_range.date != _last_modified(stored_file):
+        return None
+    if "If-Range" in request.headers and not (if_range.etag or if_range.date):
+        return None
+    size = stored_file.size
+    start, stop = requested.ranges[0]
+    if start < 0:
+        # bytes=-n: the last n bytes, the whole file when n exceeds it.
+        start, stop = max(size + start, 0), size
+    else:
+        stop = size if stop is None else min(stop, size)
+    if start >= size:
+        raise ApiError(
+            416, "Requested range not satisfiable", {"Content-Range": f"bytes */{size}"}
+        )
+    return start, stop
+
+
+def _last_modified(stored_file: StoredFile):
+    """Last-Modified as HTTP carries it: whole seconds."""
+    return stored_file.created_at.replace(microsecond=0)
+
+
+def file_response(stored_file: StoredFile):
+    """A streamed response with a file's bytes, whole or one range, or a 304."""
+    etag = stored_file.sha256
+    headers = {
+        "Content-Disposition": content_disposition(stored_file.filename),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-cache",
+    }
+    response = current_app.response_class(
+        mimetype=stored_file.content_type, headers=headers
+    )
+    response.set_etag(etag)
+    response.last_modified = _last_modified(stored_file)
+    if request.if_none_match.contains_weak(etag):
+        response.status_code = 304
+        return response
+    span = _range_for(stored_file, etag)
+    start, stop = span if span else (0, stored_file.size)
+    if span:
+        response.status_code = 206
+        response.headers["Content-Range"] = (
+            f"bytes {start}-{stop - 1}/{stored_file.size}"
+        )
+    response.response = read_chunks(stored_file, start, stop)
+    response.direct_passthrough = True
+    response.content_length = stop - start
+    return response
+
+
+def owned_file_or_404(file_id: int) -> StoredFile:
+    """The caller's finished file with this id; 404 for anyone else's or none."""
+    stored_file = db.session.execute(
+        db.select(StoredFile).filter_by(id=file_id, owner_id=g.user.id, complete=True)
+    ).scalar_one_or_none()
+    if stored_file is None:
+        raise ApiError(404, "File not found")
+    return stored_file
+
+
+# File ids are INT columns: anything outside 1..2^31-1 is simply not found.
+FILE_ID = "<int(min=1, max=2147483647):file_id>"
+
+
+@bp.get("/files")
+@check_for_token
+def list_files():
+    """The caller's files, newest first, a page at a time."""
+    query = load_or_400(page_query_schema, request.args.to_dict())
+    statement = (
+        db.select(StoredFile)
+        .filter_by(owner_id=g.user.id, complete=True)
+        .order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
+    )
+    page = db.paginate(
+        statement, page=query["page"], per_page=query["per_page"], error_out=False
+    )
+    return jsonify(
+        items=stored_files_schema.dump(page.items),
+        page=page.page,
+        per_page=page.per_page,
+        total=page.total,
+    )
+
+
+@bp.get(f"/files/{FILE_ID}")
+@check_for_token
+def file_metadata(file_id):
+    """One file's metadata."""
+    return jsonify(stored_file_schema.dump(owned_file_or_404(file_id)))
+
+
+@bp.delete(f"/files/{FILE_ID}")
+@check_for_token
+def delete_file(file_id):
+    """Delete a file and all its chunks, in one transaction."""
+    owned_file_or_404(file_id)
+    delete_stored_files(StoredFile.id == file_id)
+    db.session.commit()
+    return "", 204
+
+
+@bp.get(f"/files/{FILE_ID}/download")
+@check_for_token
+def download_file(file_id):
+    """The file's bytes, streamed from its chunks; ranges and conditionals honoured."""
+    stored_file = owned_file_or_404(file_id)
+    return file_response(stored_file)

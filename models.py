@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -80,7 +81,8 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+# Objects stay readable after a commit: no SELECT to refresh them in the same request.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 ma = Marshmallow()
 
 
@@ -112,12 +114,14 @@ class StoredFile(db.Model):
     """
 
     __tablename__ = "stored_file"
-    __table_args__ = MYSQL_TABLE_ARGS
+    __table_args__ = (
+        # The listing: one owner's finished files, newest first.
+        Index("ix_stored_file_listing", "owner_id", "complete", "created_at"),
+        MYSQL_TABLE_ARGS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    owner_id: Mapped[int] = mapped_column(
-        ForeignKey("user.id", ondelete="CASCADE"), index=True
-    )
+    owner_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
     filename: Mapped[str] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(String(200), default="")
     content_type: Mapped[str] = mapped_column(
@@ -125,6 +129,8 @@ class StoredFile(db.Model):
     )
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # Bytes per chunk row when this file was stored; ranges are found from it.
+    chunk_size: Mapped[int] = mapped_column(Integer, default=1024 * 1024)
     complete: Mapped[bool] = mapped_column(default=False, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Bumped as chunks arrive, so that gc can tell a stalled upload from a slow one.
@@ -167,6 +173,12 @@ class StoredFileSchema(ma.SQLAlchemySchema):
 class UploadFormSchema(ma.Schema):
     """The text fields an upload form may carry."""
 
+    sha256 = fields.String(
+        load_default=None,
+        validate=validate.Regexp(
+            r"\A[0-9a-fA-F]{64}\Z", error="sha256 must be 64 hexadecimal characters"
+        ),
+    )
     description = fields.String(
         load_default="",
         validate=validate.Length(
@@ -175,5 +187,22 @@ class UploadFormSchema(ma.Schema):
     )
 
 
+class PageQuerySchema(ma.Schema):
+    """``?page=`` and ``?per_page=`` of a listing."""
+
+    page = fields.Integer(
+        load_default=1,
+        validate=validate.Range(min=1, max=1_000_000),
+        error_messages={"invalid": "page must be a whole number from 1"},
+    )
+    per_page = fields.Integer(
+        load_default=50,
+        validate=validate.Range(min=1, max=200),
+        error_messages={"invalid": "per_page must be a whole number from 1 to 200"},
+    )
+
+
 stored_file_schema = StoredFileSchema()
+stored_files_schema = StoredFileSchema(many=True)
+page_query_schema = PageQuerySchema()
 upload_form_schema = UploadFormSchema()

@@ -44,12 +44,17 @@ def mysql_database():
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=["sqlite", "mysqlclient", "mariadbconnector"])
 def database_url(request, tmp_path):
-    """Each test that touches the database runs on SQLite and on MariaDB."""
+    """Each test that touches the database runs on SQLite and on MariaDB, the
+    latter through both drivers: mysqlclient (mysql://) and MariaDB
+    Connector/Python (mariadb+mariadbconnector://)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'lockbox.db'}"
-    return request.getfixturevalue("mysql_database")
+    url = request.getfixturevalue("mysql_database")
+    if request.param == "mariadbconnector":
+        url = url.replace("mysql://", "mariadb+mariadbconnector://", 1)
+    return url
 
 
 def make_app(database_url, **overrides):

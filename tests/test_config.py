@@ -226,16 +226,26 @@ def test_environment_settings_reach_the_app(tmp_path, monkeypatch):
 )
 def test_mysqlclient_urls_send_binary_literals_and_recycle(url):
     options = config.engine_options(url)
-    assert options["connect_args"] == {"binary_prefix": True}
+    assert options["connect_args"]["binary_prefix"] is True
     assert options["pool_recycle"] == 3600
     assert options["pool_pre_ping"] is True
 
 
 def test_other_mysql_drivers_recycle_without_mysqlclient_arguments():
     options = config.engine_options("mariadb+mariadbconnector://root@127.0.0.1/x")
-    assert "connect_args" not in options
+    assert "binary_prefix" not in options["connect_args"]
     assert options["pool_recycle"] == 3600
     assert options["pool_pre_ping"] is True
+
+
+def test_mysql_connections_wait_an_hour_for_a_stalled_download(app):
+    from models import db
+
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            pytest.skip("a MySQL/MariaDB server setting")
+        timeout = db.session.execute(db.text("SELECT @@session.net_write_timeout"))
+        assert timeout.scalar() == 3600
 
 
 @pytest.mark.parametrize("url", ["sqlite:///lockbox.db", "sqlite://"])
@@ -250,7 +260,7 @@ def test_app_uses_the_engine_options_for_its_database(tmp_path):
         SQLALCHEMY_DATABASE_URI="mysql://root@127.0.0.1:1/nothing",
     )
     options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
-    assert options["connect_args"] == {"binary_prefix": True}
+    assert options["connect_args"]["binary_prefix"] is True
     assert options["pool_recycle"] == 3600
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 from sqlalchemy.exc import OperationalError
 
-import files
+import storage
 from files import clean_filename, content_type_for
 from models import FileChunk, StoredFile, db
 
@@ -310,14 +310,14 @@ def test_forty_mebibyte_upload_reassembles_byte_identical(app, client, token):
 
 @pytest.mark.parametrize("app_settings", [{"CHUNK_SIZE": 4096}])
 def test_database_failure_mid_upload_keeps_nothing(app, client, token, monkeypatch):
-    real_store = files.ChunkWriter._store_chunk
+    real_insert = storage.ChunkWriter._insert_chunk
 
-    def failing_store(self, length):
-        if self.seq == 2:
+    def failing_insert(self, connection, insert, seq, chunk):
+        if seq == 2:
             raise OperationalError("INSERT", {}, Exception("server has gone away"))
-        real_store(self, length)
+        real_insert(self, connection, insert, seq, chunk)
 
-    monkeypatch.setattr(files.ChunkWriter, "_store_chunk", failing_store)
+    monkeypatch.setattr(storage.ChunkWriter, "_insert_chunk", failing_insert)
     response = upload(client, token, os.urandom(5 * 4096))
     assert response.status_code == 503
     assert response.get_json() == {"message": "Database unavailable"}
@@ -328,7 +328,7 @@ def test_unexpected_failure_mid_upload_keeps_nothing(app, client, token, monkeyp
     def broken_finish(self):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(files.ChunkWriter, "finish", broken_finish)
+    monkeypatch.setattr(storage.ChunkWriter, "finish", broken_finish)
     response = upload(client, token, b"abc")
     assert response.status_code == 500
     assert "Traceback" not in response.get_data(as_text=True)
