@@ -139,17 +139,21 @@ class UploadReceiver:
             _multipart_boundary(), MAX_DECODER_BUFFER, max_parts=MAX_PARTS
         )
         stream = request.stream
+        # One buffer for the whole body: the decoder copies what it is given.
+        buffer = bytearray(READ_SIZE)
+        view = memoryview(buffer)
         try:
             complete = False
             while not complete:
-                data = stream.read(READ_SIZE)
-                if not data:
+                count = stream.readinto(buffer)
+                if not count:
                     decoder.receive_data(None)
-                    complete = self._drain(decoder)
+                    self._drain(decoder)
                     break
-                view = memoryview(data)
-                for offset in range(0, len(data), DECODE_SIZE):
-                    decoder.receive_data(view[offset : offset + DECODE_SIZE])
+                for offset in range(0, count, DECODE_SIZE):
+                    decoder.receive_data(
+                        view[offset : min(offset + DECODE_SIZE, count)]
+                    )
                     if complete := self._drain(decoder):
                         break
             return self._finish()

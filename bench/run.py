@@ -113,7 +113,7 @@ def wait_for_quiet_database(server, limit=120):
 
 def repeats_for(size):
     """Runs per measurement: small files are timed several times (median)."""
-    return max(1, min(5, 200 * MIB // size))
+    return 5 if size <= 10 * MIB else 3 if size <= 100 * MIB else 1
 
 
 def raw_ceiling(driver, server, blocks, size):

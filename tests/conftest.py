@@ -151,3 +151,14 @@ def token(auth):
     """A valid token for the user alice."""
     auth.create_user()
     return auth.token()
+
+
+@pytest.fixture
+def server(app, auth, database_url):
+    """gunicorn serving the app on the test database, with alice signed up."""
+    from live_server import LiveServer
+
+    auth.create_user()
+    env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": database_url}
+    with LiveServer(env) as live:
+        yield live

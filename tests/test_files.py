@@ -11,13 +11,12 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
-from live_server import LiveServer, proc_status
+from live_server import proc_status
 from sqlalchemy import event
 from test_server import login, multipart_pieces, stream_upload
-from test_upload import end, part, row_counts
+from test_upload import METADATA_FIELDS, end, part, row_counts
 from werkzeug.http import parse_options_header
 
-from conftest import SECRET_KEY
 from models import FileChunk, StoredFile, User, db
 
 MIB = 1024 * 1024
@@ -29,15 +28,6 @@ MAX_DOWNLOAD_GROWTH = 16 * MIB
 SMALL_CHUNKS = pytest.mark.parametrize(
     "app_settings", [{"CHUNK_SIZE": CHUNK}], ids=["chunk4096"]
 )
-METADATA_FIELDS = {
-    "id",
-    "filename",
-    "description",
-    "content_type",
-    "size",
-    "sha256",
-    "created_at",
-}
 NOT_FOUND = {"message": "File not found"}
 # RFC 6266 attachment with a quoted ASCII filename and an optional RFC 8187 filename*.
 WELL_FORMED_DISPOSITION = re.compile(
@@ -818,21 +808,12 @@ def test_upload_with_a_wrong_sha256_field_is_refused_and_nothing_kept(
 # --- real HTTP -------------------------------------------------------------------
 
 
-@pytest.fixture
-def live(app, auth, database_url):
-    """gunicorn serving the app on the test database, with alice signed up."""
-    auth.create_user()
-    env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": database_url}
-    with LiveServer(env) as server:
-        yield server
-
-
 @pytest.mark.slow
-def test_thirty_mebibyte_download_streams_in_bounded_memory(live):
-    token = login(live)
-    status, body, sha256 = stream_upload(live, token, 30 * MIB, seed=3)
+def test_thirty_mebibyte_download_streams_in_bounded_memory(server):
+    token = login(server)
+    status, body, sha256 = stream_upload(server, token, 30 * MIB, seed=3)
     assert status == 201, body
-    [worker] = live.worker_pids()
+    [worker] = server.worker_pids()
     idle = proc_status(worker, "VmRSS")
     # The upload already raised the peak: reset VmHWM to the idle VmRSS first.
     with open(f"/proc/{worker}/clear_refs", "w") as clear_refs:
@@ -842,7 +823,7 @@ def test_thirty_mebibyte_download_streams_in_bounded_memory(live):
     digest = hashlib.sha256()
     received = 0
     with requests.get(
-        f"{live.url}/files/{body['id']}/download",
+        f"{server.url}/files/{body['id']}/download",
         headers=bearer(token),
         stream=True,
         timeout=120,
@@ -859,12 +840,12 @@ def test_thirty_mebibyte_download_streams_in_bounded_memory(live):
 
 
 @pytest.mark.slow
-def test_range_request_over_http_returns_those_bytes(live):
-    token = login(live)
-    status, body, _ = stream_upload(live, token, 30 * MIB, seed=4)
+def test_range_request_over_http_returns_those_bytes(server):
+    token = login(server)
+    status, body, _ = stream_upload(server, token, 30 * MIB, seed=4)
     assert status == 201, body
     response = requests.get(
-        f"{live.url}/files/{body['id']}/download",
+        f"{server.url}/files/{body['id']}/download",
         headers=bearer(token, Range="bytes=10000000-10000099"),
         timeout=60,
     )

@@ -18,15 +18,6 @@ BOUNDARY = "lockbox-test-boundary"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def server(app, auth, database_url):
-    """gunicorn serving the app on the test database, with alice signed up."""
-    auth.create_user()
-    env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": database_url}
-    with LiveServer(env) as live:
-        yield live
-
-
 def login(server) -> str:
     """A token for alice, over HTTP."""
     response = requests.get(server.url + "/login", auth=("alice", PASSWORD), timeout=10)

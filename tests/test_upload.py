@@ -12,6 +12,15 @@ from files import clean_filename, content_type_for
 from models import FileChunk, StoredFile, db
 
 MIB = 1024 * 1024
+METADATA_FIELDS = {
+    "id",
+    "filename",
+    "description",
+    "content_type",
+    "size",
+    "sha256",
+    "created_at",
+}
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 
 
@@ -82,16 +91,7 @@ def test_upload_with_query_token_stores_the_file(app, client, token):
     assert body["size"] == 10
     assert body["sha256"] == hashlib.sha256(b"some bytes").hexdigest()
     assert body["created_at"].endswith("+00:00")
-    assert set(body) == {
-        "id",
-        "filename",
-        "description",
-        "content_type",
-        "size",
-        "sha256",
-        "created_at",
-        "message",
-    }
+    assert set(body) == METADATA_FIELDS | {"message"}
     assert stored_bytes(app, body["id"]) == b"some bytes"
 
 
