@@ -17,6 +17,7 @@ import cli
 import config
 import errors
 import files
+import security
 from models import db, ma
 
 
@@ -40,6 +41,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     ma.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
     cli.init_app(app)

@@ -6,10 +6,20 @@ import uuid
 from datetime import timedelta
 
 import jwt
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from errors import ApiError
+from errors import ApiError, wants_html
 from models import User, db, utcnow
 
 bp = Blueprint("auth", __name__)
@@ -109,30 +119,40 @@ def token_from_request() -> str | None:
     return request.args.get("token") or None
 
 
+SIGN_IN_AGAIN = {
+    "Token expired": "Your session expired — sign in again",
+    "Invalid token": "Your sign-in is no longer valid — sign in again",
+}
+
+
 def check_for_token(view):
-    """Let the view run only for a valid token; put its user on ``g.user``."""
+    """Let the view run only for a valid token; put its user on ``g.user``.
+
+    API clients get the 401 JSON error; a browser is sent to the sign-in page,
+    told why when its token has expired or is no longer valid.
+    """
 
     @functools.wraps(view)
     def wrapped_view(*args, **kwargs):
-        token = token_from_request()
-        if token is None:
-            raise invalid_token("Token missing")
-        g.user = verify_token(token)
+        try:
+            token = token_from_request()
+            if token is None:
+                raise invalid_token("Token missing")
+            g.user = verify_token(token)
+        except ApiError as error:
+            if error.code != 401 or not wants_html():
+                raise
+            if error.description in SIGN_IN_AGAIN:
+                flash(SIGN_IN_AGAIN[error.description], "error")
+            return redirect(url_for("auth.login"), 303)
         g.token = token
         return view(*args, **kwargs)
 
     return wrapped_view
 
 
-@bp.get("/login")
-def login():
-    """Exchange HTTP Basic credentials for an access token."""
-    auth = request.authorization
-    user = None
-    if auth is not None and auth.type == "basic" and auth.username:
-        user = authenticate(auth.username, auth.password or "")
-    if user is None:
-        raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
+def token_response(user: User):
+    """The JSON answer to a successful sign-in."""
     response = jsonify(
         token=issue_token(user),
         token_type="Bearer",
@@ -140,3 +160,50 @@ def login():
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.get("/login")
+def login():
+    """Exchange HTTP Basic credentials for a token; browsers get the sign-in page."""
+    auth = request.authorization
+    if auth is None and wants_html():
+        if request.args.get("expired"):
+            flash(SIGN_IN_AGAIN["Token expired"], "error")
+        return render_template("login.html")
+    user = None
+    if auth is not None and auth.type == "basic" and auth.username:
+        user = authenticate(auth.username, auth.password or "")
+    if user is None:
+        raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
+    return token_response(user)
+
+
+@bp.post("/login")
+def login_form():
+    """Sign in with a form (the sign-in page) or a JSON body.
+
+    A browser is sent on to its files with the token in the URL; an API client
+    gets the same JSON as ``GET /login``.
+    """
+    if request.is_json:
+        body = request.get_json(silent=True)
+        credentials = body if isinstance(body, dict) else {}
+    else:
+        credentials = request.form
+    username = credentials.get("username")
+    password = credentials.get("password")
+    user = None
+    if isinstance(username, str) and isinstance(password, str) and username:
+        user = authenticate(username, password)
+    if user is not None and wants_html():
+        return redirect(url_for("files.index", token=issue_token(user)), 303)
+    if user is not None:
+        return token_response(user)
+    if wants_html():
+        page = render_template(
+            "login.html",
+            error="Wrong username or password",
+            username=username if isinstance(username, str) else "",
+        )
+        return page, 401
+    raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)

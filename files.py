@@ -62,6 +62,19 @@ MIMETYPE_RE = re.compile(
 )
 
 
+@bp.app_template_filter("filesize")
+def human_size(size: int) -> str:
+    """A byte count as people read it: 512 B, 1.5 KiB, 3.2 MiB."""
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
 def clean_filename(name: str) -> str:
     """The name a file is kept under: last path component, printable, <= 255."""
     # Browsers escape these three in multipart filenames (HTML form encoding).
@@ -241,11 +254,23 @@ class UploadReceiver:
         return stored_file
 
 
+def owned_files_page(page: int, per_page: int):
+    """One page of the caller's finished files, newest first (no bytes loaded)."""
+    statement = (
+        db.select(StoredFile)
+        .filter_by(owner_id=g.user.id, complete=True)
+        .order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
+    )
+    return db.paginate(statement, page=page, per_page=per_page, error_out=False)
+
+
 @bp.get("/")
 @check_for_token
 def index():
-    """The upload form."""
-    return render_template("index.html", user=g.user, token=g.token)
+    """The upload form and the caller's files."""
+    query = load_or_400(page_query_schema, request.args.to_dict())
+    page = owned_files_page(query["page"], query["per_page"])
+    return render_template("index.html", user=g.user, token=g.token, page=page)
 
 
 @bp.post("/upload")
@@ -365,14 +390,7 @@ FILE_ID = "<int(min=1, max=2147483647):file_id>"
 def list_files():
     """The caller's files, newest first, a page at a time."""
     query = load_or_400(page_query_schema, request.args.to_dict())
-    statement = (
-        db.select(StoredFile)
-        .filter_by(owner_id=g.user.id, complete=True)
-        .order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
-    )
-    page = db.paginate(
-        statement, page=query["page"], per_page=query["per_page"], error_out=False
-    )
+    page = owned_files_page(query["page"], query["per_page"])
     return jsonify(
         items=stored_files_schema.dump(page.items),
         page=page.page,
@@ -396,6 +414,21 @@ def delete_file(file_id):
     delete_stored_files(StoredFile.id == file_id)
     db.session.commit()
     return "", 204
+
+
+@bp.post(f"/files/{FILE_ID}/delete")
+@check_for_token
+def delete_file_form(file_id):
+    """Delete from the page: asks on a page first unless already confirmed."""
+    stored_file = owned_file_or_404(file_id)
+    if request.form.get("confirm") != "yes":
+        return render_template(
+            "confirm_delete.html", user=g.user, token=g.token, file=stored_file
+        )
+    delete_stored_files(StoredFile.id == file_id)
+    db.session.commit()
+    flash(f"file {stored_file.filename} deleted", "success")
+    return redirect(url_for("files.index", token=g.token), 303)
 
 
 @bp.get(f"/files/{FILE_ID}/download")

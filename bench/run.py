@@ -8,7 +8,8 @@ For each MySQL driver it measures, in one run on the same MariaDB server:
    file_chunk, committed every 8 chunks as the app does, then reading them back
    with a server-side (unbuffered) cursor;
 2. the app under gunicorn on 127.0.0.1: a streaming multipart upload, then a
-   streaming download, of the same sizes;
+   streaming download, of the same sizes, taking turns with 1. so that a busy
+   spell on a shared machine slows both sides of each ratio alike;
 3. the gunicorn worker's resident memory, sampled from /proc during each transfer,
    against its idle size, and the largest temporary file it had open.
 
@@ -80,20 +81,19 @@ def connect(driver, server):
     return mariadb.connect(host=host, port=port, user=user, database=database)
 
 
-def wait_for_quiet_database(server, limit=120):
+def wait_for_quiet_database(server, limit=60):
     """Wait until InnoDB has purged old row versions and flushed most dirty pages.
 
     Writing or deleting a gigabyte leaves the server busy for a while after the
     statements return; measuring during that would charge one run for another.
-    InnoDB keeps a few dirty pages on purpose, so "quiet" is: purge done, and
-    dirty pages at most a tenth of the buffer pool or no longer falling.
+    InnoDB flushes lazily on purpose, so "quiet" is: purge done, and dirty pages
+    at most a quarter of the buffer pool.
     """
     import MySQLdb
 
     connection = MySQLdb.connect(host=server[0], port=server[1], user=server[2])
     cursor = connection.cursor()
     deadline = time.monotonic() + limit
-    previous = None
     while time.monotonic() < deadline:
         cursor.execute(
             "SHOW GLOBAL STATUS WHERE Variable_name IN ("
@@ -103,26 +103,16 @@ def wait_for_quiet_database(server, limit=120):
         status = {name: int(value) for name, value in cursor.fetchall()}
         dirty = status["Innodb_buffer_pool_pages_dirty"]
         purged = status["Innodb_history_list_length"] < 64
-        few_dirty = dirty <= status["Innodb_buffer_pool_pages_total"] // 10
-        if purged and (few_dirty or dirty == previous):
+        few_dirty = dirty <= status["Innodb_buffer_pool_pages_total"] // 4
+        if purged and few_dirty:
             break
-        previous = dirty
-        time.sleep(1)
+        time.sleep(0.5)
     connection.close()
 
 
 def repeats_for(size):
     """Runs per measurement: small files are timed several times (median)."""
     return 5 if size <= 10 * MIB else 3 if size <= 100 * MIB else 1
-
-
-def raw_ceiling(driver, server, blocks, size):
-    """Median MiB/s inserting, then reading, ``size`` bytes as 1 MiB rows, no app."""
-    runs = [raw_once(driver, server, blocks, size) for _ in range(repeats_for(size))]
-    return (
-        statistics.median(insert for insert, _ in runs),
-        statistics.median(read for _, read in runs),
-    )
 
 
 def raw_once(driver, server, blocks, size):
@@ -291,8 +281,13 @@ def prepare_app_database(url, env):
     )
 
 
-def app_run(driver, server_db, url, blocks, size, temp_dir):
-    """Upload then download ``size`` bytes through the app under gunicorn."""
+def measure(driver, server_db, url, blocks, size, temp_dir):
+    """Raw database and app, turn about, for one driver and size.
+
+    Each repetition first measures the raw insert and read, then an upload and a
+    download through the app under gunicorn, so that a busy spell on this shared
+    machine hits both sides of a ratio. Returns (raw row, app row), medians.
+    """
     import requests
 
     env = {
@@ -312,9 +307,10 @@ def app_run(driver, server_db, url, blocks, size, temp_dir):
         download(server.port, token, warm["id"])
         requests.delete(f"{server.url}/files/{warm['id']}", params={"token": token})
         idle = proc_status(worker, "VmRSS")
-        up_times, down_times = [], []
+        up_times, down_times, raw_runs = [], [], []
         up_peak, down_peak, temp_bytes = 0, 0, 0
         for _ in range(repeats_for(size)):
+            raw_runs.append(raw_once(driver, server_db, blocks, size))
             wait_for_quiet_database(server_db)
             with WorkerWatch(worker, temp_dir) as up_watch:
                 up_seconds, body = upload(server.port, token, blocks, size)
@@ -334,7 +330,13 @@ def app_run(driver, server_db, url, blocks, size, temp_dir):
             up_peak = max(up_peak, up_watch.peak_rss)
             down_peak = max(down_peak, down_watch.peak_rss)
             temp_bytes = max(temp_bytes, up_watch.temp_bytes, down_watch.temp_bytes)
-    return {
+    raw = {
+        "driver": driver,
+        "size_mib": size // MIB,
+        "insert_mib_s": statistics.median(insert for insert, _ in raw_runs),
+        "read_mib_s": statistics.median(read for _, read in raw_runs),
+    }
+    return raw, {
         "driver": driver,
         "size_mib": size // MIB,
         "upload_mib_s": size / MIB / statistics.median(up_times),
@@ -369,28 +371,13 @@ def main():
     results = {"raw": [], "app": [], "machine": os.uname().nodename}
     try:
         with tempfile.TemporaryDirectory(prefix="lockbox-bench-") as temp_dir:
-            # Interleaved, so that each app run meets the same server state as
-            # the raw run it is compared with.
             for size in sizes:
                 for driver in drivers:
-                    insert, read = raw_ceiling(driver, server, blocks, size)
-                    results["raw"].append(
-                        {
-                            "driver": driver,
-                            "size_mib": size // MIB,
-                            "insert_mib_s": insert,
-                            "read_mib_s": read,
-                        }
-                    )
-                    print(
-                        f"  raw {driver} {size // MIB} MiB: {results['raw'][-1]}",
-                        flush=True,
-                    )
-                for driver in drivers:
                     url = f"{DRIVERS[driver]}://{args.mysql}/{database}"
-                    row = app_run(driver, server, url, blocks, size, temp_dir)
-                    results["app"].append(row)
-                    print(f"  app {driver} {size // MIB} MiB: {row}", flush=True)
+                    raw, app = measure(driver, server, url, blocks, size, temp_dir)
+                    results["raw"].append(raw)
+                    results["app"].append(app)
+                    print(f"  {driver} {size // MIB} MiB: {raw} {app}", flush=True)
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
         admin.close()

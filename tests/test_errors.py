@@ -48,11 +48,12 @@ def test_browser_gets_an_html_error_page(client):
 
 def test_html_error_page_escapes_the_token_it_links_back_with(client):
     response = client.get(
-        "/?token=<script>alert(1)</script>", headers={"Accept": BROWSER_ACCEPT}
+        "/nowhere?token=<script>alert(1)</script>", headers={"Accept": BROWSER_ACCEPT}
     )
-    assert response.status_code == 401
+    assert response.status_code == 404
     page = response.get_data(as_text=True)
     assert "<script>alert(1)</script>" not in page
+    assert "token=%3Cscript%3Ealert(1)%3C/script%3E" in page
 
 
 @pytest.mark.parametrize(
