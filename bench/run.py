@@ -82,31 +82,40 @@ def connect(driver, server):
 
 
 def wait_for_quiet_database(server, limit=60):
-    """Wait until InnoDB has purged old row versions and flushed most dirty pages.
+    """Wait until InnoDB has purged old row versions and stopped flushing hard.
 
     Writing or deleting a gigabyte leaves the server busy for a while after the
     statements return; measuring during that would charge one run for another.
-    InnoDB flushes lazily on purpose, so "quiet" is: purge done, and dirty pages
-    at most a quarter of the buffer pool.
+    InnoDB leaves some dirty pages unflushed on purpose, so "quiet" is: purge
+    done, and the number of dirty pages steady (within 1 % of the buffer pool)
+    over a second.
     """
     import MySQLdb
 
     connection = MySQLdb.connect(host=server[0], port=server[1], user=server[2])
     cursor = connection.cursor()
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+
+    def status():
         cursor.execute(
             "SHOW GLOBAL STATUS WHERE Variable_name IN ("
             "'Innodb_buffer_pool_pages_dirty', 'Innodb_buffer_pool_pages_total', "
             "'Innodb_history_list_length')"
         )
-        status = {name: int(value) for name, value in cursor.fetchall()}
-        dirty = status["Innodb_buffer_pool_pages_dirty"]
-        purged = status["Innodb_history_list_length"] < 64
-        few_dirty = dirty <= status["Innodb_buffer_pool_pages_total"] // 4
-        if purged and few_dirty:
+        return {name: int(value) for name, value in cursor.fetchall()}
+
+    deadline = time.monotonic() + limit
+    before = status()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        after = status()
+        change = abs(
+            after["Innodb_buffer_pool_pages_dirty"]
+            - before["Innodb_buffer_pool_pages_dirty"]
+        )
+        steady = change <= after["Innodb_buffer_pool_pages_total"] // 100
+        if after["Innodb_history_list_length"] < 64 and steady:
             break
-        time.sleep(0.5)
+        before = after
     connection.close()
 
 
