@@ -11,6 +11,7 @@ from dotenv import load_dotenv
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import authentication
 import cli
@@ -38,8 +39,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     for warning in config.check(app.config, relaxed=app.debug or app.testing):
         app.logger.warning("%s", warning)
 
+    if app.config.get("TRUSTED_PROXIES"):
+        # Behind N reverse proxies: take the client address (for the sign-in
+        # limits and the logs) and scheme from their X-Forwarded-* headers.
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     db.init_app(app)
     ma.init_app(app)
+    authentication.limiter.init_app(app)
     errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(authentication.bp)

@@ -3,7 +3,7 @@
 import functools
 import secrets
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 from flask import (
@@ -17,15 +17,21 @@ from flask import (
     request,
     url_for,
 )
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from errors import ApiError, wants_html
-from models import User, db, utcnow
+from models import RevokedToken, User, db, utcnow
 
 bp = Blueprint("auth", __name__)
+# Storage comes from RATELIMIT_STORAGE_URI: memory:// for one process, or e.g.
+# redis://127.0.0.1:6379 so that several workers and instances share counts.
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 ALGORITHM = "HS256"
-REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss"]
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "typ", "ver"]
 # Clock skew tolerated between the machines that issue and check tokens.
 LEEWAY_SECONDS = 10
 # Tokens are a few hundred bytes; anything far larger is not ours.
@@ -33,6 +39,40 @@ MAX_TOKEN_LENGTH = 4096
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="Login required"'}
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="Lockbox"'}
+
+
+def _login_username() -> str:
+    """The username a sign-in attempt is for, from Basic auth, a form or JSON."""
+    auth = request.authorization
+    name = None
+    if auth is not None and auth.type == "basic":
+        name = auth.username
+    elif request.method == "POST":
+        body = request.get_json(silent=True) if request.is_json else request.form
+        name = body.get("username") if isinstance(body, dict) else None
+    return "username:" + (name if isinstance(name, str) else "")
+
+
+def _failed(response) -> bool:
+    """Only failed sign-ins count against the limits."""
+    return response.status_code == 401
+
+
+TOO_MANY = "Too many failed sign-ins; wait a minute and try again"
+# Shared by GET and POST /login: guessing one way counts against the other.
+limit_per_username = limiter.shared_limit(
+    lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"],
+    scope="login-username",
+    key_func=_login_username,
+    deduct_when=_failed,
+    error_message=TOO_MANY,
+)
+limit_per_address = limiter.shared_limit(
+    lambda: current_app.config["LOGIN_LIMIT_PER_ADDRESS"],
+    scope="login-address",
+    deduct_when=_failed,
+    error_message=TOO_MANY,
+)
 
 
 def hash_password(password: str) -> str:
@@ -63,15 +103,31 @@ def authenticate(username: str, password: str) -> User | None:
     return user
 
 
-def issue_token(user: User) -> str:
-    """Sign a short-lived access token for ``user``."""
+ACCESS = "access"
+REFRESH = "refresh"
+
+
+def issue_token(user: User, kind: str, family: str) -> str:
+    """Sign a token for ``user``: a short-lived access token or a refresh token.
+
+    ``ver`` ties it to the user's token version; ``fam`` names the chain of
+    refresh tokens it descends from, so that a reused refresh token can revoke
+    the whole chain with the access tokens issued alongside it.
+    """
     now = utcnow()
+    lifetime = current_app.config[
+        "TOKEN_TTL_SECONDS" if kind == ACCESS else "REFRESH_TTL_SECONDS"
+    ]
+    jti = uuid.uuid4().hex
     claims = {
         "sub": str(user.id),
         "iat": now,
-        "exp": now + timedelta(seconds=current_app.config["TOKEN_TTL_SECONDS"]),
-        "jti": uuid.uuid4().hex,
+        "exp": now + timedelta(seconds=lifetime),
+        "jti": jti,
         "iss": current_app.config["JWT_ISSUER"],
+        "typ": kind,
+        "ver": user.token_version,
+        "fam": family,
     }
     return jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm=ALGORITHM)
 
@@ -81,30 +137,72 @@ def invalid_token(message: str = "Invalid token") -> ApiError:
     return ApiError(401, message, BEARER_CHALLENGE)
 
 
-def verify_token(token: str) -> User:
-    """Check a token's signature and claims; return its user or raise a 401."""
+def _decode(token: str) -> dict:
+    """Verify signature and registered claims with the current key or an old one."""
+    config = current_app.config
+    for key in [config["SECRET_KEY"], *config.get("SECRET_KEY_FALLBACKS", [])]:
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                issuer=current_app.config["JWT_ISSUER"],
+                leeway=LEEWAY_SECONDS,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.ExpiredSignatureError:
+            raise invalid_token("Token expired") from None
+        except jwt.InvalidTokenError:
+            raise invalid_token() from None
+    raise invalid_token()
+
+
+def is_revoked(*names: str) -> bool:
+    """Whether any of these token ids or family names has been revoked."""
+    found = db.session.execute(
+        db.select(RevokedToken.jti).where(RevokedToken.jti.in_(names)).limit(1)
+    )
+    return found.first() is not None
+
+
+def verify_token(token: str, kind: str = ACCESS) -> tuple[User, dict]:
+    """Check a token's signature, claims and revocation; its user and claims.
+
+    Anything wrong is a 401: "Token expired", "Token revoked" or "Invalid token".
+    """
     if len(token) > MAX_TOKEN_LENGTH:
         raise invalid_token()
-    try:
-        claims = jwt.decode(
-            token,
-            current_app.config["SECRET_KEY"],
-            algorithms=[ALGORITHM],
-            issuer=current_app.config["JWT_ISSUER"],
-            leeway=LEEWAY_SECONDS,
-            options={"require": REQUIRED_CLAIMS},
-        )
-    except jwt.ExpiredSignatureError:
-        raise invalid_token("Token expired") from None
-    except jwt.InvalidTokenError:
-        raise invalid_token() from None
+    claims = _decode(token)
     subject = claims["sub"]
     if not (subject.isascii() and subject.isdigit() and len(subject) <= 18):
+        raise invalid_token()
+    if claims["typ"] != kind or not isinstance(claims.get("fam"), str):
         raise invalid_token()
     user = db.session.get(User, int(subject))
     if user is None:
         raise invalid_token()
-    return user
+    if claims.get("ver") != user.token_version:
+        raise invalid_token("Token revoked")
+    if is_revoked(str(claims["jti"]), "family:" + claims["fam"]):
+        raise invalid_token("Token revoked")
+    return user, claims
+
+
+def revoke(name: str, expires_at) -> None:
+    """Record a token id or family as revoked until ``expires_at`` (not committed)."""
+    if db.session.get(RevokedToken, name) is None:
+        db.session.add(RevokedToken(jti=name, expires_at=expires_at))
+
+
+def prune_revoked() -> int:
+    """Forget revocations of tokens that have expired anyway; how many."""
+    cutoff = utcnow() - timedelta(seconds=LEEWAY_SECONDS)
+    result = db.session.execute(
+        db.delete(RevokedToken).where(RevokedToken.expires_at < cutoff)
+    )
+    return result.rowcount
 
 
 def token_from_request() -> str | None:
@@ -121,6 +219,7 @@ def token_from_request() -> str | None:
 
 SIGN_IN_AGAIN = {
     "Token expired": "Your session expired — sign in again",
+    "Token revoked": "You signed out — sign in again",
     "Invalid token": "Your sign-in is no longer valid — sign in again",
 }
 
@@ -138,7 +237,7 @@ def check_for_token(view):
             token = token_from_request()
             if token is None:
                 raise invalid_token("Token missing")
-            g.user = verify_token(token)
+            g.user, g.claims = verify_token(token)
         except ApiError as error:
             if error.code != 401 or not wants_html():
                 raise
@@ -151,18 +250,24 @@ def check_for_token(view):
     return wrapped_view
 
 
-def token_response(user: User):
-    """The JSON answer to a successful sign-in."""
+def token_response(user: User, family: str | None = None):
+    """The JSON answer to a sign-in or a refresh: an access and a refresh token."""
+    family = family or uuid.uuid4().hex
+    refresh_token = issue_token(user, REFRESH, family)
     response = jsonify(
-        token=issue_token(user),
+        token=issue_token(user, ACCESS, family),
         token_type="Bearer",
         expires_in=current_app.config["TOKEN_TTL_SECONDS"],
+        refresh_token=refresh_token,
+        refresh_expires_in=current_app.config["REFRESH_TTL_SECONDS"],
     )
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 @bp.get("/login")
+@limit_per_username
+@limit_per_address
 def login():
     """Exchange HTTP Basic credentials for a token; browsers get the sign-in page."""
     auth = request.authorization
@@ -179,6 +284,8 @@ def login():
 
 
 @bp.post("/login")
+@limit_per_username
+@limit_per_address
 def login_form():
     """Sign in with a form (the sign-in page) or a JSON body.
 
@@ -196,7 +303,8 @@ def login_form():
     if isinstance(username, str) and isinstance(password, str) and username:
         user = authenticate(username, password)
     if user is not None and wants_html():
-        return redirect(url_for("files.index", token=issue_token(user)), 303)
+        token = issue_token(user, ACCESS, uuid.uuid4().hex)
+        return redirect(url_for("files.index", token=token), 303)
     if user is not None:
         return token_response(user)
     if wants_html():
@@ -207,3 +315,66 @@ def login_form():
         )
         return page, 401
     raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
+
+
+@bp.post("/logout")
+@check_for_token
+def logout():
+    """Revoke the presented token and its sign-in's refresh tokens.
+
+    With ``?everywhere=1``, every token the user holds, on every device.
+    """
+    if request.args.get("everywhere") in ("1", "true", "yes"):
+        g.user.token_version += 1
+    else:
+        # This token, and the refresh tokens of the same sign-in with it.
+        refresh_expiry = utcnow() + timedelta(
+            seconds=current_app.config["REFRESH_TTL_SECONDS"]
+        )
+        revoke(str(g.claims["jti"]), datetime.fromtimestamp(g.claims["exp"], UTC))
+        revoke("family:" + g.claims["fam"], refresh_expiry)
+    prune_revoked()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()  # signed out twice at once: already revoked
+    if wants_html():
+        flash("You are signed out", "success")
+        return redirect(url_for("auth.login"), 303)
+    return "", 204
+
+
+@bp.post("/refresh")
+def refresh():
+    """Trade a refresh token for a new access token and a new refresh token.
+
+    The old refresh token is retired. Presenting a retired one again means it was
+    copied: the whole family (every token descended from the same sign-in) is
+    revoked.
+    """
+    token = token_from_request()
+    if token is None:
+        body = request.get_json(silent=True) if request.is_json else request.form
+        value = body.get("refresh_token") if isinstance(body, dict) else None
+        token = value if isinstance(value, str) and value else None
+    if token is None:
+        raise invalid_token("Token missing")
+    claims = _decode(token)
+    if claims.get("typ") == REFRESH and isinstance(claims.get("fam"), str):
+        family_expiry = datetime.fromtimestamp(claims["exp"], UTC)
+        if is_revoked(str(claims["jti"])):
+            revoke("family:" + claims["fam"], family_expiry)
+            db.session.commit()
+            current_app.logger.warning("Refresh token reused; family revoked")
+            raise invalid_token("Token revoked")
+    user, claims = verify_token(token, REFRESH)
+    revoke(str(claims["jti"]), datetime.fromtimestamp(claims["exp"], UTC))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another request retired the same token a moment ago: a reuse too.
+        db.session.rollback()
+        revoke("family:" + claims["fam"], datetime.fromtimestamp(claims["exp"], UTC))
+        db.session.commit()
+        raise invalid_token("Token revoked") from None
+    return token_response(user, claims["fam"])

@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func
 
-from authentication import hash_password
+from authentication import hash_password, prune_revoked
 from models import FileChunk, StoredFile, User, db, utcnow
 from storage import delete_stored_files
 
@@ -21,6 +21,7 @@ users_cli = AppGroup(
     "users", help="Create, list and delete the people who can sign in."
 )
 files_cli = AppGroup("files", help="Maintenance of stored files.")
+tokens_cli = AppGroup("tokens", help="Maintenance of the token revocation list.")
 
 
 @click.command("init-db")
@@ -133,6 +134,8 @@ def set_password(name):
     """Give a user a new password (prompted for, or read from stdin)."""
     user = _find_user(name)
     user.password_hash = hash_password(_read_password())
+    # A new password signs the user out everywhere.
+    user.token_version += 1
     db.session.commit()
     click.echo(f"Password changed for {name}")
 
@@ -163,8 +166,17 @@ def collect_garbage(idle):
     current_app.logger.info("files gc removed %d uploads, %d chunks", removed, orphans)
 
 
+@tokens_cli.command("prune")
+def prune_tokens():
+    """Forget revocations of tokens that have expired anyway."""
+    removed = prune_revoked()
+    db.session.commit()
+    click.echo(f"Removed {removed} expired revocations")
+
+
 def init_app(app):
     """Register the commands on the app."""
+    app.cli.add_command(tokens_cli)
     app.cli.add_command(init_db_command)
     app.cli.add_command(users_cli)
     app.cli.add_command(files_cli)

@@ -54,10 +54,22 @@ def from_environment(instance_path: str) -> dict:
     return {
         "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
         "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL") or default_db,
+        "SECRET_KEY_FALLBACKS": [
+            key.strip()
+            for key in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",")
+            if key.strip()
+        ],
         "TOKEN_TTL_SECONDS": _int_from_env("TOKEN_TTL_SECONDS", 1200),
+        "REFRESH_TTL_SECONDS": _int_from_env("REFRESH_TTL_SECONDS", 7 * 24 * 3600),
         "MAX_CONTENT_LENGTH": _int_from_env("MAX_CONTENT_LENGTH", 1024 * MIB),
         "CHUNK_SIZE": _int_from_env("CHUNK_SIZE", MIB, minimum=1024),
+        "TRUSTED_PROXIES": _int_from_env("TRUSTED_PROXIES", 0, minimum=0),
         "JWT_ISSUER": os.environ.get("JWT_ISSUER") or "lockbox",
+        "LOGIN_LIMIT_PER_USERNAME": os.environ.get("LOGIN_LIMIT_PER_USERNAME")
+        or "10 per minute",
+        "LOGIN_LIMIT_PER_ADDRESS": os.environ.get("LOGIN_LIMIT_PER_ADDRESS")
+        or "100 per minute",
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI") or "memory://",
     }
 
 
@@ -99,6 +111,10 @@ def check(config: dict, relaxed: bool) -> list[str]:
                 f"{problem}; using a random key for this process only "
                 "(tokens will not survive a restart)"
             )
+    for old_key in config.get("SECRET_KEY_FALLBACKS", []):
+        old_problem = secret_key_problem(old_key)
+        if old_problem and not relaxed:
+            raise ConfigError(f"A key in SECRET_KEY_FALLBACKS is unsafe: {old_problem}")
     chunk = config["CHUNK_SIZE"]
     if chunk > MAX_CHUNK_SIZE:
         raise ConfigError(f"CHUNK_SIZE must be at most {MAX_CHUNK_SIZE} bytes")

@@ -2,6 +2,10 @@
 
 import os
 
+from gunicorn.glogging import Logger
+
+from security import redact
+
 bind = os.environ.get("LOCKBOX_BIND", "127.0.0.1:8000")
 
 # gthread: each request runs in a thread of its own while the worker's main loop
@@ -18,3 +22,25 @@ timeout = 60
 # Time a worker gets to finish transfers in flight when told to stop.
 graceful_timeout = 120
 keepalive = 5
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger with tokens taken out of access and error log lines."""
+
+    def atoms(self, resp, req, environ, request_time):
+        """The access log's fields, with ``token=`` values and credentials redacted."""
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {
+            name: redact(value) if isinstance(value, str) else value
+            for name, value in atoms.items()
+        }
+
+    def error(self, msg, *args, **kwargs):
+        """Error log lines, redacted too (they may quote a request line)."""
+        super().error(redact(str(msg) % args if args else str(msg)), **kwargs)
+
+
+logger_class = RedactingLogger
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+# The usual combined format plus the time taken; the request line is redacted.
+access_log_format = '%(h)s - - %(t)s "%(r)s" %(s)s %(B)s "%(f)s" "%(a)s" %(M)sms'

@@ -96,6 +96,9 @@ class User(db.Model):
     username: Mapped[str] = mapped_column(String(80), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Carried in every token as `ver`; bumping it revokes all the user's tokens
+    # (sign out everywhere, a new password).
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
 
     files: Mapped[list["StoredFile"]] = relationship(
         back_populates="owner", passive_deletes=True
@@ -140,6 +143,20 @@ class StoredFile(db.Model):
 
     def __repr__(self) -> str:
         return f"<StoredFile {self.id} {self.filename!r}>"
+
+
+class RevokedToken(db.Model):
+    """A token id (``jti``) or a refresh family (``family:<id>``) no longer honoured.
+
+    Shared by every app instance through the database; a row is kept only until
+    the token it names would have expired anyway.
+    """
+
+    __tablename__ = "revoked_token"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    jti: Mapped[str] = mapped_column(String(80), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class FileChunk(db.Model):

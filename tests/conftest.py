@@ -2,8 +2,10 @@
 
 import base64
 import os
+import time
 import uuid
 
+import jwt
 import pytest
 import sqlalchemy as sa
 
@@ -162,3 +164,28 @@ def server(app, auth, database_url):
     env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": database_url}
     with LiveServer(env) as live:
         yield live
+
+
+def make_token(claims=None, key=SECRET_KEY, algorithm="HS256", drop=(), headers=None):
+    """A token like Lockbox's access tokens, with some claims changed or dropped."""
+    now = int(time.time())
+    payload = {
+        "sub": "1",
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        "iss": "lockbox",
+        "typ": "access",
+        "ver": 0,
+        "fam": uuid.uuid4().hex,
+    }
+    payload.update(claims or {})
+    for name in drop:
+        payload.pop(name)
+    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
+
+
+def expired_token(user_id="1"):
+    """A correctly signed access token that expired an hour ago."""
+    past = int(time.time()) - 3600
+    return make_token({"sub": str(user_id), "iat": past - 60, "exp": past})

@@ -3,30 +3,13 @@
 import base64
 import json
 import time
-import uuid
 
 import jwt
 import pytest
 
 import authentication
-from conftest import PASSWORD, SECRET_KEY, basic_auth
+from conftest import PASSWORD, SECRET_KEY, basic_auth, make_token
 from models import User, db
-
-
-def make_token(claims=None, key=SECRET_KEY, algorithm="HS256", drop=(), headers=None):
-    """A token like Lockbox's, with some claims changed or dropped."""
-    now = int(time.time())
-    payload = {
-        "sub": "1",
-        "iat": now,
-        "exp": now + 600,
-        "jti": uuid.uuid4().hex,
-        "iss": "lockbox",
-    }
-    payload.update(claims or {})
-    for name in drop:
-        payload.pop(name)
-    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
 
 
 def b64(data: dict) -> str:

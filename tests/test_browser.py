@@ -2,16 +2,21 @@
 
 import hashlib
 import os
-import time
 import uuid
 from pathlib import Path
 
-import jwt
 import pytest
 from live_server import ROOT, LiveServer
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import PASSWORD, SECRET_KEY, AuthActions, empty_tables, make_app
+from conftest import (
+    PASSWORD,
+    SECRET_KEY,
+    AuthActions,
+    empty_tables,
+    expired_token,
+    make_app,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +75,10 @@ def sign_in(page, site, password=PASSWORD):
     page.goto(site.url + "/login")
     page.get_by_label("Username").fill("alice")
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    # Wait for the next page and its script, so that no click races them.
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state("load")
 
 
 def upload_through_page(page, name, content, description=""):
@@ -175,13 +183,7 @@ def test_delete_after_confirming_removes_the_row(page, site):
 
 
 def test_expired_session_goes_to_the_sign_in_page(page, site):
-    past = int(time.time()) - 3600
-    expired = jwt.encode(
-        {"sub": "1", "iat": past - 60, "exp": past, "jti": "x", "iss": "lockbox"},
-        SECRET_KEY,
-        algorithm="HS256",
-    )
-    page.goto(f"{site.url}/?token={expired}")
+    page.goto(f"{site.url}/?token={expired_token()}")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     expect(page.locator(".flash-error")).to_have_text(
         "Your session expired — sign in again"

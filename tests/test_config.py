@@ -298,3 +298,18 @@ def test_python_app_py_without_a_key_exits_with_a_clear_message():
     assert "SECRET_KEY" in completed.stderr
     assert "Lockbox cannot start" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_unsafe_fallback_key_is_refused(tmp_path):
+    with pytest.raises(config.ConfigError, match="SECRET_KEY_FALLBACKS"):
+        production_app(
+            tmp_path,
+            SECRET_KEY=secrets.token_urlsafe(48),
+            SECRET_KEY_FALLBACKS=["thisissecret"],
+        )
+
+
+def test_fallback_keys_are_read_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY_FALLBACKS", " old-key-one , old-key-two ,")
+    settings = config.from_environment(str(tmp_path))
+    assert settings["SECRET_KEY_FALLBACKS"] == ["old-key-one", "old-key-two"]

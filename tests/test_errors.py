@@ -1,12 +1,16 @@
 """One error shape: JSON {"message": ...} for API clients, a page for browsers."""
 
-import time
-
-import jwt
 import pytest
 
 from app import create_app
-from conftest import PASSWORD, SECRET_KEY, basic_auth, empty_tables, make_app
+from conftest import (
+    PASSWORD,
+    SECRET_KEY,
+    basic_auth,
+    empty_tables,
+    make_app,
+    make_token,
+)
 from models import db
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,*/*;q=0.8"
@@ -168,9 +172,7 @@ def test_unreachable_database_shows_no_details(offline_app):
 
 def test_unreachable_database_during_token_check_is_a_503(offline_app):
     # A well-formed token reaches the user lookup, which needs the database.
-    now = int(time.time())
-    claims = {"sub": "1", "iat": now, "exp": now + 60, "jti": "x", "iss": "lockbox"}
-    token = jwt.encode(claims, SECRET_KEY, algorithm="HS256")
+    token = make_token()
     response = offline_app.test_client().get(f"/?token={token}")
     assert response.status_code == 503
     assert response.get_json() == {"message": "Database unavailable"}

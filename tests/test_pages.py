@@ -1,12 +1,10 @@
 """The server side of the pages: sign-in, redirects, delete form, headers."""
 
 import io
-import time
 
-import jwt
 import pytest
 
-from conftest import PASSWORD, SECRET_KEY, basic_auth
+from conftest import PASSWORD, basic_auth, expired_token
 from files import human_size
 from models import StoredFile, db
 
@@ -21,19 +19,6 @@ def upload(client, token, name="a.txt", content=b"abc", description=""):
     )
     assert response.status_code == 201
     return response.get_json()["id"]
-
-
-def expired_token(user_id="1"):
-    """A correctly signed token that expired an hour ago."""
-    past = int(time.time()) - 3600
-    claims = {
-        "sub": user_id,
-        "iat": past - 60,
-        "exp": past,
-        "jti": "j",
-        "iss": "lockbox",
-    }
-    return jwt.encode(claims, SECRET_KEY, algorithm="HS256")
 
 
 def test_browser_gets_the_sign_in_page(client):
@@ -92,7 +77,13 @@ def test_post_login_with_json_returns_the_token(auth, client):
     auth.create_user()
     response = client.post("/login", json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 200
-    assert set(response.get_json()) == {"token", "token_type", "expires_in"}
+    assert set(response.get_json()) == {
+        "token",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+        "refresh_expires_in",
+    }
 
 
 @pytest.mark.parametrize(

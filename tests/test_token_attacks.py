@@ -1,0 +1,197 @@
+"""Forged and malformed tokens against the running app, over real HTTP.
+
+Every case must be a 401 with a JSON message, never a 500.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+import requests
+from live_server import LiveServer
+
+from conftest import SECRET_KEY, AuthActions, empty_tables, make_app, make_token
+
+pytestmark = pytest.mark.slow
+
+ATTACKER_KEY = "attacker-controlled-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCD"
+
+
+def segment(data) -> str:
+    """base64url without padding, of JSON or bytes."""
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def claims(**changes):
+    """Valid claims for user 1, with changes (a value of None drops the claim)."""
+    now = int(time.time())
+    base = {
+        "sub": "1",
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        "iss": "lockbox",
+        "typ": "access",
+        "ver": 0,
+        "fam": uuid.uuid4().hex,
+    }
+    base.update(changes)
+    return {name: value for name, value in base.items() if value is not None}
+
+
+def hand_signed(header: dict, payload: dict, key: bytes, digest=hashlib.sha256) -> str:
+    """A JWT signed by hand, for keys and headers PyJWT would refuse to make."""
+    signing_input = f"{segment(header)}.{segment(payload)}"
+    signature = hmac.new(key, signing_input.encode(), digest).digest()
+    return f"{signing_input}.{segment(signature)}"
+
+
+def unsigned(alg: str) -> str:
+    """An alg=none style token with no signature."""
+    return f"{segment({'alg': alg, 'typ': 'JWT'})}.{segment(claims())}."
+
+
+def nested(depth: int) -> str:
+    """A token signed with the real key whose payload nests lists ``depth`` deep.
+
+    Built by hand: Python's own JSON encoder would refuse such depth. It stays
+    under the app's token size limit, so it reaches the JSON decoder.
+    """
+    body = json.dumps(claims())[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}"
+    header = segment({"alg": "HS256", "typ": "JWT"})
+    signing_input = f"{header}.{segment(body.encode())}"
+    signature = hmac.new(SECRET_KEY.encode(), signing_input.encode(), hashlib.sha256)
+    return f"{signing_input}.{segment(signature.digest())}"
+
+
+def cases() -> dict:
+    """Every forged or malformed token, by name."""
+    good = make_token(claims())
+    header, payload, signature = good.split(".")
+    now = int(time.time())
+    hs256 = {"alg": "HS256", "typ": "JWT"}
+    return {
+        "alg-none": unsigned("none"),
+        "alg-None": unsigned("None"),
+        "alg-NONE": unsigned("NONE"),
+        "stripped-signature": f"{header}.{payload}.",
+        "no-signature-part": f"{header}.{payload}",
+        "truncated-signature": good[:-6],
+        "tampered-payload": f"{header}.{segment(claims(sub='2'))}.{signature}",
+        "hs384": jwt.encode(claims(), SECRET_KEY, algorithm="HS384"),
+        "hs512": hand_signed(
+            {"alg": "HS512", "typ": "JWT"},
+            claims(),
+            SECRET_KEY.encode(),
+            hashlib.sha512,
+        ),
+        "other-key": make_token(claims(), key=ATTACKER_KEY),
+        "empty-key": hand_signed(hs256, claims(), b""),
+        "missing-exp": jwt.encode(claims(exp=None), SECRET_KEY, algorithm="HS256"),
+        "missing-iat": jwt.encode(claims(iat=None), SECRET_KEY, algorithm="HS256"),
+        "missing-sub": jwt.encode(claims(sub=None), SECRET_KEY, algorithm="HS256"),
+        "missing-jti": jwt.encode(claims(jti=None), SECRET_KEY, algorithm="HS256"),
+        "nbf-in-future": make_token(claims(nbf=now + 3600)),
+        "iat-in-future": make_token(claims(iat=now + 3600)),
+        "wrong-issuer": make_token(claims(iss="evil")),
+        "jku-header": hand_signed(
+            {**hs256, "jku": "http://127.0.0.1:9/keys"}, claims(), ATTACKER_KEY.encode()
+        ),
+        "x5u-header": hand_signed(
+            {**hs256, "x5u": "http://127.0.0.1:9/cert"}, claims(), ATTACKER_KEY.encode()
+        ),
+        "jwk-header": hand_signed(
+            {
+                **hs256,
+                "jwk": {"kty": "oct", "k": segment(ATTACKER_KEY.encode())},
+            },
+            claims(),
+            ATTACKER_KEY.encode(),
+        ),
+        "kid-header": hand_signed(
+            {**hs256, "kid": "../../../../dev/null"}, claims(), b""
+        ),
+        "deeply-nested": nested(1200),
+        "junk": "%%%not*base64%%%.@@@.!!!",
+        "three-dots": "...",
+        "header-only": segment(hs256),
+    }
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """gunicorn on a fresh SQLite database with user 1 (alice)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('attacks') / 'lockbox.db'}"
+    app = make_app(url)
+    AuthActions(app, app.test_client()).create_user("alice")
+    with LiveServer({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url}) as server:
+        yield server
+    empty_tables(app)
+
+
+def test_a_genuine_token_is_accepted(site):
+    good = make_token(claims())
+    response = requests.get(
+        site.url + "/files", headers={"Authorization": f"Bearer {good}"}, timeout=10
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("name", sorted(cases()))
+@pytest.mark.parametrize("where", ["header", "query"])
+def test_forged_or_malformed_token_is_refused(site, name, where):
+    token = cases()[name]
+    if where == "header":
+        response = requests.get(
+            site.url + "/files",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+    else:
+        response = requests.get(
+            site.url + "/files", params={"token": token}, timeout=10
+        )
+    assert response.status_code == 401, response.text
+    assert response.json()["message"] in {"Invalid token", "Token expired"}
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer    ", "bearer\t"])
+def test_bearer_with_nothing_after_it_is_refused(site, value):
+    response = requests.get(
+        site.url + "/files", headers={"Authorization": value}, timeout=10
+    )
+    assert response.status_code == 401
+    assert "message" in response.json()
+
+
+@pytest.mark.parametrize("where", ["header", "query"])
+def test_hundred_kilobyte_token_is_refused_before_the_app(site, where):
+    # gunicorn's request limits stop it: 431 for a header, 414 for a URL.
+    token = make_token(claims()) + "A" * 100_000
+    if where == "header":
+        response = requests.get(
+            site.url + "/files",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+    else:
+        response = requests.get(
+            site.url + "/files", params={"token": token}, timeout=10
+        )
+    assert response.status_code in (414, 431)
+
+
+def test_hundred_kilobyte_token_in_a_body_is_a_401(site):
+    token = make_token(claims(typ="refresh")) + "A" * 100_000
+    response = requests.post(
+        site.url + "/refresh", json={"refresh_token": token}, timeout=10
+    )
+    assert response.status_code == 401
+    assert response.json() == {"message": "Invalid token"}
