@@ -166,10 +166,10 @@ def server(app, auth, database_url):
         yield live
 
 
-def make_token(claims=None, key=SECRET_KEY, algorithm="HS256", drop=(), headers=None):
-    """A token like Lockbox's access tokens, with some claims changed or dropped."""
+def token_claims(**changes) -> dict:
+    """Claims like Lockbox's access tokens for user 1; a value of None drops one."""
     now = int(time.time())
-    payload = {
+    claims = {
         "sub": "1",
         "iat": now,
         "exp": now + 600,
@@ -179,10 +179,29 @@ def make_token(claims=None, key=SECRET_KEY, algorithm="HS256", drop=(), headers=
         "ver": 0,
         "fam": uuid.uuid4().hex,
     }
-    payload.update(claims or {})
+    claims.update(changes)
+    return {name: value for name, value in claims.items() if value is not None}
+
+
+def make_token(claims=None, key=SECRET_KEY, algorithm="HS256", drop=(), headers=None):
+    """A token like Lockbox's access tokens, with some claims changed or dropped."""
+    payload = token_claims(**(claims or {}))
     for name in drop:
         payload.pop(name)
     return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def sqlite_site(tmp_path_factory):
+    """gunicorn on a fresh SQLite database with the user alice (id 1), per module."""
+    from live_server import LiveServer
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('site') / 'lockbox.db'}"
+    app = make_app(url)
+    AuthActions(app, app.test_client()).create_user("alice")
+    with LiveServer({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url}) as server:
+        yield server
+    empty_tables(app)
 
 
 def expired_token(user_id="1"):

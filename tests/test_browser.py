@@ -6,16 +6,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from live_server import ROOT, LiveServer
+from live_server import ROOT
 from playwright.sync_api import expect, sync_playwright
 
 from conftest import (
     PASSWORD,
-    SECRET_KEY,
-    AuthActions,
-    empty_tables,
     expired_token,
-    make_app,
 )
 
 pytestmark = pytest.mark.slow
@@ -33,14 +29,9 @@ LAUNCH_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """gunicorn on a fresh SQLite database with the user alice."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'lockbox.db'}"
-    app = make_app(url)
-    AuthActions(app, app.test_client()).create_user("alice")
-    with LiveServer({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url}) as server:
-        yield server
-    empty_tables(app)
+def site(sqlite_site):
+    """The running app, shared by this module's tests."""
+    return sqlite_site
 
 
 @pytest.fixture(scope="module")

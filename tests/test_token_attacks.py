@@ -8,14 +8,13 @@ import hashlib
 import hmac
 import json
 import time
-import uuid
 
 import jwt
 import pytest
 import requests
-from live_server import LiveServer
 
-from conftest import SECRET_KEY, AuthActions, empty_tables, make_app, make_token
+from conftest import SECRET_KEY, make_token
+from conftest import token_claims as claims
 
 pytestmark = pytest.mark.slow
 
@@ -26,23 +25,6 @@ def segment(data) -> str:
     """base64url without padding, of JSON or bytes."""
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def claims(**changes):
-    """Valid claims for user 1, with changes (a value of None drops the claim)."""
-    now = int(time.time())
-    base = {
-        "sub": "1",
-        "iat": now,
-        "exp": now + 600,
-        "jti": uuid.uuid4().hex,
-        "iss": "lockbox",
-        "typ": "access",
-        "ver": 0,
-        "fam": uuid.uuid4().hex,
-    }
-    base.update(changes)
-    return {name: value for name, value in base.items() if value is not None}
 
 
 def hand_signed(header: dict, payload: dict, key: bytes, digest=hashlib.sha256) -> str:
@@ -125,38 +107,27 @@ def cases() -> dict:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """gunicorn on a fresh SQLite database with user 1 (alice)."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('attacks') / 'lockbox.db'}"
-    app = make_app(url)
-    AuthActions(app, app.test_client()).create_user("alice")
-    with LiveServer({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url}) as server:
-        yield server
-    empty_tables(app)
+def site(sqlite_site):
+    """The running app, shared by this module's tests."""
+    return sqlite_site
+
+
+def get_files(site, token, where="header"):
+    """GET /files with a token in the Authorization header or the query string."""
+    if where == "header":
+        headers = {"Authorization": f"Bearer {token}"}
+        return requests.get(site.url + "/files", headers=headers, timeout=10)
+    return requests.get(site.url + "/files", params={"token": token}, timeout=10)
 
 
 def test_a_genuine_token_is_accepted(site):
-    good = make_token(claims())
-    response = requests.get(
-        site.url + "/files", headers={"Authorization": f"Bearer {good}"}, timeout=10
-    )
-    assert response.status_code == 200
+    assert get_files(site, make_token(claims())).status_code == 200
 
 
 @pytest.mark.parametrize("name", sorted(cases()))
 @pytest.mark.parametrize("where", ["header", "query"])
 def test_forged_or_malformed_token_is_refused(site, name, where):
-    token = cases()[name]
-    if where == "header":
-        response = requests.get(
-            site.url + "/files",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        )
-    else:
-        response = requests.get(
-            site.url + "/files", params={"token": token}, timeout=10
-        )
+    response = get_files(site, cases()[name], where)
     assert response.status_code == 401, response.text
     assert response.json()["message"] in {"Invalid token", "Token expired"}
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -175,17 +146,7 @@ def test_bearer_with_nothing_after_it_is_refused(site, value):
 def test_hundred_kilobyte_token_is_refused_before_the_app(site, where):
     # gunicorn's request limits stop it: 431 for a header, 414 for a URL.
     token = make_token(claims()) + "A" * 100_000
-    if where == "header":
-        response = requests.get(
-            site.url + "/files",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        )
-    else:
-        response = requests.get(
-            site.url + "/files", params={"token": token}, timeout=10
-        )
-    assert response.status_code in (414, 431)
+    assert get_files(site, token, where).status_code in (414, 431)
 
 
 def test_hundred_kilobyte_token_in_a_body_is_a_401(site):
