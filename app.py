@@ -9,6 +9,7 @@ import sqlite3
 
 from dotenv import load_dotenv
 from flask import Flask
+from flask_migrate import Migrate
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -18,8 +19,11 @@ import cli
 import config
 import errors
 import files
+import monitoring
 import security
 from models import db, ma
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -45,10 +49,13 @@ def create_app(test_config: dict | None = None) -> Flask:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     db.init_app(app)
+    # SQLite cannot ALTER most things in place: batch mode copies the table.
+    Migrate(app, db, directory=MIGRATIONS, render_as_batch=True)
     ma.init_app(app)
     authentication.limiter.init_app(app)
     errors.init_app(app)
     security.init_app(app)
+    monitoring.init_app(app)
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
     cli.init_app(app)

@@ -8,6 +8,7 @@ from datetime import timedelta
 import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
+from flask_migrate import stamp, upgrade
 from sqlalchemy import func
 
 from authentication import hash_password, prune_revoked
@@ -27,8 +28,16 @@ tokens_cli = AppGroup("tokens", help="Maintenance of the token revocation list."
 @click.command("init-db")
 @with_appcontext
 def init_db_command():
-    """Create the database tables that do not exist yet (safe to run again)."""
-    db.create_all()
+    """Bring the database schema up to date (safe to run again): ``db upgrade``."""
+    existing = set(db.inspect(db.engine).get_table_names())
+    model_tables = set(db.metadata.tables)
+    if model_tables <= existing and "alembic_version" not in existing:
+        # Tables made before migrations existed: they are the current schema.
+        stamp()
+    elif not model_tables & existing:
+        # An empty database, perhaps with a stale version row: start from scratch.
+        stamp(revision="base")
+    upgrade()
     click.echo(f"Database ready: {db.engine.url.render_as_string(hide_password=True)}")
 
 

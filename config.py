@@ -65,6 +65,7 @@ def from_environment(instance_path: str) -> dict:
         "CHUNK_SIZE": _int_from_env("CHUNK_SIZE", MIB, minimum=1024),
         "TRUSTED_PROXIES": _int_from_env("TRUSTED_PROXIES", 0, minimum=0),
         "JWT_ISSUER": os.environ.get("JWT_ISSUER") or "lockbox",
+        "LOG_FORMAT": (os.environ.get("LOG_FORMAT") or "text").lower(),
         "LOGIN_LIMIT_PER_USERNAME": os.environ.get("LOGIN_LIMIT_PER_USERNAME")
         or "10 per minute",
         "LOGIN_LIMIT_PER_ADDRESS": os.environ.get("LOGIN_LIMIT_PER_ADDRESS")
