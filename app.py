@@ -20,6 +20,7 @@ import config
 import errors
 import files
 import monitoring
+import openapi
 import security
 from models import db, ma
 
@@ -58,6 +59,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     monitoring.init_app(app)
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
+    app.register_blueprint(openapi.bp)
     cli.init_app(app)
     return app
 

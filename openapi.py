@@ -1,0 +1,352 @@
+"""The OpenAPI 3.1 description of the API, served at ``/openapi.json``.
+
+Schemas come from the marshmallow schemas in models.py; the paths are written
+here, next to each other, and a test checks them against the app's routes.
+"""
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, current_app, jsonify
+
+from models import StoredFileSchema
+
+bp = Blueprint("openapi", __name__)
+
+TOKEN_SECURITY = [{"bearer": []}, {"queryToken": []}]
+ID_PARAMETER = {
+    "name": "file_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 2147483647},
+}
+
+
+def _json(schema_ref: str, description: str) -> dict:
+    """A JSON response with a component schema."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": schema_ref}}},
+    }
+
+
+def _error(description: str) -> dict:
+    """The one error shape."""
+    return _json("#/components/schemas/Error", description)
+
+
+TOKEN_ERRORS = {"401": _error("Token missing, invalid, expired or revoked")}
+NOT_FOUND = {"404": _error("No such file of yours")}
+TOKEN_PAIR = _json("#/components/schemas/TokenPair", "Access and refresh tokens")
+
+PATHS = {
+    "/login": {
+        "get": {
+            "summary": "Exchange HTTP Basic credentials for tokens",
+            "security": [{"basic": []}],
+            "responses": {
+                "200": TOKEN_PAIR,
+                "401": _error("Unable to verify"),
+                "429": _error("Too many failed sign-ins"),
+            },
+        },
+        "post": {
+            "summary": "Sign in with a username and password",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/Credentials"}
+                    },
+                    "application/x-www-form-urlencoded": {
+                        "schema": {"$ref": "#/components/schemas/Credentials"}
+                    },
+                },
+            },
+            "responses": {
+                "200": TOKEN_PAIR,
+                "401": _error("Unable to verify"),
+                "429": _error("Too many failed sign-ins"),
+            },
+        },
+    },
+    "/logout": {
+        "post": {
+            "summary": "Revoke the token (everywhere=1: all the user's tokens)",
+            "security": TOKEN_SECURITY,
+            "parameters": [
+                {
+                    "name": "everywhere",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["1", "true", "yes"]},
+                }
+            ],
+            "responses": {"204": {"description": "Signed out"}, **TOKEN_ERRORS},
+        }
+    },
+    "/refresh": {
+        "post": {
+            "summary": "Trade a refresh token for a new pair",
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"refresh_token": {"type": "string"}},
+                        }
+                    }
+                },
+            },
+            "responses": {"200": TOKEN_PAIR, **TOKEN_ERRORS},
+        }
+    },
+    "/": {
+        "get": {
+            "summary": "The upload page and the user's files (HTML)",
+            "security": TOKEN_SECURITY,
+            "responses": {
+                "200": {"description": "The page", "content": {"text/html": {}}},
+                **TOKEN_ERRORS,
+            },
+        }
+    },
+    "/upload": {
+        "post": {
+            "summary": "Upload one file (multipart/form-data, field inputFile)",
+            "security": TOKEN_SECURITY,
+            "parameters": [
+                {
+                    "name": "X-Content-SHA256",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["inputFile"],
+                            "properties": {
+                                "inputFile": {"type": "string", "format": "binary"},
+                                "description": {"type": "string", "maxLength": 200},
+                                "sha256": {"type": "string"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json("#/components/schemas/Uploaded", "Stored"),
+                "400": _error("Bad form"),
+                **TOKEN_ERRORS,
+                "413": _error("Body over MAX_CONTENT_LENGTH"),
+                "415": _error("Not multipart/form-data"),
+                "503": _error("Database unavailable"),
+            },
+        }
+    },
+    "/files": {
+        "get": {
+            "summary": "The user's files, newest first",
+            "security": TOKEN_SECURITY,
+            "parameters": [
+                {
+                    "name": "page",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "default": 1},
+                },
+                {
+                    "name": "per_page",
+                    "in": "query",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 200,
+                        "default": 50,
+                    },
+                },
+            ],
+            "responses": {
+                "200": _json("#/components/schemas/FilePage", "A page of files"),
+                "400": _error("Bad page or per_page"),
+                **TOKEN_ERRORS,
+            },
+        }
+    },
+    "/files/{file_id}": {
+        "parameters": [ID_PARAMETER],
+        "get": {
+            "summary": "One file's metadata",
+            "security": TOKEN_SECURITY,
+            "responses": {
+                "200": _json("#/components/schemas/StoredFile", "The metadata"),
+                **TOKEN_ERRORS,
+                **NOT_FOUND,
+            },
+        },
+        "delete": {
+            "summary": "Delete a file and its chunks",
+            "security": TOKEN_SECURITY,
+            "responses": {
+                "204": {"description": "Deleted"},
+                **TOKEN_ERRORS,
+                **NOT_FOUND,
+            },
+        },
+    },
+    "/files/{file_id}/delete": {
+        "parameters": [ID_PARAMETER],
+        "post": {
+            "summary": "Delete from the page (asks first unless confirm=yes)",
+            "security": TOKEN_SECURITY,
+            "responses": {
+                "200": {"description": "Asks to confirm", "content": {"text/html": {}}},
+                "303": {"description": "Deleted; back to the page"},
+                **TOKEN_ERRORS,
+                **NOT_FOUND,
+            },
+        },
+    },
+    "/files/{file_id}/download": {
+        "parameters": [ID_PARAMETER],
+        "get": {
+            "summary": "The file's bytes; Range, If-Range and If-None-Match honoured",
+            "security": TOKEN_SECURITY,
+            "responses": {
+                "200": {
+                    "description": "The whole file",
+                    "content": {"application/octet-stream": {}},
+                },
+                "206": {"description": "One byte range"},
+                "304": {"description": "Not modified"},
+                **TOKEN_ERRORS,
+                **NOT_FOUND,
+                "416": _error("Range not satisfiable"),
+            },
+        },
+    },
+    "/healthz": {
+        "get": {
+            "summary": "Liveness and database reachability",
+            "security": [],
+            "responses": {
+                "200": _json("#/components/schemas/Health", "Healthy"),
+                "503": _json("#/components/schemas/Health", "Database unavailable"),
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This description",
+            "security": [],
+            "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+        }
+    },
+}
+
+
+def build_spec() -> dict:
+    """The whole OpenAPI document as a dict."""
+    spec = APISpec(
+        title="Lockbox",
+        version="1.0",
+        openapi_version="3.1.0",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Sign in, get a JSON Web Token, keep your files."},
+    )
+    spec.components.security_scheme("basic", {"type": "http", "scheme": "basic"})
+    spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    spec.components.security_scheme(
+        "queryToken", {"type": "apiKey", "in": "query", "name": "token"}
+    )
+    spec.components.schema("StoredFile", schema=StoredFileSchema)
+    spec.components.schema(
+        "Error",
+        {
+            "type": "object",
+            "required": ["message"],
+            "properties": {"message": {"type": "string"}},
+        },
+    )
+    spec.components.schema(
+        "Uploaded",
+        {
+            "allOf": [
+                {"$ref": "#/components/schemas/StoredFile"},
+                {"type": "object", "properties": {"message": {"type": "string"}}},
+            ]
+        },
+    )
+    spec.components.schema(
+        "FilePage",
+        {
+            "type": "object",
+            "required": ["items", "page", "per_page", "total"],
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/StoredFile"},
+                },
+                "page": {"type": "integer"},
+                "per_page": {"type": "integer"},
+                "total": {"type": "integer"},
+            },
+        },
+    )
+    spec.components.schema(
+        "TokenPair",
+        {
+            "type": "object",
+            "required": ["token", "token_type", "expires_in", "refresh_token"],
+            "properties": {
+                "token": {"type": "string"},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"},
+                "refresh_token": {"type": "string"},
+                "refresh_expires_in": {"type": "integer"},
+            },
+        },
+    )
+    spec.components.schema(
+        "Credentials",
+        {
+            "type": "object",
+            "required": ["username", "password"],
+            "properties": {
+                "username": {"type": "string"},
+                "password": {"type": "string"},
+            },
+        },
+    )
+    spec.components.schema(
+        "Health",
+        {
+            "type": "object",
+            "required": ["status", "database"],
+            "properties": {
+                "status": {"type": "string"},
+                "database": {"type": "string"},
+                "message": {"type": "string"},
+            },
+        },
+    )
+    for path, item in PATHS.items():
+        operations = {key: value for key, value in item.items() if key != "parameters"}
+        spec.path(path=path, operations=operations, parameters=item.get("parameters"))
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """The OpenAPI description of this API."""
+    if "openapi" not in current_app.extensions:
+        current_app.extensions["openapi"] = build_spec()
+    return jsonify(current_app.extensions["openapi"])

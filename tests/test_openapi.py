@@ -1,0 +1,75 @@
+"""The OpenAPI description and the app's routes agree."""
+
+import re
+
+from openapi import build_spec
+
+HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
+
+
+def flask_routes(app) -> set[tuple[str, str]]:
+    """(OpenAPI-style path, method) for every route but static files."""
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routes.add((path, method.lower()))
+    return routes
+
+
+def spec_routes(spec) -> set[tuple[str, str]]:
+    """(path, method) for every operation the description lists."""
+    return {
+        (path, method)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }
+
+
+def test_every_route_is_described_and_nothing_else(app):
+    assert flask_routes(app) == spec_routes(build_spec())
+
+
+def test_the_description_is_openapi_3_1_with_both_token_locations(client):
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"] == "3.1.0"
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
+    assert schemes["queryToken"] == {"type": "apiKey", "in": "query", "name": "token"}
+    assert schemes["basic"]["scheme"] == "basic"
+
+
+def test_file_schema_comes_from_the_marshmallow_schema(client):
+    spec = client.get("/openapi.json").get_json()
+    properties = spec["components"]["schemas"]["StoredFile"]["properties"]
+    assert set(properties) == {
+        "id",
+        "filename",
+        "description",
+        "content_type",
+        "size",
+        "sha256",
+        "created_at",
+    }
+
+
+def test_every_operation_documents_its_error_shape(client):
+    spec = client.get("/openapi.json").get_json()
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            for status, response in operation["responses"].items():
+                if status.startswith("4") and "content" in response:
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Error"}, (
+                        path,
+                        status,
+                    )
