@@ -139,6 +139,8 @@ def invalid_token(message: str = "Invalid token") -> ApiError:
 
 def _decode(token: str) -> dict:
     """Verify signature and registered claims with the current key or an old one."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise invalid_token()
     config = current_app.config
     for key in [config["SECRET_KEY"], *config.get("SECRET_KEY_FALLBACKS", [])]:
         try:
@@ -172,9 +174,12 @@ def verify_token(token: str, kind: str = ACCESS) -> tuple[User, dict]:
 
     Anything wrong is a 401: "Token expired", "Token revoked" or "Invalid token".
     """
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise invalid_token()
     claims = _decode(token)
+    return _user_for(claims, kind), claims
+
+
+def _user_for(claims: dict, kind: str) -> User:
+    """The user of verified claims of this kind, unless revoked; else a 401."""
     subject = claims["sub"]
     if not (subject.isascii() and subject.isdigit() and len(subject) <= 18):
         raise invalid_token()
@@ -187,7 +192,7 @@ def verify_token(token: str, kind: str = ACCESS) -> tuple[User, dict]:
         raise invalid_token("Token revoked")
     if is_revoked(str(claims["jti"]), "family:" + claims["fam"]):
         raise invalid_token("Token revoked")
-    return user, claims
+    return user
 
 
 def revoke(name: str, expires_at) -> None:
@@ -367,7 +372,7 @@ def refresh():
             db.session.commit()
             current_app.logger.warning("Refresh token reused; family revoked")
             raise invalid_token("Token revoked")
-    user, claims = verify_token(token, REFRESH)
+    user = _user_for(claims, REFRESH)
     revoke(str(claims["jti"]), datetime.fromtimestamp(claims["exp"], UTC))
     try:
         db.session.commit()

@@ -129,7 +129,7 @@ def list_users():
 def delete_user(name, yes):
     """Delete a user and every file they own."""
     user = _find_user(name)
-    if not yes and sys.stdin.isatty():
+    if not yes and _stdin_is_terminal():
         click.confirm(f"Delete {name} and all their files?", abort=True)
     delete_stored_files(StoredFile.owner_id == user.id)
     db.session.delete(user)

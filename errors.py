@@ -66,9 +66,10 @@ def handle_http_error(error: HTTPException):
 
 
 def handle_unexpected_error(error: Exception):
-    """Log a bug, undo the half-done transaction, and answer 500 without details."""
-    if isinstance(error, HTTPException):
-        return handle_http_error(error)
+    """Log a bug, undo the half-done transaction, and answer 500 without details.
+
+    HTTP errors never reach here: Flask picks the more specific handler above.
+    """
     db.session.rollback()
     current_app.logger.exception(
         "Unhandled error on %s %s", request.method, request.path
