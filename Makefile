@@ -11,11 +11,18 @@ run: $(VENV)/.installed .env
 	$(FLASK) users bootstrap
 	$(FLASK) run --host 127.0.0.1 --port 5000
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev node_modules/.installed
 	scripts/system-deps --test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# newman, which runs the Postman collection in the tests: a local install, pinned
+# by package-lock.json, redone whenever the lock file changes.
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: install Debian's nodejs and npm packages" >&2; exit 1; }
+	npm ci --no-audit --no-fund
+	touch $@
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

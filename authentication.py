@@ -22,8 +22,15 @@ from flask_limiter.util import get_remote_address
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from errors import ApiError, wants_html
-from models import RevokedToken, User, db, utcnow
+from errors import ApiError, load_or_400, no_content, wants_html
+from models import (
+    RevokedToken,
+    User,
+    db,
+    logout_query_schema,
+    refresh_body_schema,
+    utcnow,
+)
 
 bp = Blueprint("auth", __name__)
 # Storage comes from RATELIMIT_STORAGE_URI: memory:// for one process, or e.g.
@@ -288,6 +295,16 @@ def login():
     return token_response(user)
 
 
+def request_body():
+    """The JSON object or the form of a POST; 400 for JSON that is not an object."""
+    if not request.is_json:
+        return request.form
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "The body must be a JSON object")
+    return body
+
+
 @bp.post("/login")
 @limit_per_username
 @limit_per_address
@@ -297,11 +314,7 @@ def login_form():
     A browser is sent on to its files with the token in the URL; an API client
     gets the same JSON as ``GET /login``.
     """
-    if request.is_json:
-        body = request.get_json(silent=True)
-        credentials = body if isinstance(body, dict) else {}
-    else:
-        credentials = request.form
+    credentials = request_body()
     username = credentials.get("username")
     password = credentials.get("password")
     user = None
@@ -329,7 +342,7 @@ def logout():
 
     With ``?everywhere=1``, every token the user holds, on every device.
     """
-    if request.args.get("everywhere") in ("1", "true", "yes"):
+    if load_or_400(logout_query_schema, request.args.to_dict())["everywhere"]:
         g.user.token_version += 1
     else:
         # This token, and the refresh tokens of the same sign-in with it.
@@ -346,7 +359,7 @@ def logout():
     if wants_html():
         flash("You are signed out", "success")
         return redirect(url_for("auth.login"), 303)
-    return "", 204
+    return no_content()
 
 
 @bp.post("/refresh")
@@ -357,11 +370,8 @@ def refresh():
     copied: the whole family (every token descended from the same sign-in) is
     revoked.
     """
-    token = token_from_request()
-    if token is None:
-        body = request.get_json(silent=True) if request.is_json else request.form
-        value = body.get("refresh_token") if isinstance(body, dict) else None
-        token = value if isinstance(value, str) and value else None
+    body = load_or_400(refresh_body_schema, request_body())
+    token = token_from_request() or body.get("refresh_token")
     if token is None:
         raise invalid_token("Token missing")
     claims = _decode(token)

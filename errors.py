@@ -37,6 +37,13 @@ class ApiError(HTTPException):
         self.extra_headers = headers or {}
 
 
+def no_content():
+    """An empty 204, without the text/html type Flask gives every response."""
+    response = current_app.response_class(status=204)
+    del response.headers["Content-Type"]
+    return response
+
+
 def load_or_400(schema, data: dict) -> dict:
     """Validate ``data`` with a marshmallow schema; a 400 naming the first problem."""
     try:

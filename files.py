@@ -28,7 +28,7 @@ from werkzeug.sansio.multipart import (
 )
 
 from authentication import check_for_token
-from errors import ApiError, load_or_400, wants_html
+from errors import ApiError, load_or_400, no_content, wants_html
 from models import (
     StoredFile,
     db,
@@ -350,8 +350,10 @@ def file_response(stored_file: StoredFile):
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, no-cache",
     }
+    # content_type, not mimetype: Flask would add "charset=utf-8" to text types,
+    # a claim about bytes Lockbox never looked at.
     response = current_app.response_class(
-        mimetype=stored_file.content_type, headers=headers
+        content_type=stored_file.content_type, headers=headers
     )
     response.set_etag(etag)
     response.last_modified = _last_modified(stored_file)
@@ -371,18 +373,23 @@ def file_response(stored_file: StoredFile):
     return response
 
 
+# File ids are INT columns: anything above 2^31-1 (or 0) is simply not found. The
+# check is here, not in the URL rule: a rule that refuses the number answers 405,
+# not 404, to methods other than GET.
+FILE_ID = "<int:file_id>"
+MAX_FILE_ID = 2**31 - 1
+
+
 def owned_file_or_404(file_id: int) -> StoredFile:
     """The caller's finished file with this id; 404 for anyone else's or none."""
+    if not 1 <= file_id <= MAX_FILE_ID:
+        raise ApiError(404, "File not found")
     stored_file = db.session.execute(
         db.select(StoredFile).filter_by(id=file_id, owner_id=g.user.id, complete=True)
     ).scalar_one_or_none()
     if stored_file is None:
         raise ApiError(404, "File not found")
     return stored_file
-
-
-# File ids are INT columns: anything outside 1..2^31-1 is simply not found.
-FILE_ID = "<int(min=1, max=2147483647):file_id>"
 
 
 @bp.get("/files")
@@ -413,7 +420,7 @@ def delete_file(file_id):
     owned_file_or_404(file_id)
     delete_stored_files(StoredFile.id == file_id)
     db.session.commit()
-    return "", 204
+    return no_content()
 
 
 @bp.post(f"/files/{FILE_ID}/delete")

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from flask_marshmallow import Marshmallow
 from flask_sqlalchemy import SQLAlchemy
-from marshmallow import fields, validate
+from marshmallow import EXCLUDE, fields, validate
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -187,14 +187,23 @@ class StoredFileSchema(ma.SQLAlchemySchema):
     created_at = ma.auto_field(dump_only=True)
 
 
+SHA256_ERROR = "sha256 must be 64 hexadecimal characters"
+
+
 class UploadFormSchema(ma.Schema):
     """The text fields an upload form may carry."""
 
+    class Meta:
+        unknown = EXCLUDE  # other fields are ignored, not refused
+
+    # Length and an unanchored pattern rather than ``\A...\Z``: the pattern also
+    # goes into /openapi.json, whose regular expressions are ECMAScript's.
     sha256 = fields.String(
         load_default=None,
-        validate=validate.Regexp(
-            r"\A[0-9a-fA-F]{64}\Z", error="sha256 must be 64 hexadecimal characters"
-        ),
+        validate=[
+            validate.Length(equal=64, error=SHA256_ERROR),
+            validate.Regexp("[0-9a-fA-F]{64}", error=SHA256_ERROR),
+        ],
     )
     description = fields.String(
         load_default="",
@@ -206,6 +215,9 @@ class UploadFormSchema(ma.Schema):
 
 class PageQuerySchema(ma.Schema):
     """``?page=`` and ``?per_page=`` of a listing."""
+
+    class Meta:
+        unknown = EXCLUDE  # other fields are ignored, not refused
 
     page = fields.Integer(
         load_default=1,
@@ -219,7 +231,33 @@ class PageQuerySchema(ma.Schema):
     )
 
 
+class LogoutQuerySchema(ma.Schema):
+    """``POST /logout?everywhere=1``: sign out of every device."""
+
+    class Meta:
+        unknown = EXCLUDE  # other fields are ignored, not refused
+
+    everywhere = fields.Boolean(
+        load_default=False,
+        error_messages={"invalid": "everywhere must be 1 or 0 (true or false)"},
+    )
+
+
+class RefreshBodySchema(ma.Schema):
+    """The body ``POST /refresh`` may carry instead of an Authorization header."""
+
+    class Meta:
+        unknown = EXCLUDE  # other fields are ignored, not refused
+
+    refresh_token = fields.String(
+        validate=validate.Length(min=1, error="refresh_token is empty"),
+        error_messages={"invalid": "refresh_token must be a string"},
+    )
+
+
 stored_file_schema = StoredFileSchema()
 stored_files_schema = StoredFileSchema(many=True)
 page_query_schema = PageQuerySchema()
 upload_form_schema = UploadFormSchema()
+logout_query_schema = LogoutQuerySchema()
+refresh_body_schema = RefreshBodySchema()

@@ -8,7 +8,14 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify
 
-from models import StoredFileSchema
+from files import MAX_FILE_ID
+from models import (
+    LogoutQuerySchema,
+    PageQuerySchema,
+    RefreshBodySchema,
+    StoredFileSchema,
+    UploadFormSchema,
+)
 
 bp = Blueprint("openapi", __name__)
 
@@ -17,7 +24,7 @@ ID_PARAMETER = {
     "name": "file_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "integer", "minimum": 1, "maximum": 2147483647},
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_ID},
 }
 
 
@@ -65,6 +72,7 @@ PATHS = {
             },
             "responses": {
                 "200": TOKEN_PAIR,
+                "400": _error("The body is not a JSON object"),
                 "401": _error("Unable to verify"),
                 "429": _error("Too many failed sign-ins"),
             },
@@ -74,15 +82,12 @@ PATHS = {
         "post": {
             "summary": "Revoke the token (everywhere=1: all the user's tokens)",
             "security": TOKEN_SECURITY,
-            "parameters": [
-                {
-                    "name": "everywhere",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string", "enum": ["1", "true", "yes"]},
-                }
-            ],
-            "responses": {"204": {"description": "Signed out"}, **TOKEN_ERRORS},
+            "parameters": [{"in": "query", "schema": LogoutQuerySchema}],
+            "responses": {
+                "204": {"description": "Signed out"},
+                "400": _error("everywhere is not a yes or no"),
+                **TOKEN_ERRORS,
+            },
         }
     },
     "/refresh": {
@@ -92,15 +97,15 @@ PATHS = {
             "requestBody": {
                 "required": False,
                 "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"refresh_token": {"type": "string"}},
-                        }
-                    }
+                    "application/json": {"schema": RefreshBodySchema},
+                    "application/x-www-form-urlencoded": {"schema": RefreshBodySchema},
                 },
             },
-            "responses": {"200": TOKEN_PAIR, **TOKEN_ERRORS},
+            "responses": {
+                "200": TOKEN_PAIR,
+                "400": _error("The body is not an object with a string"),
+                **TOKEN_ERRORS,
+            },
         }
     },
     "/": {
@@ -129,15 +134,7 @@ PATHS = {
                 "required": True,
                 "content": {
                     "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["inputFile"],
-                            "properties": {
-                                "inputFile": {"type": "string", "format": "binary"},
-                                "description": {"type": "string", "maxLength": 200},
-                                "sha256": {"type": "string"},
-                            },
-                        }
+                        "schema": {"$ref": "#/components/schemas/UploadForm"}
                     }
                 },
             },
@@ -155,23 +152,7 @@ PATHS = {
         "get": {
             "summary": "The user's files, newest first",
             "security": TOKEN_SECURITY,
-            "parameters": [
-                {
-                    "name": "page",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "default": 1},
-                },
-                {
-                    "name": "per_page",
-                    "in": "query",
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": 200,
-                        "default": 50,
-                    },
-                },
-            ],
+            "parameters": [{"in": "query", "schema": PageQuerySchema}],
             "responses": {
                 "200": _json("#/components/schemas/FilePage", "A page of files"),
                 "400": _error("Bad page or per_page"),
@@ -220,8 +201,8 @@ PATHS = {
             "security": TOKEN_SECURITY,
             "responses": {
                 "200": {
-                    "description": "The whole file",
-                    "content": {"application/octet-stream": {}},
+                    "description": "The whole file, in its stored content type",
+                    "content": {"*/*": {"schema": {"type": "string"}}},
                 },
                 "206": {"description": "One byte range"},
                 "304": {"description": "Not modified"},
@@ -253,11 +234,12 @@ PATHS = {
 
 def build_spec() -> dict:
     """The whole OpenAPI document as a dict."""
+    marshmallow = MarshmallowPlugin()
     spec = APISpec(
         title="Lockbox",
         version="1.0",
         openapi_version="3.1.0",
-        plugins=[MarshmallowPlugin()],
+        plugins=[marshmallow],
         info={"description": "Sign in, get a JSON Web Token, keep your files."},
     )
     spec.components.security_scheme("basic", {"type": "http", "scheme": "basic"})
@@ -276,15 +258,18 @@ def build_spec() -> dict:
             "properties": {"message": {"type": "string"}},
         },
     )
-    spec.components.schema(
-        "Uploaded",
-        {
-            "allOf": [
-                {"$ref": "#/components/schemas/StoredFile"},
-                {"type": "object", "properties": {"message": {"type": "string"}}},
-            ]
-        },
-    )
+    # The upload's answer is the metadata and a message; its form is the text
+    # fields of UploadFormSchema and the file.
+    uploaded = marshmallow.converter.schema2jsonschema(StoredFileSchema)
+    uploaded["properties"]["message"] = {"type": "string"}
+    uploaded["required"] = [*uploaded.get("required", []), "message"]
+    spec.components.schema("Uploaded", uploaded)
+    form = marshmallow.converter.schema2jsonschema(UploadFormSchema)
+    form["properties"]["inputFile"] = {"type": "string", "format": "binary"}
+    form["properties"]["sha256"] = {**form["properties"]["sha256"], "type": "string"}
+    del form["properties"]["sha256"]["default"]
+    form["required"] = ["inputFile"]
+    spec.components.schema("UploadForm", form)
     spec.components.schema(
         "FilePage",
         {

@@ -394,8 +394,10 @@ def test_download_content_length_is_the_size(client, big_file, token):
     [
         ("image/png", "picture", "image/png"),
         (None, "mystery.unknownext", "application/octet-stream"),
+        # No charset is added: Lockbox does not know the text's encoding.
+        ("text/plain", "latin1.txt", "text/plain"),
     ],
-    ids=["declared", "unknown"],
+    ids=["declared", "unknown", "text"],
 )
 def test_download_content_type_is_the_stored_one(
     client, token, declared, filename, served
@@ -651,6 +653,7 @@ def test_delete_answers_204_with_an_empty_body(client, token, big_file):
     response = client.delete(f"/files/{big_file[0]}", headers=bearer(token))
     assert response.status_code == 204
     assert response.get_data() == b""
+    assert "Content-Type" not in response.headers
 
 
 @SMALL_CHUNKS

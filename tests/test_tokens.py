@@ -34,6 +34,7 @@ def test_logout_revokes_the_presented_token(client, tokens):
     response = client.post("/logout", headers=bearer(tokens["token"]))
     assert response.status_code == 204
     assert response.get_data() == b""
+    assert "Content-Type" not in response.headers
     after = client.get("/files", headers=bearer(tokens["token"]))
     assert after.status_code == 401
     assert after.get_json() == {"message": "Token revoked"}
@@ -69,6 +70,27 @@ def test_logout_everywhere_revokes_every_token_of_the_user(auth, client, tokens)
     )
     # Signing in again works.
     assert client.get("/files", headers=bearer(auth.token())).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["0", "false", "no"])
+def test_logout_everywhere_off_signs_out_this_token_only(auth, client, tokens, value):
+    other = auth.token()
+    response = client.post(
+        f"/logout?everywhere={value}", headers=bearer(tokens["token"])
+    )
+    assert response.status_code == 204
+    assert client.get("/files", headers=bearer(tokens["token"])).status_code == 401
+    assert client.get("/files", headers=bearer(other)).status_code == 200
+
+
+def test_logout_everywhere_must_be_a_yes_or_no(client, tokens):
+    response = client.post("/logout?everywhere=maybe", headers=bearer(tokens["token"]))
+    assert response.status_code == 400
+    assert response.get_json() == {
+        "message": "everywhere: everywhere must be 1 or 0 (true or false)"
+    }
+    # Nothing was revoked by the refused request.
+    assert client.get("/files", headers=bearer(tokens["token"])).status_code == 200
 
 
 def test_logout_everywhere_spares_other_users(auth, client, tokens):
@@ -118,6 +140,31 @@ def test_refresh_token_may_come_in_the_body(client, tokens, how):
     body = {"refresh_token": tokens["refresh_token"]}
     kwargs = {"json": body} if how == "json" else {"data": body}
     assert client.post("/refresh", **kwargs).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "The body must be a JSON object"),
+        ("a string", "The body must be a JSON object"),
+        ({"refresh_token": 12}, "refresh_token: refresh_token must be a string"),
+        ({"refresh_token": ""}, "refresh_token: refresh_token is empty"),
+    ],
+)
+def test_a_malformed_refresh_body_is_a_400(client, tokens, body, message):
+    # Even with a good token in the header: a body that makes no sense is refused.
+    response = client.post(
+        "/refresh", json=body, headers=bearer(tokens["refresh_token"])
+    )
+    assert response.status_code == 400
+    assert response.get_json() == {"message": message}
+
+
+def test_broken_json_is_a_400_on_refresh_and_login(client, tokens):
+    for path in ("/refresh", "/login"):
+        response = client.post(path, data="{not json", content_type="application/json")
+        assert response.status_code == 400
+        assert response.get_json() == {"message": "The body must be a JSON object"}
 
 
 def test_reusing_a_retired_refresh_token_revokes_the_family(client, tokens):
