@@ -1,5 +1,6 @@
 """The real server: gunicorn on 127.0.0.1, real HTTP, streamed bodies."""
 
+import contextlib
 import hashlib
 import http.client
 import random
@@ -25,11 +26,11 @@ def login(server) -> str:
     return response.json()["token"]
 
 
-def multipart_pieces(size: int, seed: int, digest):
+def multipart_pieces(size: int, seed: int, digest, filename="big.bin"):
     """A multipart body for a ``size``-byte file, produced 1 MiB at a time."""
     head = (
         f"--{BOUNDARY}\r\n"
-        'Content-Disposition: form-data; name="inputFile"; filename="big.bin"\r\n'
+        f'Content-Disposition: form-data; name="inputFile"; filename="{filename}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     tail = (
@@ -48,31 +49,32 @@ def multipart_pieces(size: int, seed: int, digest):
     yield tail, None
 
 
-def stream_upload(server, token, size, seed=1, stop_after=None):
+def stream_upload(server, token, size, seed=1, stop_after=None, filename="big.bin"):
     """Send a file of ``size`` bytes with Content-Length, never all in memory.
 
     With ``stop_after`` the connection is dropped after that many file bytes.
     Returns (status, json body or None, sha256 of the file bytes).
     """
     digest = hashlib.sha256()
-    pieces = multipart_pieces(size, seed, digest)
+    pieces = multipart_pieces(size, seed, digest, filename)
     first, length = next(pieces)
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-    connection.putrequest("POST", f"/upload?token={token}")
-    connection.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
-    connection.putheader("Content-Length", str(length))
-    connection.endheaders()
-    connection.send(first)
-    sent = 0
-    for piece, _ in pieces:
-        if stop_after is not None and sent >= stop_after:
-            connection.close()
-            return None, None, digest.hexdigest()
-        connection.send(piece)
-        sent += len(piece)
-    response = connection.getresponse()
-    body = response.read()
-    connection.close()
+    with contextlib.closing(connection):
+        connection.putrequest("POST", f"/upload?token={token}")
+        connection.putheader(
+            "Content-Type", f"multipart/form-data; boundary={BOUNDARY}"
+        )
+        connection.putheader("Content-Length", str(length))
+        connection.endheaders()
+        connection.send(first)
+        sent = 0
+        for piece, _ in pieces:
+            if stop_after is not None and sent >= stop_after:
+                return None, None, digest.hexdigest()
+            connection.send(piece)
+            sent += len(piece)
+        response = connection.getresponse()
+        body = response.read()
     return response.status, requests.models.complexjson.loads(body), digest.hexdigest()
 
 
