@@ -125,6 +125,7 @@ def test_hundred_mebibyte_upload_keeps_worker_memory_bounded(app, server):
 
 def test_client_disconnect_mid_upload_leaves_nothing(app, server):
     token = login(server)
+    [worker] = server.worker_pids()
     status, _, _ = stream_upload(server, token, 20 * MIB, stop_after=8 * MIB)
     assert status is None
     # The worker notices the drop, stores what it had queued, then deletes it all.
@@ -140,7 +141,11 @@ def test_client_disconnect_mid_upload_leaves_nothing(app, server):
             break
         time.sleep(0.1)
     assert (rows, chunks) == (0, 0)
+    # The same worker (not a replacement) goes on serving, uploads included.
     assert requests.get(server.url + "/", params={"token": token}, timeout=10).ok
+    status, body, sha256 = stream_upload(server, token, 3 * MIB, seed=5)
+    assert status == 201 and body["sha256"] == sha256
+    assert server.worker_pids() == [worker]
 
 
 def test_chunked_body_over_the_limit_is_refused(app, auth, database_url):
