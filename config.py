@@ -3,6 +3,8 @@
 import os
 import secrets
 
+from sqlalchemy.engine import make_url
+
 MIB = 1024 * 1024
 
 # Values people copy from tutorials and templates; a key like this signs nothing.
@@ -28,6 +30,9 @@ MIN_SECRET_BYTES = 32
 # The largest chunk a MEDIUMBLOB holds is 16 MiB - 1; mysqlclient escapes every
 # byte into SQL text, so a chunk must also stay well under max_allowed_packet / 2.
 MAX_CHUNK_SIZE = 4 * MIB
+
+# How long opening a MySQL/MariaDB connection may take, handshake included.
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 class ConfigError(RuntimeError):
@@ -134,6 +139,17 @@ def engine_options(database_uri: str) -> dict:
         options["connect_args"] = {"init_command": "SET SESSION net_write_timeout=3600"}
         # Servers drop idle connections after wait_timeout (8 h by default).
         options["pool_recycle"] = 3600
+        # A database that is down refuses connections at once, and one that dies
+        # or restarts resets the connections it had, so requests fail at once and
+        # answer 503 (pool_pre_ping replaces broken pooled connections once it is
+        # back). A host that does not answer at all (powered off, unreachable,
+        # frozen) would leave a new connection waiting for a TCP timeout of
+        # minutes, or for a handshake that never comes: connect_timeout bounds
+        # both. There is deliberately no read or write timeout: it would also cut
+        # statements that are slow for good reason (deleting a user's gigabytes
+        # of chunks, a migration of file_chunk). A URL's own connect_timeout wins.
+        if "connect_timeout" not in make_url(database_uri).query:
+            options["connect_args"]["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     if scheme in ("mysql", "mysql+mysqldb", "mariadb", "mariadb+mysqldb"):
         # Send bytes as _binary'...' literals so the server never reinterprets a
         # blob as text in the connection's character set.

@@ -2,7 +2,13 @@
 
 from flask import current_app, jsonify, render_template, request
 from marshmallow import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from models import db
@@ -84,15 +90,40 @@ def handle_unexpected_error(error: Exception):
     return error_response(500, "Internal Server Error")
 
 
-def handle_database_error(error: OperationalError):
+def database_unavailable(error: Exception) -> bool:
+    """True when ``error`` says the database cannot be reached, not that a query
+    is wrong: the server is down, restarting, or dropped the connection.
+
+    Drivers differ in how they say so: mysqlclient raises OperationalError, the
+    MariaDB Connector raises InterfaceError ("Server has gone away"), and any
+    error SQLAlchemy recognised as a lost connection is marked
+    ``connection_invalidated``. A pool with no connection free within its
+    timeout (every one busy) is an overload the client may retry too. Integrity
+    and programming errors stay bugs (500).
+    """
+    if isinstance(
+        error,
+        OperationalError | InterfaceError | DisconnectionError | PoolTimeoutError,
+    ):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def handle_database_error(error: DBAPIError | DisconnectionError | PoolTimeoutError):
     """The database did not answer: a 503 the client may retry, not a 500."""
+    if not database_unavailable(error):
+        return handle_unexpected_error(error)
     db.session.rollback()
-    current_app.logger.error("Database unavailable: %s", error.orig)
+    current_app.logger.error(
+        "Database unavailable: %s", getattr(error, "orig", None) or error
+    )
     return error_response(503, "Database unavailable", {"Retry-After": "5"})
 
 
 def init_app(app):
     """Register the error handlers on the app."""
     app.register_error_handler(HTTPException, handle_http_error)
-    app.register_error_handler(OperationalError, handle_database_error)
+    app.register_error_handler(DBAPIError, handle_database_error)
+    app.register_error_handler(DisconnectionError, handle_database_error)
+    app.register_error_handler(PoolTimeoutError, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected_error)

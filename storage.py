@@ -68,17 +68,24 @@ class ChunkWriter:
         touch = db.update(StoredFile).where(StoredFile.id == self.file_id)
         try:
             with self._engine.connect() as connection:
-                seq = 0
-                while (chunk := self._queue.get()) is not None:
-                    self._insert_chunk(connection, insert, seq, chunk)
-                    seq += 1
-                    if seq % CHUNKS_PER_COMMIT == 0:
-                        # Progress that lets `files gc` tell slow from stalled.
-                        connection.execute(touch.values(updated_at=utcnow()))
-                        connection.commit()
-                connection.commit()
+                try:
+                    seq = 0
+                    while (chunk := self._queue.get()) is not None:
+                        self._insert_chunk(connection, insert, seq, chunk)
+                        seq += 1
+                        if seq % CHUNKS_PER_COMMIT == 0:
+                            # Progress that lets `files gc` tell slow from stalled.
+                            connection.execute(touch.values(updated_at=utcnow()))
+                            connection.commit()
+                    connection.commit()
+                except BaseException as error:
+                    # Report this failure, not the one closing the connection may
+                    # add (a rollback on a server that has gone away fails too).
+                    self._error = error
+                    raise
         except BaseException as error:
-            self._error = error
+            if self._error is None:
+                self._error = error
             # Keep taking chunks so the request thread never blocks on a full queue.
             while self._queue.get() is not None:
                 pass

@@ -1,9 +1,11 @@
 """Run the real app under gunicorn on 127.0.0.1 for tests that need real HTTP."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +54,18 @@ class LiveServer:
             "app:create_app()",
         ]
         self.process = None
+        self.output = ""
+        self._chunks: list[bytes] = []
+        self._reader = None
+
+    def _read_output(self):
+        """Collect gunicorn's output as it comes, so a full pipe never blocks it."""
+        for line in self.process.stdout:
+            self._chunks.append(line)
+
+    def output_so_far(self) -> str:
+        """What gunicorn and the app have printed up to now."""
+        return b"".join(self._chunks).decode(errors="replace")
 
     def __enter__(self):
         self.process = subprocess.Popen(
@@ -60,16 +74,21 @@ class LiveServer:
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # Its own process group: workers left behind can be found and stopped.
+            start_new_session=True,
         )
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = self.process.stdout.read().decode(errors="replace")
-                raise RuntimeError(f"gunicorn exited early:\n{output}")
+                self._collect()
+                raise RuntimeError(f"gunicorn exited early:\n{self.output}")
             try:
                 requests.get(self.url + "/login", timeout=2)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Bound but no worker booted yet (several workers boot slowly).
                 time.sleep(0.1)
         self.__exit__(None, None, None)
         raise RuntimeError("gunicorn did not answer within 30 s")
@@ -77,12 +96,22 @@ class LiveServer:
     def __exit__(self, *exc):
         self.process.terminate()
         try:
-            self.output = self.process.communicate(timeout=20)[0].decode(
-                errors="replace"
-            )
+            self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.output = self.process.communicate()[0].decode(errors="replace")
+            self.process.wait(timeout=20)
+        self._collect()
+
+    def _collect(self):
+        """Stop any worker the master left behind, keep the text in ``output``."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._reader.join(timeout=20)
+        if not self._reader.is_alive():
+            self.process.stdout.close()
+        self.output = self.output_so_far()
 
     def worker_pids(self) -> list[int]:
         """The pids of gunicorn's worker processes."""

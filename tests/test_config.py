@@ -238,6 +238,23 @@ def test_other_mysql_drivers_recycle_without_mysqlclient_arguments():
     assert options["pool_pre_ping"] is True
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://root@127.0.0.1/lockbox", "mariadb+mariadbconnector://root@127.0.0.1/x"],
+)
+def test_mysql_connections_give_up_connecting_within_seconds(url):
+    options = config.engine_options(url)
+    assert options["connect_args"]["connect_timeout"] == config.CONNECT_TIMEOUT_SECONDS
+    assert 1 <= config.CONNECT_TIMEOUT_SECONDS <= 10
+    # No read timeout: it would cut long statements that are legitimately slow.
+    assert "read_timeout" not in options["connect_args"]
+
+
+def test_a_connect_timeout_in_the_url_wins():
+    options = config.engine_options("mysql://root@127.0.0.1/lockbox?connect_timeout=30")
+    assert "connect_timeout" not in options["connect_args"]
+
+
 def test_mysql_connections_wait_an_hour_for_a_stalled_download(app):
     from models import db
 

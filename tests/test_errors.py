@@ -1,6 +1,17 @@
 """One error shape: JSON {"message": ...} for API clients, a page for browsers."""
 
+import socket
+import time
+
 import pytest
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    ProgrammingError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app import create_app
 from conftest import (
@@ -176,3 +187,83 @@ def test_unreachable_database_during_token_check_is_a_503(offline_app):
     response = offline_app.test_client().get(f"/?token={token}")
     assert response.status_code == 503
     assert response.get_json() == {"message": "Database unavailable"}
+
+
+@pytest.fixture
+def silent_database_port():
+    """A port that accepts TCP connections but never speaks, like a frozen host."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["mysql", "mariadb+mariadbconnector"])
+def test_a_database_that_never_answers_is_a_prompt_503(silent_database_port, scheme):
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": SECRET_KEY,
+            "SQLALCHEMY_DATABASE_URI": f"{scheme}://root@127.0.0.1:"
+            f"{silent_database_port}/nothing",
+        }
+    )
+    started = time.monotonic()
+    response = app.test_client().get("/login", headers=basic_auth("alice", PASSWORD))
+    elapsed = time.monotonic() - started
+    with app.app_context():
+        db.engine.dispose()
+    assert response.status_code == 503
+    assert response.get_json() == {"message": "Database unavailable"}
+    # The connect timeout, not the minutes of a TCP timeout or forever.
+    assert elapsed < 15
+
+
+# How drivers report a database that went away, and errors that are bugs instead.
+LOST_CONNECTION = [
+    InterfaceError("ROLLBACK", {}, Exception("Server has gone away")),
+    DBAPIError(
+        "SELECT 1", {}, Exception("Lost connection"), connection_invalidated=True
+    ),
+    DisconnectionError("the pool could not check out a live connection"),
+    PoolTimeoutError("QueuePool limit of size 5 overflow 10 reached"),
+]
+QUERY_BUGS = [
+    IntegrityError("INSERT", {}, Exception("Duplicate entry")),
+    ProgrammingError("SELEC 1", {}, Exception("syntax error")),
+    DBAPIError("SELECT 1", {}, Exception("odd"), connection_invalidated=False),
+]
+
+
+@pytest.fixture
+def failing_app(tmp_path):
+    """An app with a /fail view that raises the exception put in its config."""
+    app = make_app(f"sqlite:///{tmp_path / 'lockbox.db'}")
+
+    def fail():
+        raise app.config["FAILURE"]
+
+    app.add_url_rule("/fail", view_func=fail)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "failure", LOST_CONNECTION, ids=lambda error: type(error).__name__
+)
+def test_lost_connection_in_any_driver_shape_is_a_503(failing_app, failure):
+    failing_app.config["FAILURE"] = failure
+    response = failing_app.test_client().get("/fail")
+    assert response.status_code == 503
+    assert response.get_json() == {"message": "Database unavailable"}
+    assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize("failure", QUERY_BUGS, ids=lambda error: type(error).__name__)
+def test_database_errors_that_are_bugs_stay_a_500(failing_app, failure):
+    failing_app.config["FAILURE"] = failure
+    response = failing_app.test_client().get("/fail")
+    assert response.status_code == 500
+    assert response.get_json() == {"message": "Internal Server Error"}

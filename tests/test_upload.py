@@ -3,6 +3,7 @@
 import hashlib
 import io
 import os
+import threading
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -322,6 +323,43 @@ def test_database_failure_mid_upload_keeps_nothing(app, client, token, monkeypat
     assert response.status_code == 503
     assert response.get_json() == {"message": "Database unavailable"}
     assert row_counts(app) == (0, 0)
+
+
+@pytest.mark.parametrize("app_settings", [{"CHUNK_SIZE": 4096}])
+def test_storer_reports_the_failure_not_the_rollback_after_it(app, auth, monkeypatch):
+    # When the server goes away, the rollback that closes the storing thread's
+    # connection fails as well; the error the upload reports is the first one.
+    lost = OperationalError("INSERT", {}, Exception("server has gone away"))
+    real_insert = storage.ChunkWriter._insert_chunk
+
+    def failing_insert(self, connection, insert, seq, chunk):
+        if seq == 1:
+            raise lost
+        real_insert(self, connection, insert, seq, chunk)
+
+    monkeypatch.setattr(storage.ChunkWriter, "_insert_chunk", failing_insert)
+    owner_id = auth.create_user()
+    with app.app_context():
+        dialect = db.engine.dialect
+
+        def rollback_fails_off_the_main_thread(dbapi_connection):
+            if threading.current_thread() is not threading.main_thread():
+                raise dialect.loaded_dbapi.InterfaceError("Server has gone away")
+            real_rollback(dbapi_connection)
+
+        real_rollback = dialect.do_rollback
+        monkeypatch.setattr(dialect, "do_rollback", rollback_fails_off_the_main_thread)
+        stored_file = StoredFile(
+            owner_id=owner_id, filename="x.bin", chunk_size=4096, complete=False
+        )
+        db.session.add(stored_file)
+        db.session.commit()
+        writer = storage.ChunkWriter(stored_file)
+        with pytest.raises(OperationalError) as raised:
+            writer.write(os.urandom(4 * 4096))
+            writer.finish()
+        assert raised.value is lost
+        storage.discard_upload(stored_file.id)
 
 
 def test_unexpected_failure_mid_upload_keeps_nothing(app, client, token, monkeypatch):
