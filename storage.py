@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
 
 from models import FileChunk, StoredFile, db, utcnow
 
@@ -130,6 +131,10 @@ def discard_upload(file_id: int) -> None:
         current_app.logger.warning("Could not remove unfinished upload %s", file_id)
 
 
+class MissingChunkError(RuntimeError):
+    """A download found fewer chunks than the file's size says it has."""
+
+
 def read_chunks(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes]:
     """Bytes ``start`` to ``stop`` (exclusive) of a file, as an iterator of pieces.
 
@@ -141,6 +146,7 @@ def read_chunks(stored_file: StoredFile, start: int, stop: int) -> Iterator[byte
     view has returned.
     """
     file_id, chunk_size, engine = stored_file.id, stored_file.chunk_size, db.engine
+    logger = current_app.logger
     first, last = start // chunk_size, (stop - 1) // chunk_size
     query = (
         db.select(FileChunk.seq, FileChunk.data)
@@ -160,17 +166,30 @@ def read_chunks(stored_file: StoredFile, start: int, stop: int) -> Iterator[byte
                     pending = prefetcher.submit(rows.fetchone)
                     seq, data = row
                     if seq != expected:
-                        raise RuntimeError(f"file {file_id} lacks chunk {expected}")
+                        raise MissingChunkError(f"chunk {expected} is missing")
                     expected += 1
                     offset = seq * chunk_size
                     yield bytes(data[max(start - offset, 0) : stop - offset])
+                if expected != last + 1:
+                    # MariaDB Connector ends a result quietly when the server
+                    # goes away in the middle of it.
+                    raise MissingChunkError(f"the rows stopped before chunk {expected}")
             except GeneratorExit:
                 # Stopped early (the client went away): drop the connection rather
                 # than drain the rest of the streamed result from the server.
                 wait([pending])
                 connection.invalidate()
                 raise
-            if expected != last + 1:
-                raise RuntimeError(f"file {file_id} lacks chunk {expected}")
+            except (SQLAlchemyError, MissingChunkError) as error:
+                # The status line went out long ago: all that is left is to end
+                # the body early, which raising does (the server closes the
+                # connection short of the Content-Length), and to say why.
+                logger.error(
+                    "Download of file %s cut short: %s",
+                    file_id,
+                    getattr(error, "orig", None) or error,
+                )
+                connection.invalidate()
+                raise
 
     return pieces()

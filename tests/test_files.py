@@ -17,6 +17,7 @@ from test_server import login, multipart_pieces, stream_upload
 from test_upload import METADATA_FIELDS, end, part, row_counts
 from werkzeug.http import parse_options_header
 
+import storage
 from models import FileChunk, StoredFile, User, db
 
 MIB = 1024 * 1024
@@ -387,6 +388,26 @@ def test_download_content_length_is_the_size(client, big_file, token):
     response = download(client, token, file_id)
     assert response.headers["Content-Length"] == str(len(content))
     assert len(response.get_data()) == len(content)
+
+
+@SMALL_CHUNKS
+@pytest.mark.parametrize(
+    ("lost", "reason"),
+    [(1, "chunk 1 is missing"), (3, "the rows stopped before chunk 3")],
+    ids=["middle", "last"],
+)
+def test_a_lost_chunk_cuts_the_download_short_and_is_logged(
+    app, client, big_file, token, caplog, lost, reason
+):
+    file_id, content = big_file
+    with app.app_context():
+        db.session.execute(db.delete(FileChunk).filter_by(file_id=file_id, seq=lost))
+        db.session.commit()
+    response = download(client, token, file_id)
+    assert response.status_code == 200
+    with pytest.raises(storage.MissingChunkError):
+        response.get_data()
+    assert f"Download of file {file_id} cut short: {reason}" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -391,3 +391,49 @@ def test_database_outage_answers_503_and_recovers(site, stop):
     assert "Traceback" not in server.output, server.output
     assert not re.search(r'" 500 ', server.output), server.output
     assert "Database unavailable" in server.output
+
+
+def test_a_download_in_flight_is_cut_short_not_left_hanging(site):
+    instance = site.instance
+    content = os.urandom(48 * MIB)
+    with LiveServer(site.env) as server:
+        token = login(server)["token"]
+        response = upload(server, token, "big.bin", content)
+        assert response.status_code == 201, response.text
+        file_id = response.json()["id"]
+        url = f"{server.url}/files/{file_id}/download"
+        with requests.get(
+            url, headers={"Authorization": f"Bearer {token}"}, stream=True, timeout=30
+        ) as download:
+            assert download.status_code == 200
+            pieces = download.iter_content(MIB)
+            received = len(next(pieces))
+            # The server is now blocked sending; the database dies under it.
+            instance.kill()
+            started = time.monotonic()
+            # The body ends early with an error, which a client can tell from a
+            # finished download (the Content-Length is not reached)...
+            with pytest.raises(requests.exceptions.ChunkedEncodingError):
+                for piece in pieces:
+                    received += len(piece)
+            elapsed = time.monotonic() - started
+        assert received < len(content)
+        assert elapsed < PROMPT_SECONDS
+        # ... and said so in the app's log, with the file's id.
+        wait_for(
+            lambda: f"Download of file {file_id} cut short" in server.output_so_far(),
+            PROMPT_SECONDS,
+            "the log line about the cut download: " + server.output_so_far()[-3000:],
+        )
+        # Once the database is back, the whole file downloads again.
+        instance.start()
+        wait_for(
+            lambda: (
+                requests.get(server.url + "/healthz", timeout=30).status_code == 200
+            ),
+            RECOVERY_SECONDS,
+            "the app serving again",
+        )
+        assert download_sha256(server, token, file_id) == (
+            hashlib.sha256(content).hexdigest()
+        )
