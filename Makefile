@@ -64,3 +64,9 @@ serve: $(VENV)/.installed .env
 # Speed and memory of uploads and downloads against the raw database (MariaDB).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Requests a second on GET /files against the bare GET /livez, under wrk, with
+# the committed gunicorn.conf.py (MariaDB; under a minute of load).
+.PHONY: load
+load: $(VENV)/.installed-dev
+	$(BIN)/python bench/load.py $(LOAD_ARGS)

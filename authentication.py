@@ -19,6 +19,7 @@ from flask import (
 )
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -168,12 +169,21 @@ def _decode(token: str) -> dict:
     raise invalid_token()
 
 
+# Statements used on every request are built once and run with parameters:
+# building one costs more than running it.
+ANY_REVOKED = (
+    db.select(RevokedToken.jti)
+    .where(RevokedToken.jti.in_(bindparam("names", expanding=True)))
+    .exists()
+)
+IS_REVOKED = db.select(ANY_REVOKED)
+# The user and the revocation list, both checked, in one round trip.
+USER_AND_REVOKED = db.select(User, ANY_REVOKED).where(User.id == bindparam("user_id"))
+
+
 def is_revoked(*names: str) -> bool:
     """Whether any of these token ids or family names has been revoked."""
-    found = db.session.execute(
-        db.select(RevokedToken.jti).where(RevokedToken.jti.in_(names)).limit(1)
-    )
-    return found.first() is not None
+    return db.session.execute(IS_REVOKED, {"names": list(names)}).scalar_one()
 
 
 def verify_token(token: str, kind: str = ACCESS) -> tuple[User, dict]:
@@ -192,12 +202,14 @@ def _user_for(claims: dict, kind: str) -> User:
         raise invalid_token()
     if claims["typ"] != kind or not isinstance(claims.get("fam"), str):
         raise invalid_token()
-    user = db.session.get(User, int(subject))
-    if user is None:
+    names = [str(claims["jti"]), "family:" + claims["fam"]]
+    found = db.session.execute(
+        USER_AND_REVOKED, {"user_id": int(subject), "names": names}
+    ).one_or_none()
+    if found is None:
         raise invalid_token()
-    if claims.get("ver") != user.token_version:
-        raise invalid_token("Token revoked")
-    if is_revoked(str(claims["jti"]), "family:" + claims["fam"]):
+    user, revoked = found
+    if claims.get("ver") != user.token_version or revoked:
         raise invalid_token("Token revoked")
     return user
 

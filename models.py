@@ -256,7 +256,6 @@ class RefreshBodySchema(ma.Schema):
 
 
 stored_file_schema = StoredFileSchema()
-stored_files_schema = StoredFileSchema(many=True)
 page_query_schema = PageQuerySchema()
 upload_form_schema = UploadFormSchema()
 logout_query_schema = LogoutQuerySchema()

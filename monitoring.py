@@ -1,4 +1,4 @@
-"""Operations: the health check, request ids, request logging, JSON logs."""
+"""Operations: liveness and health checks, request ids, request logging, JSON logs."""
 
 import logging
 import re
@@ -18,6 +18,16 @@ bp = Blueprint("monitoring", __name__)
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+
+
+@bp.get("/livez")
+def livez():
+    """Liveness only: the process answers requests. No token, no database.
+
+    For a supervisor deciding whether to restart the process: a database outage
+    must not make it restart every instance; that is what /healthz tells.
+    """
+    return jsonify(status="ok")
 
 
 @bp.get("/healthz")
@@ -81,7 +91,7 @@ def _configure_logging(app) -> None:
 
 
 def init_app(app):
-    """Register the health check, request ids and logging."""
+    """Register the liveness and health checks, request ids and logging."""
     app.register_blueprint(bp)
     app.before_request(_start_request)
     app.after_request(_finish_request)

@@ -212,6 +212,13 @@ PATHS = {
             },
         },
     },
+    "/livez": {
+        "get": {
+            "summary": "Liveness: the process answers (no database check)",
+            "security": [],
+            "responses": {"200": _json("#/components/schemas/Liveness", "Alive")},
+        }
+    },
     "/healthz": {
         "get": {
             "summary": "Liveness and database reachability",
@@ -309,6 +316,14 @@ def build_spec() -> dict:
                 "username": {"type": "string"},
                 "password": {"type": "string"},
             },
+        },
+    )
+    spec.components.schema(
+        "Liveness",
+        {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["ok"]}},
         },
     )
     spec.components.schema(

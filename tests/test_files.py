@@ -344,6 +344,19 @@ def test_listing_reads_no_file_bytes(app, client, token):
     assert not [s for s in statements if "file_chunk" in s.lower()]
 
 
+def test_a_listing_page_and_its_total_take_one_query(app, client, token):
+    for number in range(3):
+        uploaded(client, token, f"file {number}".encode())
+    with recorded_statements(app) as statements:
+        response = client.get("/files?per_page=2", headers=bearer(token))
+        assert response.status_code == 200
+    assert response.get_json()["total"] == 3
+    # One for the token (its user and the revocation list), one for the page.
+    assert len(statements) == 2, statements
+    assert "revoked_token" in statements[0]
+    assert "count(*)" in statements[1].lower()
+
+
 # --- GET /files/<id> -----------------------------------------------------------
 
 

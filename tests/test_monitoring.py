@@ -31,6 +31,28 @@ def test_healthz_is_503_when_the_database_does_not_answer():
     assert body["message"] == "Database unavailable"
 
 
+def test_livez_says_ok_without_a_token(client):
+    response = client.get("/livez")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+    assert response.headers["X-Request-ID"]
+
+
+def test_livez_is_200_while_the_database_does_not_answer():
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": SECRET_KEY,
+            "SQLALCHEMY_DATABASE_URI": "mysql://root@127.0.0.1:1/nothing",
+        }
+    )
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 503
+    response = client.get("/livez")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
 def test_a_request_id_is_made_and_returned(client):
     first = client.get("/healthz").headers["X-Request-ID"]
     second = client.get("/healthz").headers["X-Request-ID"]

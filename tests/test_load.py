@@ -1,0 +1,66 @@
+"""bench/load.py runs through, briefly: both endpoints answer under load, no errors.
+
+Throughputs are only checked to be there: how they compare is the benchmark's
+business (docs/benchmarks.md), not a test's.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from live_server import ROOT
+
+from conftest import MYSQL_SERVER_URL, REQUIRE_MYSQL
+
+pytestmark = pytest.mark.slow
+
+LOAD = ROOT / "bench" / "load.py"
+SHORT = ["--seconds", "2", "--rounds", "1", "--warmup", "1", "--timeout", "90"]
+
+
+@pytest.fixture
+def wrk():
+    """wrk is installed; skipped without it locally, failed without it in CI."""
+    if shutil.which("wrk") is None:
+        message = "wrk is missing: install Debian's wrk (scripts/system-deps --test)"
+        if REQUIRE_MYSQL:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "mariadb"])
+def test_both_endpoints_serve_under_load_without_errors(
+    wrk, request, database, tmp_path
+):
+    output = tmp_path / "load.json"
+    args = [*SHORT, "--output", str(output)]
+    if database == "sqlite":
+        args += ["--database-url", "sqlite"]
+    else:
+        # Skipped without MariaDB locally, failed in CI; the script makes and
+        # drops a database of its own on the same server.
+        request.getfixturevalue("mysql_database")
+        args += ["--server-url", MYSQL_SERVER_URL]
+    done = subprocess.run(
+        [sys.executable, str(LOAD), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(output.read_text())
+    assert results["errors"] == 0
+    assert results["server"]["server_5xx"] == results["server"]["tracebacks"] == 0
+    for name in ("livez", "files"):
+        [run] = results["runs"][name]
+        assert run["non_2xx"] == 0, name
+        assert run["connect_errors"] == run["read_errors"] == 0, name
+        assert run["write_errors"] == run["timeouts"] == 0, name
+        assert run["requests"] > 0 and run["requests_per_s"] > 0, name
+    # The bare endpoint is bare: no database at all.
+    assert results["statements"]["livez"] == 0
+    assert "| `GET /files` |" in done.stdout
