@@ -53,7 +53,7 @@ def no_content():
 def load_or_400(schema, data: dict) -> dict:
     """Validate ``data`` with a marshmallow schema; a 400 naming the first problem."""
     try:
-        return schema.load(data, unknown="exclude")
+        return schema.load(data)
     except ValidationError as error:
         field, messages = next(iter(error.normalized_messages().items()))
         message = messages[0] if isinstance(messages, list) else str(messages)

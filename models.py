@@ -187,14 +187,19 @@ class StoredFileSchema(ma.SQLAlchemySchema):
     created_at = ma.auto_field(dump_only=True)
 
 
+class RequestSchema(ma.Schema):
+    """What a request may carry: fields it does not name are ignored, not refused
+    (and the OpenAPI description, made from these schemas, says so)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
 SHA256_ERROR = "sha256 must be 64 hexadecimal characters"
 
 
-class UploadFormSchema(ma.Schema):
+class UploadFormSchema(RequestSchema):
     """The text fields an upload form may carry."""
-
-    class Meta:
-        unknown = EXCLUDE  # other fields are ignored, not refused
 
     # Length and an unanchored pattern rather than ``\A...\Z``: the pattern also
     # goes into /openapi.json, whose regular expressions are ECMAScript's.
@@ -213,11 +218,8 @@ class UploadFormSchema(ma.Schema):
     )
 
 
-class PageQuerySchema(ma.Schema):
+class PageQuerySchema(RequestSchema):
     """``?page=`` and ``?per_page=`` of a listing."""
-
-    class Meta:
-        unknown = EXCLUDE  # other fields are ignored, not refused
 
     page = fields.Integer(
         load_default=1,
@@ -231,11 +233,8 @@ class PageQuerySchema(ma.Schema):
     )
 
 
-class LogoutQuerySchema(ma.Schema):
+class LogoutQuerySchema(RequestSchema):
     """``POST /logout?everywhere=1``: sign out of every device."""
-
-    class Meta:
-        unknown = EXCLUDE  # other fields are ignored, not refused
 
     everywhere = fields.Boolean(
         load_default=False,
@@ -243,11 +242,8 @@ class LogoutQuerySchema(ma.Schema):
     )
 
 
-class RefreshBodySchema(ma.Schema):
+class RefreshBodySchema(RequestSchema):
     """The body ``POST /refresh`` may carry instead of an Authorization header."""
-
-    class Meta:
-        unknown = EXCLUDE  # other fields are ignored, not refused
 
     refresh_token = fields.String(
         validate=validate.Length(min=1, error="refresh_token is empty"),

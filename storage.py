@@ -79,14 +79,14 @@ class ChunkWriter:
                             connection.execute(touch.values(updated_at=utcnow()))
                             connection.commit()
                     connection.commit()
-                except BaseException as error:
-                    # Report this failure, not the one closing the connection may
-                    # add (a rollback on a server that has gone away fails too).
-                    self._error = error
+                except BaseException:
+                    # Drop the connection rather than roll back: on a server that
+                    # has gone away the rollback fails too, and its error would
+                    # replace this one. (read_chunks does the same.)
+                    connection.invalidate()
                     raise
         except BaseException as error:
-            if self._error is None:
-                self._error = error
+            self._error = error
             # Keep taking chunks so the request thread never blocks on a full queue.
             while self._queue.get() is not None:
                 pass
