@@ -166,6 +166,11 @@ def server(app, auth, database_url):
         yield live
 
 
+def bearer(token: str, **headers) -> dict:
+    """Request headers carrying ``token`` as a Bearer credential, plus any extra."""
+    return {"Authorization": f"Bearer {token}", **headers}
+
+
 def token_claims(**changes) -> dict:
     """Claims like Lockbox's access tokens for user 1; a value of None drops one."""
     now = int(time.time())

@@ -1,5 +1,6 @@
 """Run the real app under gunicorn on 127.0.0.1 for tests that need real HTTP."""
 
+import hashlib
 import os
 import signal
 import socket
@@ -12,6 +13,30 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def sign_in(server, username: str = "alice", password: str | None = None) -> dict:
+    """GET /login with Basic auth over HTTP (the tests' password by default): the
+    token pair."""
+    if password is None:
+        from conftest import PASSWORD as password  # bench/ uses this module too
+    response = requests.get(
+        server.url + "/login", auth=(username, password), timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def download_sha256(server, token: str, file_id: int) -> tuple[int, str, int]:
+    """Stream a download: (status, sha256 of the body, its length)."""
+    digest, length = hashlib.sha256(), 0
+    url = f"{server.url}/files/{file_id}/download"
+    headers = {"Authorization": f"Bearer {token}"}
+    with requests.get(url, headers=headers, stream=True, timeout=120) as r:
+        for piece in r.iter_content(1024 * 1024):
+            digest.update(piece)
+            length += len(piece)
+        return r.status_code, digest.hexdigest(), length
 
 
 def free_port() -> int:

@@ -11,13 +11,14 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
-from live_server import proc_status
+from live_server import proc_status, sign_in
 from sqlalchemy import event
-from test_server import login, multipart_pieces, stream_upload
+from test_server import multipart_pieces, stream_upload
 from test_upload import METADATA_FIELDS, end, part, row_counts
 from werkzeug.http import parse_options_header
 
 import storage
+from conftest import bearer
 from models import FileChunk, StoredFile, User, db
 
 MIB = 1024 * 1024
@@ -38,11 +39,6 @@ WELL_FORMED_DISPOSITION = re.compile(
 
 
 # --- helpers -----------------------------------------------------------------
-
-
-def bearer(token: str, **headers) -> dict:
-    """Request headers carrying ``token`` as a Bearer credential, plus any extra."""
-    return {"Authorization": f"Bearer {token}", **headers}
 
 
 def random_bytes(size: int, seed: int = 0) -> bytes:
@@ -847,7 +843,7 @@ def test_upload_with_a_wrong_sha256_field_is_refused_and_nothing_kept(
 
 @pytest.mark.slow
 def test_thirty_mebibyte_download_streams_in_bounded_memory(server):
-    token = login(server)
+    token = sign_in(server)["token"]
     status, body, sha256 = stream_upload(server, token, 30 * MIB, seed=3)
     assert status == 201, body
     [worker] = server.worker_pids()
@@ -878,7 +874,7 @@ def test_thirty_mebibyte_download_streams_in_bounded_memory(server):
 
 @pytest.mark.slow
 def test_range_request_over_http_returns_those_bytes(server):
-    token = login(server)
+    token = sign_in(server)["token"]
     status, body, _ = stream_upload(server, token, 30 * MIB, seed=4)
     assert status == 201, body
     response = requests.get(

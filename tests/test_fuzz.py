@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from live_server import ROOT, LiveServer
 
-from conftest import PASSWORD, SECRET_KEY, AuthActions, empty_tables, make_app
+from conftest import PASSWORD, SECRET_KEY, AuthActions, bearer, empty_tables, make_app
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 ARTIFACTS = ROOT / "test-artifacts" / "schemathesis"
@@ -127,9 +127,4 @@ def test_fuzzing_finds_no_server_error_and_no_departure_from_the_spec(fuzz_site)
     }
     assert operations <= tested, operations - tested
     # alice's token survived the whole run: nothing above signed her out.
-    assert (
-        client.get(
-            "/files", headers={"Authorization": f"Bearer {alice['token']}"}
-        ).status_code
-        == 200
-    )
+    assert client.get("/files", headers=bearer(alice["token"])).status_code == 200

@@ -19,8 +19,9 @@ import uuid
 import pytest
 import requests
 import sqlalchemy as sa
-from live_server import LiveServer
+from live_server import LiveServer, download_sha256, sign_in
 from mariadb_instance import MariaDBInstance, server_programs
+from test_reliability import chunk_health
 
 from conftest import (
     PASSWORD,
@@ -28,6 +29,7 @@ from conftest import (
     SECRET_KEY,
     AuthActions,
     basic_auth,
+    bearer,
     make_app,
 )
 from models import db
@@ -131,32 +133,14 @@ def site(request, mariadb):
     site.close()
 
 
-def login(server) -> dict:
-    """Alice's token pair, over HTTP."""
-    response = requests.get(server.url + "/login", auth=("alice", PASSWORD), timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def upload(server, token, name: str, content: bytes) -> requests.Response:
     """POST /upload with one file."""
     return requests.post(
         server.url + "/upload",
-        headers={"Authorization": f"Bearer {token}"},
+        headers=bearer(token),
         files={"inputFile": (name, content, "application/octet-stream")},
         timeout=60,
     )
-
-
-def download_sha256(server, token, file_id: int) -> str:
-    """The sha256 of a file's bytes as downloaded."""
-    response = requests.get(
-        f"{server.url}/files/{file_id}/download",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text
-    return hashlib.sha256(response.content).hexdigest()
 
 
 class SlowUpload:
@@ -246,17 +230,17 @@ def wait_for(condition, timeout: float, what: str):
 
 def outage_requests(tokens: dict, file_id: int):
     """Every kind of request, as (label, method, path, keyword arguments)."""
-    bearer = {"Authorization": f"Bearer {tokens['token']}"}
-    refresh = {"Authorization": f"Bearer {tokens['refresh_token']}"}
+    access = bearer(tokens["token"])
+    refresh = bearer(tokens["refresh_token"])
     small_file = {"inputFile": ("during.txt", b"written during the outage")}
     return [
         ("login", "GET", "/login", {"headers": basic_auth("alice", PASSWORD)}),
-        ("list", "GET", "/files", {"headers": bearer}),
-        ("metadata", "GET", f"/files/{file_id}", {"headers": bearer}),
-        ("download", "GET", f"/files/{file_id}/download", {"headers": bearer}),
-        ("delete", "DELETE", f"/files/{file_id}", {"headers": bearer}),
-        ("page", "GET", "/", {"headers": bearer}),
-        ("upload", "POST", "/upload", {"headers": bearer, "files": small_file}),
+        ("list", "GET", "/files", {"headers": access}),
+        ("metadata", "GET", f"/files/{file_id}", {"headers": access}),
+        ("download", "GET", f"/files/{file_id}/download", {"headers": access}),
+        ("delete", "DELETE", f"/files/{file_id}", {"headers": access}),
+        ("page", "GET", "/", {"headers": access}),
+        ("upload", "POST", "/upload", {"headers": access, "files": small_file}),
         ("refresh", "POST", "/refresh", {"headers": refresh}),
         ("healthz", "GET", "/healthz", {}),
     ]
@@ -266,7 +250,7 @@ def outage_requests(tokens: dict, file_id: int):
 def test_database_outage_answers_503_and_recovers(site, stop):
     instance = site.instance
     with LiveServer(site.env, workers=3) as server:
-        tokens = login(server)
+        tokens = sign_in(server)
         token = tokens["token"]
 
         # Files acknowledged before the outage: they must all survive it.
@@ -344,7 +328,7 @@ def test_database_outage_answers_503_and_recovers(site, stop):
         for _ in range(12):
             response = requests.get(
                 server.url + "/files",
-                headers={"Authorization": f"Bearer {token}"},
+                headers=bearer(token),
                 timeout=30,
             )
             assert response.status_code == 200, response.text
@@ -358,12 +342,12 @@ def test_database_outage_answers_503_and_recovers(site, stop):
         assert "in-flight.bin" not in response.text
         missing = requests.get(
             f"{server.url}/files/{in_flight_id}",
-            headers={"Authorization": f"Bearer {token}"},
+            headers=bearer(token),
             timeout=30,
         )
         assert missing.status_code == 404
         for file_id, digest in acknowledged.items():
-            assert download_sha256(server, token, file_id) == digest
+            assert download_sha256(server, token, file_id)[:2] == (200, digest)
 
         # Writes work again too.
         content = os.urandom(MIB + 1)
@@ -371,20 +355,18 @@ def test_database_outage_answers_503_and_recovers(site, stop):
         assert response.status_code == 201, response.text
         after_id = response.json()["id"]
         assert download_sha256(server, token, after_id) == (
-            hashlib.sha256(content).hexdigest()
+            200,
+            hashlib.sha256(content).hexdigest(),
+            len(content),
         )
 
     # The unfinished upload is garbage: `files gc` removes it and its chunks.
     result = site.app.test_cli_runner().invoke(args=["files", "gc", "--idle", "0"])
     assert result.exit_code == 0, result.output
-    assert site.scalar("SELECT COUNT(*) FROM stored_file WHERE complete = 0") == 0
-    assert (
-        site.scalar(
-            "SELECT COUNT(*) FROM file_chunk WHERE file_id NOT IN"
-            " (SELECT id FROM stored_file WHERE complete = 1)"
-        )
-        == 0
-    )
+    assert chunk_health(site.app) == {
+        "chunks_without_a_finished_file": 0,
+        "unfinished_files": 0,
+    }
     assert site.scalar("SELECT COUNT(*) FROM stored_file") == len(acknowledged) + 1
 
     # Answers were plain 503s: no traceback, no 500 in gunicorn's or the app's log.
@@ -397,13 +379,13 @@ def test_a_download_in_flight_is_cut_short_not_left_hanging(site):
     instance = site.instance
     content = os.urandom(48 * MIB)
     with LiveServer(site.env) as server:
-        token = login(server)["token"]
+        token = sign_in(server)["token"]
         response = upload(server, token, "big.bin", content)
         assert response.status_code == 201, response.text
         file_id = response.json()["id"]
         url = f"{server.url}/files/{file_id}/download"
         with requests.get(
-            url, headers={"Authorization": f"Bearer {token}"}, stream=True, timeout=30
+            url, headers=bearer(token), stream=True, timeout=30
         ) as download:
             assert download.status_code == 200
             pieces = download.iter_content(MIB)
@@ -435,5 +417,7 @@ def test_a_download_in_flight_is_cut_short_not_left_hanging(site):
             "the app serving again",
         )
         assert download_sha256(server, token, file_id) == (
-            hashlib.sha256(content).hexdigest()
+            200,
+            hashlib.sha256(content).hexdigest(),
+            len(content),
         )

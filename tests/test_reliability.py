@@ -5,7 +5,6 @@ session's own database), through both drivers. Each is bounded in time and in
 requests. The database outage has a module of its own (test_outage.py).
 """
 
-import hashlib
 import math
 import os
 import signal
@@ -16,10 +15,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 import requests
-from live_server import LiveServer
+from live_server import LiveServer, download_sha256, sign_in
 from test_server import stream_upload
 
-from conftest import PASSWORD, SECRET_KEY, AuthActions, empty_tables, make_app
+from conftest import (
+    PASSWORD,
+    SECRET_KEY,
+    AuthActions,
+    bearer,
+    empty_tables,
+    make_app,
+)
 from models import FileChunk, StoredFile, db
 
 KIB, MIB = 1024, 1024 * 1024
@@ -46,31 +52,6 @@ def site(mariadb_url):
         auth.create_user(name)
     yield app
     empty_tables(app)
-
-
-def token_for(server, username) -> str:
-    """An access token for ``username``, over HTTP."""
-    response = requests.get(
-        server.url + "/login", auth=(username, PASSWORD), timeout=30
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["token"]
-
-
-def bearer(token) -> dict:
-    """An Authorization header for a bearer token."""
-    return {"Authorization": f"Bearer {token}"}
-
-
-def download_sha256(server, token, file_id) -> tuple[int, str, int]:
-    """Stream a download: (status, sha256 of the body, its length)."""
-    digest, length = hashlib.sha256(), 0
-    url = f"{server.url}/files/{file_id}/download"
-    with requests.get(url, headers=bearer(token), stream=True, timeout=120) as r:
-        for piece in r.iter_content(MIB):
-            digest.update(piece)
-            length += len(piece)
-        return r.status_code, digest.hexdigest(), length
 
 
 def listing(server, token) -> list[dict]:
@@ -119,7 +100,7 @@ def test_32_clients_upload_and_download_at_once(site, mariadb_url):
     sizes = sizes_from_1_kib_to_20_mib(CLIENTS)
     assert sizes[0] >= KIB and max(sizes) <= 20 * MIB + 2
     with LiveServer(env, workers=3) as server:
-        tokens = {name: token_for(server, name) for name in USERS}
+        tokens = {name: sign_in(server, name)["token"] for name in USERS}
 
         def client(number: int) -> dict:
             user = USERS[number % len(USERS)]
@@ -196,7 +177,7 @@ def two_instances(site, mariadb_url):
 
 def test_a_file_uploaded_through_one_instance_is_served_by_the_other(two_instances):
     first, second = two_instances
-    token = token_for(first, "ann")
+    token = sign_in(first, "ann")["token"]
     status, body, sha256 = stream_upload(
         first, token, 3 * MIB + 5, seed=7, filename="shared.bin"
     )
@@ -218,7 +199,7 @@ def test_a_token_revoked_through_one_instance_is_refused_by_the_other(
     two_instances,
 ):
     first, second = two_instances
-    token, other = token_for(first, "ben"), token_for(second, "ben")
+    token, other = sign_in(first, "ben")["token"], sign_in(second, "ben")["token"]
     assert requests.get(second.url + "/files", headers=bearer(token), timeout=30).ok
     signed_out = requests.post(first.url + "/logout", headers=bearer(token), timeout=30)
     assert signed_out.status_code == 204
@@ -226,7 +207,7 @@ def test_a_token_revoked_through_one_instance_is_refused_by_the_other(
     assert refused.status_code == 401
     assert refused.json() == {"message": "Token revoked"}
     # Signing out everywhere through the second reaches tokens the first issued.
-    fresh = token_for(first, "ben")
+    fresh = sign_in(first, "ben")["token"]
     everywhere = requests.post(
         second.url + "/logout?everywhere=1", headers=bearer(other), timeout=30
     )
@@ -283,7 +264,7 @@ def test_a_worker_killed_mid_upload_leaves_nothing_visible_and_gc_cleans_up(
 ):
     env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": mariadb_url}
     with LiveServer(env) as server:
-        token = token_for(server, "dan")
+        token = sign_in(server, "dan")["token"]
         [worker] = server.worker_pids()
         with ThreadPoolExecutor(1) as pool:
             upload = pool.submit(stream_upload, server, token, 64 * MIB, 3)

@@ -8,22 +8,15 @@ import time
 
 import pytest
 import requests
-from live_server import LiveServer, proc_status
+from live_server import LiveServer, proc_status, sign_in
 
-from conftest import PASSWORD, SECRET_KEY
+from conftest import SECRET_KEY
 from models import FileChunk, StoredFile, db
 
 MIB = 1024 * 1024
 BOUNDARY = "lockbox-test-boundary"
 
 pytestmark = pytest.mark.slow
-
-
-def login(server) -> str:
-    """A token for alice, over HTTP."""
-    response = requests.get(server.url + "/login", auth=("alice", PASSWORD), timeout=10)
-    assert response.status_code == 200
-    return response.json()["token"]
 
 
 def multipart_pieces(size: int, seed: int, digest, filename="big.bin"):
@@ -79,7 +72,7 @@ def stream_upload(server, token, size, seed=1, stop_after=None, filename="big.bi
 
 
 def test_tutorial_flow_over_http(server):
-    token = login(server)
+    token = sign_in(server)["token"]
     missing = requests.get(server.url + "/", timeout=10)
     assert missing.status_code == 401
     assert missing.json() == {"message": "Token missing"}
@@ -98,7 +91,7 @@ def test_tutorial_flow_over_http(server):
 
 
 def test_hundred_mebibyte_upload_keeps_worker_memory_bounded(app, server):
-    token = login(server)
+    token = sign_in(server)["token"]
     [worker] = server.worker_pids()
     idle = proc_status(worker, "VmRSS")
     status, body, sha256 = stream_upload(server, token, 100 * MIB)
@@ -124,7 +117,7 @@ def test_hundred_mebibyte_upload_keeps_worker_memory_bounded(app, server):
 
 
 def test_client_disconnect_mid_upload_leaves_nothing(app, server):
-    token = login(server)
+    token = sign_in(server)["token"]
     [worker] = server.worker_pids()
     status, _, _ = stream_upload(server, token, 20 * MIB, stop_after=8 * MIB)
     assert status is None
@@ -156,7 +149,7 @@ def test_chunked_body_over_the_limit_is_refused(app, auth, database_url):
         "MAX_CONTENT_LENGTH": str(3 * MIB),
     }
     with LiveServer(env) as live:
-        token = login(live)
+        token = sign_in(live)["token"]
 
         def body():
             digest = hashlib.sha256()
@@ -184,7 +177,7 @@ def test_chunked_body_over_the_limit_is_refused(app, auth, database_url):
 
 
 def test_client_leaving_mid_download_keeps_the_worker_healthy(server):
-    token = login(server)
+    token = sign_in(server)["token"]
     status, body, sha256 = stream_upload(server, token, 24 * MIB, seed=3)
     assert status == 201
     url = f"{server.url}/files/{body['id']}/download"

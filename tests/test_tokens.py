@@ -3,15 +3,10 @@
 import jwt
 import pytest
 
-from conftest import SECRET_KEY, empty_tables, make_app, make_token
+from conftest import SECRET_KEY, bearer, empty_tables, make_app, make_token
 from models import RevokedToken, User, db, utcnow
 
 OLD_KEY = "an-older-signing-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFG"
-
-
-def bearer(token):
-    """An Authorization header for a bearer token."""
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
