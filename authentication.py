@@ -1,6 +1,7 @@
 """Identity: passwords, JSON Web Tokens, the ``check_for_token`` decorator, login."""
 
 import functools
+import re
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,8 +20,8 @@ from flask import (
 )
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from sqlalchemy import bindparam
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, func
+from sqlalchemy.dialects import mysql, sqlite
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from errors import ApiError, load_or_400, no_content, wants_html
@@ -29,7 +30,9 @@ from models import (
     User,
     db,
     logout_query_schema,
+    new_token_version,
     refresh_body_schema,
+    retry_on_conflict,
     utcnow,
 )
 
@@ -49,16 +52,50 @@ BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="Login required"'}
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="Lockbox"'}
 
 
+# Who may have an account: the rules `users create` enforces. A name outside
+# them belongs to nobody, so it never reaches the database (where MariaDB's
+# PAD SPACE collation would find "bob" for "bob ").
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,79}")
+
+
+def canonical_username(name) -> str | None:
+    """The one spelling a username is looked up and rate-limited by, or None
+    when ``name`` cannot be anybody's (not a string, or outside USERNAME_RE)."""
+    if isinstance(name, str) and USERNAME_RE.fullmatch(name):
+        return name
+    return None
+
+
+def sign_in_attempt() -> tuple[str | None, str]:
+    """The canonical username and the password this sign-in is checked with.
+
+    ``GET /login`` takes HTTP Basic credentials, ``POST /login`` its form or
+    JSON body and nothing else; the limits count against this same username,
+    whatever else the request carries. Worked out once per request.
+    """
+    if "sign_in_attempt" not in g:
+        username = password = None
+        if request.method == "GET":
+            auth = request.authorization
+            if auth is not None and auth.type == "basic":
+                username, password = auth.username, auth.password
+        else:
+            try:
+                body = request_body()
+            except ApiError:
+                body = {}  # the view answers 400
+            username, password = body.get("username"), body.get("password")
+        g.sign_in_attempt = (
+            canonical_username(username),
+            password if isinstance(password, str) else "",
+        )
+    return g.sign_in_attempt
+
+
 def _login_username() -> str:
-    """The username a sign-in attempt is for, from Basic auth, a form or JSON."""
-    auth = request.authorization
-    name = None
-    if auth is not None and auth.type == "basic":
-        name = auth.username
-    elif request.method == "POST":
-        body = request.get_json(silent=True) if request.is_json else request.form
-        name = body.get("username") if isinstance(body, dict) else None
-    return "username:" + (name if isinstance(name, str) else "")
+    """The sign-in limit's key: the canonical username the attempt is for (every
+    name that cannot exist shares one key)."""
+    return "username:" + (sign_in_attempt()[0] or "")
 
 
 def _failed(response) -> bool:
@@ -94,15 +131,18 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_urlsafe(32))
 
 
-def authenticate(username: str, password: str) -> User | None:
+def authenticate(username: str | None, password: str) -> User | None:
     """Return the user these credentials belong to, or None.
 
-    An unknown username costs the same scrypt check as a wrong password, so the
-    two cannot be told apart by timing.
+    ``username`` is canonical (``canonical_username``) or None. An unknown or
+    impossible username costs the same scrypt check as a wrong password, so the
+    cases cannot be told apart by timing.
     """
-    user = db.session.execute(
-        db.select(User).filter_by(username=username)
-    ).scalar_one_or_none()
+    user = None
+    if username is not None:
+        user = db.session.execute(
+            db.select(User).filter_by(username=username)
+        ).scalar_one_or_none()
     if user is None:
         check_password_hash(_dummy_hash(), password)
         return None
@@ -118,7 +158,9 @@ REFRESH = "refresh"
 def issue_token(user: User, kind: str, family: str) -> str:
     """Sign a token for ``user``: a short-lived access token or a refresh token.
 
-    ``ver`` ties it to the user's token version; ``fam`` names the chain of
+    ``ver`` ties it to the account's random token version, checked on every
+    request: the token opens this account only, and dies with the version when
+    every token of the account is revoked; ``fam`` names the chain of
     refresh tokens it descends from, so that a reused refresh token can revoke
     the whole chain with the access tokens issued alongside it.
     """
@@ -214,10 +256,60 @@ def _user_for(claims: dict, kind: str) -> User:
     return user
 
 
-def revoke(name: str, expires_at) -> None:
-    """Record a token id or family as revoked until ``expires_at`` (not committed)."""
-    if db.session.get(RevokedToken, name) is None:
-        db.session.add(RevokedToken(jti=name, expires_at=expires_at))
+def _record_revocation(name: str, expires_at: datetime, extend: bool) -> int:
+    """Insert a revocation in one statement, in the database's own upsert form;
+    how many rows it inserted.
+
+    A row already there is kept as it is, or (``extend``) kept with the later
+    of the two expiry times. Never a read then a write: two requests at once
+    cannot both insert, and neither fails on the primary key.
+    """
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "sqlite":
+        insert = sqlite.insert(RevokedToken).values(jti=name, expires_at=expires_at)
+        if extend:
+            later = func.max(RevokedToken.expires_at, insert.excluded.expires_at)
+            insert = insert.on_conflict_do_update(
+                index_elements=["jti"], set_={"expires_at": later}
+            )
+        else:
+            insert = insert.on_conflict_do_nothing(index_elements=["jti"])
+    elif dialect in ("mysql", "mariadb"):
+        insert = mysql.insert(RevokedToken).values(jti=name, expires_at=expires_at)
+        if extend:
+            later = func.greatest(RevokedToken.expires_at, insert.inserted.expires_at)
+            insert = insert.on_duplicate_key_update(expires_at=later)
+        else:
+            insert = insert.prefix_with("IGNORE")
+    else:
+        raise NotImplementedError(f"No upsert for the {dialect} dialect")
+    return db.session.execute(insert).rowcount
+
+
+def retire_token(jti: str, expires_at: datetime) -> bool:
+    """Revoke one token id until ``expires_at``; False when it was revoked
+    already, by this request's rival too (not committed)."""
+    return _record_revocation(jti, expires_at, extend=False) == 1
+
+
+def revoke_family(family: str) -> None:
+    """Revoke every token of a sign-in, past and future (not committed).
+
+    Refresh tokens of a family keep being issued until it is revoked, each
+    living REFRESH_TTL_SECONDS, so no token of it can outlive now plus the
+    longest lifetime: the revocation is kept (at least) that long, and a later
+    revocation of the same family extends an earlier one. Used by sign-out, by
+    the detection of a reused refresh token and by a lost refresh race alike.
+    """
+    config = current_app.config
+    lifetime = max(config["REFRESH_TTL_SECONDS"], config["TOKEN_TTL_SECONDS"])
+    until = utcnow() + timedelta(seconds=lifetime + LEEWAY_SECONDS)
+    _record_revocation("family:" + family, until, extend=True)
+
+
+def revoke_all_tokens(user: User) -> None:
+    """End every token the account holds, on every device (not committed)."""
+    user.token_version = new_token_version()
 
 
 def prune_revoked() -> int:
@@ -299,9 +391,7 @@ def login():
         if request.args.get("expired"):
             flash(SIGN_IN_AGAIN["Token expired"], "error")
         return render_template("login.html")
-    user = None
-    if auth is not None and auth.type == "basic" and auth.username:
-        user = authenticate(auth.username, auth.password or "")
+    user = authenticate(*sign_in_attempt())
     if user is None:
         raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
     return token_response(user)
@@ -326,12 +416,8 @@ def login_form():
     A browser is sent on to its files with the token in the URL; an API client
     gets the same JSON as ``GET /login``.
     """
-    credentials = request_body()
-    username = credentials.get("username")
-    password = credentials.get("password")
-    user = None
-    if isinstance(username, str) and isinstance(password, str) and username:
-        user = authenticate(username, password)
+    username = request_body().get("username")
+    user = authenticate(*sign_in_attempt())
     if user is not None and wants_html():
         token = issue_token(user, ACCESS, uuid.uuid4().hex)
         return redirect(url_for("files.index", token=token), 303)
@@ -354,20 +440,21 @@ def logout():
 
     With ``?everywhere=1``, every token the user holds, on every device.
     """
-    if load_or_400(logout_query_schema, request.args.to_dict())["everywhere"]:
-        g.user.token_version += 1
-    else:
-        # This token, and the refresh tokens of the same sign-in with it.
-        refresh_expiry = utcnow() + timedelta(
-            seconds=current_app.config["REFRESH_TTL_SECONDS"]
-        )
-        revoke(str(g.claims["jti"]), datetime.fromtimestamp(g.claims["exp"], UTC))
-        revoke("family:" + g.claims["fam"], refresh_expiry)
-    prune_revoked()
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()  # signed out twice at once: already revoked
+    everywhere = load_or_400(logout_query_schema, request.args.to_dict())["everywhere"]
+
+    @retry_on_conflict
+    def sign_out():
+        if everywhere:
+            revoke_all_tokens(g.user)
+        else:
+            # This token, and the refresh tokens of the same sign-in with it.
+            retire_token(
+                str(g.claims["jti"]), datetime.fromtimestamp(g.claims["exp"], UTC)
+            )
+            revoke_family(g.claims["fam"])
+        prune_revoked()
+
+    sign_out()
     if wants_html():
         flash("You are signed out", "success")
         return redirect(url_for("auth.login"), 303)
@@ -387,21 +474,24 @@ def refresh():
     if token is None:
         raise invalid_token("Token missing")
     claims = _decode(token)
-    if claims.get("typ") == REFRESH and isinstance(claims.get("fam"), str):
-        family_expiry = datetime.fromtimestamp(claims["exp"], UTC)
-        if is_revoked(str(claims["jti"])):
-            revoke("family:" + claims["fam"], family_expiry)
-            db.session.commit()
-            current_app.logger.warning("Refresh token reused; family revoked")
-            raise invalid_token("Token revoked")
-    user = _user_for(claims, REFRESH)
-    revoke(str(claims["jti"]), datetime.fromtimestamp(claims["exp"], UTC))
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # Another request retired the same token a moment ago: a reuse too.
-        db.session.rollback()
-        revoke("family:" + claims["fam"], datetime.fromtimestamp(claims["exp"], UTC))
-        db.session.commit()
-        raise invalid_token("Token revoked") from None
+
+    @retry_on_conflict
+    def rotate() -> User | None:
+        """Retire the token and return its user; None when it was retired before."""
+        if claims.get("typ") == REFRESH and isinstance(claims.get("fam"), str):
+            if is_revoked(str(claims["jti"])):
+                revoke_family(claims["fam"])
+                return None
+        user = _user_for(claims, REFRESH)
+        expiry = datetime.fromtimestamp(claims["exp"], UTC)
+        if not retire_token(str(claims["jti"]), expiry):
+            # Another request retired the same token a moment ago: a reuse too.
+            revoke_family(claims["fam"])
+            return None
+        return user
+
+    user = rotate()
+    if user is None:
+        current_app.logger.warning("Refresh token reused; family revoked")
+        raise invalid_token("Token revoked")
     return token_response(user, claims["fam"])

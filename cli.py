@@ -1,6 +1,5 @@
 """Command-line tasks: ``flask --app app init-db``, ``users ...``, ``files gc``."""
 
-import re
 import secrets
 import sys
 from datetime import timedelta
@@ -11,11 +10,15 @@ from flask.cli import AppGroup, with_appcontext
 from flask_migrate import stamp, upgrade
 from sqlalchemy import func
 
-from authentication import hash_password, prune_revoked
+from authentication import (
+    canonical_username,
+    hash_password,
+    prune_revoked,
+    revoke_all_tokens,
+)
 from models import FileChunk, StoredFile, User, db, utcnow
 from storage import delete_stored_files
 
-USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,79}")
 MIN_PASSWORD_LENGTH = 8
 
 users_cli = AppGroup(
@@ -43,9 +46,11 @@ def init_db_command():
 
 def _find_user(name: str) -> User:
     """The user called ``name``, or a clean command-line error."""
-    user = db.session.execute(
-        db.select(User).filter_by(username=name)
-    ).scalar_one_or_none()
+    user = None
+    if canonical_username(name) is not None:
+        user = db.session.execute(
+            db.select(User).filter_by(username=name)
+        ).scalar_one_or_none()
     if user is None:
         raise click.ClickException(f"No user named {name!r}")
     return user
@@ -71,7 +76,7 @@ def _read_password() -> str:
 
 def _check_username(name: str) -> None:
     """Refuse names that would be awkward in Basic auth, URLs or logs."""
-    if not USERNAME_RE.fullmatch(name):
+    if canonical_username(name) is None:
         raise click.ClickException(
             "A username is 1-80 characters: letters, digits and _ . @ + - "
             "(not starting with punctuation)"
@@ -144,7 +149,7 @@ def set_password(name):
     user = _find_user(name)
     user.password_hash = hash_password(_read_password())
     # A new password signs the user out everywhere.
-    user.token_version += 1
+    revoke_all_tokens(user)
     db.session.commit()
     click.echo(f"Password changed for {name}")
 

@@ -31,6 +31,10 @@ MIN_SECRET_BYTES = 32
 # byte into SQL text, so a chunk must also stay well under max_allowed_packet / 2.
 MAX_CHUNK_SIZE = 4 * MIB
 
+# Sign-in failures are counted in the worker's memory unless a shared store is
+# named: right for one process only (gunicorn.conf.py acts on it).
+DEFAULT_LIMIT_STORAGE = "memory://"
+
 # How long opening a MySQL/MariaDB connection may take, handshake included.
 CONNECT_TIMEOUT_SECONDS = 5
 
@@ -51,6 +55,16 @@ def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _flag_from_env(name: str) -> bool:
+    """Read an on/off setting: 1, true, yes or on mean on; unset means off."""
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0 (on or off), got {raw!r}")
 
 
 def from_environment(instance_path: str) -> dict:
@@ -75,8 +89,18 @@ def from_environment(instance_path: str) -> dict:
         or "10 per minute",
         "LOGIN_LIMIT_PER_ADDRESS": os.environ.get("LOGIN_LIMIT_PER_ADDRESS")
         or "100 per minute",
-        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI") or "memory://",
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI")
+        or DEFAULT_LIMIT_STORAGE,
+        # The flash-message cookie is never sent along with a request another
+        # site starts; it is also Secure on HTTPS requests (security.py).
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _flag_from_env("SESSION_COOKIE_SECURE"),
     }
+
+
+def limit_storage_is_shared(uri: str) -> bool:
+    """Whether sign-in limits kept at ``uri`` are seen by every process."""
+    return not uri.lower().startswith("memory://")
 
 
 def secret_key_problem(key: str | bytes | None) -> str | None:

@@ -1,6 +1,7 @@
 """One error shape: JSON ``{"message": ...}`` for API clients, a page for browsers."""
 
 from flask import current_app, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from marshmallow import ValidationError
 from sqlalchemy.exc import (
     DBAPIError,
@@ -11,7 +12,23 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from models import db
+from models import db, is_conflict
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a document nested too deeply to parse is bad input.
+
+    Python's parser gives up on deep nesting (``[[[[...`` a thousand deep) with
+    a RecursionError, which Flask does not count as invalid JSON: it would be a
+    500. As a ValueError it is what any malformed body is, a 400.
+    """
+
+    def loads(self, s, **kwargs):
+        """Parse JSON; too deep a document raises ValueError like bad syntax."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def wants_html() -> bool:
@@ -114,6 +131,12 @@ def handle_database_error(error: DBAPIError | DisconnectionError | PoolTimeoutEr
     if not database_unavailable(error):
         return handle_unexpected_error(error)
     db.session.rollback()
+    retry = {"Retry-After": "1"}
+    if isinstance(error, DBAPIError) and is_conflict(error):
+        # Still conflicting after retry_on_conflict's attempts: the data is
+        # fine, other requests were changing the same rows.
+        current_app.logger.warning("Transaction conflict: %s", error.orig)
+        return error_response(503, "Busy with a conflicting change; try again", retry)
     current_app.logger.error(
         "Database unavailable: %s", getattr(error, "orig", None) or error
     )
@@ -121,7 +144,8 @@ def handle_database_error(error: DBAPIError | DisconnectionError | PoolTimeoutEr
 
 
 def init_app(app):
-    """Register the error handlers on the app."""
+    """Register the error handlers on the app, and its JSON parser."""
+    app.json = JSONProvider(app)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(DBAPIError, handle_database_error)
     app.register_error_handler(DisconnectionError, handle_database_error)

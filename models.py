@@ -1,5 +1,9 @@
 """Database tables and their marshmallow schemas."""
 
+import functools
+import random
+import secrets
+import time
 from datetime import UTC, datetime
 
 from flask_marshmallow import Marshmallow
@@ -17,6 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Stable constraint names, so that migrations can refer to them on every database.
@@ -35,6 +40,12 @@ MYSQL_TABLE_ARGS = {
     "mysql_charset": "utf8mb4",
     "mysql_collate": "utf8mb4_bin",
 }
+
+
+# SQLite reuses the largest rowid once its row is deleted unless the table says
+# AUTOINCREMENT: a deleted user's id would go to the next user created, a deleted
+# file's to the next file. (MariaDB's InnoDB keeps its counter across restarts.)
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
 def utcnow() -> datetime:
@@ -85,20 +96,71 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 ma = Marshmallow()
 
+# MySQL/MariaDB's "Deadlock found when trying to get lock": InnoDB picked this
+# transaction to undo, or a Galera cluster refused it at commit because a
+# concurrent one on another node touched the same rows. Either way nothing of it
+# was kept, and running it again is the documented answer.
+CONFLICT_ERROR_CODES = {1213}
+CONFLICT_ATTEMPTS = 4
+
+
+def is_conflict(error: DBAPIError) -> bool:
+    """Whether the database undid a transaction for a conflict with another one."""
+    orig = error.orig
+    code = getattr(orig, "errno", None)  # MariaDB Connector/Python
+    if code is None and orig is not None and orig.args:
+        code = orig.args[0]  # mysqlclient: (code, message)
+    return code in CONFLICT_ERROR_CODES
+
+
+def retry_on_conflict(work):
+    """Run ``work`` and commit, running both again when the database undid the
+    transaction for a conflict (up to CONFLICT_ATTEMPTS in all).
+
+    ``work`` must read what it decides on inside the transaction, so that a
+    repeat decides afresh; anything else it raises rolls back and propagates.
+    """
+
+    @functools.wraps(work)
+    def in_transaction(*args, **kwargs):
+        attempt = 1
+        while True:
+            try:
+                result = work(*args, **kwargs)
+                db.session.commit()
+                return result
+            except DBAPIError as error:
+                db.session.rollback()
+                if attempt >= CONFLICT_ATTEMPTS or not is_conflict(error):
+                    raise
+            # A short, random pause: two requests that collided once should
+            # not collide again in step.
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))
+            attempt += 1
+
+    return in_transaction
+
+
+def new_token_version() -> str:
+    """A random token version, unguessable and different for every account."""
+    return secrets.token_urlsafe(16)
+
 
 class User(db.Model):
     """Someone who can sign in; owns files."""
 
     __tablename__ = "user"
-    __table_args__ = MYSQL_TABLE_ARGS
+    __table_args__ = {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(80), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Carried in every token as `ver`; bumping it revokes all the user's tokens
-    # (sign out everywhere, a new password).
-    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Carried in every token as `ver` and checked on every request: random per
+    # account, so a token opens only the account it was issued for (even if its
+    # id is ever given to someone else, after a restore say), and replaced to
+    # revoke all the account's tokens at once (sign out everywhere, a new password).
+    token_version: Mapped[str] = mapped_column(String(32), default=new_token_version)
 
     files: Mapped[list["StoredFile"]] = relationship(
         back_populates="owner", passive_deletes=True
@@ -120,7 +182,7 @@ class StoredFile(db.Model):
     __table_args__ = (
         # The listing: one owner's finished files, newest first.
         Index("ix_stored_file_listing", "owner_id", "complete", "created_at"),
-        MYSQL_TABLE_ARGS,
+        {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

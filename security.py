@@ -1,9 +1,13 @@
-"""Keeping tokens where they belong: response headers, and logs without secrets."""
+"""Keeping tokens where they belong: response headers, cross-site requests
+refused, the session cookie's flags, and logs without secrets."""
 
 import logging
 import re
 
 from flask import request
+from flask.sessions import SecureCookieSessionInterface
+
+from errors import ApiError
 
 # `token=<anything up to & or whitespace>` in a URL, and the credentials of an
 # Authorization header, wherever they appear in a log line.
@@ -50,9 +54,48 @@ def add_security_headers(response):
     return response
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Sec-Fetch-Site values of a request a page of this very site made, or that the
+# user made by typing or following a bookmark.
+OWN_SITE_FETCHES = frozenset({"same-origin", "none"})
+
+
+def refuse_cross_site_requests():
+    """Refuse a state-changing request a browser sent on behalf of another site.
+
+    Browsers say where a request comes from: ``Sec-Fetch-Site`` (every current
+    browser) or, failing that, ``Origin``. A form on evil.example that posts to
+    ``/login`` would otherwise sign the victim's browser in to the attacker's
+    account (login CSRF). Clients that are not browsers (curl, Postman,
+    scripts) send neither header and are not affected.
+    """
+    if request.method in SAFE_METHODS:
+        return
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        allowed = fetch_site in OWN_SITE_FETCHES
+    else:
+        origin = request.headers.get("Origin")
+        allowed = origin is None or origin == request.host_url.rstrip("/")
+    if not allowed:
+        raise ApiError(403, "Cross-site request refused")
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie session (it carries flash messages), marked
+    ``Secure`` whenever the request came over HTTPS, as well as when
+    SESSION_COOKIE_SECURE says so."""
+
+    def get_cookie_secure(self, app) -> bool:
+        """Secure when configured, or when this request is HTTPS."""
+        return super().get_cookie_secure(app) or request.is_secure
+
+
 def init_app(app):
-    """Register the headers, the session cookie's settings and the log filter."""
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    """Register the headers, the cross-site check, the session cookie and the
+    log filter."""
+    app.session_interface = SessionInterface()
+    app.before_request(refuse_cross_site_requests)
     app.after_request(add_security_headers)
     # The app's own log, and the development server's request log.
     for logger in (app.logger, logging.getLogger("werkzeug")):

@@ -22,6 +22,9 @@ REQUIRE_MYSQL = (
     os.environ.get("LOCKBOX_REQUIRE_MYSQL") == "1" or os.environ.get("CI") == "true"
 )
 PASSWORD = "correct horse battery staple"
+# Several gunicorn workers must count sign-in failures in one shared store
+# (gunicorn.conf.py refuses to start them otherwise).
+SHARED_LIMITS = {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379"}
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +134,13 @@ class AuthActions:
             db.session.commit()
             return user.id
 
+    def token_version(self, username="alice") -> str:
+        """The account's current token version, which its tokens must carry."""
+        with self._app.app_context():
+            return db.session.execute(
+                db.select(User.token_version).filter_by(username=username)
+            ).scalar_one()
+
     def login(self, username="alice", password=PASSWORD):
         """GET /login with Basic auth; the response."""
         return self._client.get("/login", headers=basic_auth(username, password))
@@ -162,7 +172,7 @@ def server(app, auth, database_url):
 
     auth.create_user()
     env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": database_url}
-    with LiveServer(env) as live:
+    with LiveServer(env, threads=8) as live:
         yield live
 
 
@@ -172,7 +182,10 @@ def bearer(token: str, **headers) -> dict:
 
 
 def token_claims(**changes) -> dict:
-    """Claims like Lockbox's access tokens for user 1; a value of None drops one."""
+    """Claims like Lockbox's access tokens for user 1; a value of None drops one.
+
+    ``ver`` must be the account's token version for the token to be accepted.
+    """
     now = int(time.time())
     claims = {
         "sub": "1",
@@ -203,8 +216,10 @@ def sqlite_site(tmp_path_factory):
 
     url = f"sqlite:///{tmp_path_factory.mktemp('site') / 'lockbox.db'}"
     app = make_app(url)
-    AuthActions(app, app.test_client()).create_user("alice")
+    actions = AuthActions(app, app.test_client())
+    actions.create_user("alice")
     with LiveServer({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url}) as server:
+        server.alice_version = actions.token_version("alice")
         yield server
     empty_tables(app)
 

@@ -1,6 +1,7 @@
 """Basic-auth login, tokens, and the check_for_token decorator."""
 
 import base64
+import io
 import json
 import time
 
@@ -213,6 +214,146 @@ def test_token_of_a_deleted_user_is_refused(app, client, token):
 def test_valid_token_signed_for_another_user_id_finds_that_user(app, auth, client):
     auth.create_user("alice")
     bob_id = auth.create_user("bob")
-    token = make_token({"sub": str(bob_id)})
+    token = make_token({"sub": str(bob_id), "ver": auth.token_version("bob")})
     page = client.get(f"/?token={token}").get_data(as_text=True)
     assert "<strong>bob</strong>" in page
+
+
+# --- the security review's findings ----------------------------------------
+
+
+def upload_bytes(client, token, content: bytes, filename="f.bin"):
+    """Upload ``content`` through the form upload; the response."""
+    return client.post(
+        "/upload",
+        headers={"Authorization": f"Bearer {token}"},
+        data={"inputFile": (io.BytesIO(content), filename)},
+    )
+
+
+def test_deleted_users_tokens_do_not_open_the_next_users_account(auth, client, runner):
+    auth.create_user("alice")
+    alices = auth.login("alice").get_json()
+    result = runner.invoke(args=["users", "delete", "alice", "--yes"])
+    assert result.exit_code == 0, result.output
+    auth.create_user("bob")
+    bobs_file = upload_bytes(client, auth.token("bob"), b"bob's secret").get_json()
+    for path in ("/files", f"/files/{bobs_file['id']}/download"):
+        response = client.get(
+            path, headers={"Authorization": f"Bearer {alices['token']}"}
+        )
+        assert response.status_code == 401, (path, response.get_data())
+    refreshed = client.post(
+        "/refresh", headers={"Authorization": f"Bearer {alices['refresh_token']}"}
+    )
+    assert refreshed.status_code == 401
+
+
+def test_user_and_file_ids_are_never_reused(app, auth, client, runner):
+    first_user = auth.create_user("alice")
+    runner.invoke(args=["users", "delete", "alice", "--yes"])
+    second_user = auth.create_user("bob")
+    assert second_user > first_user
+    token = auth.token("bob")
+    first_file = upload_bytes(client, token, b"one").get_json()["id"]
+    client.delete(f"/files/{first_file}", headers={"Authorization": f"Bearer {token}"})
+    second_file = upload_bytes(client, token, b"two").get_json()["id"]
+    assert second_file > first_file
+
+
+def test_a_token_opens_only_the_account_it_was_issued_for(app, auth, client):
+    # Ids can come back anyway (a restore from backup, another engine): a token
+    # for the same id but another account, with its own version, is refused.
+    alice_id = auth.create_user("alice")
+    token = auth.token("alice")
+    with app.app_context():
+        db.session.execute(db.delete(User))
+        db.session.add(User(id=alice_id, username="mallory", password_hash="x"))
+        db.session.commit()
+    response = client.get("/files", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.get_json() == {"message": "Token revoked"}
+
+
+def test_every_account_gets_its_own_random_token_version(auth):
+    auth.create_user("alice")
+    auth.create_user("bob")
+    versions = {auth.token_version("alice"), auth.token_version("bob")}
+    assert len(versions) == 2
+    assert all(len(version) >= 16 for version in versions)
+
+
+CROSS_SITE_HEADERS = [
+    {"Origin": "http://evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost"},
+    {"Origin": "http://localhost.evil.example"},
+]
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE_HEADERS)
+def test_login_csrf_a_cross_site_sign_in_post_is_refused(auth, client, headers):
+    auth.create_user()
+    response = client.post(
+        "/login", data={"username": "alice", "password": PASSWORD}, headers=headers
+    )
+    assert response.status_code == 403
+    assert response.get_json() == {"message": "Cross-site request refused"}
+    page = client.post(
+        "/login",
+        data={"username": "alice", "password": PASSWORD},
+        headers={**headers, "Accept": "text/html"},
+    )
+    assert page.status_code == 403
+    assert "Cross-site request refused" in page.get_data(as_text=True)
+    assert "Location" not in page.headers
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, Postman, scripts
+        {"Origin": "http://localhost"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"},
+        {"Sec-Fetch-Site": "none"},
+    ],
+)
+def test_same_site_and_non_browser_sign_in_posts_work(auth, client, headers):
+    auth.create_user()
+    response = client.post(
+        "/login", json={"username": "alice", "password": PASSWORD}, headers=headers
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/login", "/refresh"])
+@pytest.mark.parametrize(
+    "body", ["[" * 1100 + "]" * 1100, '{"a":' * 1100 + "1" + "}" * 1100]
+)
+def test_deeply_nested_json_is_a_400(client, path, body):
+    response = client.post(path, data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json() == {"message": "The body must be a JSON object"}
+
+
+def test_session_cookie_is_same_site_lax(auth, client):
+    auth.create_user()
+    token = auth.token()
+    response = client.post(f"/logout?token={token}", headers={"Accept": "text/html"})
+    cookie = response.headers["Set-Cookie"]
+    assert "SameSite=Lax" in cookie
+    assert "Secure" not in cookie
+
+
+def test_session_cookie_is_secure_over_https(auth, client):
+    auth.create_user()
+    token = auth.token()
+    response = client.post(
+        f"/logout?token={token}",
+        headers={"Accept": "text/html"},
+        base_url="https://localhost",
+    )
+    cookie = response.headers["Set-Cookie"]
+    assert "Secure" in cookie
+    assert "SameSite=Lax" in cookie

@@ -330,3 +330,17 @@ def test_fallback_keys_are_read_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SECRET_KEY_FALLBACKS", " old-key-one , old-key-two ,")
     settings = config.from_environment(str(tmp_path))
     assert settings["SECRET_KEY_FALLBACKS"] == ["old-key-one", "old-key-two"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("on", True), ("0", False), ("", False)]
+)
+def test_session_cookie_secure_is_an_on_off_setting(monkeypatch, raw, expected):
+    monkeypatch.setenv("SESSION_COOKIE_SECURE", raw)
+    assert config.from_environment("/tmp")["SESSION_COOKIE_SECURE"] is expected
+
+
+def test_a_malformed_on_off_setting_is_refused(monkeypatch):
+    monkeypatch.setenv("SESSION_COOKIE_SECURE", "maybe")
+    with pytest.raises(config.ConfigError, match="SESSION_COOKIE_SECURE must be 1"):
+        config.from_environment("/tmp")

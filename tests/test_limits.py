@@ -115,3 +115,37 @@ def test_behind_a_proxy_each_client_address_has_its_own_limit(auth, client):
     assert fail_from("198.51.100.7", "b").status_code == 401
     assert fail_from("198.51.100.7", "c").status_code == 429
     assert fail_from("198.51.100.8", "d").status_code == 401
+
+
+@pytest.mark.parametrize("how", ["data", "json"])
+def test_a_decoy_basic_header_does_not_dodge_the_username_limit(auth, client, how):
+    # The body's username is the one checked, so it is the one counted, however
+    # many other names an Authorization header carries alongside.
+    auth.create_user()
+    wrong = {"username": "alice", "password": "wrong password"}
+    for number in range(10):
+        decoy = basic_auth(f"decoy{number}", "x")
+        assert client.post("/login", headers=decoy, **{how: wrong}).status_code == 401
+    right = {"username": "alice", "password": PASSWORD}
+    response = client.post("/login", headers=basic_auth("decoy", "x"), **{how: right})
+    assert response.status_code == 429
+
+
+def test_trailing_spaces_do_not_dodge_the_username_limit(auth, client):
+    # MariaDB's PAD SPACE collation finds "bob" for "bob ": a name outside the
+    # username rules must never reach the database.
+    auth.create_user("bob")
+    for _ in range(10):
+        assert fail(client, "bob").status_code == 401
+    assert fail(client, "bob", PASSWORD).status_code == 429
+    for spaces in range(1, 4):
+        response = fail(client, "bob" + " " * spaces, PASSWORD)
+        assert response.status_code == 401, spaces
+
+
+@pytest.mark.parametrize("name", ["bob ", " bob", "bob\t", "bob\x00", "b" * 81, ""])
+def test_a_name_outside_the_username_rules_never_signs_in(auth, client, name):
+    auth.create_user("bob")
+    assert fail(client, name, PASSWORD).status_code == 401
+    response = client.post("/login", json={"username": name, "password": PASSWORD})
+    assert response.status_code == 401

@@ -69,3 +69,54 @@ def test_init_db_applies_the_migrations(migrated_app):
         assert set(db.metadata.tables) | {"alembic_version"} == tables
         again = migrated_app.test_cli_runner().invoke(args=["init-db"])
         assert again.exit_code == 0, again.output
+
+
+INITIAL = "765d2db82b0d"
+
+
+def test_upgrade_to_never_reused_ids_keeps_every_row(migrated_app):
+    with migrated_app.app_context():
+        upgrade(revision=INITIAL)
+        with db.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO user (id, username, password_hash, created_at, "
+                    "token_version) VALUES (1, 'ann', 'x', '2026-01-01', 0), "
+                    "(2, 'ben', 'x', '2026-01-01', 4)"
+                )
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO stored_file (id, owner_id, filename, description, "
+                    "content_type, size, chunk_size, complete, created_at, "
+                    "updated_at) VALUES (9, 2, 'f.txt', '', 'text/plain', 3, 1024, "
+                    "1, '2026-01-01', '2026-01-01')"
+                )
+            )
+            connection.execute(
+                sa.text("INSERT INTO file_chunk VALUES (9, 0, :data)"), {"data": b"abc"}
+            )
+        upgrade()
+        with db.engine.begin() as connection:
+            users = connection.execute(
+                sa.text("SELECT id, username, token_version FROM user ORDER BY id")
+            ).all()
+            assert [(row.id, row.username) for row in users] == [(1, "ann"), (2, "ben")]
+            versions = {row.token_version for row in users}
+            assert len(versions) == 2 and all(len(v) >= 16 for v in versions)
+            chunks = connection.execute(
+                sa.text("SELECT file_id, data FROM file_chunk")
+            ).all()
+            assert [tuple(row) for row in chunks] == [(9, b"abc")]
+            # The largest ids are gone; new rows still get new ids.
+            connection.execute(sa.text("DELETE FROM user WHERE id = 2"))
+            connection.execute(
+                sa.text(
+                    "INSERT INTO user (username, password_hash, created_at, "
+                    "token_version) VALUES ('cal', 'x', '2026-01-01', 'v')"
+                )
+            )
+            new_id = connection.execute(
+                sa.text("SELECT id FROM user WHERE username = 'cal'")
+            ).scalar_one()
+            assert new_id == 3

@@ -39,22 +39,29 @@ def unsigned(alg: str) -> str:
     return f"{segment({'alg': alg, 'typ': 'JWT'})}.{segment(claims())}."
 
 
-def nested(depth: int) -> str:
+def nested(depth: int, version: str) -> str:
     """A token signed with the real key whose payload nests lists ``depth`` deep.
 
     Built by hand: Python's own JSON encoder would refuse such depth. It stays
     under the app's token size limit, so it reaches the JSON decoder.
     """
-    body = json.dumps(claims())[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}"
+    body = (
+        json.dumps(claims(ver=version))[:-1]
+        + ', "x": '
+        + "[" * depth
+        + "]" * depth
+        + "}"
+    )
     header = segment({"alg": "HS256", "typ": "JWT"})
     signing_input = f"{header}.{segment(body.encode())}"
     signature = hmac.new(SECRET_KEY.encode(), signing_input.encode(), hashlib.sha256)
     return f"{signing_input}.{segment(signature.digest())}"
 
 
-def cases() -> dict:
-    """Every forged or malformed token, by name."""
-    good = make_token(claims())
+def cases(version: str = "0") -> dict:
+    """Every forged or malformed token, by name; each carries the account's
+    token ``version``, so that only what its name says is wrong with it."""
+    good = make_token(claims(ver=version))
     header, payload, signature = good.split(".")
     now = int(time.time())
     hs256 = {"alg": "HS256", "typ": "JWT"}
@@ -65,41 +72,55 @@ def cases() -> dict:
         "stripped-signature": f"{header}.{payload}.",
         "no-signature-part": f"{header}.{payload}",
         "truncated-signature": good[:-6],
-        "tampered-payload": f"{header}.{segment(claims(sub='2'))}.{signature}",
-        "hs384": jwt.encode(claims(), SECRET_KEY, algorithm="HS384"),
+        "tampered-payload": ".".join(
+            [header, segment(claims(ver=version, sub="2")), signature]
+        ),
+        "hs384": jwt.encode(claims(ver=version), SECRET_KEY, algorithm="HS384"),
         "hs512": hand_signed(
             {"alg": "HS512", "typ": "JWT"},
-            claims(),
+            claims(ver=version),
             SECRET_KEY.encode(),
             hashlib.sha512,
         ),
-        "other-key": make_token(claims(), key=ATTACKER_KEY),
-        "empty-key": hand_signed(hs256, claims(), b""),
-        "missing-exp": jwt.encode(claims(exp=None), SECRET_KEY, algorithm="HS256"),
-        "missing-iat": jwt.encode(claims(iat=None), SECRET_KEY, algorithm="HS256"),
-        "missing-sub": jwt.encode(claims(sub=None), SECRET_KEY, algorithm="HS256"),
-        "missing-jti": jwt.encode(claims(jti=None), SECRET_KEY, algorithm="HS256"),
-        "nbf-in-future": make_token(claims(nbf=now + 3600)),
-        "iat-in-future": make_token(claims(iat=now + 3600)),
-        "wrong-issuer": make_token(claims(iss="evil")),
+        "other-key": make_token(claims(ver=version), key=ATTACKER_KEY),
+        "empty-key": hand_signed(hs256, claims(ver=version), b""),
+        "missing-exp": jwt.encode(
+            claims(ver=version, exp=None), SECRET_KEY, algorithm="HS256"
+        ),
+        "missing-iat": jwt.encode(
+            claims(ver=version, iat=None), SECRET_KEY, algorithm="HS256"
+        ),
+        "missing-sub": jwt.encode(
+            claims(ver=version, sub=None), SECRET_KEY, algorithm="HS256"
+        ),
+        "missing-jti": jwt.encode(
+            claims(ver=version, jti=None), SECRET_KEY, algorithm="HS256"
+        ),
+        "nbf-in-future": make_token(claims(ver=version, nbf=now + 3600)),
+        "iat-in-future": make_token(claims(ver=version, iat=now + 3600)),
+        "wrong-issuer": make_token(claims(ver=version, iss="evil")),
         "jku-header": hand_signed(
-            {**hs256, "jku": "http://127.0.0.1:9/keys"}, claims(), ATTACKER_KEY.encode()
+            {**hs256, "jku": "http://127.0.0.1:9/keys"},
+            claims(ver=version),
+            ATTACKER_KEY.encode(),
         ),
         "x5u-header": hand_signed(
-            {**hs256, "x5u": "http://127.0.0.1:9/cert"}, claims(), ATTACKER_KEY.encode()
+            {**hs256, "x5u": "http://127.0.0.1:9/cert"},
+            claims(ver=version),
+            ATTACKER_KEY.encode(),
         ),
         "jwk-header": hand_signed(
             {
                 **hs256,
                 "jwk": {"kty": "oct", "k": segment(ATTACKER_KEY.encode())},
             },
-            claims(),
+            claims(ver=version),
             ATTACKER_KEY.encode(),
         ),
         "kid-header": hand_signed(
-            {**hs256, "kid": "../../../../dev/null"}, claims(), b""
+            {**hs256, "kid": "../../../../dev/null"}, claims(ver=version), b""
         ),
-        "deeply-nested": nested(1200),
+        "deeply-nested": nested(1200, version),
         "junk": "%%%not*base64%%%.@@@.!!!",
         "three-dots": "...",
         "header-only": segment(hs256),
@@ -121,13 +142,14 @@ def get_files(site, token, where="header"):
 
 
 def test_a_genuine_token_is_accepted(site):
-    assert get_files(site, make_token(claims())).status_code == 200
+    genuine = make_token(claims(ver=site.alice_version))
+    assert get_files(site, genuine).status_code == 200
 
 
 @pytest.mark.parametrize("name", sorted(cases()))
 @pytest.mark.parametrize("where", ["header", "query"])
 def test_forged_or_malformed_token_is_refused(site, name, where):
-    response = get_files(site, cases()[name], where)
+    response = get_files(site, cases(site.alice_version)[name], where)
     assert response.status_code == 401, response.text
     assert response.json()["message"] in {"Invalid token", "Token expired"}
     assert response.headers["WWW-Authenticate"].startswith("Bearer")

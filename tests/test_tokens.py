@@ -1,11 +1,19 @@
 """Token lifecycle: logout, logout everywhere, refresh with rotation, key rotation."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
 import jwt
 import pytest
+import requests
+from live_server import sign_in
 
+import authentication
 from conftest import SECRET_KEY, bearer, empty_tables, make_app, make_token
 from models import RevokedToken, User, db, utcnow
 
+CONCURRENT_REFRESHES = 8
 OLD_KEY = "an-older-signing-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFG"
 
 
@@ -226,12 +234,12 @@ def test_tokens_signed_with_a_fallback_key_still_verify(database_url):
             user = User(username="carol", password_hash="x")
             db.session.add(user)
             db.session.commit()
-            user_id = user.id
+            claims = {"sub": str(user.id), "ver": user.token_version}
         client = app.test_client()
-        old = make_token({"sub": str(user_id)}, key=OLD_KEY)
+        old = make_token(claims, key=OLD_KEY)
         assert client.get("/files", headers=bearer(old)).status_code == 200
         # New tokens are signed with the current key.
-        unknown = make_token({"sub": str(user_id)}, key="k" * 8 + OLD_KEY)
+        unknown = make_token(claims, key="k" * 8 + OLD_KEY)
         assert client.get("/files", headers=bearer(unknown)).status_code == 401
     finally:
         empty_tables(app)
@@ -250,3 +258,66 @@ def test_new_tokens_are_signed_with_the_current_key(database_url):
             jwt.decode(token, OLD_KEY, algorithms=["HS256"], issuer="lockbox")
     finally:
         empty_tables(app)
+
+
+def test_a_revoked_family_outlives_every_token_of_the_family(
+    client, runner, auth, monkeypatch
+):
+    # Signed in three days ago: the first refresh token expires in four days.
+    auth.create_user()
+    now = utcnow()
+    monkeypatch.setattr(authentication, "utcnow", lambda: now - timedelta(days=3))
+    first = auth.login().get_json()
+    monkeypatch.setattr(authentication, "utcnow", lambda: now)
+    # The thief refreshes today (a token that lives seven more days), then the
+    # owner's stale copy is presented: the family is revoked.
+    stolen = client.post("/refresh", headers=bearer(first["refresh_token"])).get_json()
+    reuse = client.post("/refresh", headers=bearer(first["refresh_token"]))
+    assert reuse.status_code == 401
+    # Five days on, the first token has expired and its revocation may go, but
+    # the thief's token has not: pruning must keep what keeps it dead.
+    monkeypatch.setattr(authentication, "utcnow", lambda: now + timedelta(days=5))
+    assert runner.invoke(args=["tokens", "prune"]).exit_code == 0
+    monkeypatch.setattr(authentication, "utcnow", lambda: now)
+    again = client.post("/refresh", headers=bearer(stolen["refresh_token"]))
+    assert again.status_code == 401
+    assert again.get_json() == {"message": "Token revoked"}
+
+
+def test_revoking_a_family_again_never_shortens_it(app, client, auth):
+    auth.create_user()
+    tokens = auth.login().get_json()
+    client.post("/logout", headers=bearer(tokens["token"]))
+    family = (
+        "family:"
+        + jwt.decode(tokens["token"], options={"verify_signature": False})["fam"]
+    )
+    with app.app_context():
+        first = db.session.get(RevokedToken, family).expires_at
+        db.session.remove()
+    with app.test_request_context():
+        authentication.revoke_family(family.removeprefix("family:"))
+        db.session.commit()
+        assert db.session.get(RevokedToken, family).expires_at >= first
+
+
+@pytest.mark.slow
+def test_concurrent_refreshes_of_one_token_let_exactly_one_through(server):
+    pair = sign_in(server)
+    barrier = threading.Barrier(CONCURRENT_REFRESHES)
+
+    def refresh(_):
+        barrier.wait()
+        response = requests.post(
+            server.url + "/refresh",
+            headers=bearer(pair["refresh_token"]),
+            timeout=60,
+        )
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(CONCURRENT_REFRESHES) as pool:
+        answers = list(pool.map(refresh, range(CONCURRENT_REFRESHES)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] + [401] * (CONCURRENT_REFRESHES - 1), answers
+    assert all(body == {"message": "Token revoked"} for s, body in answers if s == 401)
+    assert "Traceback" not in server.output_so_far()
