@@ -18,7 +18,7 @@ from flask import (
 )
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import Row, bindparam, func
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import (
     Data,
@@ -53,6 +53,8 @@ DECODE_SIZE = 64 * 1024
 MAX_FIELD_BYTES = 64 * 1024
 # The most unparsed bytes the multipart decoder may hold (part headers, say).
 MAX_DECODER_BUFFER = 1024 * 1024
+# Parts of one upload: the file, the two text fields and room for the extra
+# fields some clients add (they are ignored); more is a malformed form.
 MAX_PARTS = 16
 MAX_FILENAME_LENGTH = 255
 # What may stand in the quoted ASCII filename= of Content-Disposition.
@@ -146,12 +148,18 @@ class UploadReceiver:
         self.writer: ChunkWriter | None = None
         self._in_file = False
         self._field: str | None = None
+        self._parts = 0
 
     def receive(self) -> StoredFile:
         """Store the upload and return its file, complete and committed."""
+        # The decoder's own part limit is a backstop one above ours: _drain
+        # refuses the part after the last allowed one with a 400 of its own.
         decoder = MultipartDecoder(
-            _multipart_boundary(), MAX_DECODER_BUFFER, max_parts=MAX_PARTS
+            _multipart_boundary(), MAX_DECODER_BUFFER, max_parts=MAX_PARTS + 1
         )
+        # End the token check's transaction: none may stay open while the
+        # client takes its time sending the body.
+        db.session.commit()
         stream = request.stream
         # One buffer for the whole body: the decoder copies what it is given.
         buffer = bytearray(READ_SIZE)
@@ -161,13 +169,11 @@ class UploadReceiver:
             while not complete:
                 count = stream.readinto(buffer)
                 if not count:
-                    decoder.receive_data(None)
+                    self._feed(decoder, None)
                     self._drain(decoder)
                     break
                 for offset in range(0, count, DECODE_SIZE):
-                    decoder.receive_data(
-                        view[offset : min(offset + DECODE_SIZE, count)]
-                    )
+                    self._feed(decoder, view[offset : min(offset + DECODE_SIZE, count)])
                     if complete := self._drain(decoder):
                         break
             return self._finish()
@@ -176,6 +182,16 @@ class UploadReceiver:
                 self.writer.close()
                 discard_upload(self.writer.file_id)
             raise
+
+    @staticmethod
+    def _feed(decoder: MultipartDecoder, data) -> None:
+        """Hand the decoder more of the body (None: the end)."""
+        try:
+            decoder.receive_data(data)
+        except RequestEntityTooLarge:
+            # The decoder's word for part headers longer than its buffer: not
+            # the body's size, which MAX_CONTENT_LENGTH alone limits.
+            raise ApiError(400, "A part's headers are too large") from None
 
     def _drain(self, decoder: MultipartDecoder) -> bool:
         """Handle every event the decoder has; True once the body is complete."""
@@ -191,6 +207,10 @@ class UploadReceiver:
             if isinstance(event, Data):
                 self._take(event)
                 continue
+            if isinstance(event, Field | File):
+                self._parts += 1
+                if self._parts > MAX_PARTS:
+                    raise ApiError(400, f"The form has more than {MAX_PARTS} parts")
             # A new part: the file, a text field, or a file we do not know (skipped).
             self._in_file = isinstance(event, File) and event.name == FILE_FIELD
             self._field = event.name if isinstance(event, Field) else None
@@ -375,6 +395,10 @@ def _range_for(stored_file: StoredFile, etag: str) -> tuple[int, int] | None:
     """
     requested = request.range
     if requested is None or requested.units != "bytes" or len(requested.ranges) != 1:
+        return None
+    if request.headers.get("If-Range", "").lstrip().startswith("W/"):
+        # RFC 9110 13.1.5: If-Range needs a strong validator; a weak one never
+        # matches.
         return None
     if_range = request.if_range
     if if_range.etag is not None and if_range.etag != etag:

@@ -1,12 +1,30 @@
-"""gunicorn settings: ``gunicorn -c gunicorn.conf.py 'app:create_app()'``."""
+"""gunicorn settings: ``gunicorn -c gunicorn.conf.py 'app:create_app()'``.
 
+gunicorn is never exposed directly: nginx (or another proxy that buffers
+requests) stands in front, see docs/deploy.md.
+"""
+
+import json
 import os
 
+from dotenv import load_dotenv
+from gunicorn import util
 from gunicorn.glogging import Logger
 
-from security import redact
+from config import DEFAULT_LIMIT_STORAGE, limit_storage_is_shared
+from security import RedactingFilter, redact
+
+# The same .env the app reads (create_app), for the settings read here.
+load_dotenv(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env"))
 
 bind = os.environ.get("LOCKBOX_BIND", "127.0.0.1:8000")
+
+# Sign-in limits are counted per process unless RATELIMIT_STORAGE_URI names a
+# shared store (Redis): with N workers counting apart, an attacker would get N
+# times the documented number of guesses.
+LIMITS_SHARED = limit_storage_is_shared(
+    os.environ.get("RATELIMIT_STORAGE_URI") or DEFAULT_LIMIT_STORAGE
+)
 
 # gthread: each request runs in a thread of its own while the worker's main loop
 # keeps answering the arbiter's heartbeat, so an upload or download that takes
@@ -14,9 +32,13 @@ bind = os.environ.get("LOCKBOX_BIND", "127.0.0.1:8000")
 # and out in 1 MiB pieces, so threads cost little memory even for large files.
 worker_class = "gthread"
 # Two processes a core: Python holds the GIL while it parses multipart bodies,
-# so processes, not threads, are what use several cores.
-workers = int(os.environ.get("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1)))
-threads = int(os.environ.get("GUNICORN_THREADS", 8))
+# so processes, not threads, are what use several cores. One process only while
+# sign-in limits live in its memory (see on_starting).
+workers = int(
+    os.environ.get("WEB_CONCURRENCY")
+    or (2 * (os.cpu_count() or 1) if LIMITS_SHARED else 1)
+)
+threads = int(os.environ.get("GUNICORN_THREADS") or 8)
 # Heartbeat timeout of a worker's main loop, not a limit on a request's length.
 timeout = 60
 # Time a worker gets to finish transfers in flight when told to stop.
@@ -24,8 +46,49 @@ graceful_timeout = 120
 keepalive = 5
 
 
+def on_starting(server):
+    """Refuse to start several workers that would each count sign-in failures."""
+    if server.cfg.workers > 1 and not LIMITS_SHARED:
+        raise SystemExit(
+            f"Lockbox cannot start {server.cfg.workers} workers with sign-in limits "
+            "counted in each worker's memory: every worker would allow the whole "
+            "limit. Set RATELIMIT_STORAGE_URI=redis://127.0.0.1:6379 (any shared "
+            "store), or run one worker (WEB_CONCURRENCY=1)."
+        )
+    if not LIMITS_SHARED:
+        server.log.warning(
+            "Sign-in limits are counted in memory: one worker. Set "
+            "RATELIMIT_STORAGE_URI=redis://... to run more."
+        )
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's answer to a request it cannot hand to the app (a request line
+    or header over its limits, broken syntax), in the app's one error shape,
+    ``{"message": ...}``, instead of gunicorn's HTML page."""
+    body = json.dumps({"message": f"{reason}: {mesg}" if mesg else reason}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn has no setting for its error bodies; its workers look this function up
+# on every error, so replacing it here reaches every worker.
+util.write_error = write_json_error
+
+
 class RedactingLogger(Logger):
     """gunicorn's logger with tokens taken out of access and error log lines."""
+
+    def setup(self, cfg):
+        """gunicorn's handlers, with every error-log record redacted."""
+        super().setup(cfg)
+        self.error_log.addFilter(RedactingFilter())
 
     def atoms(self, resp, req, environ, request_time):
         """The access log's fields, with ``token=`` values and credentials redacted."""
@@ -34,10 +97,6 @@ class RedactingLogger(Logger):
             name: redact(value) if isinstance(value, str) else value
             for name, value in atoms.items()
         }
-
-    def error(self, msg, *args, **kwargs):
-        """Error log lines, redacted too (they may quote a request line)."""
-        super().error(redact(str(msg) % args if args else str(msg)), **kwargs)
 
 
 logger_class = RedactingLogger

@@ -41,6 +41,23 @@ def _error(description: str) -> dict:
     return _json("#/components/schemas/Error", description)
 
 
+# Answers any operation can get, from the app or from the layers in front of it
+# (gunicorn, nginx), all in the one error shape: described once, referred to
+# by every operation that does not describe the status itself.
+SHARED_RESPONSES = {
+    "400": ("BadRequest", "A request the server could not parse"),
+    "413": ("TooLarge", "The request body is over a limit"),
+    "414": ("UriTooLong", "The request line is over the server's limit"),
+    "429": ("TooManyRequests", "Too many requests; wait for Retry-After"),
+    "431": ("HeadersTooLarge", "The request headers are over the server's limit"),
+    "502": ("BadGateway", "The proxy in front got no answer from the app"),
+    "503": ("Unavailable", "Database unavailable or busy; retry after Retry-After"),
+    "504": ("GatewayTimeout", "The proxy in front timed out waiting for the app"),
+}
+# Browsers' state-changing requests made from another site are refused.
+CROSS_SITE = {"403": ("CrossSite", "Cross-site request refused")}
+UNSAFE_METHODS = {"post", "put", "patch", "delete"}
+
 TOKEN_ERRORS = {"401": _error("Token missing, invalid, expired or revoked")}
 NOT_FOUND = {"404": _error("No such file of yours")}
 TOKEN_PAIR = _json("#/components/schemas/TokenPair", "Access and refresh tokens")
@@ -338,8 +355,20 @@ def build_spec() -> dict:
             },
         },
     )
+    for name, description in [*SHARED_RESPONSES.values(), *CROSS_SITE.values()]:
+        spec.components.response(name, _error(description))
     for path, item in PATHS.items():
-        operations = {key: value for key, value in item.items() if key != "parameters"}
+        operations = {}
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            shared = {**SHARED_RESPONSES}
+            if method in UNSAFE_METHODS:
+                shared.update(CROSS_SITE)
+            responses = {**operation["responses"]}
+            for status, (name, _) in shared.items():
+                responses.setdefault(status, {"$ref": f"#/components/responses/{name}"})
+            operations[method] = {**operation, "responses": responses}
         spec.path(path=path, operations=operations, parameters=item.get("parameters"))
     return spec.to_dict()
 

@@ -11,7 +11,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models import FileChunk, StoredFile, db, utcnow
 
-# Commit every few chunks: short transactions, yet not an fsync per chunk.
+# Commit every few chunks while they arrive fast (short transactions, yet not an
+# fsync per chunk), and whenever the storer has to wait for the next one.
 CHUNKS_PER_COMMIT = 8
 
 
@@ -22,8 +23,11 @@ class ChunkWriter:
     thread, on a connection of its own, inserts them. The two overlap, so
     parsing the request and the database's work proceed side by side; a queue of
     two chunks between them keeps memory at a few chunks whatever the file's
-    size. Chunks are committed every few; the file stays invisible (``complete``
-    false) until the caller commits after ``finish``.
+    size. Chunks are committed every few, and before the storer waits for the
+    client: no transaction stays open while a slow or stalled client keeps the
+    next chunk coming (on SQLite an open one would hold the database's only
+    write lock, and every other writer would wait for it). The file stays
+    invisible (``complete`` false) until the caller commits after ``finish``.
     """
 
     def __init__(self, stored_file: StoredFile):
@@ -70,14 +74,23 @@ class ChunkWriter:
         try:
             with self._engine.connect() as connection:
                 try:
-                    seq = 0
-                    while (chunk := self._queue.get()) is not None:
+                    seq = uncommitted = 0
+                    while True:
+                        try:
+                            chunk = self._queue.get_nowait()
+                        except queue.Empty:
+                            if uncommitted:
+                                self._commit(connection, touch)
+                                uncommitted = 0
+                            chunk = self._queue.get()  # waits on the client
+                        if chunk is None:
+                            break
                         self._insert_chunk(connection, insert, seq, chunk)
                         seq += 1
-                        if seq % CHUNKS_PER_COMMIT == 0:
-                            # Progress that lets `files gc` tell slow from stalled.
-                            connection.execute(touch.values(updated_at=utcnow()))
-                            connection.commit()
+                        uncommitted += 1
+                        if uncommitted == CHUNKS_PER_COMMIT:
+                            self._commit(connection, touch)
+                            uncommitted = 0
                     connection.commit()
                 except BaseException:
                     # Drop the connection rather than roll back: on a server that
@@ -90,6 +103,13 @@ class ChunkWriter:
             # Keep taking chunks so the request thread never blocks on a full queue.
             while self._queue.get() is not None:
                 pass
+
+    @staticmethod
+    def _commit(connection, touch) -> None:
+        """Commit the chunks so far, with the progress that lets `files gc` tell
+        a slow upload from a stalled one."""
+        connection.execute(touch.values(updated_at=utcnow()))
+        connection.commit()
 
     def _insert_chunk(self, connection, insert, seq: int, chunk: bytes) -> None:
         """Insert one chunk row."""

@@ -46,6 +46,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """Send raw request bytes to 127.0.0.1:``port`` and read until the server
+    closes: the answer's head and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
 def proc_status(pid: int, field: str) -> int:
     """A size in bytes from /proc/<pid>/status (VmRSS, VmHWM...)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -57,24 +69,42 @@ def proc_status(pid: int, field: str) -> int:
 class LiveServer:
     """gunicorn serving ``app:create_app()`` with the given environment."""
 
-    def __init__(self, env: dict, workers: int = 1, extra_args=()):
+    def __init__(
+        self,
+        env: dict,
+        workers: int = 1,
+        extra_args=(),
+        threads: int = 4,
+        shipped=False,
+    ):
+        """``shipped``: run gunicorn.conf.py's own worker settings, unchanged."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env}
+        # A value of None takes the variable out of the server's environment.
+        self.env = {
+            name: value
+            for name, value in {**os.environ, **env}.items()
+            if value is not None
+        }
+        # gunicorn reads ./gunicorn.conf.py (the shipped settings) by itself;
+        # the command line overrides some of them for tests.
+        overrides = [
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(threads),
+            "--timeout",
+            "120",
+        ]
         self.args = [
             sys.executable,
             "-m",
             "gunicorn",
             "--bind",
             f"127.0.0.1:{self.port}",
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "4",
-            "--timeout",
-            "120",
+            *([] if shipped else overrides),
             *extra_args,
             "app:create_app()",
         ]
@@ -142,3 +172,82 @@ class LiveServer:
         """The pids of gunicorn's worker processes."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in children.read_text().split()]
+
+
+NGINX_SITE = """\
+worker_processes 1;
+daemon off;
+user root;
+error_log {dir}/error.log info;
+pid {dir}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream lockbox {{
+{servers}
+        keepalive 16;
+    }}
+    log_format lockbox '$remote_addr - [$time_local] "$request_method $uri" '
+                       '$status $body_bytes_sent $request_time $request_id';
+    access_log {dir}/access.log lockbox;
+    server {{
+        listen 127.0.0.1:{port};
+        include {root}/deploy/nginx/lockbox-proxy.conf;
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx on 127.0.0.1 in front of app servers, with the shipped proxy settings
+    (deploy/nginx/lockbox-proxy.conf) included unchanged."""
+
+    def __init__(self, directory: Path, upstream_ports: list[int]):
+        self.dir = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        servers = "\n".join(
+            f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;"
+            for port in upstream_ports
+        )
+        self.config = directory / "nginx.conf"
+        self.config.write_text(
+            NGINX_SITE.format(dir=directory, servers=servers, port=self.port, root=ROOT)
+        )
+        self.process = None
+
+    def __enter__(self):
+        self.process = subprocess.Popen(
+            ["nginx", "-p", str(self.dir), "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited early:\n{self.error_log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError("nginx did not listen within 15 s")
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def error_log(self) -> str:
+        """What nginx wrote to its error log."""
+        path = self.dir / "error.log"
+        return path.read_text() if path.exists() else ""

@@ -601,6 +601,19 @@ def test_if_range_sends_the_range_only_while_it_matches(
     assert response.get_data() == (content[10:21] if status == 206 else content)
 
 
+@SMALL_CHUNKS
+def test_a_weak_if_range_gets_the_whole_file(client, token, big_file):
+    # RFC 9110 13.1.5: If-Range compares strongly; a weak validator never matches.
+    file_id, content = big_file
+    etag = download(client, token, file_id).headers["ETag"]
+    response = download(
+        client, token, file_id, Range="bytes=10-20", **{"If-Range": "W/" + etag}
+    )
+    assert response.status_code == 200
+    assert response.get_data() == content
+    assert "Content-Range" not in response.headers
+
+
 # --- Content-Disposition -------------------------------------------------------
 
 

@@ -1,9 +1,11 @@
 """Fuzz the running app with schemathesis, driven by its own /openapi.json.
 
-Every operation gets generated valid and invalid requests; every response must
-be one the description documents (status, content type, body schema) and none
-may be a 5xx. Signing out and refreshing end a sign-in, so they run on their own,
-with tokens of another user; the rest runs with one valid access token.
+Every operation gets generated valid and invalid requests, and every check
+schemathesis has runs (its default: all of them, but for the one
+tests/schemathesis.toml turns off for the upload): every response must be one
+the description documents (status, content type, body schema) and none may be
+a 5xx. Signing out and refreshing end a sign-in, so they run on their own, with
+tokens of another user; the rest runs with one valid access token.
 """
 
 import subprocess
@@ -14,7 +16,15 @@ from pathlib import Path
 import pytest
 from live_server import ROOT, LiveServer
 
-from conftest import PASSWORD, SECRET_KEY, AuthActions, bearer, empty_tables, make_app
+from conftest import (
+    PASSWORD,
+    SECRET_KEY,
+    SHARED_LIMITS,
+    AuthActions,
+    bearer,
+    empty_tables,
+    make_app,
+)
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 ARTIFACTS = ROOT / "test-artifacts" / "schemathesis"
@@ -41,6 +51,7 @@ def fuzz_site(request, tmp_path_factory):
         "DATABASE_URL": url,
         "LOGIN_LIMIT_PER_USERNAME": "100000 per minute",
         "LOGIN_LIMIT_PER_ADDRESS": "100000 per minute",
+        **SHARED_LIMITS,
     }
     with LiveServer(env, workers=2) as server:
         server.auth, server.client = auth, client

@@ -67,3 +67,25 @@ def test_every_operation_documents_its_error_shape(client):
                         path,
                         status,
                     )
+
+
+# What gunicorn, nginx or the app can answer to any request, whatever the route.
+EVERY_LAYER = {"400", "413", "414", "429", "431", "502", "503", "504"}
+
+
+def test_every_operation_describes_the_answers_of_every_layer(client):
+    spec = client.get("/openapi.json").get_json()
+    shared = spec["components"]["responses"]
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            expected = EVERY_LAYER | ({"403"} if method != "get" else set())
+            assert expected <= set(operation["responses"]), (path, method)
+            for status in expected:
+                response = operation["responses"][status]
+                if "$ref" in response:
+                    response = shared[response["$ref"].rsplit("/", 1)[1]]
+                schema = response["content"]["application/json"]["schema"]
+                if (path, status) != ("/healthz", "503"):
+                    assert schema == {"$ref": "#/components/schemas/Error"}

@@ -27,6 +27,7 @@ from conftest import (
     PASSWORD,
     REQUIRE_MYSQL,
     SECRET_KEY,
+    SHARED_LIMITS,
     AuthActions,
     basic_auth,
     bearer,
@@ -249,7 +250,7 @@ def outage_requests(tokens: dict, file_id: int):
 @pytest.mark.parametrize("stop", ["stop", "kill"])
 def test_database_outage_answers_503_and_recovers(site, stop):
     instance = site.instance
-    with LiveServer(site.env, workers=3) as server:
+    with LiveServer({**site.env, **SHARED_LIMITS}, workers=3) as server:
         tokens = sign_in(server)
         token = tokens["token"]
 

@@ -21,6 +21,7 @@ from test_server import stream_upload
 from conftest import (
     PASSWORD,
     SECRET_KEY,
+    SHARED_LIMITS,
     AuthActions,
     bearer,
     empty_tables,
@@ -96,7 +97,7 @@ def sizes_from_1_kib_to_20_mib(count: int) -> list[int]:
 
 
 def test_32_clients_upload_and_download_at_once(site, mariadb_url):
-    env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": mariadb_url}
+    env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": mariadb_url, **SHARED_LIMITS}
     sizes = sizes_from_1_kib_to_20_mib(CLIENTS)
     assert sizes[0] >= KIB and max(sizes) <= 20 * MIB + 2
     with LiveServer(env, workers=3) as server:

@@ -3,14 +3,16 @@
 import contextlib
 import hashlib
 import http.client
+import json
 import random
 import time
+import uuid
 
 import pytest
 import requests
-from live_server import LiveServer, proc_status, sign_in
+from live_server import LiveServer, proc_status, raw_exchange, sign_in
 
-from conftest import SECRET_KEY
+from conftest import SECRET_KEY, SHARED_LIMITS, AuthActions, bearer, make_app
 from models import FileChunk, StoredFile, db
 
 MIB = 1024 * 1024
@@ -42,12 +44,11 @@ def multipart_pieces(size: int, seed: int, digest, filename="big.bin"):
     yield tail, None
 
 
-def stream_upload(server, token, size, seed=1, stop_after=None, filename="big.bin"):
-    """Send a file of ``size`` bytes with Content-Length, never all in memory.
-
-    With ``stop_after`` the connection is dropped after that many file bytes.
-    Returns (status, json body or None, sha256 of the file bytes).
-    """
+@contextlib.contextmanager
+def streaming_upload(server, token, size, seed=1, filename="big.bin"):
+    """An upload of a ``size``-byte file with Content-Length, its headers and
+    the first part head sent: yields (connection, the rest of the pieces as
+    (bytes, None), the file's running sha256); never all in memory."""
     digest = hashlib.sha256()
     pieces = multipart_pieces(size, seed, digest, filename)
     first, length = next(pieces)
@@ -60,15 +61,31 @@ def stream_upload(server, token, size, seed=1, stop_after=None, filename="big.bi
         connection.putheader("Content-Length", str(length))
         connection.endheaders()
         connection.send(first)
+        yield connection, pieces, digest
+
+
+def uploaded_answer(connection) -> tuple[int, dict]:
+    """The status and JSON body an upload was answered with."""
+    response = connection.getresponse()
+    return response.status, requests.models.complexjson.loads(response.read())
+
+
+def stream_upload(server, token, size, seed=1, stop_after=None, filename="big.bin"):
+    """Send a file of ``size`` bytes with Content-Length, never all in memory.
+
+    With ``stop_after`` the connection is dropped after that many file bytes.
+    Returns (status, json body or None, sha256 of the file bytes).
+    """
+    with streaming_upload(server, token, size, seed, filename) as upload:
+        connection, pieces, digest = upload
         sent = 0
         for piece, _ in pieces:
             if stop_after is not None and sent >= stop_after:
                 return None, None, digest.hexdigest()
             connection.send(piece)
             sent += len(piece)
-        response = connection.getresponse()
-        body = response.read()
-    return response.status, requests.models.complexjson.loads(body), digest.hexdigest()
+        status, body = uploaded_answer(connection)
+    return status, body, digest.hexdigest()
 
 
 def test_tutorial_flow_over_http(server):
@@ -191,3 +208,134 @@ def test_client_leaving_mid_download_keeps_the_worker_healthy(server):
         for piece in r.iter_content(MIB):
             digest.update(piece)
     assert digest.hexdigest() == sha256
+
+
+@contextlib.contextmanager
+def stalled_upload(server, token, size, stall_after):
+    """An upload whose client stops sending after ``stall_after`` file bytes and
+    waits; leaving the block sends the rest. Yields a dict that then holds the
+    upload's status, body and the file's sha256."""
+    outcome = {}
+    with streaming_upload(server, token, size, seed=7) as upload:
+        connection, pieces, digest = upload
+        sent = 0
+        for piece, _ in pieces:
+            connection.send(piece)
+            sent += len(piece)
+            if sent >= stall_after:
+                break
+        time.sleep(1)  # the server stores what it got, then waits for more
+        yield outcome
+        for piece, _ in pieces:
+            connection.send(piece)
+        outcome["status"], outcome["body"] = uploaded_answer(connection)
+        outcome["sha256"] = digest.hexdigest()
+
+
+def open_transactions(app) -> int:
+    """How many InnoDB transactions are open on the app's database right now."""
+    with app.app_context():
+        count = db.session.execute(
+            db.text(
+                "SELECT COUNT(*) FROM information_schema.innodb_trx t "
+                "JOIN information_schema.processlist p "
+                "ON p.id = t.trx_mysql_thread_id WHERE p.db = DATABASE() "
+                "AND p.id <> CONNECTION_ID()"
+            )
+        ).scalar_one()
+        db.session.remove()
+        return count
+
+
+def test_a_stalled_upload_does_not_block_other_writers(app, server, database_url):
+    alice = sign_in(server)
+    other = sign_in(server)
+    with stalled_upload(server, alice["token"], 6 * MIB, 2 * MIB + 512) as outcome:
+        if not database_url.startswith("sqlite"):
+            # No transaction stays open while the server waits on the client.
+            assert open_transactions(app) == 0
+        started = time.monotonic()
+        # Every kind of writer goes ahead at once: an upload, a refresh, a
+        # sign-out (each would wait 30 s for SQLite's write lock, then fail).
+        status, body, _ = stream_upload(server, alice["token"], MIB, seed=9)
+        assert status == 201, body
+        refreshed = requests.post(
+            server.url + "/refresh", headers=bearer(other["refresh_token"]), timeout=10
+        )
+        assert refreshed.status_code == 200
+        signed_out = requests.post(
+            server.url + "/logout", headers=bearer(other["token"]), timeout=10
+        )
+        assert signed_out.status_code == 204
+        assert time.monotonic() - started < 10
+    assert outcome["status"] == 201, outcome["body"]
+    assert outcome["body"]["sha256"] == outcome["sha256"]
+
+
+def failures_before_the_first_429(server, username, attempts=60) -> int:
+    """Fail to sign in as ``username`` up to ``attempts`` times; how many
+    answers were 401 before the first 429."""
+    for number in range(attempts):
+        response = requests.get(
+            server.url + "/login", auth=(username, "wrong password"), timeout=30
+        )
+        if response.status_code == 429:
+            return number
+        assert response.status_code == 401, response.text
+    return attempts
+
+
+@pytest.fixture
+def site_env(tmp_path) -> dict:
+    """The environment of a server on a fresh SQLite database with alice: the
+    server settings tested with it do not depend on the database."""
+    url = f"sqlite:///{tmp_path / 'lockbox.db'}"
+    AuthActions(make_app(url), None).create_user()
+    return {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url}
+
+
+def test_the_shipped_server_settings_hold_the_sign_in_limit(site_env):
+    # gunicorn.conf.py as shipped, with the default in-memory limit store.
+    unset = {"WEB_CONCURRENCY": None, "RATELIMIT_STORAGE_URI": None}
+    with LiveServer({**site_env, **unset}, shipped=True) as live:
+        assert failures_before_the_first_429(live, "alice") == 10
+        assert (
+            "Sign-in limits are counted in memory: one worker" in live.output_so_far()
+        )
+
+
+def test_several_workers_share_the_sign_in_limit_through_redis(site_env):
+    env = {**site_env, **SHARED_LIMITS, "WEB_CONCURRENCY": "3"}
+    with LiveServer(env, shipped=True) as live:
+        assert len(live.worker_pids()) == 3
+        username = f"redis-{uuid.uuid4().hex[:12]}"
+        assert failures_before_the_first_429(live, username) == 10
+
+
+def test_several_workers_with_limits_in_memory_refuse_to_start(site_env):
+    env = {**site_env, "RATELIMIT_STORAGE_URI": "memory://", "WEB_CONCURRENCY": "3"}
+    with pytest.raises(RuntimeError) as refused:
+        with LiveServer(env, shipped=True):
+            pass
+    assert "cannot start 3 workers" in str(refused.value)
+    assert "RATELIMIT_STORAGE_URI=redis://" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /files?" + b"q" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /files HTTP/1.1\r\nHost: x\r\nX-Big: " + b"h" * 9000 + b"\r\n\r\n", 431),
+        (b"GET /files HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400),
+        (b"GET /files HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+    ],
+    ids=["long-url", "long-header", "bad-header-name", "bad-version"],
+)
+def test_answers_from_gunicorn_itself_are_json_errors(
+    sqlite_site, request_bytes, status
+):
+    head, body = raw_exchange(sqlite_site.port, request_bytes)
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+    assert b"Content-Type: application/json" in head
+    message = json.loads(body)["message"]
+    assert isinstance(message, str) and message

@@ -441,3 +441,33 @@ def test_declared_content_type_is_stored(client, token):
         part("inputFile", b"\x89PNG", filename="pic", content_type="image/png") + end()
     )
     assert raw_upload(client, token, body).get_json()["content_type"] == "image/png"
+
+
+@pytest.mark.parametrize("file_first", [True, False])
+def test_too_many_form_parts_is_a_400_that_says_so(app, client, token, file_first):
+    fields = [part(f"extra{number}", b"x") for number in range(20)]
+    file_part = [part("inputFile", b"hello", "hello.txt")]
+    parts = file_part + fields if file_first else fields + file_part
+    response = raw_upload(client, token, b"".join(parts) + end())
+    assert response.status_code == 400
+    assert response.get_json() == {"message": "The form has more than 16 parts"}
+    assert row_counts(app) == (0, 0)
+
+
+def test_sixteen_form_parts_are_accepted(app, client, token):
+    fields = [part(f"extra{number}", b"x") for number in range(15)]
+    response = raw_upload(
+        client, token, b"".join([part("inputFile", b"hi", "hi.txt"), *fields]) + end()
+    )
+    assert response.status_code == 201
+
+
+def test_oversized_part_headers_are_a_400_not_a_413(app, client, token):
+    head = (
+        '--XyZ\r\nContent-Disposition: form-data; name="inputFile"; filename="a"\r\n'
+        f"X-Padding: {'p' * (1024 * 1024 + 10)}\r\n\r\n"
+    ).encode()
+    response = raw_upload(client, token, head + b"hello\r\n" + end())
+    assert response.status_code == 400
+    assert response.get_json() == {"message": "A part's headers are too large"}
+    assert row_counts(app) == (0, 0)

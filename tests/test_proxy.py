@@ -1,0 +1,151 @@
+"""The shipped nginx settings (deploy/nginx/lockbox-proxy.conf) in front of
+gunicorn: slow clients, streamed uploads, and nginx's own answers."""
+
+import socket
+import time
+
+import pytest
+import requests
+from live_server import LiveServer, Nginx, raw_exchange, sign_in
+
+from conftest import PASSWORD, SECRET_KEY, AuthActions, make_app
+
+# nginx comes from Debian's package, which `make test` installs
+# (scripts/system-deps --test).
+pytestmark = pytest.mark.slow
+
+# gunicorn's threads in these tests: far fewer than the slow clients.
+THREADS = 4
+SLOW_CLIENTS = 40
+
+
+@pytest.fixture
+def proxied(tmp_path):
+    """gunicorn (one worker, four threads) behind nginx, on a SQLite database
+    with alice: what is tested here is the proxy, not the database."""
+    url = f"sqlite:///{tmp_path / 'lockbox.db'}"
+    app = make_app(url)
+    AuthActions(app, app.test_client()).create_user()
+    env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url, "TRUSTED_PROXIES": "1"}
+    with LiveServer(env, threads=THREADS) as server:
+        with Nginx(tmp_path, [server.port]) as nginx:
+            nginx.app = server
+            yield nginx
+
+
+def slow_clients(port: int, count: int) -> list[socket.socket]:
+    """Connections that begin a request and never finish it: half stop in the
+    headers, half in the body of POST /login (slowloris)."""
+    sockets = []
+    for number in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if number % 2:
+            sock.sendall(b"GET /login HTTP/1.1\r\nHost: lockbox\r\nX-Slow: ")
+        else:
+            sock.sendall(
+                b"POST /login HTTP/1.1\r\nHost: lockbox\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
+        sockets.append(sock)
+    return sockets
+
+
+def time_to_sign_in(url: str, timeout: float) -> float | None:
+    """Seconds a Basic-auth sign-in took, or None when it did not answer in time."""
+    started = time.monotonic()
+    try:
+        response = requests.get(
+            url + "/login", auth=("alice", PASSWORD), timeout=timeout
+        )
+    except requests.Timeout:
+        return None
+    assert response.status_code == 200, response.text
+    return time.monotonic() - started
+
+
+def test_slow_clients_do_not_starve_the_app_behind_nginx(proxied):
+    attackers = slow_clients(proxied.port, SLOW_CLIENTS)
+    try:
+        time.sleep(1)
+        # Everybody else signs in as usual, through the same nginx.
+        timings = [time_to_sign_in(proxied.url, timeout=5) for _ in range(10)]
+        assert None not in timings, timings
+        assert max(timings) < 2, timings
+    finally:
+        for sock in attackers:
+            sock.close()
+
+
+def test_the_same_slow_clients_starve_gunicorn_without_nginx(proxied):
+    # Why gunicorn is never exposed directly: a handful of slow clients, one
+    # per thread, and nobody else gets an answer.
+    attackers = slow_clients(proxied.app.port, 2 * THREADS)
+    try:
+        time.sleep(1)
+        assert time_to_sign_in(proxied.app.url, timeout=3) is None
+    finally:
+        for sock in attackers:
+            sock.close()
+
+
+def test_nginx_gives_up_on_a_client_that_stalls(proxied):
+    # The header and body timeouts (10 s) end a stalled request: nginx answers
+    # or closes; it never waits forever.
+    [sock] = slow_clients(proxied.port, 1)
+    sock.settimeout(30)
+    started = time.monotonic()
+    with sock:
+        while sock.recv(65536):
+            pass
+    assert 8 < time.monotonic() - started < 20
+
+
+def test_uploads_stream_through_nginx_and_arrive_whole(proxied):
+    token = sign_in(proxied)["token"]
+    content = bytes(range(256)) * 40_000  # 10 MB, more than any nginx buffer
+    response = requests.post(
+        proxied.url + "/upload",
+        headers={"Authorization": f"Bearer {token}"},
+        files={"inputFile": ("big.bin", content)},
+        timeout=60,
+    )
+    assert response.status_code == 201, response.text
+    download = requests.get(
+        f"{proxied.url}/files/{response.json()['id']}/download",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    assert download.content == content
+    # The client's address reached the app through X-Forwarded-For.
+    assert "127.0.0.1" in proxied.app.output_so_far()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /files?" + b"q" * 40_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (
+            b"GET /files HTTP/1.1\r\nHost: x\r\nX-Big: " + b"h" * 20_000 + b"\r\n\r\n",
+            431,
+        ),
+        (
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\n\r\n",
+            413,
+        ),
+    ],
+    ids=["long-url", "long-header", "big-body"],
+)
+def test_answers_from_nginx_itself_are_json_errors(proxied, request_bytes, status):
+    head, body = raw_exchange(proxied.port, request_bytes)
+    assert head.split(b" ")[1] == str(status).encode(), head
+    assert b"Content-Type: application/json" in head
+    assert b'"message"' in body
+
+
+def test_a_dead_app_is_a_json_502_through_nginx(proxied):
+    proxied.app.__exit__(None, None, None)
+    response = requests.get(proxied.url + "/files", timeout=10)
+    assert response.status_code == 502
+    assert response.json() == {"message": "The app is not answering; try again"}
+    assert response.headers["Retry-After"] == "5"
