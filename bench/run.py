@@ -36,9 +36,8 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from live_server import LiveServer, proc_status  # noqa: E402
+from harness.server import LiveServer, proc_status  # noqa: E402
 
 MIB = 1024 * 1024
 CHUNK = MIB

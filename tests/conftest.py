@@ -1,30 +1,19 @@
 """Fixtures: an app on a fresh SQLite file and on a fresh MariaDB database."""
 
-import base64
-import os
-import time
 import uuid
 
-import jwt
 import pytest
 import sqlalchemy as sa
 
-from app import create_app
-from authentication import hash_password
-from models import User, db
-
-# A test key: long and varied enough to pass the same checks production keys do.
-SECRET_KEY = "test-signing-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOP"
-MYSQL_SERVER_URL = os.environ.get(
-    "LOCKBOX_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306"
+from harness.server import LiveServer
+from helpers import (
+    MYSQL_SERVER_URL,
+    REQUIRE_MYSQL,
+    SECRET_KEY,
+    AuthActions,
+    empty_tables,
+    make_app,
 )
-REQUIRE_MYSQL = (
-    os.environ.get("LOCKBOX_REQUIRE_MYSQL") == "1" or os.environ.get("CI") == "true"
-)
-PASSWORD = "correct horse battery staple"
-# Several gunicorn workers must count sign-in failures in one shared store
-# (gunicorn.conf.py refuses to start them otherwise).
-SHARED_LIMITS = {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379"}
 
 
 @pytest.fixture(scope="session")
@@ -62,31 +51,6 @@ def database_url(request, tmp_path):
     return url
 
 
-def make_app(database_url, **overrides):
-    """An app for tests, with its tables created."""
-    settings = {
-        "TESTING": True,
-        "SECRET_KEY": SECRET_KEY,
-        "SQLALCHEMY_DATABASE_URI": database_url,
-        **overrides,
-    }
-    app = create_app(settings)
-    with app.app_context():
-        db.create_all()
-    return app
-
-
-def empty_tables(app):
-    """Remove every row: the next test on the shared MariaDB database starts clean."""
-    with app.app_context():
-        db.session.remove()
-        for table in reversed(db.metadata.sorted_tables):
-            db.session.execute(table.delete())
-        db.session.commit()
-        db.session.remove()
-        db.engine.dispose()
-
-
 @pytest.fixture
 def app_settings():
     """Settings a test module may override (e.g. a small MAX_CONTENT_LENGTH)."""
@@ -113,45 +77,6 @@ def runner(app):
     return app.test_cli_runner()
 
 
-def basic_auth(username, password):
-    """An Authorization header for HTTP Basic credentials."""
-    raw = f"{username}:{password}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-
-
-class AuthActions:
-    """Create users and sign them in."""
-
-    def __init__(self, app, client):
-        self._app = app
-        self._client = client
-
-    def create_user(self, username="alice", password=PASSWORD) -> int:
-        """Add a user directly in the database; return its id."""
-        with self._app.app_context():
-            user = User(username=username, password_hash=hash_password(password))
-            db.session.add(user)
-            db.session.commit()
-            return user.id
-
-    def token_version(self, username="alice") -> str:
-        """The account's current token version, which its tokens must carry."""
-        with self._app.app_context():
-            return db.session.execute(
-                db.select(User.token_version).filter_by(username=username)
-            ).scalar_one()
-
-    def login(self, username="alice", password=PASSWORD):
-        """GET /login with Basic auth; the response."""
-        return self._client.get("/login", headers=basic_auth(username, password))
-
-    def token(self, username="alice", password=PASSWORD) -> str:
-        """A fresh access token for an existing user."""
-        response = self.login(username, password)
-        assert response.status_code == 200, response.get_json()
-        return response.get_json()["token"]
-
-
 @pytest.fixture
 def auth(app, client):
     """Helpers to create users and get tokens."""
@@ -168,52 +93,15 @@ def token(auth):
 @pytest.fixture
 def server(app, auth, database_url):
     """gunicorn serving the app on the test database, with alice signed up."""
-    from live_server import LiveServer
-
     auth.create_user()
     env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": database_url}
     with LiveServer(env, threads=8) as live:
         yield live
 
 
-def bearer(token: str, **headers) -> dict:
-    """Request headers carrying ``token`` as a Bearer credential, plus any extra."""
-    return {"Authorization": f"Bearer {token}", **headers}
-
-
-def token_claims(**changes) -> dict:
-    """Claims like Lockbox's access tokens for user 1; a value of None drops one.
-
-    ``ver`` must be the account's token version for the token to be accepted.
-    """
-    now = int(time.time())
-    claims = {
-        "sub": "1",
-        "iat": now,
-        "exp": now + 600,
-        "jti": uuid.uuid4().hex,
-        "iss": "lockbox",
-        "typ": "access",
-        "ver": 0,
-        "fam": uuid.uuid4().hex,
-    }
-    claims.update(changes)
-    return {name: value for name, value in claims.items() if value is not None}
-
-
-def make_token(claims=None, key=SECRET_KEY, algorithm="HS256", drop=(), headers=None):
-    """A token like Lockbox's access tokens, with some claims changed or dropped."""
-    payload = token_claims(**(claims or {}))
-    for name in drop:
-        payload.pop(name)
-    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
-
-
 @pytest.fixture(scope="module")
 def sqlite_site(tmp_path_factory):
     """gunicorn on a fresh SQLite database with the user alice (id 1), per module."""
-    from live_server import LiveServer
-
     url = f"sqlite:///{tmp_path_factory.mktemp('site') / 'lockbox.db'}"
     app = make_app(url)
     actions = AuthActions(app, app.test_client())
@@ -222,9 +110,3 @@ def sqlite_site(tmp_path_factory):
         server.alice_version = actions.token_version("alice")
         yield server
     empty_tables(app)
-
-
-def expired_token(user_id="1"):
-    """A correctly signed access token that expired an hour ago."""
-    past = int(time.time()) - 3600
-    return make_token({"sub": str(user_id), "iat": past - 60, "exp": past})

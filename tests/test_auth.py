@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 import authentication
-from conftest import PASSWORD, SECRET_KEY, basic_auth, make_token
+from helpers import PASSWORD, SECRET_KEY, basic_auth, make_token
 from models import User, db
 
 
@@ -44,7 +44,7 @@ def test_each_login_gets_a_distinct_token_id(auth):
 
 
 def test_token_lifetime_follows_configuration(database_url):
-    from conftest import AuthActions, empty_tables, make_app
+    from helpers import AuthActions, empty_tables, make_app
 
     app = make_app(database_url, TOKEN_TTL_SECONDS=60)
     try:

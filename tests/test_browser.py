@@ -6,10 +6,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from live_server import ROOT
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import (
+from harness.server import ROOT
+from helpers import (
     PASSWORD,
     expired_token,
 )

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 import cli
-from conftest import PASSWORD, basic_auth
+from helpers import PASSWORD, basic_auth
 from models import FileChunk, StoredFile, User, db, utcnow
 
 NEW_PASSWORD = "longpassword"

@@ -14,7 +14,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app import create_app
-from conftest import (
+from helpers import (
     PASSWORD,
     SECRET_KEY,
     basic_auth,

@@ -11,14 +11,14 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
-from live_server import proc_status, sign_in
 from sqlalchemy import event
 from test_server import multipart_pieces, stream_upload
 from test_upload import METADATA_FIELDS, end, part, row_counts
 from werkzeug.http import parse_options_header
 
 import storage
-from conftest import bearer
+from harness.server import proc_status
+from helpers import bearer, sign_in
 from models import FileChunk, StoredFile, User, db
 
 MIB = 1024 * 1024

@@ -14,9 +14,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from live_server import ROOT, LiveServer
 
-from conftest import (
+from harness.server import ROOT, LiveServer
+from helpers import (
     PASSWORD,
     SECRET_KEY,
     SHARED_LIMITS,

@@ -5,7 +5,7 @@ import uuid
 import pytest
 import redis
 
-from conftest import PASSWORD, basic_auth, empty_tables, make_app
+from helpers import PASSWORD, basic_auth, empty_tables, make_app
 
 
 def fail(client, username="alice", password="wrong password"):

@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from live_server import ROOT
 
-from conftest import MYSQL_SERVER_URL, REQUIRE_MYSQL
+from harness.server import ROOT
+from helpers import MYSQL_SERVER_URL, REQUIRE_MYSQL
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,9 @@ import logging
 
 import pytest
 import requests
-from live_server import LiveServer
 
-from conftest import PASSWORD, SECRET_KEY
+from harness.server import LiveServer
+from helpers import PASSWORD, SECRET_KEY
 from security import redact
 
 

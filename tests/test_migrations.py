@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from app import create_app
-from conftest import MYSQL_SERVER_URL, SECRET_KEY
+from helpers import MYSQL_SERVER_URL, SECRET_KEY
 from models import db
 
 

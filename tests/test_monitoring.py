@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from app import create_app
-from conftest import SECRET_KEY, empty_tables, make_app
+from helpers import SECRET_KEY, empty_tables, make_app
 
 
 def test_healthz_says_ok_without_a_token(client):

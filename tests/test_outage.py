@@ -19,11 +19,11 @@ import uuid
 import pytest
 import requests
 import sqlalchemy as sa
-from live_server import LiveServer, download_sha256, sign_in
-from mariadb_instance import MariaDBInstance, server_programs
 from test_reliability import chunk_health
 
-from conftest import (
+from harness.mariadb import MariaDBInstance, server_programs
+from harness.server import LiveServer
+from helpers import (
     PASSWORD,
     REQUIRE_MYSQL,
     SECRET_KEY,
@@ -31,7 +31,9 @@ from conftest import (
     AuthActions,
     basic_auth,
     bearer,
+    download_sha256,
     make_app,
+    sign_in,
 )
 from models import db
 

@@ -4,8 +4,8 @@ import io
 
 import pytest
 
-from conftest import PASSWORD, basic_auth, expired_token
 from files import human_size
+from helpers import PASSWORD, basic_auth, expired_token
 from models import StoredFile, db
 
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}

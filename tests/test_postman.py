@@ -6,9 +6,9 @@ import re
 import subprocess
 
 import pytest
-from live_server import ROOT, LiveServer
 
-from conftest import PASSWORD, SECRET_KEY, AuthActions, empty_tables, make_app
+from harness.server import ROOT, LiveServer
+from helpers import PASSWORD, SECRET_KEY, AuthActions, empty_tables, make_app
 
 pytestmark = pytest.mark.slow
 

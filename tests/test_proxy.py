@@ -6,9 +6,9 @@ import time
 
 import pytest
 import requests
-from live_server import LiveServer, Nginx, raw_exchange, sign_in
 
-from conftest import PASSWORD, SECRET_KEY, AuthActions, make_app
+from harness.server import LiveServer, Nginx
+from helpers import PASSWORD, SECRET_KEY, AuthActions, make_app, raw_exchange, sign_in
 
 # nginx comes from Debian's package, which `make test` installs
 # (scripts/system-deps --test).

@@ -15,17 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 import requests
-from live_server import LiveServer, download_sha256, sign_in
 from test_server import stream_upload
 
-from conftest import (
+from harness.server import LiveServer
+from helpers import (
     PASSWORD,
     SECRET_KEY,
     SHARED_LIMITS,
     AuthActions,
     bearer,
+    download_sha256,
     empty_tables,
     make_app,
+    sign_in,
 )
 from models import FileChunk, StoredFile, db
 

@@ -10,9 +10,17 @@ import uuid
 
 import pytest
 import requests
-from live_server import LiveServer, proc_status, raw_exchange, sign_in
 
-from conftest import SECRET_KEY, SHARED_LIMITS, AuthActions, bearer, make_app
+from harness.server import LiveServer, proc_status
+from helpers import (
+    SECRET_KEY,
+    SHARED_LIMITS,
+    AuthActions,
+    bearer,
+    make_app,
+    raw_exchange,
+    sign_in,
+)
 from models import FileChunk, StoredFile, db
 
 MIB = 1024 * 1024

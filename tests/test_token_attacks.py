@@ -13,8 +13,8 @@ import jwt
 import pytest
 import requests
 
-from conftest import SECRET_KEY, make_token
-from conftest import token_claims as claims
+from helpers import SECRET_KEY, make_token
+from helpers import token_claims as claims
 
 pytestmark = pytest.mark.slow
 

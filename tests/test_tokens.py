@@ -7,10 +7,9 @@ from datetime import timedelta
 import jwt
 import pytest
 import requests
-from live_server import sign_in
 
 import authentication
-from conftest import SECRET_KEY, bearer, empty_tables, make_app, make_token
+from helpers import SECRET_KEY, bearer, empty_tables, make_app, make_token, sign_in
 from models import RevokedToken, User, db, utcnow
 
 CONCURRENT_REFRESHES = 8
@@ -248,7 +247,7 @@ def test_tokens_signed_with_a_fallback_key_still_verify(database_url):
 def test_new_tokens_are_signed_with_the_current_key(database_url):
     app = make_app(database_url, SECRET_KEY_FALLBACKS=[OLD_KEY])
     try:
-        from conftest import AuthActions
+        from helpers import AuthActions
 
         actions = AuthActions(app, app.test_client())
         actions.create_user()

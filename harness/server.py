@@ -1,6 +1,8 @@
-"""Run the real app under gunicorn on 127.0.0.1 for tests that need real HTTP."""
+"""Real servers on 127.0.0.1: the app under gunicorn, and nginx in front of it.
 
-import hashlib
+The one launcher the tests, the benchmarks and scripts/cluster all use.
+"""
+
 import os
 import signal
 import socket
@@ -15,47 +17,11 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def sign_in(server, username: str = "alice", password: str | None = None) -> dict:
-    """GET /login with Basic auth over HTTP (the tests' password by default): the
-    token pair."""
-    if password is None:
-        from conftest import PASSWORD as password  # bench/ uses this module too
-    response = requests.get(
-        server.url + "/login", auth=(username, password), timeout=30
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def download_sha256(server, token: str, file_id: int) -> tuple[int, str, int]:
-    """Stream a download: (status, sha256 of the body, its length)."""
-    digest, length = hashlib.sha256(), 0
-    url = f"{server.url}/files/{file_id}/download"
-    headers = {"Authorization": f"Bearer {token}"}
-    with requests.get(url, headers=headers, stream=True, timeout=120) as r:
-        for piece in r.iter_content(1024 * 1024):
-            digest.update(piece)
-            length += len(piece)
-        return r.status_code, digest.hexdigest(), length
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
-    """Send raw request bytes to 127.0.0.1:``port`` and read until the server
-    closes: the answer's head and body."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return head, body
 
 
 def proc_status(pid: int, field: str) -> int:

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import MySQLdb
-from live_server import free_port
+
+from harness.server import free_port
 
 # Where Debian, Fedora and the MariaDB tarballs put the server's programs.
 SEARCH_PATH = os.pathsep.join(
