@@ -200,6 +200,9 @@ class StoredFile(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Bumped as chunks arrive, so that gc can tell a stalled upload from a slow one.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # While unfinished: the SHA-256 of the bytes stored so far, saved (digests.py)
+    # so that the next append, in any request or process, goes on from there.
+    hash_state: Mapped[bytes | None] = mapped_column(LargeBinary())
 
     owner: Mapped[User] = relationship(back_populates="files")
 

@@ -1,135 +1,340 @@
-"""The one place file bytes move into and out of chunk rows."""
+"""The life of a file's bytes in chunk rows: begin, append, finish, discard, read.
 
-import hashlib
+Every way bytes come in (the form upload, resumable uploads) and go out (every
+download) goes through here; one module owns a file's life, as 0x0's
+``File.store`` does:
+
+- ``begin()`` makes the file's row, hidden (``complete`` false) and committed;
+- a ``ChunkWriter`` appends bytes at the file's end, in one request or many,
+  cutting them into chunk rows of the file's ``chunk_size`` and keeping the
+  stored size and the SHA-256 so far on the row;
+- ``finish()`` checks the digest and makes the file visible;
+- ``discard()`` and ``delete_stored_files()`` remove files with every chunk;
+- ``read_range()`` streams bytes ``start`` to ``stop`` back out.
+
+Chunk rows are the same however the bytes arrived: a file appended in pieces
+that do not end on a chunk boundary gets exactly the rows of one upload (the
+last, short row is rebuilt whenever more bytes follow it). Only the first
+``size`` bytes of a file's rows count: an append cut off by a crash may leave
+rows past the end, which the next append replaces.
+"""
+
+import mimetypes
 import queue
+import re
 import threading
+import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from flask import current_app
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.http import parse_options_header
 
+from digests import ResumableSHA256
+from errors import ApiError
 from models import FileChunk, StoredFile, db, utcnow
 
 # Commit every few chunks while they arrive fast (short transactions, yet not an
 # fsync per chunk), and whenever the storer has to wait for the next one.
 CHUNKS_PER_COMMIT = 8
+# What the storer is handed: (seq, chunk, size, hash state) for a chunk; with
+# the chunk None, the end (commit, recording size and hash); ABORT: stop.
+ABORT = (None, None, None, None)
+MAX_FILENAME_LENGTH = 255
+MIMETYPE_RE = re.compile(
+    r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$"
+)
+
+
+def clean_filename(name: str) -> str:
+    """The name a file is kept under: last path component, printable, <= 255."""
+    # Browsers escape these three in multipart filenames (HTML form encoding).
+    name = name.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    # Control and format characters (CR, LF, NUL, bidi overrides) never survive.
+    name = "".join(
+        ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs")
+    )
+    name = name.strip()
+    if name in ("", ".", ".."):
+        return "unnamed"
+    if len(name) > MAX_FILENAME_LENGTH:
+        stem, dot, extension = name.rpartition(".")
+        if dot and stem and len(extension) <= 16:
+            keep = MAX_FILENAME_LENGTH - len(extension) - 1
+            name = f"{stem[:keep]}.{extension}"
+        else:
+            name = name[:MAX_FILENAME_LENGTH]
+    return name
+
+
+def content_type_for(declared: str | None, filename: str) -> str:
+    """The declared media type when it is well-formed, else a guess from the name."""
+    mimetype, _ = parse_options_header(declared or "")
+    mimetype = mimetype.lower()
+    if MIMETYPE_RE.match(mimetype):
+        return mimetype
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    return guessed or "application/octet-stream"
+
+
+def begin(
+    owner_id: int, filename: str, declared_type: str | None, description: str = ""
+) -> StoredFile:
+    """A new, empty, hidden file, committed: append its bytes with a ChunkWriter.
+
+    ``filename`` and ``declared_type`` are as the client sent them; the file is
+    kept under the cleaned name and a well-formed media type.
+    """
+    filename = clean_filename(filename)
+    stored_file = StoredFile(
+        owner_id=owner_id,
+        filename=filename,
+        content_type=content_type_for(declared_type, filename),
+        description=description,
+        chunk_size=current_app.config["CHUNK_SIZE"],
+        size=0,
+        complete=False,
+    )
+    db.session.add(stored_file)
+    db.session.commit()
+    return stored_file
 
 
 class ChunkWriter:
-    """Streams one file's bytes into FileChunk rows of the file's ``chunk_size``.
+    """Appends bytes at the end of a file that is not finished yet.
 
     The request thread hashes the bytes and cuts them into chunks; a storing
     thread, on a connection of its own, inserts them. The two overlap, so
-    parsing the request and the database's work proceed side by side; a queue of
-    two chunks between them keeps memory at a few chunks whatever the file's
-    size. Chunks are committed every few, and before the storer waits for the
-    client: no transaction stays open while a slow or stalled client keeps the
-    next chunk coming (on SQLite an open one would hold the database's only
-    write lock, and every other writer would wait for it). The file stays
-    invisible (``complete`` false) until the caller commits after ``finish``.
+    reading the request and the database's work proceed side by side; a queue
+    of two chunks between them keeps memory at a few chunks whatever the size.
+
+    Chunks are committed every few, and before the storer waits for the client:
+    no transaction stays open while a slow or stalled client keeps the next
+    chunk coming (on SQLite an open one would hold the database's only write
+    lock, and every other writer would wait for it). With ``record_progress``
+    each commit also records the size and the hash so far on the file, so that
+    what was stored survives a dropped connection or a crash; without it they
+    are recorded by ``finish(keep=True)`` only, and ``finish(keep=False)``
+    returns the file to where it was.
     """
 
-    def __init__(self, stored_file: StoredFile):
+    def __init__(self, stored_file: StoredFile, record_progress: bool = False):
         self.stored_file = stored_file
         self.file_id = stored_file.id
         self.chunk_size = stored_file.chunk_size
-        self.size = 0
-        self._pieces: list[bytes] = []
-        self._buffered = 0
-        self._digest = hashlib.sha256()
-        self._error: BaseException | None = None
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self.record_progress = record_progress
+        self.start = self.size = stored_file.size
+        self._start_state = stored_file.hash_state
+        self._hasher = ResumableSHA256.from_state(stored_file.hash_state)
         self._engine = db.engine
+        # The file may end inside a chunk: that chunk is rebuilt, its stored
+        # bytes first (already hashed), then the new ones.
+        self._first_seq = self._seq = self.size // self.chunk_size
+        self._tail = self._stored_tail()
+        self._pieces: list[bytes] = [self._tail] if self._tail else []
+        self._buffered = len(self._tail)
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[tuple] = queue.Queue(maxsize=2)
         self._thread = threading.Thread(target=self._store_chunks, daemon=True)
         self._thread.start()
 
-    def write(self, data: bytes) -> None:
-        """Add bytes to the file, handing every chunk that fills to the storer."""
-        self.size += len(data)
-        self._digest.update(data)
-        self._pieces.append(data)
-        self._buffered += len(data)
-        while self._buffered >= self.chunk_size:
-            self._hand_over(self._take(self.chunk_size))
+    def _stored_tail(self) -> bytes:
+        """The stored bytes of the file's last, partly filled chunk (if any)."""
+        length = self.size % self.chunk_size
+        if not length:
+            return b""
+        data = db.session.execute(
+            db.select(FileChunk.data).filter_by(
+                file_id=self.file_id, seq=self._first_seq
+            )
+        ).scalar_one()
+        db.session.commit()  # no transaction left open while the client sends
+        return bytes(data[:length])
 
-    def _take(self, length: int) -> bytes:
-        """The next ``length`` buffered bytes, joined with one copy."""
-        joined = b"".join(self._pieces)
-        chunk, rest = joined[:length], joined[length:]
-        self._pieces = [rest] if rest else []
-        self._buffered = len(rest)
+    @property
+    def sha256(self) -> str:
+        """The digest of the file's bytes so far."""
+        return self._hasher.hexdigest()
+
+    def write(self, data) -> None:
+        """Add bytes to the file, handing every chunk that fills to the storer."""
+        view = memoryview(data)
+        while view:
+            piece = view[: self.chunk_size - self._buffered]
+            view = view[len(piece) :]
+            self._hasher.update(piece)
+            # The caller may reuse its buffer: keep a copy, unless it is bytes.
+            whole = isinstance(data, bytes) and len(piece) == len(data)
+            self._pieces.append(data if whole else bytes(piece))
+            self._buffered += len(piece)
+            self.size += len(piece)
+            if self._buffered == self.chunk_size:
+                self._hand_over(self._take())
+
+    def _take(self) -> bytes:
+        """The buffered bytes as one chunk (a single copy), and the seq it goes to."""
+        chunk = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
+        self._pieces, self._buffered = [], 0
         return chunk
 
     def _hand_over(self, chunk: bytes | None) -> None:
-        """Queue a chunk (None: no more), or raise what stopped the storer."""
+        """Queue a chunk (None: the end), with the size and hash it completes."""
         if self._error is not None:
             raise self._error
-        self._queue.put(chunk)
+        self._queue.put((self._seq, chunk, self.size, self._hasher.state()))
+        if chunk is not None:
+            self._seq += 1
 
     def _store_chunks(self) -> None:
-        """The storing thread: insert chunks in order until None."""
-        insert = db.insert(FileChunk)
-        touch = db.update(StoredFile).where(StoredFile.id == self.file_id)
+        """The storing thread: insert chunks in order until the end marker."""
+        insert = chunk_upsert(self._engine.dialect.name)
         try:
             with self._engine.connect() as connection:
                 try:
-                    seq = uncommitted = 0
-                    while True:
-                        try:
-                            chunk = self._queue.get_nowait()
-                        except queue.Empty:
-                            if uncommitted:
-                                self._commit(connection, touch)
-                                uncommitted = 0
-                            chunk = self._queue.get()  # waits on the client
-                        if chunk is None:
-                            break
-                        self._insert_chunk(connection, insert, seq, chunk)
-                        seq += 1
-                        uncommitted += 1
-                        if uncommitted == CHUNKS_PER_COMMIT:
-                            self._commit(connection, touch)
-                            uncommitted = 0
-                    connection.commit()
+                    self._store_in(connection, insert)
                 except BaseException:
                     # Drop the connection rather than roll back: on a server that
                     # has gone away the rollback fails too, and its error would
-                    # replace this one. (read_chunks does the same.)
+                    # replace this one. (read_range does the same.)
                     connection.invalidate()
                     raise
         except BaseException as error:
             self._error = error
             # Keep taking chunks so the request thread never blocks on a full queue.
-            while self._queue.get() is not None:
+            while self._queue.get()[1] is not None:
                 pass
 
-    @staticmethod
-    def _commit(connection, touch) -> None:
-        """Commit the chunks so far, with the progress that lets `files gc` tell
-        a slow upload from a stalled one."""
-        connection.execute(touch.values(updated_at=utcnow()))
+    def _store_in(self, connection, insert) -> None:
+        """Insert the queued chunks on ``connection``, committing as they come,
+        until the end marker (commit with the final size and hash) or the abort
+        marker (roll back what is not committed)."""
+        uncommitted, progress = 0, None
+        while True:
+            try:
+                seq, chunk, size, state = self._queue.get_nowait()
+            except queue.Empty:
+                if uncommitted:
+                    self._commit(connection, progress)
+                    uncommitted = 0
+                seq, chunk, size, state = self._queue.get()  # waits on the client
+            if chunk is None:
+                break
+            self._insert_chunk(connection, insert, seq, chunk)
+            uncommitted += 1
+            if self.record_progress:
+                progress = (size, state)
+            if uncommitted == CHUNKS_PER_COMMIT:
+                self._commit(connection, progress)
+                uncommitted = 0
+        if size is None:
+            connection.rollback()
+        else:
+            self._commit(connection, (size, state))
+
+    def _commit(self, connection, progress: tuple[int, bytes] | None) -> None:
+        """Commit the chunks so far, with the progress that lets `files gc` tell a
+        slow upload from a stalled one, and (when recorded) size and hash."""
+        values = {"updated_at": utcnow()}
+        if progress is not None:
+            values["size"], values["hash_state"] = progress
+        connection.execute(
+            db.update(StoredFile).where(StoredFile.id == self.file_id).values(values)
+        )
         connection.commit()
 
     def _insert_chunk(self, connection, insert, seq: int, chunk: bytes) -> None:
-        """Insert one chunk row."""
+        """Insert one chunk row (or replace the one stored with that seq)."""
         connection.execute(insert, {"file_id": self.file_id, "seq": seq, "data": chunk})
 
-    def finish(self) -> None:
-        """Store the rest and record size and digest on the file (not committed)."""
+    def finish(self, keep: bool = True) -> None:
+        """Store what is buffered, then record size and hash (committed).
+
+        With ``keep`` false (a piece that failed its checksum), everything this
+        writer appended is undone instead and the file is as it was.
+        """
+        if not keep:
+            self.close()
+            self._undo()
+            return
         if self._buffered:
-            self._hand_over(self._take(self._buffered))
-        self.close()
+            self._hand_over(self._take())
+        self._hand_over(None)
+        self._thread.join()
         if self._error is not None:
             raise self._error
         self.stored_file.size = self.size
-        self.stored_file.sha256 = self._digest.hexdigest()
+        self.stored_file.hash_state = self._hasher.state()
+
+    def _undo(self) -> None:
+        """Put back the rows, size and hash the file had before this writer."""
+        written = list(range(self._first_seq, self._seq + 1))
+        with self._engine.begin() as connection:
+            # By primary key, not a range: a range delete locks the gap after
+            # the file's last row, where another upload's rows go (a deadlock).
+            connection.execute(
+                db.delete(FileChunk).where(
+                    FileChunk.file_id == self.file_id, FileChunk.seq.in_(written)
+                )
+            )
+            if self._tail:
+                self._insert_chunk(
+                    connection, db.insert(FileChunk), self._first_seq, self._tail
+                )
+            connection.execute(
+                db.update(StoredFile)
+                .where(StoredFile.id == self.file_id)
+                .values(size=self.start, hash_state=self._start_state)
+            )
+        self.stored_file.size = self.start
+        self.stored_file.hash_state = self._start_state
 
     def close(self) -> None:
-        """Stop the storing thread and wait for it; safe to call more than once."""
+        """Stop the storing thread, keeping nothing it had not committed; safe to
+        call more than once."""
         if self._thread.is_alive():
-            self._queue.put(None)
+            self._queue.put(ABORT)
             self._thread.join()
+
+
+def chunk_upsert(dialect: str):
+    """An INSERT of a chunk row that replaces a stored row with the same seq.
+
+    Appending rebuilds a file's last, short chunk, and may meet rows a crash
+    left past the end: both are replaced in place, never deleted first (a
+    delete of a range of rows locks the gap after them, where concurrent
+    uploads insert, and MariaDB then undoes one of them as a deadlock).
+    """
+    if dialect == "sqlite":
+        insert = sqlite.insert(FileChunk)
+        return insert.on_conflict_do_update(
+            index_elements=["file_id", "seq"], set_={"data": insert.excluded.data}
+        )
+    if dialect in ("mysql", "mariadb"):
+        insert = mysql.insert(FileChunk)
+        return insert.on_duplicate_key_update(data=insert.inserted.data)
+    raise NotImplementedError(f"No upsert for the {dialect} dialect")
+
+
+def finish(
+    stored_file: StoredFile, description: str | None = None, expected=()
+) -> StoredFile:
+    """Check the digest against each ``expected`` one, then make the file
+    visible (committed). A mismatch is a 400; the caller discards the file."""
+    sha256 = ResumableSHA256.from_state(stored_file.hash_state).hexdigest()
+    for digest in expected:
+        if digest is not None and digest.lower() != sha256:
+            raise ApiError(400, "The file's SHA-256 does not match the one sent")
+    stored_file.sha256 = sha256
+    stored_file.hash_state = None
+    if description is not None:
+        stored_file.description = description
+    stored_file.complete = True
+    stored_file.updated_at = utcnow()
+    db.session.commit()
+    return stored_file
 
 
 def delete_stored_files(*where) -> int:
@@ -139,8 +344,8 @@ def delete_stored_files(*where) -> int:
     return db.session.execute(db.delete(StoredFile).where(*where)).rowcount
 
 
-def discard_upload(file_id: int) -> None:
-    """Remove a file that did not finish uploading, with every chunk it wrote."""
+def discard(file_id: int) -> None:
+    """Remove a file that will not be finished, with every chunk it wrote."""
     db.session.rollback()
     try:
         delete_stored_files(StoredFile.id == file_id)
@@ -155,7 +360,7 @@ class MissingChunkError(RuntimeError):
     """A download found fewer chunks than the file's size says it has."""
 
 
-def read_chunks(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes]:
+def read_range(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes]:
     """Bytes ``start`` to ``stop`` (exclusive) of a file, as an iterator of pieces.
 
     Only the chunks that hold the range are read, in one query whose rows the

@@ -7,12 +7,15 @@ import sqlalchemy as sa
 
 from harness.server import LiveServer
 from helpers import (
+    BIG,
     MYSQL_SERVER_URL,
     REQUIRE_MYSQL,
     SECRET_KEY,
     AuthActions,
     empty_tables,
     make_app,
+    random_bytes,
+    uploaded,
 )
 
 
@@ -38,7 +41,19 @@ def mysql_database():
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "mysqlclient", "mariadbconnector"])
+DATABASES = ["sqlite", "mysqlclient", "mariadbconnector"]
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that uses the database runs on each of DATABASES, but for
+    those marked ``one_database`` (they never touch it): SQLite alone."""
+    if "database_url" in metafunc.fixturenames:
+        one = metafunc.definition.get_closest_marker("one_database") is not None
+        backends = DATABASES[:1] if one else DATABASES
+        metafunc.parametrize("database_url", backends, indirect=True)
+
+
+@pytest.fixture
 def database_url(request, tmp_path):
     """Each test that touches the database runs on SQLite and on MariaDB, the
     latter through both drivers: mysqlclient (mysql://) and MariaDB
@@ -110,3 +125,10 @@ def sqlite_site(tmp_path_factory):
         server.alice_version = actions.token_version("alice")
         yield server
     empty_tables(app)
+
+
+@pytest.fixture
+def big_file(client, token) -> tuple[int, bytes]:
+    """Alice's file of three chunks and five bytes (with CHUNK_SIZE 4096)."""
+    content = random_bytes(BIG, seed=7)
+    return uploaded(client, token, content, "big.bin")["id"], content

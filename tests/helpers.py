@@ -5,18 +5,27 @@ here (test modules never import each other).
 """
 
 import base64
+import contextlib
 import hashlib
+import http.client
+import io
 import os
+import random
+import re
 import socket
 import time
 import uuid
+from datetime import UTC, datetime
+from email.message import Message
 
 import jwt
+import pytest
 import requests
+from sqlalchemy import event
 
 from app import create_app
 from authentication import hash_password
-from models import User, db
+from models import FileChunk, StoredFile, User, db
 
 # A test key: long and varied enough to pass the same checks production keys do.
 SECRET_KEY = "test-signing-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOP"
@@ -167,3 +176,338 @@ def raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     return head, body
+
+
+# --- uploads and what they stored -----------------------------------------
+
+MIB = 1024 * 1024
+CHUNK = 4096
+BIG = 3 * CHUNK + 5
+SMALL_CHUNKS = pytest.mark.parametrize(
+    "app_settings", [{"CHUNK_SIZE": CHUNK}], ids=["chunk4096"]
+)
+NOT_FOUND = {"message": "File not found"}
+METADATA_FIELDS = {
+    "id",
+    "filename",
+    "description",
+    "content_type",
+    "size",
+    "sha256",
+    "created_at",
+}
+HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def form_upload(
+    client, token, content=b"hello", filename="hello.txt", description=None, **kw
+):
+    """POST a file the way the upload form does (token in the URL); the response."""
+    data = {"inputFile": (io.BytesIO(content), filename)}
+    if description is not None:
+        data["description"] = description
+    return client.post(
+        f"/upload?token={token}", data=data, content_type="multipart/form-data", **kw
+    )
+
+
+def raw_upload(client, token, body: bytes, boundary="XyZ"):
+    """POST a hand-built multipart body."""
+    return client.post(
+        f"/upload?token={token}",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+
+
+def part(name, value: bytes, filename=None, content_type=None, boundary="XyZ"):
+    """One part of a multipart body."""
+    disposition = f'form-data; name="{name}"'
+    if filename is not None:
+        disposition += f'; filename="{filename}"'
+    head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+    if content_type:
+        head += f"Content-Type: {content_type}\r\n"
+    return head.encode() + b"\r\n" + value + b"\r\n"
+
+
+def end(boundary="XyZ"):
+    """The closing boundary of a multipart body."""
+    return f"--{boundary}--\r\n".encode()
+
+
+def stored_bytes(app, file_id) -> bytes:
+    """Reassemble a file from its chunk rows."""
+    with app.app_context():
+        chunks = db.session.execute(
+            db.select(FileChunk.data).filter_by(file_id=file_id).order_by(FileChunk.seq)
+        ).scalars()
+        return b"".join(chunks)
+
+
+def row_counts(app) -> tuple[int, int]:
+    """How many file rows and chunk rows exist."""
+    with app.app_context():
+        file_rows = db.session.execute(db.select(db.func.count(StoredFile.id))).scalar()
+        chunk_rows = db.session.execute(
+            db.select(db.func.count()).select_from(FileChunk)
+        )
+        return file_rows, chunk_rows.scalar()
+
+
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    """Reproducible random content of ``size`` bytes."""
+    return random.Random(seed).randbytes(size)
+
+
+def multipart_upload(
+    client,
+    token,
+    content=b"hello",
+    filename="hello.bin",
+    content_type=None,
+    before=(),
+    after=(),
+    headers=None,
+):
+    """POST a hand-built multipart upload, text fields before/after the file."""
+    fields = [part(name, value.encode()) for name, value in before]
+    fields.append(part("inputFile", content, filename, content_type))
+    fields += [part(name, value.encode()) for name, value in after]
+    return client.post(
+        "/upload",
+        data=b"".join(fields) + end(),
+        content_type="multipart/form-data; boundary=XyZ",
+        headers=bearer(token, **(headers or {})),
+    )
+
+
+def uploaded(client, token, content=b"hello", filename="hello.bin", **kw) -> dict:
+    """Upload a file that must be accepted; its metadata (without the message)."""
+    response = multipart_upload(client, token, content, filename, **kw)
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    del body["message"]
+    return body
+
+
+def user_id(app, username="alice") -> int:
+    """The id of an existing user."""
+    with app.app_context():
+        return db.session.execute(
+            db.select(User.id).filter_by(username=username)
+        ).scalar_one()
+
+
+def insert_file(
+    app, owner_id, content=b"direct", *, complete=True, created_at=None
+) -> int:
+    """Add a file and its 4096-byte chunk rows straight into the database; its id."""
+    with app.app_context():
+        stored_file = StoredFile(
+            owner_id=owner_id,
+            filename="direct.bin",
+            size=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
+            chunk_size=CHUNK,
+            complete=complete,
+            created_at=created_at or datetime.now(UTC),
+        )
+        db.session.add(stored_file)
+        db.session.flush()
+        for seq, start in enumerate(range(0, len(content), CHUNK)):
+            db.session.add(
+                FileChunk(
+                    file_id=stored_file.id,
+                    seq=seq,
+                    data=content[start : start + CHUNK],
+                )
+            )
+        db.session.commit()
+        return stored_file.id
+
+
+def rows_of(app, file_id) -> tuple[int, int]:
+    """How many stored_file rows and file_chunk rows exist for one file id."""
+    with app.app_context():
+        files = db.session.execute(
+            db.select(db.func.count()).select_from(StoredFile).filter_by(id=file_id)
+        ).scalar()
+        chunks = db.session.execute(
+            db.select(db.func.count()).select_from(FileChunk).filter_by(file_id=file_id)
+        ).scalar()
+        return files, chunks
+
+
+seen_parameters: list[list] = []
+
+
+@contextlib.contextmanager
+def recorded_statements(app):
+    """Collect every SQL statement the app's engine sends inside the block.
+
+    The parameters of each land in ``seen_parameters``, in the same order.
+    """
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+        values = parameters.values() if isinstance(parameters, dict) else parameters
+        seen_parameters.append(list(values or ()))
+
+    with app.app_context():
+        engine = db.engine
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            yield seen
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+
+
+def download(client, token, file_id, **headers):
+    """GET a file's bytes with extra request headers; the response."""
+    return client.get(f"/files/{file_id}/download", headers=bearer(token, **headers))
+
+
+def disposition_of(client, token, filename) -> tuple[str, dict]:
+    """Upload a file under a raw multipart filename; (download's header, metadata)."""
+    metadata = uploaded(client, token, b"x", filename)
+    response = download(client, token, metadata["id"])
+    assert response.status_code == 200
+    return response.headers["Content-Disposition"], metadata
+
+
+def plain_filename(header: str) -> str:
+    """The quoted ASCII ``filename`` parameter, as the email parser reads it."""
+    message = Message()
+    message["Content-Disposition"] = header
+    [value] = [
+        value
+        for key, value in message.get_params(header="content-disposition")[1:]
+        if key == "filename" and isinstance(value, str)
+    ]
+    return value
+
+
+def extended_filename(header: str) -> str | None:
+    """The raw RFC 8187 ``filename*`` value, or None when there is none."""
+    match = re.search(r"filename\*=([^;\s]+)", header)
+    return match.group(1) if match else None
+
+
+def seeded_slice(size: int, seed: int, start: int, stop: int) -> bytes:
+    """Bytes ``start:stop`` of the file test_server's stream_upload sends."""
+    pieces = multipart_pieces(size, seed, hashlib.sha256())
+    next(pieces)  # the multipart head
+    content = bytearray()
+    offset = 0
+    for piece, _ in pieces:
+        if offset >= stop:
+            break
+        content += piece[max(start - offset, 0) : max(stop - offset, 0)]
+        offset += len(piece)
+    return bytes(content)
+
+
+# --- real HTTP uploads --------------------------------------------------------
+
+BOUNDARY = "lockbox-test-boundary"
+
+
+def multipart_pieces(size: int, seed: int, digest, filename="big.bin"):
+    """A multipart body for a ``size``-byte file, produced 1 MiB at a time."""
+    head = (
+        f"--{BOUNDARY}\r\n"
+        f'Content-Disposition: form-data; name="inputFile"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = (
+        f"\r\n--{BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="description"\r\n\r\n'
+        f"streamed\r\n--{BOUNDARY}--\r\n"
+    ).encode()
+    yield head, len(head) + size + len(tail)
+    rng = random.Random(seed)
+    left = size
+    while left:
+        piece = rng.randbytes(min(MIB, left))
+        digest.update(piece)
+        left -= len(piece)
+        yield piece, None
+    yield tail, None
+
+
+@contextlib.contextmanager
+def streaming_upload(server, token, size, seed=1, filename="big.bin"):
+    """An upload of a ``size``-byte file with Content-Length, its headers and
+    the first part head sent: yields (connection, the rest of the pieces as
+    (bytes, None), the file's running sha256); never all in memory."""
+    digest = hashlib.sha256()
+    pieces = multipart_pieces(size, seed, digest, filename)
+    first, length = next(pieces)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    with contextlib.closing(connection):
+        connection.putrequest("POST", f"/upload?token={token}")
+        connection.putheader(
+            "Content-Type", f"multipart/form-data; boundary={BOUNDARY}"
+        )
+        connection.putheader("Content-Length", str(length))
+        connection.endheaders()
+        connection.send(first)
+        yield connection, pieces, digest
+
+
+def uploaded_answer(connection) -> tuple[int, dict]:
+    """The status and JSON body an upload was answered with."""
+    response = connection.getresponse()
+    return response.status, requests.models.complexjson.loads(response.read())
+
+
+def stream_upload(server, token, size, seed=1, stop_after=None, filename="big.bin"):
+    """Send a file of ``size`` bytes with Content-Length, never all in memory.
+
+    With ``stop_after`` the connection is dropped after that many file bytes.
+    Returns (status, json body or None, sha256 of the file bytes).
+    """
+    with streaming_upload(server, token, size, seed, filename) as upload:
+        connection, pieces, digest = upload
+        sent = 0
+        for piece, _ in pieces:
+            if stop_after is not None and sent >= stop_after:
+                return None, None, digest.hexdigest()
+            connection.send(piece)
+            sent += len(piece)
+        status, body = uploaded_answer(connection)
+    return status, body, digest.hexdigest()
+
+
+def listing(server, token) -> list[dict]:
+    """All of a user's files, through GET /files."""
+    response = requests.get(
+        server.url + "/files",
+        params={"per_page": 200},
+        headers=bearer(token),
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def chunk_health(app) -> dict:
+    """Counts that must be zero when nothing was lost or left behind."""
+    with app.app_context():
+        complete = db.select(StoredFile.id).where(StoredFile.complete.is_(True))
+        counts = {
+            "chunks_without_a_finished_file": db.session.execute(
+                db.select(db.func.count())
+                .select_from(FileChunk)
+                .where(FileChunk.file_id.not_in(complete))
+            ).scalar(),
+            "unfinished_files": db.session.execute(
+                db.select(db.func.count(StoredFile.id)).where(
+                    StoredFile.complete.is_(False)
+                )
+            ).scalar(),
+        }
+        db.session.remove()
+    return counts

@@ -111,6 +111,7 @@ def test_passwords_are_stored_as_scrypt_hashes(app, auth):
     assert PASSWORD not in stored
 
 
+@pytest.mark.one_database
 def test_index_without_token_says_token_missing(client):
     response = client.get("/")
     assert response.status_code == 401
@@ -327,6 +328,7 @@ def test_same_site_and_non_browser_sign_in_posts_work(auth, client, headers):
     assert response.status_code == 200
 
 
+@pytest.mark.one_database
 @pytest.mark.parametrize("path", ["/login", "/refresh"])
 @pytest.mark.parametrize(
     "body", ["[" * 1100 + "]" * 1100, '{"a":' * 1100 + "1" + "}" * 1100]

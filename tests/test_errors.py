@@ -31,6 +31,7 @@ UNREACHABLE_DATABASE = "mysql://root@127.0.0.1:1/nothing"
 # --- 404 and 405 -------------------------------------------------------------
 
 
+@pytest.mark.one_database
 def test_unknown_route_is_a_json_404(client):
     response = client.get("/no/such/page")
     assert response.status_code == 404
@@ -38,6 +39,7 @@ def test_unknown_route_is_a_json_404(client):
     assert response.get_json() == {"message": "Not Found"}
 
 
+@pytest.mark.one_database
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [("DELETE", "/login", "GET"), ("GET", "/upload", "POST"), ("PUT", "/", "GET")],
@@ -52,6 +54,7 @@ def test_wrong_method_is_a_json_405_with_allow(client, method, path, allowed):
     assert method not in methods
 
 
+@pytest.mark.one_database
 def test_browser_gets_an_html_error_page(client):
     response = client.get("/no/such/page", headers={"Accept": BROWSER_ACCEPT})
     assert response.status_code == 404
@@ -61,6 +64,7 @@ def test_browser_gets_an_html_error_page(client):
     assert "Not Found" in page
 
 
+@pytest.mark.one_database
 def test_html_error_page_escapes_the_token_it_links_back_with(client):
     response = client.get(
         "/nowhere?token=<script>alert(1)</script>", headers={"Accept": BROWSER_ACCEPT}
@@ -71,6 +75,7 @@ def test_html_error_page_escapes_the_token_it_links_back_with(client):
     assert "token=%3Cscript%3Ealert(1)%3C/script%3E" in page
 
 
+@pytest.mark.one_database
 @pytest.mark.parametrize(
     "accept",
     [None, "*/*", "application/json", "application/json, text/html;q=0.9"],
@@ -83,6 +88,7 @@ def test_api_clients_get_json_errors(client, accept):
     assert response.get_json() == {"message": "Not Found"}
 
 
+@pytest.mark.one_database
 def test_browser_gets_an_html_405_with_allow(client):
     response = client.delete("/login", headers={"Accept": BROWSER_ACCEPT})
     assert response.status_code == 405

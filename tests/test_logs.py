@@ -28,6 +28,7 @@ def test_redact_removes_token_values_and_credentials(line, kept):
     assert redact(line) == kept
 
 
+@pytest.mark.one_database
 def test_development_server_request_log_is_redacted(app, caplog):
     caplog.set_level(logging.INFO)
     logging.getLogger("werkzeug").info('"%s" %s', "GET /?token=secret.jwt.value", 200)
@@ -35,6 +36,7 @@ def test_development_server_request_log_is_redacted(app, caplog):
     assert "token=[redacted]" in caplog.text
 
 
+@pytest.mark.one_database
 def test_app_log_is_redacted(app, caplog):
     caplog.set_level(logging.INFO)
     app.logger.info("client sent Authorization: Bearer %s", "secret.jwt.value")

@@ -31,6 +31,7 @@ def test_healthz_is_503_when_the_database_does_not_answer():
     assert body["message"] == "Database unavailable"
 
 
+@pytest.mark.one_database
 def test_livez_says_ok_without_a_token(client):
     response = client.get("/livez")
     assert response.status_code == 200
@@ -53,17 +54,20 @@ def test_livez_is_200_while_the_database_does_not_answer():
     assert response.get_json() == {"status": "ok"}
 
 
+@pytest.mark.one_database
 def test_a_request_id_is_made_and_returned(client):
     first = client.get("/healthz").headers["X-Request-ID"]
     second = client.get("/healthz").headers["X-Request-ID"]
     assert len(first) == 32 and first != second
 
 
+@pytest.mark.one_database
 def test_a_sane_incoming_request_id_is_kept(client):
     response = client.get("/healthz", headers={"X-Request-ID": "edge-42.a:b"})
     assert response.headers["X-Request-ID"] == "edge-42.a:b"
 
 
+@pytest.mark.one_database
 @pytest.mark.parametrize("bad", ["x" * 65, "with space", "new\\nline", "<script>"])
 def test_an_unsafe_incoming_request_id_is_replaced(client, bad):
     response = client.get("/healthz", headers={"X-Request-ID": bad})

@@ -2,9 +2,13 @@
 
 import re
 
-from test_upload import METADATA_FIELDS
+import pytest
 
+from helpers import METADATA_FIELDS
 from openapi import build_spec
+
+# The description is made from code alone: no database is involved.
+pytestmark = pytest.mark.one_database
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 

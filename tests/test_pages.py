@@ -21,6 +21,7 @@ def upload(client, token, name="a.txt", content=b"abc", description=""):
     return response.get_json()["id"]
 
 
+@pytest.mark.one_database
 def test_browser_gets_the_sign_in_page(client):
     response = client.get("/login", headers=HTML)
     assert response.status_code == 200
@@ -29,6 +30,7 @@ def test_browser_gets_the_sign_in_page(client):
     assert 'name="username"' in page and 'name="password"' in page
 
 
+@pytest.mark.one_database
 def test_api_client_still_gets_the_basic_challenge(client):
     response = client.get("/login")
     assert response.status_code == 401
@@ -105,6 +107,7 @@ def test_post_login_with_json_that_is_not_an_object_is_400(auth, client):
     assert response.get_json() == {"message": "The body must be a JSON object"}
 
 
+@pytest.mark.one_database
 def test_browser_without_token_is_sent_to_sign_in(client):
     response = client.get("/", headers=HTML)
     assert response.status_code == 303
@@ -119,6 +122,7 @@ def test_browser_with_expired_token_is_told_to_sign_in_again(auth, client):
     assert "Your session expired — sign in again" in page.get_data(as_text=True)
 
 
+@pytest.mark.one_database
 def test_sign_in_page_for_an_expired_upload_says_so(client):
     page = client.get("/login?expired=1", headers=HTML).get_data(as_text=True)
     assert "Your session expired — sign in again" in page
@@ -208,11 +212,13 @@ def test_pages_with_a_token_are_not_stored_or_referred(client, token):
     assert response.headers["Referrer-Policy"] == "no-referrer"
 
 
+@pytest.mark.one_database
 def test_every_response_says_nosniff(client):
     assert client.get("/nowhere").headers["X-Content-Type-Options"] == "nosniff"
     assert client.get("/login").headers["X-Content-Type-Options"] == "nosniff"
 
 
+@pytest.mark.one_database
 def test_stylesheet_and_script_are_served_locally(client):
     with client.get("/static/style.css") as stylesheet:
         assert stylesheet.status_code == 200

@@ -9,80 +9,24 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 import storage
-from files import clean_filename, content_type_for
+from helpers import (
+    HTML,
+    METADATA_FIELDS,
+    MIB,
+    end,
+    form_upload,
+    multipart_upload,
+    part,
+    raw_upload,
+    row_counts,
+    stored_bytes,
+)
 from models import FileChunk, StoredFile, db
-
-MIB = 1024 * 1024
-METADATA_FIELDS = {
-    "id",
-    "filename",
-    "description",
-    "content_type",
-    "size",
-    "sha256",
-    "created_at",
-}
-HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
-
-
-def upload(
-    client, token, content=b"hello", filename="hello.txt", description=None, **kw
-):
-    """POST a file the way the upload form does; the response."""
-    data = {"inputFile": (io.BytesIO(content), filename)}
-    if description is not None:
-        data["description"] = description
-    return client.post(
-        f"/upload?token={token}", data=data, content_type="multipart/form-data", **kw
-    )
-
-
-def raw_upload(client, token, body: bytes, boundary="XyZ"):
-    """POST a hand-built multipart body."""
-    return client.post(
-        f"/upload?token={token}",
-        data=body,
-        content_type=f"multipart/form-data; boundary={boundary}",
-    )
-
-
-def part(name, value: bytes, filename=None, content_type=None, boundary="XyZ"):
-    """One part of a multipart body."""
-    disposition = f'form-data; name="{name}"'
-    if filename is not None:
-        disposition += f'; filename="{filename}"'
-    head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-    if content_type:
-        head += f"Content-Type: {content_type}\r\n"
-    return head.encode() + b"\r\n" + value + b"\r\n"
-
-
-def end(boundary="XyZ"):
-    """The closing boundary of a multipart body."""
-    return f"--{boundary}--\r\n".encode()
-
-
-def stored_bytes(app, file_id) -> bytes:
-    """Reassemble a file from its chunk rows."""
-    with app.app_context():
-        chunks = db.session.execute(
-            db.select(FileChunk.data).filter_by(file_id=file_id).order_by(FileChunk.seq)
-        ).scalars()
-        return b"".join(chunks)
-
-
-def row_counts(app) -> tuple[int, int]:
-    """How many file rows and chunk rows exist."""
-    with app.app_context():
-        file_rows = db.session.execute(db.select(db.func.count(StoredFile.id))).scalar()
-        chunk_rows = db.session.execute(
-            db.select(db.func.count()).select_from(FileChunk)
-        )
-        return file_rows, chunk_rows.scalar()
+from storage import clean_filename, content_type_for
 
 
 def test_upload_with_query_token_stores_the_file(app, client, token):
-    response = upload(client, token, b"some bytes", "notes.txt", "my notes")
+    response = form_upload(client, token, b"some bytes", "notes.txt", "my notes")
     assert response.status_code == 201
     body = response.get_json()
     assert body["message"] == "file notes.txt uploaded successfully"
@@ -113,7 +57,7 @@ def test_upload_without_token_is_rejected(app, client, token):
 
 
 def test_upload_with_invalid_token_is_rejected(app, client, token):
-    response = upload(client, token[:-3] + "abc")
+    response = form_upload(client, token[:-3] + "abc")
     assert response.status_code == 401
     assert row_counts(app) == (0, 0)
 
@@ -121,13 +65,13 @@ def test_upload_with_invalid_token_is_rejected(app, client, token):
 def test_uploaded_file_belongs_to_the_uploader(app, auth, client):
     auth.create_user("alice")
     bob_id = auth.create_user("bob")
-    file_id = upload(client, auth.token("bob")).get_json()["id"]
+    file_id = form_upload(client, auth.token("bob")).get_json()["id"]
     with app.app_context():
         assert db.session.get(StoredFile, file_id).owner_id == bob_id
 
 
 def test_browser_form_post_redirects_back_with_a_flash(client, token):
-    response = upload(client, token, filename="photo.jpg", headers=HTML)
+    response = form_upload(client, token, filename="photo.jpg", headers=HTML)
     assert response.status_code == 303
     assert response.headers["Location"] == f"/?token={token}"
     page = client.get(response.headers["Location"], headers=HTML).get_data(as_text=True)
@@ -135,17 +79,19 @@ def test_browser_form_post_redirects_back_with_a_flash(client, token):
 
 
 def test_same_description_twice_is_fine(client, token):
-    assert upload(client, token, description="same").status_code == 201
-    assert upload(client, token, description="same").status_code == 201
+    assert form_upload(client, token, description="same").status_code == 201
+    assert form_upload(client, token, description="same").status_code == 201
 
 
 def test_description_is_optional(client, token):
-    assert upload(client, token).get_json()["description"] == ""
+    assert form_upload(client, token).get_json()["description"] == ""
 
 
 def test_description_of_200_characters_is_accepted(client, token):
     text = "é" * 200
-    assert upload(client, token, description=text).get_json()["description"] == text
+    assert (
+        form_upload(client, token, description=text).get_json()["description"] == text
+    )
 
 
 @pytest.mark.parametrize("description_first", [True, False])
@@ -246,7 +192,7 @@ def test_malformed_multipart_is_refused_and_nothing_kept(app, client, token, bod
 
 @pytest.mark.parametrize("app_settings", [{"MAX_CONTENT_LENGTH": 4096}])
 def test_body_over_the_limit_is_refused_with_413(app, client, token):
-    response = upload(client, token, os.urandom(8192))
+    response = form_upload(client, token, os.urandom(8192))
     assert response.status_code == 413
     assert "4096" in response.get_json()["message"]
     assert row_counts(app) == (0, 0)
@@ -277,7 +223,7 @@ def test_streamed_body_over_the_limit_is_refused_and_chunks_removed(app, client,
 )
 def test_files_are_split_into_chunks_that_reassemble(app, client, token, size, chunks):
     content = os.urandom(size)
-    body = upload(client, token, content, "data.bin").get_json()
+    body = form_upload(client, token, content, "data.bin").get_json()
     assert body["size"] == size
     assert body["sha256"] == hashlib.sha256(content).hexdigest()
     assert row_counts(app) == (1, chunks)
@@ -319,7 +265,7 @@ def test_database_failure_mid_upload_keeps_nothing(app, client, token, monkeypat
         real_insert(self, connection, insert, seq, chunk)
 
     monkeypatch.setattr(storage.ChunkWriter, "_insert_chunk", failing_insert)
-    response = upload(client, token, os.urandom(5 * 4096))
+    response = form_upload(client, token, os.urandom(5 * 4096))
     assert response.status_code == 503
     assert response.get_json() == {"message": "Database unavailable"}
     assert row_counts(app) == (0, 0)
@@ -359,7 +305,7 @@ def test_storer_reports_the_failure_not_the_rollback_after_it(app, auth, monkeyp
             writer.write(os.urandom(4 * 4096))
             writer.finish()
         assert raised.value is lost
-        storage.discard_upload(stored_file.id)
+        storage.discard(stored_file.id)
 
 
 def test_unexpected_failure_mid_upload_keeps_nothing(app, client, token, monkeypatch):
@@ -367,7 +313,7 @@ def test_unexpected_failure_mid_upload_keeps_nothing(app, client, token, monkeyp
         raise RuntimeError("bug")
 
     monkeypatch.setattr(storage.ChunkWriter, "finish", broken_finish)
-    response = upload(client, token, b"abc")
+    response = form_upload(client, token, b"abc")
     assert response.status_code == 500
     assert "Traceback" not in response.get_data(as_text=True)
     assert row_counts(app) == (0, 0)
@@ -470,4 +416,63 @@ def test_oversized_part_headers_are_a_400_not_a_413(app, client, token):
     response = raw_upload(client, token, head + b"hello\r\n" + end())
     assert response.status_code == 400
     assert response.get_json() == {"message": "A part's headers are too large"}
+    assert row_counts(app) == (0, 0)
+
+
+# --- expected digests on upload --------------------------------------------------
+
+
+@pytest.mark.parametrize("case", [str.lower, str.upper], ids=["lower", "upper"])
+def test_upload_with_the_right_sha256_header_is_stored(app, client, token, case):
+    digest = case(hashlib.sha256(b"checked").hexdigest())
+    response = multipart_upload(
+        client, token, b"checked", headers={"X-Content-SHA256": digest}
+    )
+    assert response.status_code == 201
+    assert response.get_json()["sha256"] == digest.lower()
+    assert row_counts(app) == (1, 1)
+
+
+def test_upload_with_a_wrong_sha256_header_is_refused_and_nothing_kept(
+    app, client, token
+):
+    digest = hashlib.sha256(b"something else").hexdigest()
+    response = multipart_upload(
+        client, token, b"checked", headers={"X-Content-SHA256": digest}
+    )
+    assert response.status_code == 400
+    assert "SHA-256" in response.get_json()["message"]
+    assert row_counts(app) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["abc", "a" * 63, "a" * 65, "g" * 64, ""],
+    ids=["short", "63", "65", "non-hex", "empty"],
+)
+def test_upload_with_a_malformed_sha256_header_is_refused(app, client, token, value):
+    response = multipart_upload(
+        client, token, b"checked", headers={"X-Content-SHA256": value}
+    )
+    assert response.status_code == 400
+    assert "message" in response.get_json()
+    assert row_counts(app) == (0, 0)
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_upload_with_the_right_sha256_field_is_stored(app, client, token, position):
+    field = [("sha256", hashlib.sha256(b"checked").hexdigest())]
+    response = multipart_upload(client, token, b"checked", **{position: field})
+    assert response.status_code == 201
+    assert row_counts(app) == (1, 1)
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_upload_with_a_wrong_sha256_field_is_refused_and_nothing_kept(
+    app, client, token, position
+):
+    field = [("sha256", hashlib.sha256(b"other").hexdigest())]
+    response = multipart_upload(client, token, b"checked", **{position: field})
+    assert response.status_code == 400
+    assert "message" in response.get_json()
     assert row_counts(app) == (0, 0)

@@ -2,98 +2,39 @@
 
 import contextlib
 import hashlib
-import http.client
 import json
-import random
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from harness.server import LiveServer, proc_status
 from helpers import (
+    BOUNDARY,
+    MIB,
     SECRET_KEY,
     SHARED_LIMITS,
     AuthActions,
     bearer,
     make_app,
+    multipart_pieces,
     raw_exchange,
+    seeded_slice,
     sign_in,
+    stream_upload,
+    streaming_upload,
+    uploaded_answer,
 )
 from models import FileChunk, StoredFile, db
 
-MIB = 1024 * 1024
-BOUNDARY = "lockbox-test-boundary"
-
 pytestmark = pytest.mark.slow
 
-
-def multipart_pieces(size: int, seed: int, digest, filename="big.bin"):
-    """A multipart body for a ``size``-byte file, produced 1 MiB at a time."""
-    head = (
-        f"--{BOUNDARY}\r\n"
-        f'Content-Disposition: form-data; name="inputFile"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    tail = (
-        f"\r\n--{BOUNDARY}\r\n"
-        'Content-Disposition: form-data; name="description"\r\n\r\n'
-        f"streamed\r\n--{BOUNDARY}--\r\n"
-    ).encode()
-    yield head, len(head) + size + len(tail)
-    rng = random.Random(seed)
-    left = size
-    while left:
-        piece = rng.randbytes(min(MIB, left))
-        digest.update(piece)
-        left -= len(piece)
-        yield piece, None
-    yield tail, None
-
-
-@contextlib.contextmanager
-def streaming_upload(server, token, size, seed=1, filename="big.bin"):
-    """An upload of a ``size``-byte file with Content-Length, its headers and
-    the first part head sent: yields (connection, the rest of the pieces as
-    (bytes, None), the file's running sha256); never all in memory."""
-    digest = hashlib.sha256()
-    pieces = multipart_pieces(size, seed, digest, filename)
-    first, length = next(pieces)
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-    with contextlib.closing(connection):
-        connection.putrequest("POST", f"/upload?token={token}")
-        connection.putheader(
-            "Content-Type", f"multipart/form-data; boundary={BOUNDARY}"
-        )
-        connection.putheader("Content-Length", str(length))
-        connection.endheaders()
-        connection.send(first)
-        yield connection, pieces, digest
-
-
-def uploaded_answer(connection) -> tuple[int, dict]:
-    """The status and JSON body an upload was answered with."""
-    response = connection.getresponse()
-    return response.status, requests.models.complexjson.loads(response.read())
-
-
-def stream_upload(server, token, size, seed=1, stop_after=None, filename="big.bin"):
-    """Send a file of ``size`` bytes with Content-Length, never all in memory.
-
-    With ``stop_after`` the connection is dropped after that many file bytes.
-    Returns (status, json body or None, sha256 of the file bytes).
-    """
-    with streaming_upload(server, token, size, seed, filename) as upload:
-        connection, pieces, digest = upload
-        sent = 0
-        for piece, _ in pieces:
-            if stop_after is not None and sent >= stop_after:
-                return None, None, digest.hexdigest()
-            connection.send(piece)
-            sent += len(piece)
-        status, body = uploaded_answer(connection)
-    return status, body, digest.hexdigest()
+# Streaming 1 MiB chunks grows a worker by a few MiB; holding a 30 MiB download in
+# memory grows it by about 60 MiB, which a 64 MiB bound would let through.
+MAX_DOWNLOAD_GROWTH = 16 * MIB
 
 
 def test_tutorial_flow_over_http(server):
@@ -347,3 +288,73 @@ def test_answers_from_gunicorn_itself_are_json_errors(
     assert b"Content-Type: application/json" in head
     message = json.loads(body)["message"]
     assert isinstance(message, str) and message
+
+
+@pytest.mark.slow
+def test_thirty_mebibyte_download_streams_in_bounded_memory(server):
+    token = sign_in(server)["token"]
+    status, body, sha256 = stream_upload(server, token, 30 * MIB, seed=3)
+    assert status == 201, body
+    [worker] = server.worker_pids()
+    idle = proc_status(worker, "VmRSS")
+    # The upload already raised the peak: reset VmHWM to the idle VmRSS first.
+    with open(f"/proc/{worker}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    peak_before = proc_status(worker, "VmHWM")
+    assert peak_before - idle < 8 * MIB
+    digest = hashlib.sha256()
+    received = 0
+    with requests.get(
+        f"{server.url}/files/{body['id']}/download",
+        headers=bearer(token),
+        stream=True,
+        timeout=120,
+    ) as response:
+        assert response.status_code == 200
+        for piece in response.iter_content(MIB):
+            digest.update(piece)
+            received += len(piece)
+    peak_after = proc_status(worker, "VmHWM")
+    assert received == 30 * MIB
+    assert digest.hexdigest() == sha256
+    growth = peak_after - peak_before
+    assert growth < MAX_DOWNLOAD_GROWTH, f"worker grew by {growth / MIB:.1f} MiB"
+
+
+@pytest.mark.slow
+def test_range_request_over_http_returns_those_bytes(server):
+    token = sign_in(server)["token"]
+    status, body, _ = stream_upload(server, token, 30 * MIB, seed=4)
+    assert status == 201, body
+    response = requests.get(
+        f"{server.url}/files/{body['id']}/download",
+        headers=bearer(token, Range="bytes=10000000-10000099"),
+        timeout=60,
+    )
+    assert response.status_code == 206
+    assert response.headers["Content-Range"] == f"bytes 10000000-10000099/{30 * MIB}"
+    assert response.content == seeded_slice(30 * MIB, 4, 10_000_000, 10_000_100)
+
+
+CONCURRENT_REFRESHES = 8
+
+
+def test_concurrent_refreshes_of_one_token_let_exactly_one_through(server):
+    pair = sign_in(server)
+    barrier = threading.Barrier(CONCURRENT_REFRESHES)
+
+    def refresh(_):
+        barrier.wait()
+        response = requests.post(
+            server.url + "/refresh",
+            headers=bearer(pair["refresh_token"]),
+            timeout=60,
+        )
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(CONCURRENT_REFRESHES) as pool:
+        answers = list(pool.map(refresh, range(CONCURRENT_REFRESHES)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] + [401] * (CONCURRENT_REFRESHES - 1), answers
+    assert all(body == {"message": "Token revoked"} for s, body in answers if s == 401)
+    assert "Traceback" not in server.output_so_far()

@@ -19,7 +19,6 @@ import uuid
 import pytest
 import requests
 import sqlalchemy as sa
-from test_reliability import chunk_health
 
 from harness.mariadb import MariaDBInstance, server_programs
 from harness.server import LiveServer
@@ -31,6 +30,7 @@ from helpers import (
     AuthActions,
     basic_auth,
     bearer,
+    chunk_health,
     download_sha256,
     make_app,
     sign_in,

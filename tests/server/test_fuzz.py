@@ -2,7 +2,7 @@
 
 Every operation gets generated valid and invalid requests, and every check
 schemathesis has runs (its default: all of them, but for the one
-tests/schemathesis.toml turns off for the upload): every response must be one
+tests/server/schemathesis.toml turns off for the upload): every response must be one
 the description documents (status, content type, body schema) and none may be
 a 5xx. Signing out and refreshing end a sign-in, so they run on their own, with
 tokens of another user; the rest runs with one valid access token.

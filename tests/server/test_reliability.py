@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 import requests
-from test_server import stream_upload
 
 from harness.server import LiveServer
 from helpers import (
@@ -24,12 +23,15 @@ from helpers import (
     SHARED_LIMITS,
     AuthActions,
     bearer,
+    chunk_health,
     download_sha256,
     empty_tables,
+    listing,
     make_app,
     sign_in,
+    stream_upload,
 )
-from models import FileChunk, StoredFile, db
+from models import FileChunk, db
 
 KIB, MIB = 1024, 1024 * 1024
 CLIENTS = 32
@@ -55,38 +57,6 @@ def site(mariadb_url):
         auth.create_user(name)
     yield app
     empty_tables(app)
-
-
-def listing(server, token) -> list[dict]:
-    """All of a user's files, through GET /files."""
-    response = requests.get(
-        server.url + "/files",
-        params={"per_page": 200},
-        headers=bearer(token),
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["items"]
-
-
-def chunk_health(app) -> dict:
-    """Counts that must be zero when nothing was lost or left behind."""
-    with app.app_context():
-        complete = db.select(StoredFile.id).where(StoredFile.complete.is_(True))
-        counts = {
-            "chunks_without_a_finished_file": db.session.execute(
-                db.select(db.func.count())
-                .select_from(FileChunk)
-                .where(FileChunk.file_id.not_in(complete))
-            ).scalar(),
-            "unfinished_files": db.session.execute(
-                db.select(db.func.count(StoredFile.id)).where(
-                    StoredFile.complete.is_(False)
-                )
-            ).scalar(),
-        }
-        db.session.remove()
-    return counts
 
 
 def sizes_from_1_kib_to_20_mib(count: int) -> list[int]:

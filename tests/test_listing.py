@@ -1,0 +1,188 @@
+"""GET /files and GET /files/<id>: who sees what, newest first, a page at a time."""
+
+import re
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import pytest
+
+from helpers import (
+    METADATA_FIELDS,
+    bearer,
+    insert_file,
+    multipart_upload,
+    random_bytes,
+    recorded_statements,
+    rows_of,
+    uploaded,
+    user_id,
+)
+
+# --- authentication ----------------------------------------------------------
+
+
+ROUTES = [
+    ("GET", "/files"),
+    ("GET", "/files/{id}"),
+    ("GET", "/files/{id}/download"),
+    ("DELETE", "/files/{id}"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_routes_without_a_token_are_401(app, client, token, method, path):
+    file_id = uploaded(client, token)["id"]
+    response = client.open(path.format(id=file_id), method=method)
+    assert response.status_code == 401
+    assert response.get_json() == {"message": "Token missing"}
+    assert rows_of(app, file_id) == (1, 1)
+
+
+@pytest.mark.parametrize("via", ["query", "bearer"])
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [(method, path, 204 if method == "DELETE" else 200) for method, path in ROUTES],
+)
+def test_routes_accept_a_query_or_bearer_token(
+    client, token, method, path, status, via
+):
+    file_id = uploaded(client, token)["id"]
+    if via == "query":
+        kw = {"query_string": {"token": token}}
+    else:
+        kw = {"headers": bearer(token)}
+    response = client.open(path.format(id=file_id), method=method, **kw)
+    assert response.status_code == status
+
+
+# --- GET /files ----------------------------------------------------------------
+
+
+def test_listing_of_a_new_user_is_empty(client, token):
+    response = client.get("/files", headers=bearer(token))
+    assert response.status_code == 200
+    assert response.get_json() == {"items": [], "page": 1, "per_page": 50, "total": 0}
+
+
+def test_listing_shows_only_the_callers_complete_files(app, client, auth, token):
+    auth.create_user("bob")
+    mine = {uploaded(client, token, b"a")["id"], uploaded(client, token, b"b")["id"]}
+    uploaded(client, auth.token("bob"), b"bob's")
+    insert_file(app, user_id(app), b"unfinished", complete=False)
+    body = client.get("/files", headers=bearer(token)).get_json()
+    assert {item["id"] for item in body["items"]} == mine
+    assert body["total"] == 2
+
+
+def test_listing_items_are_the_files_metadata(client, token):
+    metadata = uploaded(
+        client, token, b"listed", "listed.txt", after=[("description", "d")]
+    )
+    [item] = client.get("/files", headers=bearer(token)).get_json()["items"]
+    assert set(item) == METADATA_FIELDS
+    assert item == metadata
+
+
+def test_listing_is_newest_first_with_ties_by_id_descending(app, client, token):
+    owner = user_id(app)
+    t0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    oldest = insert_file(app, owner, created_at=t0 - timedelta(hours=1))
+    middle = insert_file(app, owner, created_at=t0)
+    tie_low = insert_file(app, owner, created_at=t0 + timedelta(hours=1))
+    tie_high = insert_file(app, owner, created_at=t0 + timedelta(hours=1))
+    items = client.get("/files", headers=bearer(token)).get_json()["items"]
+    assert [item["id"] for item in items] == [tie_high, tie_low, middle, oldest]
+
+
+@pytest.mark.parametrize(
+    ("page", "expected"), [(1, slice(0, 2)), (2, slice(2, 4)), (3, slice(4, 5))]
+)
+def test_listing_is_paginated(app, client, token, page, expected):
+    owner = user_id(app)
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    ids = [
+        insert_file(app, owner, created_at=t0 + timedelta(minutes=i)) for i in range(5)
+    ]
+    newest_first = ids[::-1]
+    response = client.get(f"/files?page={page}&per_page=2", headers=bearer(token))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [item["id"] for item in body["items"]] == newest_first[expected]
+    assert (body["page"], body["per_page"], body["total"]) == (page, 2, 5)
+
+
+def test_page_past_the_end_is_empty_with_the_total(client, token):
+    for content in (b"1", b"2", b"3"):
+        uploaded(client, token, content)
+    response = client.get("/files?page=3&per_page=2", headers=bearer(token))
+    assert response.status_code == 200
+    assert response.get_json() == {"items": [], "page": 3, "per_page": 2, "total": 3}
+
+
+def test_per_page_of_200_is_accepted(client, token):
+    uploaded(client, token)
+    response = client.get("/files?per_page=200", headers=bearer(token))
+    assert response.status_code == 200
+    assert response.get_json()["per_page"] == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("page=0", "page"),
+        ("page=-1", "page"),
+        ("page=abc", "page"),
+        ("per_page=0", "per_page"),
+        ("per_page=201", "per_page"),
+        ("per_page=x", "per_page"),
+    ],
+)
+def test_bad_paging_values_are_400_naming_the_parameter(client, token, query, name):
+    response = client.get(f"/files?{query}", headers=bearer(token))
+    assert response.status_code == 400
+    body = response.get_json()
+    assert set(body) == {"message"}
+    # \b keeps "page" from matching inside "per_page".
+    assert re.search(rf"\b{name}\b", body["message"]), body["message"]
+
+
+def test_listing_reads_no_file_bytes(app, client, token):
+    for size in (1, 5000):
+        uploaded(client, token, random_bytes(size))
+    with recorded_statements(app) as statements:
+        response = client.get("/files", headers=bearer(token))
+        assert response.status_code == 200
+    assert any("stored_file" in statement for statement in statements)
+    assert not [s for s in statements if "file_chunk" in s.lower()]
+
+
+def test_a_listing_page_and_its_total_take_one_query(app, client, token):
+    for number in range(3):
+        uploaded(client, token, f"file {number}".encode())
+    with recorded_statements(app) as statements:
+        response = client.get("/files?per_page=2", headers=bearer(token))
+        assert response.status_code == 200
+    assert response.get_json()["total"] == 3
+    # One for the token (its user and the revocation list), one for the page.
+    assert len(statements) == 2, statements
+    assert "revoked_token" in statements[0]
+    assert "count(*)" in statements[1].lower()
+
+
+# --- GET /files/<id> -----------------------------------------------------------
+
+
+def test_metadata_is_what_the_upload_answered(client, token):
+    metadata = uploaded(client, token, b"meta", "m.pdf", content_type="application/pdf")
+    response = client.get(f"/files/{metadata['id']}", headers=bearer(token))
+    assert response.status_code == 200
+    assert response.get_json() == metadata
+
+
+def test_upload_location_points_at_the_metadata(client, token):
+    response = multipart_upload(client, token)
+    assert response.status_code == 201
+    file_id = response.get_json()["id"]
+    location = response.headers["Location"]
+    assert urlsplit(location).path == f"/files/{file_id}"
+    assert client.get(location, headers=bearer(token)).get_json()["id"] == file_id

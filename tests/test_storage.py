@@ -1,0 +1,117 @@
+"""storage.py: a file's bytes appended in pieces, at any offset, become the chunk
+rows of one upload; an undone append leaves the file as it was."""
+
+import hashlib
+import itertools
+import random
+
+import pytest
+
+import storage
+from helpers import AuthActions
+from models import FileChunk, StoredFile, db
+
+CHUNK = 4096
+pytestmark = pytest.mark.parametrize("app_settings", [{"CHUNK_SIZE": CHUNK}])
+
+
+@pytest.fixture
+def new_file(app):
+    """A function making an empty hidden file of alice's; inside an app context."""
+    owner_id = AuthActions(app, None).create_user()
+    with app.test_request_context():
+        yield lambda: storage.begin(owner_id, "f.bin", "application/octet-stream")
+
+
+def rows(file_id) -> list[tuple[int, bytes]]:
+    """The file's chunk rows, in order, as committed now."""
+    db.session.rollback()  # a fresh snapshot, not the last read's
+    return [
+        tuple(row)
+        for row in db.session.execute(
+            db.select(FileChunk.seq, FileChunk.data)
+            .filter_by(file_id=file_id)
+            .order_by(FileChunk.seq)
+        )
+    ]
+
+
+def append(stored_file, data: bytes, keep=True, record_progress=True):
+    """One append of ``data`` at the file's end, in 1000-byte writes."""
+    writer = storage.ChunkWriter(stored_file, record_progress=record_progress)
+    for offset in range(0, len(data), 1000):
+        writer.write(data[offset : offset + 1000])
+    writer.finish(keep=keep)
+
+
+def stored_row(file_id) -> StoredFile:
+    """The file's row as the database has it now (not the session's copy)."""
+    db.session.rollback()
+    return db.session.get(StoredFile, file_id)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [(1, CHUNK - 1), (1000,), (CHUNK - 1,), (CHUNK,), (CHUNK + 1,), (3 * CHUNK + 7, 2)],
+)
+def test_appending_in_pieces_gives_the_rows_of_one_upload(new_file, sizes):
+    content = random.Random(sizes[0]).randbytes(5 * CHUNK + 123)
+    whole, pieces = new_file(), new_file()
+    append(whole, content)
+    offset = 0
+    for size in itertools.cycle(sizes):
+        if offset >= len(content):
+            break
+        append(pieces, content[offset : offset + size])
+        offset += size
+    assert rows(pieces.id) == rows(whole.id)
+    assert [len(data) for _, data in rows(whole.id)] == [CHUNK] * 5 + [123]
+    assert stored_row(pieces.id).size == len(content)
+    finished = storage.finish(stored_row(pieces.id))
+    assert finished.sha256 == hashlib.sha256(content).hexdigest()
+    assert finished.hash_state is None and finished.complete
+
+
+def test_an_undone_append_leaves_the_file_as_it_was(new_file):
+    content = random.Random(1).randbytes(2 * CHUNK + 100)
+    stored_file = new_file()
+    append(stored_file, content)
+    before = rows(stored_file.id)
+    append(stored_file, b"x" * (3 * CHUNK), keep=False, record_progress=False)
+    after = stored_row(stored_file.id)
+    assert rows(stored_file.id) == before
+    assert after.size == len(content)
+    # The next append goes on from where the file really ends.
+    append(after, b"tail")
+    final = storage.finish(stored_row(stored_file.id))
+    assert final.sha256 == hashlib.sha256(content + b"tail").hexdigest()
+
+
+def test_a_dropped_writer_without_recorded_progress_counts_for_nothing(new_file):
+    stored_file = new_file()
+    writer = storage.ChunkWriter(stored_file, record_progress=False)
+    writer.write(b"y" * (9 * CHUNK))
+    writer.close()  # dropped before finish, as a crash would drop it
+    assert stored_row(stored_file.id).size == 0
+    append(stored_row(stored_file.id), b"z" * 10)
+    # Rows it committed may remain past the end; only the first `size` bytes
+    # count, and the next append replaced what it needed.
+    assert rows(stored_file.id)[0] == (0, b"z" * 10)
+    final = storage.finish(stored_row(stored_file.id))
+    assert (final.size, final.sha256) == (10, hashlib.sha256(b"z" * 10).hexdigest())
+
+
+def test_an_empty_append_changes_nothing(new_file):
+    stored_file = new_file()
+    append(stored_file, b"abc")
+    append(stored_row(stored_file.id), b"")
+    assert rows(stored_file.id) == [(0, b"abc")]
+    assert stored_row(stored_file.id).size == 3
+
+
+def test_a_digest_that_does_not_match_is_a_400(new_file):
+    stored_file = new_file()
+    append(stored_file, b"abc")
+    with pytest.raises(storage.ApiError) as refused:
+        storage.finish(stored_row(stored_file.id), expected=["0" * 64])
+    assert refused.value.code == 400
