@@ -11,11 +11,14 @@ run: $(VENV)/.installed .env
 	$(FLASK) users bootstrap
 	$(FLASK) run --host 127.0.0.1 --port 5000
 
-test: $(VENV)/.installed-dev node_modules/.installed
+# The linters, then the whole suite under coverage (the real servers it starts
+# included), then the branch coverage of the app's modules.
+test: lint node_modules/.installed
 	scripts/system-deps --test
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage combine --quiet
+	$(BIN)/coverage report
 
 # newman, which runs the Postman collection in the tests: a local install, pinned
 # by package-lock.json, redone whenever the lock file changes.

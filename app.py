@@ -19,6 +19,7 @@ import cli
 import config
 import errors
 import files
+import logs
 import monitoring
 import openapi
 import security
@@ -28,11 +29,21 @@ MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migration
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """Build and configure the application."""
+    """Build and configure the application: a table of contents."""
+    app = Flask(__name__, instance_relative_config=True)
+    load_config(app, test_config)
+    register_extensions(app)
+    register_blueprints(app)
+    errors.init_app(app)
+    cli.init_app(app)
+    return app
+
+
+def load_config(app: Flask, test_config: dict | None) -> None:
+    """Settings from the environment (and .env), checked; tests pass their own."""
     if test_config is None:
         # .env next to the app; real environment variables win over it.
         load_dotenv(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env"))
-    app = Flask(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(config.from_environment(app.instance_path))
     if test_config is not None:
@@ -43,25 +54,30 @@ def create_app(test_config: dict | None = None) -> Flask:
     }
     for warning in config.check(app.config, relaxed=app.debug or app.testing):
         app.logger.warning("%s", warning)
-
     if app.config.get("TRUSTED_PROXIES"):
         # Behind N reverse proxies: take the client address (for the sign-in
         # limits and the logs) and scheme from their X-Forwarded-* headers.
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
+def register_extensions(app: Flask) -> None:
+    """The database (before marshmallow), migrations, limits, logs, headers."""
     db.init_app(app)
     # SQLite cannot ALTER most things in place: batch mode copies the table.
     Migrate(app, db, directory=MIGRATIONS, render_as_batch=True)
     ma.init_app(app)
     authentication.limiter.init_app(app)
-    errors.init_app(app)
+    logs.init_app(app)
     security.init_app(app)
-    monitoring.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Sign-in, files, health checks and the API description."""
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
+    monitoring.init_app(app)
     app.register_blueprint(openapi.bp)
-    cli.init_app(app)
-    return app
 
 
 @event.listens_for(Engine, "connect")

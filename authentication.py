@@ -12,6 +12,7 @@ from flask import (
     current_app,
     flash,
     g,
+    has_request_context,
     jsonify,
     redirect,
     render_template,
@@ -29,12 +30,11 @@ from models import (
     RevokedToken,
     User,
     db,
-    logout_query_schema,
     new_token_version,
-    refresh_body_schema,
     retry_on_conflict,
     utcnow,
 )
+from schemas import logout_query_schema, refresh_body_schema, token_pair_schema
 
 bp = Blueprint("auth", __name__)
 # Storage comes from RATELIMIT_STORAGE_URI: memory:// for one process, or e.g.
@@ -182,9 +182,19 @@ def issue_token(user: User, kind: str, family: str) -> str:
     return jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm=ALGORITHM)
 
 
-def invalid_token(message: str = "Invalid token") -> ApiError:
-    """The 401 every token failure answers with."""
-    return ApiError(401, message, BEARER_CHALLENGE)
+# Why a token is refused: the API's message, and what a browser sent back to
+# the sign-in page is told (nothing when it simply had no token).
+TOKEN_PROBLEMS = {
+    "missing": ("Token missing", None),
+    "invalid": ("Invalid token", "Your sign-in is no longer valid — sign in again"),
+    "expired": ("Token expired", "Your session expired — sign in again"),
+    "revoked": ("Token revoked", "You signed out — sign in again"),
+}
+
+
+def invalid_token(reason: str = "invalid") -> ApiError:
+    """The 401 every token failure answers with; ``reason`` is a TOKEN_PROBLEMS key."""
+    return ApiError(401, TOKEN_PROBLEMS[reason][0], BEARER_CHALLENGE, reason=reason)
 
 
 def _decode(token: str) -> dict:
@@ -205,7 +215,7 @@ def _decode(token: str) -> dict:
         except jwt.InvalidSignatureError:
             continue
         except jwt.ExpiredSignatureError:
-            raise invalid_token("Token expired") from None
+            raise invalid_token("expired") from None
         except jwt.InvalidTokenError:
             raise invalid_token() from None
     raise invalid_token()
@@ -252,7 +262,7 @@ def _user_for(claims: dict, kind: str) -> User:
         raise invalid_token()
     user, revoked = found
     if claims.get("ver") != user.token_version or revoked:
-        raise invalid_token("Token revoked")
+        raise invalid_token("revoked")
     return user
 
 
@@ -333,13 +343,6 @@ def token_from_request() -> str | None:
     return request.args.get("token") or None
 
 
-SIGN_IN_AGAIN = {
-    "Token expired": "Your session expired — sign in again",
-    "Token revoked": "You signed out — sign in again",
-    "Invalid token": "Your sign-in is no longer valid — sign in again",
-}
-
-
 def check_for_token(view):
     """Let the view run only for a valid token; put its user on ``g.user``.
 
@@ -352,18 +355,36 @@ def check_for_token(view):
         try:
             token = token_from_request()
             if token is None:
-                raise invalid_token("Token missing")
+                raise invalid_token("missing")
             g.user, g.claims = verify_token(token)
         except ApiError as error:
             if error.code != 401 or not wants_html():
                 raise
-            if error.description in SIGN_IN_AGAIN:
-                flash(SIGN_IN_AGAIN[error.description], "error")
+            told = TOKEN_PROBLEMS.get(error.reason, (None, None))[1]
+            if told:
+                flash(told, "error")
             return redirect(url_for("auth.login"), 303)
         g.token = token
         return view(*args, **kwargs)
 
+    wrapped_view.needs_token = True
     return wrapped_view
+
+
+@bp.app_url_defaults
+def keep_the_page_token(endpoint: str, values: dict) -> None:
+    """Links and forms on a page carry the ``?token=`` the page was opened with,
+    to every view that needs a token: the tutorial's browser flow, in one place
+    instead of every ``url_for`` (which can still say ``token=None``)."""
+    token = request.args.get("token") if has_request_context() else None
+    if not token or "token" in values:
+        return
+    view = current_app.view_functions.get(endpoint)
+    if getattr(view, "needs_token", False):
+        # First in the query string, as the pages always wrote it.
+        others = dict(values)
+        values.clear()
+        values.update(token=token, **others)
 
 
 def token_response(user: User, family: str | None = None):
@@ -371,11 +392,15 @@ def token_response(user: User, family: str | None = None):
     family = family or uuid.uuid4().hex
     refresh_token = issue_token(user, REFRESH, family)
     response = jsonify(
-        token=issue_token(user, ACCESS, family),
-        token_type="Bearer",
-        expires_in=current_app.config["TOKEN_TTL_SECONDS"],
-        refresh_token=refresh_token,
-        refresh_expires_in=current_app.config["REFRESH_TTL_SECONDS"],
+        token_pair_schema.dump(
+            {
+                "token": issue_token(user, ACCESS, family),
+                "token_type": "Bearer",
+                "expires_in": current_app.config["TOKEN_TTL_SECONDS"],
+                "refresh_token": refresh_token,
+                "refresh_expires_in": current_app.config["REFRESH_TTL_SECONDS"],
+            }
+        )
     )
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -385,11 +410,24 @@ def token_response(user: User, family: str | None = None):
 @limit_per_username
 @limit_per_address
 def login():
-    """Exchange HTTP Basic credentials for a token; browsers get the sign-in page."""
+    """Exchange HTTP Basic credentials for tokens; browsers get the sign-in page.
+    ---
+    get:
+      security:
+      - basic: []
+      responses:
+        200:
+          description: Access and refresh tokens (or, for a browser, the page)
+          content:
+            application/json:
+              schema: TokenPairSchema
+            text/html: {}
+        401: BadCredentials
+    """
     auth = request.authorization
     if auth is None and wants_html():
         if request.args.get("expired"):
-            flash(SIGN_IN_AGAIN["Token expired"], "error")
+            flash(TOKEN_PROBLEMS["expired"][1], "error")
         return render_template("login.html")
     user = authenticate(*sign_in_attempt())
     if user is None:
@@ -411,10 +449,29 @@ def request_body():
 @limit_per_username
 @limit_per_address
 def login_form():
-    """Sign in with a form (the sign-in page) or a JSON body.
+    """Sign in with a username and password, as a form or a JSON body.
 
     A browser is sent on to its files with the token in the URL; an API client
     gets the same JSON as ``GET /login``.
+    ---
+    post:
+      security: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: CredentialsSchema
+          application/x-www-form-urlencoded:
+            schema: CredentialsSchema
+      responses:
+        200:
+          description: Access and refresh tokens
+          content:
+            application/json:
+              schema: TokenPairSchema
+        303:
+          description: A browser, sent on to its files
+        401: BadCredentials
     """
     username = request_body().get("username")
     user = authenticate(*sign_in_attempt())
@@ -436,9 +493,19 @@ def login_form():
 @bp.post("/logout")
 @check_for_token
 def logout():
-    """Revoke the presented token and its sign-in's refresh tokens.
+    """Revoke the token and its sign-in's refresh tokens (everywhere=1: all).
 
     With ``?everywhere=1``, every token the user holds, on every device.
+    ---
+    post:
+      parameters:
+      - in: query
+        schema: LogoutQuerySchema
+      responses:
+        204:
+          description: Signed out
+        303:
+          description: A browser, sent to the sign-in page
     """
     everywhere = load_or_400(logout_query_schema, request.args.to_dict())["everywhere"]
 
@@ -463,16 +530,33 @@ def logout():
 
 @bp.post("/refresh")
 def refresh():
-    """Trade a refresh token for a new access token and a new refresh token.
+    """Trade a refresh token for a new pair; the old one is retired.
 
-    The old refresh token is retired. Presenting a retired one again means it was
-    copied: the whole family (every token descended from the same sign-in) is
-    revoked.
+    Presenting a retired one again means it was copied: the whole family
+    (every token descended from the same sign-in) is revoked.
+    ---
+    post:
+      security:
+      - bearer: []
+      requestBody:
+        required: false
+        content:
+          application/json:
+            schema: RefreshBodySchema
+          application/x-www-form-urlencoded:
+            schema: RefreshBodySchema
+      responses:
+        200:
+          description: A new access and refresh token
+          content:
+            application/json:
+              schema: TokenPairSchema
+        401: TokenError
     """
     body = load_or_400(refresh_body_schema, request_body())
     token = token_from_request() or body.get("refresh_token")
     if token is None:
-        raise invalid_token("Token missing")
+        raise invalid_token("missing")
     claims = _decode(token)
 
     @retry_on_conflict
@@ -493,5 +577,5 @@ def refresh():
     user = rotate()
     if user is None:
         current_app.logger.warning("Refresh token reused; family revoked")
-        raise invalid_token("Token revoked")
+        raise invalid_token("revoked")
     return token_response(user, claims["fam"])

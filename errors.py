@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from models import db, is_conflict
+from schemas import error_schema
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -44,7 +45,7 @@ def error_response(status: int, message: str, headers: dict | None = None):
         body = render_template("error.html", status=status, message=message)
         response = current_app.response_class(body, status=status, mimetype="text/html")
     else:
-        response = jsonify(message=message)
+        response = jsonify(error_schema.dump({"message": message}))
         response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -52,12 +53,27 @@ def error_response(status: int, message: str, headers: dict | None = None):
 
 
 class ApiError(HTTPException):
-    """An error with a message of our own, raised anywhere inside a request."""
+    """An error with a message of our own, raised anywhere inside a request.
 
-    def __init__(self, status: int, message: str, headers: dict | None = None):
+    ``reason`` is a short word for code that reacts to the error (the sign-in
+    page says why a token was refused); the message is for people.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict | None = None,
+        reason: str | None = None,
+    ):
         super().__init__(description=message)
         self.code = status
+        self.reason = reason
         self.extra_headers = headers or {}
+
+    def get_headers(self, environ=None, scope=None) -> list[tuple[str, str]]:
+        """Werkzeug's headers for the error, and ours."""
+        return [*super().get_headers(environ, scope), *self.extra_headers.items()]
 
 
 def no_content():
@@ -88,10 +104,13 @@ def _message_for(error: HTTPException) -> str:
 
 
 def handle_http_error(error: HTTPException):
-    """Render any HTTP error (404, 405, 413, our own ApiError...) in our shape."""
-    headers = dict(getattr(error, "extra_headers", {}))
-    if error.code == 405 and error.valid_methods:
-        headers["Allow"] = ", ".join(error.valid_methods)
+    """Render any HTTP error (404, 405, 413, our own ApiError...) in our shape,
+    with the headers it carries (Allow, WWW-Authenticate, Content-Range...)."""
+    headers = {
+        name: value
+        for name, value in error.get_headers()
+        if name.lower() != "content-type"  # ours is JSON or HTML, not Werkzeug's
+    }
     return error_response(error.code or 500, _message_for(error), headers)
 
 

@@ -20,8 +20,15 @@ from werkzeug.exceptions import ClientDisconnected
 from authentication import check_for_token
 from downloads import file_response
 from errors import ApiError, load_or_400, no_content, wants_html
-from models import StoredFile, db, page_query_schema, stored_file_schema
+from models import StoredFile, db
 from multipart import UploadReceiver
+from schemas import (
+    LISTED_COLUMNS,
+    file_page_schema,
+    page_query_schema,
+    stored_file_schema,
+    uploaded_schema,
+)
 from storage import delete_stored_files
 
 bp = Blueprint("files", __name__)
@@ -38,22 +45,6 @@ def human_size(size: int) -> str:
             return f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
-
-
-# A listing loads what it shows: the columns of the public metadata, not whole rows.
-LISTED_FIELDS = tuple(stored_file_schema.fields)
-LISTED_COLUMNS = [getattr(StoredFile, name) for name in LISTED_FIELDS]
-
-
-def listed_file(row: Row) -> dict:
-    """A listed row as the API shows a file: what ``stored_file_schema`` dumps.
-
-    Built directly, since marshmallow's work per field was half the cost of a
-    listing; the row's first values are the LISTED_COLUMNS, in order.
-    """
-    item = dict(zip(LISTED_FIELDS, row, strict=False))
-    item["created_at"] = item["created_at"].isoformat()
-    return item
 
 
 # The caller's finished files: their count, and a page of them newest first.
@@ -114,28 +105,66 @@ def owned_files_page(page: int, per_page: int) -> OwnedFilesPagination:
 @bp.get("/")
 @check_for_token
 def index():
-    """The upload form and the caller's files."""
+    """The upload page and the caller's files (HTML).
+    ---
+    get:
+      parameters:
+      - in: query
+        schema: PageQuerySchema
+      responses:
+        200:
+          description: The page
+          content:
+            text/html: {}
+    """
     query = load_or_400(page_query_schema, request.args.to_dict())
     page = owned_files_page(query["page"], query["per_page"])
-    return render_template("index.html", user=g.user, token=g.token, page=page)
+    return render_template("index.html", page=page)
 
 
 @bp.post("/upload")
 @check_for_token
 def upload():
-    """Store one file sent as multipart/form-data in ``inputFile``."""
+    """Upload one file (multipart/form-data, the file in inputFile).
+    ---
+    post:
+      parameters:
+      - name: X-Content-SHA256
+        in: header
+        required: false
+        schema:
+          type: string
+          pattern: "^[0-9a-fA-F]{64}$"
+      requestBody:
+        required: true
+        content:
+          multipart/form-data:
+            schema: UploadRequestSchema
+      responses:
+        201:
+          description: Stored; Location names its metadata
+          content:
+            application/json:
+              schema: UploadedSchema
+        303:
+          description: A browser's form post, sent back to the page
+        415:
+          description: Not multipart/form-data
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
     try:
         stored_file = UploadReceiver(g.user).receive()
     except ClientDisconnected:
         current_app.logger.info("Client disconnected during an upload; nothing kept")
         raise
-    message = f"file {stored_file.filename} uploaded successfully"
+    body = uploaded_schema.dump(stored_file)
     if wants_html():
-        flash(message, "success")
-        return redirect(url_for("files.index", token=g.token), 303)
-    body = stored_file_schema.dump(stored_file)
-    body["message"] = message
-    location = url_for("files.file_metadata", file_id=stored_file.id)
+        flash(body["message"], "success")
+        return redirect(url_for("files.index"), 303)
+    # A header, not a page: the token stays out of it.
+    location = url_for("files.file_metadata", file_id=stored_file.id, token=None)
     return jsonify(body), 201, {"Location": location}
 
 
@@ -161,28 +190,54 @@ def owned_file_or_404(file_id: int) -> StoredFile:
 @bp.get("/files")
 @check_for_token
 def list_files():
-    """The caller's files, newest first, a page at a time."""
+    """The caller's files, newest first, a page at a time.
+    ---
+    get:
+      parameters:
+      - in: query
+        schema: PageQuerySchema
+      responses:
+        200:
+          description: A page of files
+          content:
+            application/json:
+              schema: FilePageSchema
+    """
     query = load_or_400(page_query_schema, request.args.to_dict())
     page = owned_files_page(query["page"], query["per_page"])
-    return jsonify(
-        items=[listed_file(row) for row in page.items],
-        page=page.page,
-        per_page=page.per_page,
-        total=page.total,
-    )
+    return jsonify(file_page_schema.dump_page(page))
 
 
 @bp.get(f"/files/{FILE_ID}")
 @check_for_token
 def file_metadata(file_id):
-    """One file's metadata."""
+    """One file's metadata.
+    ---
+    get:
+      parameters: [FileId]
+      responses:
+        200:
+          description: The metadata
+          content:
+            application/json:
+              schema: StoredFileSchema
+        404: NotFound
+    """
     return jsonify(stored_file_schema.dump(owned_file_or_404(file_id)))
 
 
 @bp.delete(f"/files/{FILE_ID}")
 @check_for_token
 def delete_file(file_id):
-    """Delete a file and all its chunks, in one transaction."""
+    """Delete a file and all its chunks, in one transaction.
+    ---
+    delete:
+      parameters: [FileId]
+      responses:
+        204:
+          description: Deleted
+        404: NotFound
+    """
     owned_file_or_404(file_id)
     delete_stored_files(StoredFile.id == file_id)
     db.session.commit()
@@ -192,21 +247,52 @@ def delete_file(file_id):
 @bp.post(f"/files/{FILE_ID}/delete")
 @check_for_token
 def delete_file_form(file_id):
-    """Delete from the page: asks on a page first unless already confirmed."""
+    """Delete from the page: asks on a page first unless confirm=yes (HTML).
+    ---
+    post:
+      parameters: [FileId]
+      responses:
+        200:
+          description: The page that asks to confirm
+          content:
+            text/html: {}
+        303:
+          description: Deleted; back to the page
+        404: NotFound
+    """
     stored_file = owned_file_or_404(file_id)
     if request.form.get("confirm") != "yes":
-        return render_template(
-            "confirm_delete.html", user=g.user, token=g.token, file=stored_file
-        )
+        return render_template("confirm_delete.html", file=stored_file)
     delete_stored_files(StoredFile.id == file_id)
     db.session.commit()
     flash(f"file {stored_file.filename} deleted", "success")
-    return redirect(url_for("files.index", token=g.token), 303)
+    return redirect(url_for("files.index"), 303)
 
 
 @bp.get(f"/files/{FILE_ID}/download")
 @check_for_token
 def download_file(file_id):
-    """The file's bytes, streamed from its chunks; ranges and conditionals honoured."""
+    """The file's bytes; Range, If-Range and If-None-Match honoured.
+    ---
+    get:
+      parameters: [FileId]
+      responses:
+        200:
+          description: The whole file, in its stored content type
+          content:
+            "*/*":
+              schema:
+                type: string
+        206:
+          description: One byte range
+        304:
+          description: Not modified
+        404: NotFound
+        416:
+          description: Range not satisfiable
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
     stored_file = owned_file_or_404(file_id)
     return file_response(stored_file)

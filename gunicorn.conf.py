@@ -9,10 +9,9 @@ import os
 
 from dotenv import load_dotenv
 from gunicorn import util
-from gunicorn.glogging import Logger
 
 from config import DEFAULT_LIMIT_STORAGE, limit_storage_is_shared
-from security import RedactingFilter, redact
+from logs import GunicornLogger
 
 # The same .env the app reads (create_app), for the settings read here.
 load_dotenv(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env"))
@@ -82,24 +81,8 @@ def write_json_error(sock, status_int, reason, mesg):
 util.write_error = write_json_error
 
 
-class RedactingLogger(Logger):
-    """gunicorn's logger with tokens taken out of access and error log lines."""
-
-    def setup(self, cfg):
-        """gunicorn's handlers, with every error-log record redacted."""
-        super().setup(cfg)
-        self.error_log.addFilter(RedactingFilter())
-
-    def atoms(self, resp, req, environ, request_time):
-        """The access log's fields, with ``token=`` values and credentials redacted."""
-        atoms = super().atoms(resp, req, environ, request_time)
-        return {
-            name: redact(value) if isinstance(value, str) else value
-            for name, value in atoms.items()
-        }
-
-
-logger_class = RedactingLogger
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
-# The usual combined format plus the time taken; the request line is redacted.
-access_log_format = '%(h)s - - %(t)s "%(r)s" %(s)s %(B)s "%(f)s" "%(a)s" %(M)sms'
+# The app logs each request once, with its request id (logs.py); gunicorn's own
+# access log would be a second line without it. Its error log (worker starts,
+# invalid requests) goes through the app's redaction.
+logger_class = GunicornLogger
+accesslog = None

@@ -1,4 +1,7 @@
-"""Database tables and their marshmallow schemas."""
+"""The database: ``db``, the tables, and how a transaction is retried.
+
+The shapes requests and responses take (marshmallow) are in schemas.py.
+"""
 
 import functools
 import random
@@ -8,7 +11,6 @@ from datetime import UTC, datetime
 
 from flask_marshmallow import Marshmallow
 from flask_sqlalchemy import SQLAlchemy
-from marshmallow import EXCLUDE, fields, validate
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -235,89 +237,3 @@ class FileChunk(db.Model):
     )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     data: Mapped[bytes] = mapped_column(ChunkBytes)
-
-
-class StoredFileSchema(ma.SQLAlchemySchema):
-    """A file's public metadata, as every API response shows it."""
-
-    class Meta:
-        model = StoredFile
-
-    id = ma.auto_field(dump_only=True)
-    filename = ma.auto_field(dump_only=True)
-    description = ma.auto_field(dump_only=True)
-    content_type = ma.auto_field(dump_only=True)
-    size = ma.auto_field(dump_only=True)
-    sha256 = ma.auto_field(dump_only=True)
-    created_at = ma.auto_field(dump_only=True)
-
-
-class RequestSchema(ma.Schema):
-    """What a request may carry: fields it does not name are ignored, not refused
-    (and the OpenAPI description, made from these schemas, says so)."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-
-SHA256_ERROR = "sha256 must be 64 hexadecimal characters"
-
-
-class UploadFormSchema(RequestSchema):
-    """The text fields an upload form may carry."""
-
-    # Length and an unanchored pattern rather than ``\A...\Z``: the pattern also
-    # goes into /openapi.json, whose regular expressions are ECMAScript's.
-    sha256 = fields.String(
-        load_default=None,
-        validate=[
-            validate.Length(equal=64, error=SHA256_ERROR),
-            validate.Regexp("[0-9a-fA-F]{64}", error=SHA256_ERROR),
-        ],
-    )
-    description = fields.String(
-        load_default="",
-        validate=validate.Length(
-            max=200, error="Description is longer than {max} characters"
-        ),
-    )
-
-
-class PageQuerySchema(RequestSchema):
-    """``?page=`` and ``?per_page=`` of a listing."""
-
-    page = fields.Integer(
-        load_default=1,
-        validate=validate.Range(min=1, max=1_000_000),
-        error_messages={"invalid": "page must be a whole number from 1"},
-    )
-    per_page = fields.Integer(
-        load_default=50,
-        validate=validate.Range(min=1, max=200),
-        error_messages={"invalid": "per_page must be a whole number from 1 to 200"},
-    )
-
-
-class LogoutQuerySchema(RequestSchema):
-    """``POST /logout?everywhere=1``: sign out of every device."""
-
-    everywhere = fields.Boolean(
-        load_default=False,
-        error_messages={"invalid": "everywhere must be 1 or 0 (true or false)"},
-    )
-
-
-class RefreshBodySchema(RequestSchema):
-    """The body ``POST /refresh`` may carry instead of an Authorization header."""
-
-    refresh_token = fields.String(
-        validate=validate.Length(min=1, error="refresh_token is empty"),
-        error_messages={"invalid": "refresh_token must be a string"},
-    )
-
-
-stored_file_schema = StoredFileSchema()
-page_query_schema = PageQuerySchema()
-upload_form_schema = UploadFormSchema()
-logout_query_schema = LogoutQuerySchema()
-refresh_body_schema = RefreshBodySchema()

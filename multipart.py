@@ -17,7 +17,8 @@ from werkzeug.sansio.multipart import (
 
 import storage
 from errors import ApiError, load_or_400
-from models import StoredFile, db, upload_form_schema
+from models import StoredFile, db
+from schemas import upload_form_schema
 
 FILE_FIELD = "inputFile"
 # The request body is read 1 MiB at a time (fewer, larger socket reads; gunicorn
@@ -185,5 +186,5 @@ class UploadReceiver:
         return storage.finish(
             self.writer.stored_file,
             description=form["description"],
-            expected=(self.expected_sha256, form["sha256"]),
+            expected=(self.expected_sha256, form.get("sha256")),
         )

@@ -1,37 +1,10 @@
-"""Keeping tokens where they belong: response headers, cross-site requests
-refused, the session cookie's flags, and logs without secrets."""
-
-import logging
-import re
+"""Browser-facing protections: response headers (CSP, no-store for token URLs,
+Referrer-Policy), cross-site requests refused, and the session cookie's flags."""
 
 from flask import request
 from flask.sessions import SecureCookieSessionInterface
 
 from errors import ApiError
-
-# `token=<anything up to & or whitespace>` in a URL, and the credentials of an
-# Authorization header, wherever they appear in a log line.
-TOKEN_IN_URL = re.compile(r"((?:^|[?&\s])(?:refresh_)?token=)[^&\s\"']+")
-AUTHORIZATION = re.compile(r"((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-REDACTED = "[redacted]"
-
-
-def redact(text: str) -> str:
-    """``text`` with token values and Authorization credentials replaced."""
-    return AUTHORIZATION.sub(r"\1" + REDACTED, TOKEN_IN_URL.sub(r"\1" + REDACTED, text))
-
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that takes tokens out of every record it passes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message with secrets redacted; never drop it."""
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
 
 # Pages load only their own stylesheet and script: no inline code, no frames.
 CONTENT_SECURITY_POLICY = (
@@ -92,12 +65,7 @@ class SessionInterface(SecureCookieSessionInterface):
 
 
 def init_app(app):
-    """Register the headers, the cross-site check, the session cookie and the
-    log filter."""
+    """Register the headers, the cross-site check and the session cookie."""
     app.session_interface = SessionInterface()
     app.before_request(refuse_cross_site_requests)
     app.after_request(add_security_headers)
-    # The app's own log, and the development server's request log.
-    for logger in (app.logger, logging.getLogger("werkzeug")):
-        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-            logger.addFilter(RedactingFilter())

@@ -29,12 +29,10 @@ import runpy
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,17 +40,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.server import LiveServer  # noqa: E402
+
 # The longest load the run may put on the machine, warm-up included.
 LOAD_BUDGET_SECONDS = 60
 TARGET_RATIO = 0.5
 FILE_COUNT = 50  # GET /files shows 50 a page by default
 RESULT_MARK = "LOCKBOX_WRK "
+SHARED_LIMIT_STORAGE = {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379"}
 # Variables that would run gunicorn with other than the committed configuration.
 CONFIG_OVERRIDES = (
     "GUNICORN_CMD_ARGS",
     "WEB_CONCURRENCY",
     "GUNICORN_THREADS",
-    "GUNICORN_ACCESS_LOG",
     "LOCKBOX_BIND",
     "FLASK_DEBUG",
 )
@@ -176,13 +176,6 @@ def load_seconds(args) -> int:
     return 2 * (args.warmup + args.rounds * args.seconds)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def hard_timeout(seconds: int):
     """Raise SetupError in the main thread once ``seconds`` have passed.
@@ -294,85 +287,6 @@ def upload_files(base_url: str, token: str) -> None:
             )
             if response.status_code != 201:
                 raise SetupError(f"upload failed: {response.status_code}")
-
-
-class Gunicorn:
-    """gunicorn with the committed gunicorn.conf.py, bound to 127.0.0.1:<port>."""
-
-    def __init__(self, url: str, secret_key: str, log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.env = {
-            name: value
-            for name, value in os.environ.items()
-            if name not in CONFIG_OVERRIDES
-        }
-        self.env.update(SECRET_KEY=secret_key, DATABASE_URL=url)
-        self.process = None
-        self._log = None
-
-    def __enter__(self):
-        import requests
-
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--config",
-                "gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "app:create_app()",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # Its own process group: stopped as a whole, whatever happens here.
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise SetupError(f"gunicorn exited early:\n{self.log()[-3000:]}")
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(self.url + "/livez", timeout=2).ok:
-                        return self
-                time.sleep(0.1)
-            raise SetupError("gunicorn did not answer /livez within 30 s")
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-
-    def __exit__(self, *exc):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
-
-    def log(self) -> str:
-        """What gunicorn and the app have written so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def cpu_seconds(self) -> float:
-        """CPU time gunicorn and its workers have used so far (from /proc)."""
-        pid = self.process.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        ticks = 0
-        for process in [pid, *map(int, children)]:
-            with contextlib.suppress(OSError):  # a worker that just exited
-                stat = Path(f"/proc/{process}/stat").read_text()
-                fields = stat.rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def gunicorn_settings() -> dict:
@@ -551,9 +465,13 @@ def measure(args, scratch: Path) -> dict:
         app, username, password = stack.enter_context(
             load_user(url, secret_key, remove=not made_here)
         )
-        server = stack.enter_context(
-            Gunicorn(url, secret_key, scratch / "gunicorn.log")
+        # The committed gunicorn.conf.py, its worker count included: with sign-in
+        # limits shared through Redis, as several workers need.
+        environment = {name: None for name in CONFIG_OVERRIDES}
+        environment.update(
+            SECRET_KEY=secret_key, DATABASE_URL=url, **SHARED_LIMIT_STORAGE
         )
+        server = stack.enter_context(LiveServer(environment, shipped=True))
         signed_in = requests.get(
             server.url + "/login", auth=(username, password), timeout=30
         )
@@ -595,7 +513,7 @@ def measure(args, scratch: Path) -> dict:
                     flush=True,
                 )
     # gunicorn has stopped: its log is complete.
-    server_problems = server_log_problems(server.log())
+    server_problems = server_log_problems(server.output)
     summary = summarize(runs)
     from sqlalchemy.engine import make_url
 

@@ -134,6 +134,18 @@ class LiveServer:
             self.process.stdout.close()
         self.output = self.output_so_far()
 
+    def cpu_seconds(self) -> float:
+        """CPU time gunicorn and its workers have used so far (from /proc)."""
+        ticks = 0
+        for pid in [self.process.pid, *self.worker_pids()]:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue  # a worker that just exited
+            fields = stat.rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def worker_pids(self) -> list[int]:
         """The pids of gunicorn's worker processes."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")

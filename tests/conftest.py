@@ -12,6 +12,7 @@ from helpers import (
     REQUIRE_MYSQL,
     SECRET_KEY,
     AuthActions,
+    DescribedAnswers,
     empty_tables,
     make_app,
     random_bytes,
@@ -74,10 +75,13 @@ def app_settings():
 
 @pytest.fixture
 def app(database_url, app_settings):
-    """The application under test."""
+    """The application under test; every answer it gives in the test is
+    checked against its own API description."""
     app = make_app(database_url, **app_settings)
+    answers = DescribedAnswers(app)
     yield app
     empty_tables(app)
+    answers.assert_agree()
 
 
 @pytest.fixture

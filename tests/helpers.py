@@ -18,6 +18,7 @@ import uuid
 from datetime import UTC, datetime
 from email.message import Message
 
+import jsonschema_rs
 import jwt
 import pytest
 import requests
@@ -511,3 +512,72 @@ def chunk_health(app) -> dict:
         }
         db.session.remove()
     return counts
+
+
+# --- the API description, checked against every answer ----------------------
+
+
+class DescribedAnswers:
+    """Checks every answer an app gives against its own /openapi.json.
+
+    Registered on the test apps (conftest.py), so that each request any test
+    makes is a check that the description and the app agree: the status must
+    be described for the operation, and a JSON body must match the described
+    schema. Disagreements are collected and reported when the test ends.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self.problems: list[str] = []
+        self._spec = None
+        app.after_request(self._check)
+
+    def _operation(self, path: str, method: str) -> dict | None:
+        """The described operation for this route, if any."""
+        if self._spec is None:
+            from openapi import build_spec
+
+            self._spec = build_spec(self.app)
+        return self._spec["paths"].get(path, {}).get(method)
+
+    def _response(self, operation: dict, status: int) -> dict | None:
+        """The described response for a status, its $ref resolved."""
+        response = operation["responses"].get(str(status))
+        if response is not None and "$ref" in response:
+            name = response["$ref"].rsplit("/", 1)[1]
+            response = self._spec["components"]["responses"][name]
+        return response
+
+    def _check(self, response):
+        """Compare one answer with the description (after_request hook)."""
+        from flask import request
+
+        rule = request.url_rule
+        method = request.method.lower()
+        if rule is None or rule.endpoint == "static" or method in ("head", "options"):
+            return response
+        if response.status_code == 500:
+            # A bug: never described, and the tests that cause one on purpose
+            # check the answer themselves.
+            return response
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        operation = self._operation(path, method)
+        where = f"{request.method} {path} {response.status_code}"
+        if operation is None:
+            self.problems.append(f"{where}: the operation is not described")
+            return response
+        described = self._response(operation, response.status_code)
+        if described is None:
+            self.problems.append(f"{where}: the status is not described")
+            return response
+        schema = described.get("content", {}).get("application/json", {}).get("schema")
+        if schema and response.mimetype == "application/json":
+            root = {**schema, "components": self._spec["components"]}
+            validator = jsonschema_rs.validator_for(root)
+            for error in validator.iter_errors(response.get_json()):
+                self.problems.append(f"{where}: {error.message}")
+        return response
+
+    def assert_agree(self) -> None:
+        """Fail the test if any answer departed from the description."""
+        assert not self.problems, "\n".join(self.problems)

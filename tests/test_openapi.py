@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from helpers import METADATA_FIELDS
+import monitoring
+from helpers import METADATA_FIELDS, DescribedAnswers, make_app
 from openapi import build_spec
 
 # The description is made from code alone: no database is involved.
@@ -36,7 +37,7 @@ def spec_routes(spec) -> set[tuple[str, str]]:
 
 
 def test_every_route_is_described_and_nothing_else(app):
-    assert flask_routes(app) == spec_routes(build_spec())
+    assert flask_routes(app) == spec_routes(build_spec(app))
 
 
 def test_the_description_is_openapi_3_1_with_both_token_locations(client):
@@ -93,3 +94,47 @@ def test_every_operation_describes_the_answers_of_every_layer(client):
                 schema = response["content"]["application/json"]["schema"]
                 if (path, status) != ("/healthz", "503"):
                     assert schema == {"$ref": "#/components/schemas/Error"}
+
+
+def test_every_operation_is_summed_up_by_its_views_docstring(app):
+    spec = build_spec(app)
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        view = app.view_functions[rule.endpoint]
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            operation = spec["paths"][path][method.lower()]
+            assert operation["summary"] == view.__doc__.strip().splitlines()[0]
+
+
+@pytest.fixture
+def unchecked_app(tmp_path):
+    """An app without the fixture's own check, to watch a check at work."""
+    return make_app(f"sqlite:///{tmp_path / 'lockbox.db'}")
+
+
+def test_an_answer_that_departs_from_its_description_is_caught(
+    unchecked_app, monkeypatch
+):
+    # The check every test app carries (DescribedAnswers): a view whose answer
+    # drifts from the schema it is described with makes the test fail.
+    answers = DescribedAnswers(unchecked_app)
+    drifted = {"status": 1, "extra": True}
+    monkeypatch.setattr(monitoring.liveness_schema, "dump", lambda data: drifted)
+    unchecked_app.test_client().get("/livez")
+    assert {problem.split(":")[0] for problem in answers.problems} == {"GET /livez 200"}
+    assert len(answers.problems) == 3
+
+
+def test_an_answer_with_an_undescribed_status_is_caught(unchecked_app):
+    app = unchecked_app
+    answers = DescribedAnswers(app)
+
+    @app.get("/teapot")
+    def teapot():
+        """A route no description knows."""
+        return "", 418
+
+    app.test_client().get("/teapot")
+    assert answers.problems == ["GET /teapot 418: the operation is not described"]

@@ -15,6 +15,7 @@ from harness.server import LiveServer, proc_status
 from helpers import (
     BOUNDARY,
     MIB,
+    PASSWORD,
     SECRET_KEY,
     SHARED_LIMITS,
     AuthActions,
@@ -358,3 +359,31 @@ def test_concurrent_refreshes_of_one_token_let_exactly_one_through(server):
     assert statuses == [200] + [401] * (CONCURRENT_REFRESHES - 1), answers
     assert all(body == {"message": "Token revoked"} for s, body in answers if s == 401)
     assert "Traceback" not in server.output_so_far()
+
+
+def test_each_request_is_logged_once_with_its_id_and_no_secret(sqlite_site):
+    # The shipped gunicorn.conf.py: gunicorn's access log is off, the app writes
+    # one line per request, after the answer went out, with the request id.
+    site = sqlite_site
+    token = requests.get(
+        site.url + "/login", auth=("alice", PASSWORD), timeout=10
+    ).json()["token"]
+    asked = [
+        ("page", {"params": {"token": token}}, "/"),
+        ("bearer", {"headers": bearer(token)}, "/files"),
+        ("basic", {"auth": ("alice", PASSWORD)}, "/login"),
+    ]
+    for request_id, options, path in asked:
+        headers = {**options.pop("headers", {}), "X-Request-ID": f"log-{request_id}"}
+        answer = requests.get(site.url + path, headers=headers, timeout=10, **options)
+        assert answer.status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "log-basic" not in site.output_so_far():
+        time.sleep(0.05)
+    output = site.output_so_far()
+    for request_id, _, path in asked:
+        lines = [line for line in output.splitlines() if f"[log-{request_id}]" in line]
+        assert len(lines) == 1, (request_id, lines)
+        assert f"GET {path} 200 " in lines[0]
+    assert token not in output and token.split(".")[2] not in output
+    assert '" 200 ' not in output  # no gunicorn access line ("GET / HTTP/1.1" 200)

@@ -1,0 +1,150 @@
+"""Logging: one line per request with its id, text or JSON, and no secrets.
+
+This module owns every log the app and its servers write: the format (text,
+or JSON with ``LOG_FORMAT=json``), the request id on every record, the one
+line each request gets once its answer has been sent (gunicorn's own access
+log is off, see gunicorn.conf.py, and the development server's request lines
+are dropped), and the redaction of tokens and credentials, applied to the
+app's logger, the development server's and gunicorn's alike.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from flask import current_app, g, has_request_context, request
+from gunicorn.glogging import Logger as GunicornBaseLogger
+from pythonjsonlogger.json import JsonFormatter
+
+# `token=<anything up to & or whitespace>` in a URL, and the credentials of an
+# Authorization header, wherever they appear in a log line.
+TOKEN_IN_URL = re.compile(r"((?:^|[?&\s])(?:refresh_)?token=)[^&\s\"']+")
+AUTHORIZATION = re.compile(r"((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+REDACTED = "[redacted]"
+# A request id a client or proxy may send: short, and safe to echo and log.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+# The development server's request line (werkzeug.serving), which the app's
+# own line replaces.
+WERKZEUG_REQUEST_LINE = '"%s" %s %s'
+
+
+def redact(text: str) -> str:
+    """``text`` with token values and Authorization credentials replaced."""
+    return AUTHORIZATION.sub(r"\1" + REDACTED, TOKEN_IN_URL.sub(r"\1" + REDACTED, text))
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that takes tokens out of every record it passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message with secrets redacted; never drop it."""
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request's id on every record (``-`` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add ``record.request_id`` unless the record brought one; never drop it."""
+        if not hasattr(record, "request_id"):
+            in_request = has_request_context()
+            record.request_id = g.get("request_id", "-") if in_request else "-"
+        return True
+
+
+class DropRequestLines(logging.Filter):
+    """Drops the development server's request lines: the app logs its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for werkzeug's per-request record, True for anything else."""
+        return not str(record.msg).rstrip().endswith(WERKZEUG_REQUEST_LINE)
+
+
+def _start_request() -> None:
+    """Take the client's X-Request-ID when it is sane, or make one."""
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+
+
+def _finish_request(response):
+    """Echo the request id; log the request's one line once the answer is sent.
+
+    Written when the server closes the response, so that a streamed download's
+    line tells how long the whole transfer took. The path goes without its
+    query string, which may hold a token.
+    """
+    request_id = g.get("request_id", "-")
+    response.headers["X-Request-ID"] = request_id
+    started = g.get("request_started", time.perf_counter())
+    method, path, address = request.method, request.path, request.remote_addr
+    status, length = response.status_code, response.content_length
+    logger = current_app.logger
+
+    def log_line() -> None:
+        elapsed = (time.perf_counter() - started) * 1000
+        logger.info(
+            "%s %s %s %.1fms %sB %s",
+            method,
+            path,
+            status,
+            elapsed,
+            "-" if length is None else length,
+            address,
+            extra={"request_id": request_id},
+        )
+
+    response.call_on_close(log_line)
+    return response
+
+
+def _handler(log_format: str) -> logging.Handler:
+    """A stderr handler in the chosen format, with request ids and redaction."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(JSON_FIELDS))
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactingFilter())
+    return handler
+
+
+class GunicornLogger(GunicornBaseLogger):
+    """gunicorn's logger (``logger_class`` in gunicorn.conf.py): its error log
+    (worker starts and stops, invalid requests) redacted like everything else.
+    Its access log stays off: each request's line is the app's."""
+
+    def setup(self, cfg):
+        """gunicorn's handlers, with every error-log record redacted."""
+        super().setup(cfg)
+        self.error_log.addFilter(RedactingFilter())
+
+    def atoms(self, resp, req, environ, request_time):
+        """The access log's fields redacted, should someone turn it on."""
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {
+            name: redact(value) if isinstance(value, str) else value
+            for name, value in atoms.items()
+        }
+
+
+def init_app(app) -> None:
+    """One handler on the app's logger, request ids, and the per-request line."""
+    app.logger.handlers = [_handler(app.config.get("LOG_FORMAT", "text"))]
+    app.logger.setLevel(logging.DEBUG if app.debug else logging.INFO)
+    # Records also reach pytest's capture and any root handler an operator adds.
+    app.logger.propagate = True
+    werkzeug = logging.getLogger("werkzeug")
+    for log_filter in (RedactingFilter, DropRequestLines):
+        if not any(isinstance(f, log_filter) for f in werkzeug.filters):
+            werkzeug.addFilter(log_filter())
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
