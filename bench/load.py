@@ -40,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.mariadb import DatabaseUnreachable, scratch_database  # noqa: E402
 from harness.server import LiveServer  # noqa: E402
 
 # The longest load the run may put on the machine, warm-up included.
@@ -202,39 +203,21 @@ def database(args, scratch: Path):
     A database made here (on MariaDB, or a SQLite file in ``scratch``) is
     dropped on the way out.
     """
-    import sqlalchemy as sa
-
     if args.database_url == "sqlite":
         yield f"sqlite:///{scratch / 'lockbox.db'}", True
         return
     if args.database_url:
         yield args.database_url, False
         return
-    server_url = args.server_url.rstrip("/")
-    name = f"lockbox_load_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(server_url, connect_args={"connect_timeout": 10})
     try:
-        with engine.connect() as connection:
-            connection.execute(
-                sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-            )
-    except sa.exc.OperationalError as error:
-        engine.dispose()
+        with scratch_database(args.server_url, "lockbox_load") as url:
+            if args.driver == "mariadbconnector":
+                url = "mariadb+mariadbconnector://" + url.split("://", 1)[1]
+            yield url, True
+    except DatabaseUnreachable as error:
         raise SetupError(
-            f"MariaDB is not reachable at {server_url} ({error.orig}); "
-            "--server-url for another server, or --database-url sqlite"
+            f"{error}; --server-url for another server, or --database-url sqlite"
         ) from None
-    url = f"{server_url}/{name}"
-    if args.driver == "mariadbconnector":
-        url = "mariadb+mariadbconnector://" + url.split("://", 1)[1]
-    try:
-        yield url, True
-    finally:
-        with engine.connect() as connection:
-            # Never wait long for a connection left open somewhere.
-            connection.execute(sa.text("SET SESSION lock_wait_timeout = 20"))
-            connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        engine.dispose()
 
 
 @contextlib.contextmanager

@@ -1,18 +1,22 @@
-"""A private MariaDB server for tests that stop and restart the database.
+"""MariaDB for tests and benchmarks: a throwaway database on a running server
+(``scratch_database``), or a private server for tests that stop and restart it.
 
 It has its own data directory, socket, pid file and port, reads no option file
 (``--no-defaults``), and never touches a server the machine already runs.
 """
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import MySQLdb
+import sqlalchemy as sa
 
 from harness.server import free_port
 
@@ -29,6 +33,39 @@ SERVER_OPTIONS = [
     "--innodb-log-file-size=8M",
     "--innodb-data-file-path=ibdata1:12M:autoextend",
 ]
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The MariaDB server that should hold a scratch database does not answer."""
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str):
+    """The URL of a new, empty database on ``server_url``, dropped on the way out.
+
+    Raises DatabaseUnreachable when the server does not answer.
+    """
+    server_url = server_url.rstrip("/")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(server_url, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect() as connection:
+            connection.execute(
+                sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+            )
+    except sa.exc.OperationalError as error:
+        engine.dispose()
+        raise DatabaseUnreachable(
+            f"MariaDB is not reachable at {server_url}: {error.orig}"
+        ) from None
+    try:
+        yield f"{server_url}/{name}"
+    finally:
+        with engine.connect() as connection:
+            # Never wait long for a connection left open somewhere.
+            connection.execute(sa.text("SET SESSION lock_wait_timeout = 20"))
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        engine.dispose()
 
 
 def server_programs() -> tuple[str, str] | None:

@@ -1,10 +1,8 @@
 """Fixtures: an app on a fresh SQLite file and on a fresh MariaDB database."""
 
-import uuid
-
 import pytest
-import sqlalchemy as sa
 
+from harness.mariadb import DatabaseUnreachable, scratch_database
 from harness.server import LiveServer
 from helpers import (
     BIG,
@@ -23,23 +21,13 @@ from helpers import (
 @pytest.fixture(scope="session")
 def mysql_database():
     """A MariaDB database made for this test session and dropped after it."""
-    name = f"lockbox_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(MYSQL_SERVER_URL, connect_args={"binary_prefix": True})
     try:
-        with engine.connect() as connection:
-            connection.execute(
-                sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-            )
-    except sa.exc.OperationalError as error:
-        engine.dispose()
-        message = f"MariaDB is not reachable at {MYSQL_SERVER_URL}: {error.orig}"
+        with scratch_database(MYSQL_SERVER_URL, "lockbox_test") as url:
+            yield url
+    except DatabaseUnreachable as error:
         if REQUIRE_MYSQL:
-            pytest.fail(message)
-        pytest.skip(message)
-    yield f"{MYSQL_SERVER_URL}/{name}"
-    with engine.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-    engine.dispose()
+            pytest.fail(str(error))
+        pytest.skip(str(error))
 
 
 DATABASES = ["sqlite", "mysqlclient", "mariadbconnector"]
