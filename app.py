@@ -22,7 +22,9 @@ import files
 import logs
 import monitoring
 import openapi
+import quotas
 import security
+import uploads
 from models import db, ma
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
@@ -73,9 +75,12 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Sign-in, files, health checks and the API description."""
+    """Sign-in, files, resumable uploads, the account, health checks and the
+    API description."""
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
+    app.register_blueprint(uploads.bp)
+    app.register_blueprint(quotas.bp)
     monitoring.init_app(app)
     app.register_blueprint(openapi.bp)
 

@@ -16,7 +16,10 @@ from authentication import (
     prune_revoked,
     revoke_all_tokens,
 )
-from models import FileChunk, StoredFile, User, db, utcnow
+from config import parse_size
+from files import human_size
+from models import FileChunk, ResumableUpload, StoredFile, User, db, utcnow
+from quotas import quota_of, usage_of
 from storage import delete_stored_files
 
 MIN_PASSWORD_LENGTH = 8
@@ -111,21 +114,50 @@ def bootstrap_user(name):
 
 @users_cli.command("list")
 def list_users():
-    """List users with their file counts."""
+    """List users with their file counts, storage used and quota."""
     rows = db.session.execute(
-        db.select(User.username, User.created_at, func.count(StoredFile.id))
+        db.select(User, func.count(StoredFile.id))
         .outerjoin(
             StoredFile, (StoredFile.owner_id == User.id) & StoredFile.complete.is_(True)
         )
-        .group_by(User.id, User.username, User.created_at)
+        .group_by(User.id)
         .order_by(User.username)
     ).all()
     if not rows:
         click.echo("No users.")
-    for username, created_at, count in rows:
+    for user, count in rows:
+        quota = quota_of(user)
+        limit = "no quota" if quota is None else f"of {format_size(quota)}"
         click.echo(
-            f"{username}\tcreated {created_at:%Y-%m-%d %H:%M} UTC\t{count} files"
+            f"{user.username}\tcreated {user.created_at:%Y-%m-%d %H:%M} UTC"
+            f"\t{count} files\t{format_size(usage_of(user.id))} used {limit}"
         )
+
+
+@users_cli.command("set-quota")
+@click.argument("name")
+@click.argument("size")
+def set_quota(name, size):
+    """Set how much a user may store: e.g. 10GiB or 500MB; 0 for no limit,
+    "default" for STORAGE_QUOTA_BYTES."""
+    user = _find_user(name)
+    if size.strip().lower() == "default":
+        user.quota_bytes = None
+    else:
+        try:
+            user.quota_bytes = parse_size(size)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="SIZE") from None
+    db.session.commit()
+    quota = quota_of(user)
+    click.echo(
+        f"Quota for {name}: " + ("none" if quota is None else format_size(quota))
+    )
+
+
+def format_size(size: int) -> str:
+    """A byte count as people read it (1.5 GiB), with the exact count."""
+    return f"{human_size(size)} ({size} bytes)" if size >= 1024 else f"{size} B"
 
 
 @users_cli.command("delete")
@@ -160,24 +192,42 @@ def set_password(name):
     default=3600,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Seconds an unfinished upload may sit without new chunks before removal.",
+    help="Seconds an unfinished form upload may sit without new chunks before removal.",
 )
 def collect_garbage(idle):
-    """Remove unfinished uploads (and their chunks) left by crashes or outages."""
-    cutoff = utcnow() - timedelta(seconds=idle)
+    """Remove unfinished uploads (and their chunks) left by crashes or outages,
+    and resumable uploads past their expiry."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=idle)
+    live_uploads = db.select(ResumableUpload.file_id).where(
+        ResumableUpload.expires_at > now
+    )
     # File rows first: a writer still adding chunks then fails on the foreign key
-    # instead of leaving chunks behind.
+    # instead of leaving chunks behind. A resumable upload that has not expired
+    # stays, however long it has been idle.
     removed = db.session.execute(
         db.delete(StoredFile).where(
-            StoredFile.complete.is_(False), StoredFile.updated_at <= cutoff
+            StoredFile.complete.is_(False),
+            (StoredFile.updated_at <= cutoff) | StoredFile.id.in_(expired_uploads(now)),
+            StoredFile.id.not_in(live_uploads),
         )
     ).rowcount
     orphans = db.session.execute(
         db.delete(FileChunk).where(~FileChunk.file_id.in_(db.select(StoredFile.id)))
     ).rowcount
+    # A finished upload's URL lives as long as it would have: then only the
+    # URL goes, the file stays.
+    db.session.execute(
+        db.delete(ResumableUpload).where(ResumableUpload.expires_at <= now)
+    )
     db.session.commit()
     click.echo(f"Removed {removed} unfinished uploads and {orphans} orphan chunks")
     current_app.logger.info("files gc removed %d uploads, %d chunks", removed, orphans)
+
+
+def expired_uploads(now):
+    """The files of resumable uploads that expired before ``now``."""
+    return db.select(ResumableUpload.file_id).where(ResumableUpload.expires_at <= now)
 
 
 @tokens_cli.command("prune")

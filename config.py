@@ -1,6 +1,7 @@
 """Configuration: read once from the environment, checked before the app starts."""
 
 import os
+import re
 import secrets
 
 from sqlalchemy.engine import make_url
@@ -82,6 +83,14 @@ def from_environment(instance_path: str) -> dict:
         "REFRESH_TTL_SECONDS": _int_from_env("REFRESH_TTL_SECONDS", 7 * 24 * 3600),
         "MAX_CONTENT_LENGTH": _int_from_env("MAX_CONTENT_LENGTH", 1024 * MIB),
         "CHUNK_SIZE": _int_from_env("CHUNK_SIZE", MIB, minimum=1024),
+        # One file, however it arrives (a resumable upload is not limited by
+        # MAX_CONTENT_LENGTH, which bounds one request body).
+        "MAX_FILE_SIZE": _int_from_env("MAX_FILE_SIZE", 10 * 1024 * MIB),
+        # Bytes each account may keep, unless `users set-quota` says otherwise;
+        # 0: no limit.
+        "STORAGE_QUOTA_BYTES": _int_from_env("STORAGE_QUOTA_BYTES", 0, minimum=0),
+        # An unfinished resumable upload is removed this long after its last piece.
+        "UPLOAD_EXPIRY_SECONDS": _int_from_env("UPLOAD_EXPIRY_SECONDS", 24 * 3600),
         "TRUSTED_PROXIES": _int_from_env("TRUSTED_PROXIES", 0, minimum=0),
         "JWT_ISSUER": os.environ.get("JWT_ISSUER") or "lockbox",
         "LOG_FORMAT": (os.environ.get("LOG_FORMAT") or "text").lower(),
@@ -96,6 +105,34 @@ def from_environment(instance_path: str) -> dict:
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _flag_from_env("SESSION_COOKIE_SECURE"),
     }
+
+
+SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """A byte count written as people write it: 1048576, 500MB, 10GiB, 1.5 TiB."""
+    match = SIZE_RE.fullmatch(text)
+    unit = match and SIZE_UNITS.get(match.group(2).lower())
+    if not unit:
+        raise ValueError(f"{text!r} is not a size (say e.g. 500MB or 10GiB)")
+    return int(float(match.group(1)) * unit)
 
 
 def limit_storage_is_shared(uri: str) -> bool:

@@ -96,7 +96,7 @@ def load_or_400(schema, data: dict) -> dict:
 def _message_for(error: HTTPException) -> str:
     """A short, human message for an HTTP error."""
     if error.code == 413:
-        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        limit = request.max_content_length
         return f"Upload too large: the limit is {limit} bytes"
     if error.description and error.description != type(error).description:
         return error.description

@@ -17,10 +17,12 @@ from flask import current_app, g, has_request_context, request
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from pythonjsonlogger.json import JsonFormatter
 
-# `token=<anything up to & or whitespace>` in a URL, and the credentials of an
-# Authorization header, wherever they appear in a log line.
+# `token=<anything up to & or whitespace>` in a URL, the credentials of an
+# Authorization header and an upload's key, wherever they appear in a log line.
 TOKEN_IN_URL = re.compile(r"((?:^|[?&\s])(?:refresh_)?token=)[^&\s\"']+")
 AUTHORIZATION = re.compile(r"((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# The key of a resumable upload's URL (uploads.py), a capability like a token.
+UPLOAD_KEY_IN_PATH = re.compile(r"(/uploads/)[A-Za-z0-9_-]{8,}")
 REDACTED = "[redacted]"
 # A request id a client or proxy may send: short, and safe to echo and log.
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -32,8 +34,10 @@ WERKZEUG_REQUEST_LINE = '"%s" %s %s'
 
 
 def redact(text: str) -> str:
-    """``text`` with token values and Authorization credentials replaced."""
-    return AUTHORIZATION.sub(r"\1" + REDACTED, TOKEN_IN_URL.sub(r"\1" + REDACTED, text))
+    """``text`` with token values, credentials and upload keys replaced."""
+    for secret in (TOKEN_IN_URL, AUTHORIZATION, UPLOAD_KEY_IN_PATH):
+        text = secret.sub(r"\1" + REDACTED, text)
+    return text
 
 
 class RedactingFilter(logging.Filter):

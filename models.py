@@ -163,6 +163,8 @@ class User(db.Model):
     # id is ever given to someone else, after a restore say), and replaced to
     # revoke all the account's tokens at once (sign out everywhere, a new password).
     token_version: Mapped[str] = mapped_column(String(32), default=new_token_version)
+    # Bytes this account may keep; None: the STORAGE_QUOTA_BYTES default (quotas.py).
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
     files: Mapped[list["StoredFile"]] = relationship(
         back_populates="owner", passive_deletes=True
@@ -205,11 +207,43 @@ class StoredFile(db.Model):
     # While unfinished: the SHA-256 of the bytes stored so far, saved (digests.py)
     # so that the next append, in any request or process, goes on from there.
     hash_state: Mapped[bytes | None] = mapped_column(LargeBinary())
+    # While unfinished: the bytes held against the owner's quota for it (the
+    # length it announced), so that parallel uploads cannot overshoot together.
+    reserved: Mapped[int] = mapped_column(BigInteger, default=0)
 
     owner: Mapped[User] = relationship(back_populates="files")
 
     def __repr__(self) -> str:
         return f"<StoredFile {self.id} {self.filename!r}>"
+
+
+class ResumableUpload(db.Model):
+    """A tus upload: the URL it is reached at, and what the protocol keeps.
+
+    Its bytes are an unfinished StoredFile's, stored through storage.py like
+    any other upload's. The URL's key is a secret that opens this one upload
+    (uploads.py); only its SHA-256 is kept.
+    """
+
+    __tablename__ = "resumable_upload"
+    __table_args__ = {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("stored_file.id", ondelete="CASCADE"), unique=True
+    )
+    # The announced length (Upload-Length); None while deferred.
+    length: Mapped[int | None] = mapped_column(BigInteger)
+    # Upload-Metadata as the client sent it, given back by HEAD.
+    upload_metadata: Mapped[str] = mapped_column(String(4096), default="")
+    # The owner's token version when it began: signing out everywhere, or a new
+    # password, ends the upload's key like every token.
+    owner_version: Mapped[str] = mapped_column(String(32))
+    # Moved on by every piece received: an upload in use does not expire.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    stored_file: Mapped[StoredFile] = relationship()
 
 
 class RevokedToken(db.Model):

@@ -15,6 +15,7 @@ from werkzeug.sansio.multipart import (
     NeedData,
 )
 
+import quotas
 import storage
 from errors import ApiError, load_or_400
 from models import StoredFile, db
@@ -164,10 +165,17 @@ class UploadReceiver:
             raise ApiError(400, "Send one file per upload")
         if not event.filename:
             raise ApiError(400, "No file selected")
+        # The body's length holds the owner's quota for the file (which is a
+        # little shorter); without one, the file is limited as it streams.
         stored_file = storage.begin(
-            self.owner.id, event.filename, event.headers.get("Content-Type")
+            self.owner.id,
+            event.filename,
+            event.headers.get("Content-Type"),
+            reserve=request.content_length or 0,
         )
-        self.writer = storage.ChunkWriter(stored_file)
+        self.writer = storage.ChunkWriter(
+            stored_file, limit=quotas.SizeLimit(stored_file)
+        )
 
     def _form(self) -> dict:
         """The text fields, validated; a 400 when they do not fit."""

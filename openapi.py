@@ -25,6 +25,35 @@ RESPONSES = {
     "SignInAgain": "A browser without a valid token, sent to the sign-in page",
     "BadCredentials": "Unable to verify: wrong or missing credentials",
     "NotFound": "No such file of yours",
+    # The tus protocol's own (uploads.py).
+    "TusVersion": "Tus-Resumable is missing or not 1.0.0 (Tus-Version says which)",
+    "TusMediaType": "A piece must be application/offset+octet-stream",
+    "UploadConflict": "Upload-Offset is not the upload's offset",
+    "ChecksumMismatch": "Upload-Checksum does not match the piece; it was not kept",
+}
+# Request headers of the tus protocol, named once (uploads.py).
+TUS_PARAMETERS = {
+    "TusResumable": {
+        "name": "Tus-Resumable",
+        "required": True,
+        "schema": {"type": "string", "enum": ["1.0.0"]},
+    },
+    "UploadLength": {
+        "name": "Upload-Length",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "UploadDeferLength": {
+        "name": "Upload-Defer-Length",
+        "required": False,
+        "schema": {"type": "integer", "enum": [1]},
+    },
+    "UploadMetadata": {
+        "name": "Upload-Metadata",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "filename, filetype and description, each base64-encoded",
+    },
 }
 # Answers any operation can get, from the app or from the layers in front of it
 # (gunicorn, nginx): added to every operation that does not describe the status
@@ -95,6 +124,18 @@ def build_spec(app) -> dict:
             "name": "file_id",
             "required": True,
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_ID},
+        },
+    )
+    for name, parameter in TUS_PARAMETERS.items():
+        spec.components.parameter(name, "header", parameter)
+    spec.components.parameter(
+        "UploadKey",
+        "path",
+        {
+            "name": "key",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{32}$"},
+            "description": "The upload's key, from the Location of its creation",
         },
     )
     named = {**RESPONSES}

@@ -26,6 +26,17 @@ class StoredFileSchema(ma.SQLAlchemySchema):
     created_at = ma.auto_field(dump_only=True)
 
 
+class AccountSchema(ma.Schema):
+    """``GET /account``: storage used and the limits that apply."""
+
+    username = fields.String(dump_only=True)
+    used_bytes = fields.Integer(dump_only=True)
+    quota_bytes = fields.Integer(
+        dump_only=True, allow_none=True, metadata={"description": "null: no limit"}
+    )
+    max_file_size = fields.Integer(dump_only=True)
+
+
 class RequestSchema(ma.Schema):
     """What a request may carry: fields it does not name are ignored, not refused
     (and the OpenAPI description, made from these schemas, says so)."""
@@ -34,6 +45,8 @@ class RequestSchema(ma.Schema):
         unknown = EXCLUDE
 
 
+# A file's description: StoredFile.description's length.
+DESCRIPTION_MAX = 200
 SHA256_ERROR = "sha256 must be 64 hexadecimal characters"
 
 
@@ -52,7 +65,7 @@ class UploadFormSchema(RequestSchema):
     description = fields.String(
         load_default="",
         validate=validate.Length(
-            max=200, error="Description is longer than {max} characters"
+            max=DESCRIPTION_MAX, error="Description is longer than {max} characters"
         ),
     )
 
@@ -187,3 +200,4 @@ health_schema = HealthSchema()
 # What a listing loads and shows of each file: the public metadata's columns.
 LISTED_FIELDS = tuple(stored_file_schema.fields)
 LISTED_COLUMNS = [getattr(StoredFile, name) for name in LISTED_FIELDS]
+account_schema = AccountSchema()

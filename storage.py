@@ -32,6 +32,7 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.http import parse_options_header
 
+import quotas
 from digests import ResumableSHA256
 from errors import ApiError
 from models import FileChunk, StoredFile, db, utcnow
@@ -81,12 +82,20 @@ def content_type_for(declared: str | None, filename: str) -> str:
 
 
 def begin(
-    owner_id: int, filename: str, declared_type: str | None, description: str = ""
+    owner_id: int,
+    filename: str,
+    declared_type: str | None,
+    description: str = "",
+    reserve: int = 0,
+    commit: bool = True,
 ) -> StoredFile:
-    """A new, empty, hidden file, committed: append its bytes with a ChunkWriter.
+    """A new, empty, hidden file: append its bytes with a ChunkWriter.
 
     ``filename`` and ``declared_type`` are as the client sent them; the file is
-    kept under the cleaned name and a well-formed media type.
+    kept under the cleaned name and a well-formed media type. ``reserve``
+    bytes of the owner's quota are held for it (a 413 when there is no room,
+    and nothing is kept). Committed, unless the caller adds to the same
+    transaction (``commit`` false).
     """
     filename = clean_filename(filename)
     stored_file = StoredFile(
@@ -99,8 +108,20 @@ def begin(
         complete=False,
     )
     db.session.add(stored_file)
-    db.session.commit()
+    try:
+        quotas.reserve(stored_file, reserve)
+    except ApiError:
+        db.session.rollback()
+        raise
+    if commit:
+        db.session.commit()
+    else:
+        db.session.flush()
     return stored_file
+
+
+class ConcurrentAppend(RuntimeError):
+    """Another request appended to the same file while this one was writing."""
 
 
 class ChunkWriter:
@@ -111,6 +132,9 @@ class ChunkWriter:
     reading the request and the database's work proceed side by side; a queue
     of two chunks between them keeps memory at a few chunks whatever the size.
 
+    With a ``limit`` (quotas.SizeLimit) the file may not grow past its size:
+    the write that would is refused with the limit's 413.
+
     Chunks are committed every few, and before the storer waits for the client:
     no transaction stays open while a slow or stalled client keeps the next
     chunk coming (on SQLite an open one would hold the database's only write
@@ -118,15 +142,23 @@ class ChunkWriter:
     each commit also records the size and the hash so far on the file, so that
     what was stored survives a dropped connection or a crash; without it they
     are recorded by ``finish(keep=True)`` only, and ``finish(keep=False)``
-    returns the file to where it was.
+    returns the file to where it was. Progress is recorded only over the size
+    this writer last saw: if another request appended to the file meanwhile,
+    the commit fails (ConcurrentAppend) and nothing of this writer's stays.
     """
 
-    def __init__(self, stored_file: StoredFile, record_progress: bool = False):
+    def __init__(
+        self,
+        stored_file: StoredFile,
+        record_progress: bool = False,
+        limit: "quotas.SizeLimit | None" = None,
+    ):
         self.stored_file = stored_file
         self.file_id = stored_file.id
         self.chunk_size = stored_file.chunk_size
         self.record_progress = record_progress
-        self.start = self.size = stored_file.size
+        self.limit = limit
+        self.start = self.size = self._committed_size = stored_file.size
         self._start_state = stored_file.hash_state
         self._hasher = ResumableSHA256.from_state(stored_file.hash_state)
         self._engine = db.engine
@@ -134,6 +166,7 @@ class ChunkWriter:
         # bytes first (already hashed), then the new ones.
         self._first_seq = self._seq = self.size // self.chunk_size
         self._tail = self._stored_tail()
+        db.session.commit()  # no transaction left open while the client sends
         self._pieces: list[bytes] = [self._tail] if self._tail else []
         self._buffered = len(self._tail)
         self._error: BaseException | None = None
@@ -151,7 +184,6 @@ class ChunkWriter:
                 file_id=self.file_id, seq=self._first_seq
             )
         ).scalar_one()
-        db.session.commit()  # no transaction left open while the client sends
         return bytes(data[:length])
 
     @property
@@ -162,6 +194,8 @@ class ChunkWriter:
     def write(self, data) -> None:
         """Add bytes to the file, handing every chunk that fills to the storer."""
         view = memoryview(data)
+        if self.limit is not None and self.size + len(view) > self.limit.max_size:
+            raise self.limit.error
         while view:
             piece = view[: self.chunk_size - self._buffered]
             view = view[len(piece) :]
@@ -238,12 +272,16 @@ class ChunkWriter:
         """Commit the chunks so far, with the progress that lets `files gc` tell a
         slow upload from a stalled one, and (when recorded) size and hash."""
         values = {"updated_at": utcnow()}
+        where = [StoredFile.id == self.file_id]
         if progress is not None:
             values["size"], values["hash_state"] = progress
-        connection.execute(
-            db.update(StoredFile).where(StoredFile.id == self.file_id).values(values)
-        )
+            where.append(StoredFile.size == self._committed_size)
+        updated = connection.execute(db.update(StoredFile).where(*where).values(values))
+        if progress is not None and updated.rowcount != 1:
+            raise ConcurrentAppend(f"file {self.file_id} changed under this append")
         connection.commit()
+        if progress is not None:
+            self._committed_size = progress[0]
 
     def _insert_chunk(self, connection, insert, seq: int, chunk: bytes) -> None:
         """Insert one chunk row (or replace the one stored with that seq)."""

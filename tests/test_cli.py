@@ -212,9 +212,9 @@ def test_list_users_shows_names_and_file_counts(auth, client, runner):
     lines = result.output.strip().splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("alice\t")
-    assert lines[0].endswith("\t2 files")
+    assert lines[0].endswith("\t2 files\t20 B used no quota")
     assert lines[1].startswith("bob\t")
-    assert lines[1].endswith("\t0 files")
+    assert lines[1].endswith("\t0 files\t0 B used no quota")
     assert "No users." not in result.output
 
 
@@ -224,7 +224,7 @@ def test_list_users_does_not_count_unfinished_uploads(app, auth, runner):
         db.session.add(StoredFile(owner_id=user_id, filename="x", complete=False))
         db.session.commit()
     result = runner.invoke(args=["users", "list"])
-    assert result.output.strip().endswith("\t0 files")
+    assert result.output.strip().endswith("\t0 files\t0 B used no quota")
 
 
 # --- users set-password ------------------------------------------------------

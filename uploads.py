@@ -1,0 +1,551 @@
+"""Resumable uploads: the tus 1.0.0 protocol on ``/uploads``, into chunk rows.
+
+Any tus client (tus-js-client, Uppy, tuspy, tusd's own) creates an upload with
+``POST /uploads`` and sends its bytes in as many ``PATCH`` requests as it
+likes, resuming after a broken connection from the offset ``HEAD`` gives.
+The bytes go through storage.py like every other upload's: an unfinished,
+hidden file that becomes an ordinary one once the last byte is in.
+
+Extensions: creation, creation-with-upload, creation-defer-length,
+termination, checksum (sha1, sha256) and expiration.
+
+Who may touch an upload: creating one takes an account token. The URL it
+answers with, ``/uploads/<key>``, carries a random key that is a capability
+for that one upload, like a presigned URL: with it, the upload can be
+resumed, inspected and terminated without a token, for as long as the upload
+lives, so that an upload outlasts the 20-minute access token it began with.
+Only the key's SHA-256 is stored. A request that does bring a valid token
+must be the owner's (anyone else gets 404); signing out everywhere or a new
+password ends the key too. An unfinished upload expires
+UPLOAD_EXPIRY_SECONDS after its last piece (410, then 404 once ``files gc``
+has removed it).
+"""
+
+import base64
+import binascii
+import functools
+import hashlib
+import re
+import secrets
+from datetime import timedelta
+
+from flask import Blueprint, current_app, g, request, url_for
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.http import http_date, parse_options_header
+
+import quotas
+import storage
+from authentication import check_for_token, token_from_request, verify_token
+from errors import ApiError, no_content
+from models import ResumableUpload, StoredFile, User, db, utcnow
+from schemas import DESCRIPTION_MAX
+
+bp = Blueprint("uploads", __name__)
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = (
+    "creation,creation-with-upload,creation-defer-length,"
+    "termination,checksum,expiration"
+)
+CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+OFFSET_STREAM = "application/offset+octet-stream"
+# Says which file a finished upload became (on the last PATCH, and on HEAD).
+FILE_ID_HEADER = "Lockbox-File-Id"
+# 192 random bits, URL-safe: 32 characters.
+KEY_BYTES = 24
+KEY_RE = re.compile(r"[A-Za-z0-9_-]{32}")
+DIGITS_RE = re.compile(r"[0-9]{1,19}")
+MAX_METADATA = 4096
+READ_SIZE = 1024 * 1024
+
+
+def key_hash(key: str) -> str:
+    """What is stored of an upload's key."""
+    return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+def tus_error(status: int, message: str) -> ApiError:
+    """An error in the one JSON shape, as every tus answer is."""
+    return ApiError(status, message)
+
+
+@bp.before_request
+def require_tus_version():
+    """Every request but OPTIONS says which protocol version it speaks."""
+    if request.method == "OPTIONS":
+        return
+    if request.headers.get("Tus-Resumable") != TUS_VERSION:
+        raise ApiError(
+            412,
+            f"Tus-Resumable: {TUS_VERSION} is required",
+            {"Tus-Version": TUS_VERSION},
+        )
+
+
+@bp.after_request
+def tus_resumable(response):
+    """Every answer but OPTIONS says the protocol version."""
+    if request.method != "OPTIONS":
+        response.headers["Tus-Resumable"] = TUS_VERSION
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def capabilities():
+    """The OPTIONS answer: the version, extensions, size limit and checksums."""
+    response = no_content()
+    response.headers.update(
+        {
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": EXTENSIONS,
+            "Tus-Max-Size": str(current_app.config["MAX_FILE_SIZE"]),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+        }
+    )
+    return response
+
+
+def _number(name: str) -> int | None:
+    """A header holding a non-negative integer; None when absent, else a 400."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not DIGITS_RE.fullmatch(value.strip()):
+        raise tus_error(400, f"{name} must be a non-negative whole number")
+    return int(value.strip())
+
+
+def _metadata() -> tuple[str, dict[str, str]]:
+    """Upload-Metadata, as sent and decoded: ``key base64value`` pairs."""
+    raw = request.headers.get("Upload-Metadata", "").strip()
+    if len(raw) > MAX_METADATA:
+        raise tus_error(400, f"Upload-Metadata is longer than {MAX_METADATA} bytes")
+    decoded = {}
+    for pair in filter(None, (item.strip() for item in raw.split(","))):
+        key, _, value = pair.partition(" ")
+        if not key or " " in value.strip() or key in decoded:
+            raise tus_error(400, "Upload-Metadata must be 'key base64value' pairs")
+        try:
+            text = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise tus_error(
+                400, f"Upload-Metadata {key}: not base64-encoded UTF-8"
+            ) from None
+        decoded[key] = text
+    if len(decoded.get("description", "")) > DESCRIPTION_MAX:
+        raise tus_error(400, f"Description is longer than {DESCRIPTION_MAX} characters")
+    return raw, decoded
+
+
+def _checksum():
+    """Upload-Checksum as (algorithm, digest), or None; a 400 when unusable."""
+    value = request.headers.get("Upload-Checksum")
+    if value is None:
+        return None
+    name, _, encoded = value.strip().partition(" ")
+    if name.lower() not in CHECKSUMS:
+        raise tus_error(
+            400, f"Upload-Checksum: unsupported algorithm (use {', '.join(CHECKSUMS)})"
+        )
+    try:
+        digest = base64.b64decode(encoded.strip(), validate=True)
+    except binascii.Error:
+        digest = b""
+    algorithm = CHECKSUMS[name.lower()]
+    if len(digest) != algorithm().digest_size:
+        raise tus_error(400, "Upload-Checksum: the digest is not valid base64")
+    return algorithm, digest
+
+
+def _expiry_headers(upload: ResumableUpload) -> dict:
+    """Upload-Expires, for an upload that is not finished."""
+    if upload.stored_file.complete:
+        return {}
+    return {"Upload-Expires": http_date(upload.expires_at)}
+
+
+def _file_headers(upload: ResumableUpload) -> dict:
+    """Where a finished upload's file is: its id, and its metadata URL."""
+    stored_file = upload.stored_file
+    if not stored_file.complete:
+        return {}
+    return {
+        FILE_ID_HEADER: str(stored_file.id),
+        "Content-Location": url_for("files.file_metadata", file_id=stored_file.id),
+    }
+
+
+def _has_body() -> bool:
+    """Whether the request sends a body (a length above zero, or chunked)."""
+    if request.content_length is not None:
+        return request.content_length > 0
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def _set_length(upload: ResumableUpload, length: int) -> None:
+    """Fix a deferred upload's length, holding it against the owner's quota."""
+    stored_file = upload.stored_file
+    if length < stored_file.size:
+        raise tus_error(400, "Upload-Length is less than the bytes already received")
+    upload.length = length
+    quotas.reserve(stored_file, length)
+
+
+def _receive(upload: ResumableUpload, checksum) -> None:
+    """Append the request body at the upload's offset; finish at its length.
+
+    Every byte read is stored as it comes, so a broken connection keeps what
+    arrived (unless the piece has a checksum, which a part cannot match). A
+    checksum mismatch (460), a piece past the length (413) or any error undoes
+    the whole piece; going over the owner's quota or MAX_FILE_SIZE ends the
+    upload, since it can never finish.
+    """
+    stored_file = upload.stored_file
+    # The upload's length bounds the body, not the size limit of one request.
+    request.max_content_length = current_app.config["MAX_FILE_SIZE"]
+    limit = quotas.SizeLimit(stored_file)
+    # Over the owner's quota or MAX_FILE_SIZE, an upload can never finish: it
+    # ends. Past its own length, only the piece is refused.
+    ends_upload = limit.error
+    if upload.length is not None and upload.length <= limit.max_size:
+        limit.max_size = upload.length
+        limit.error = tus_error(413, "The piece goes past Upload-Length")
+    digest = checksum[0]() if checksum else None
+    upload_id = upload.id
+    writer = storage.ChunkWriter(stored_file, record_progress=True, limit=limit)
+    buffer = bytearray(READ_SIZE)
+    view = memoryview(buffer)
+    stream = request.stream
+    try:
+        while True:
+            try:
+                count = stream.readinto(buffer)
+            except OSError:  # the server's word for a body cut short
+                raise ClientDisconnected() from None
+            if not count:
+                break
+            writer.write(view[:count])
+            if digest is not None:
+                digest.update(view[:count])
+    except ClientDisconnected:
+        writer.finish(keep=checksum is None)
+        _touch(upload_id)
+        current_app.logger.info(
+            "Upload %s: connection lost at offset %s", upload_id, writer.size
+        )
+        raise
+    except ApiError as error:
+        writer.finish(keep=False)
+        if error is ends_upload:
+            storage.discard(stored_file.id)
+        raise
+    except storage.ConcurrentAppend:
+        writer.close()
+        raise tus_error(409, "Another request appended to this upload") from None
+    except BaseException:
+        writer.close()
+        raise
+    if digest is not None and digest.digest() != checksum[1]:
+        writer.finish(keep=False)
+        raise tus_error(460, "Checksum mismatch: the piece was not kept")
+    try:
+        writer.finish()
+    except storage.ConcurrentAppend:
+        db.session.rollback()
+        raise tus_error(409, "Another request appended to this upload") from None
+    _touch(upload_id)
+    if upload.length is not None and stored_file.size == upload.length:
+        storage.finish(stored_file)
+
+
+def _touch(upload_id: int) -> None:
+    """Move the upload's expiry on: it is in use."""
+    expiry = current_app.config["UPLOAD_EXPIRY_SECONDS"]
+    db.session.execute(
+        db.update(ResumableUpload)
+        .where(ResumableUpload.id == upload_id)
+        .values(expires_at=utcnow() + timedelta(seconds=expiry))
+    )
+    db.session.commit()
+
+
+def _offset_stream() -> None:
+    """A piece must come as application/offset+octet-stream (else 415)."""
+    mimetype, _ = parse_options_header(request.headers.get("Content-Type", ""))
+    if mimetype != OFFSET_STREAM:
+        raise tus_error(415, f"Content-Type must be {OFFSET_STREAM}")
+
+
+@bp.route("/uploads", methods=["OPTIONS"], provide_automatic_options=False)
+def upload_capabilities():
+    """What this tus server supports: version, extensions, size, checksums.
+    ---
+    options:
+      security: []
+      responses:
+        204:
+          description: Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm
+    """
+    return capabilities()
+
+
+@bp.route("/uploads", methods=["POST"], provide_automatic_options=False)
+@check_for_token
+def create_upload():
+    """Create a resumable upload (tus creation); its URL is in Location.
+    ---
+    post:
+      parameters: [TusResumable, UploadLength, UploadDeferLength, UploadMetadata]
+      requestBody:
+        required: false
+        description: The first piece (creation-with-upload)
+        content:
+          application/offset+octet-stream:
+            schema:
+              type: string
+              format: binary
+      responses:
+        201:
+          description: Created; Location is the upload's URL
+        409: UploadConflict
+        412: TusVersion
+        415: TusMediaType
+        460: ChecksumMismatch
+    """
+    length = _number("Upload-Length")
+    deferred = request.headers.get("Upload-Defer-Length")
+    if deferred is not None and deferred.strip() != "1":
+        raise tus_error(400, "Upload-Defer-Length must be 1")
+    if (length is None) == (deferred is None):
+        raise tus_error(400, "Send Upload-Length, or Upload-Defer-Length: 1")
+    raw_metadata, metadata = _metadata()
+    with_body = _has_body()
+    if with_body:
+        _offset_stream()
+    checksum = _checksum() if with_body else None
+    stored_file = storage.begin(
+        g.user.id,
+        metadata.get("filename") or "unnamed",
+        metadata.get("filetype"),
+        metadata.get("description", ""),
+        reserve=length or 0,
+        commit=False,
+    )
+    key = secrets.token_urlsafe(KEY_BYTES)
+    upload = ResumableUpload(
+        key_hash=key_hash(key),
+        stored_file=stored_file,
+        length=length,
+        upload_metadata=raw_metadata,
+        owner_version=g.user.token_version,
+        expires_at=utcnow()
+        + timedelta(seconds=current_app.config["UPLOAD_EXPIRY_SECONDS"]),
+    )
+    db.session.add(upload)
+    db.session.commit()
+    if with_body:
+        _receive(upload, checksum)
+    elif length == 0:
+        storage.finish(stored_file)
+    headers = {
+        "Location": url_for("uploads.upload_status", key=key, _external=True),
+        **_expiry_headers(upload),
+        **_file_headers(upload),
+    }
+    if with_body:
+        headers["Upload-Offset"] = str(stored_file.size)
+    response = no_content()
+    response.status_code = 201
+    response.headers.update(headers)
+    return response
+
+
+def with_upload(view):
+    """Find the upload the URL's key opens, or answer 404 (410 once expired).
+
+    The key alone opens it; a valid token that comes along must be the owner's.
+    Puts the owner on ``g.user`` and the upload on ``g.upload``.
+    """
+
+    @functools.wraps(view)
+    def wrapped_view(key):
+        found = None
+        if KEY_RE.fullmatch(key):
+            found = db.session.execute(
+                db.select(ResumableUpload, User)
+                .join(StoredFile, StoredFile.id == ResumableUpload.file_id)
+                .join(User, User.id == StoredFile.owner_id)
+                .where(ResumableUpload.key_hash == key_hash(key))
+            ).one_or_none()
+        if found is None:
+            raise tus_error(404, "Upload not found")
+        upload, owner = found
+        caller = None
+        try:
+            token = token_from_request()
+            if token is not None:
+                caller, _ = verify_token(token)
+        except ApiError:
+            caller = None  # an expired token: the key still opens the upload
+        if caller is not None and caller.id != owner.id:
+            raise tus_error(404, "Upload not found")
+        if caller is None and owner.token_version != upload.owner_version:
+            raise tus_error(404, "Upload not found")
+        if not upload.stored_file.complete and upload.expires_at <= utcnow():
+            raise tus_error(410, "Upload expired")
+        g.user, g.upload = owner, upload
+        return view()
+
+    return wrapped_view
+
+
+@bp.route("/uploads/<key>", methods=["OPTIONS"], provide_automatic_options=False)
+def upload_url_capabilities(key):
+    """What this tus server supports (as OPTIONS /uploads).
+    ---
+    options:
+      security: []
+      parameters: [UploadKey]
+      responses:
+        204:
+          description: Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm
+    """
+    return capabilities()
+
+
+@bp.route("/uploads/<key>", methods=["HEAD"])
+@with_upload
+def upload_status():
+    """An upload's offset and length: where to resume from.
+    ---
+    head:
+      security: []
+      parameters: [UploadKey, TusResumable]
+      responses:
+        200:
+          description: Upload-Offset, Upload-Length (or Upload-Defer-Length),
+            Upload-Metadata, Upload-Expires; Lockbox-File-Id once finished
+        404:
+          description: No such upload
+        410:
+          description: The upload expired
+        412: TusVersion
+    """
+    upload = g.upload
+    headers = {"Upload-Offset": str(upload.stored_file.size)}
+    if upload.length is None:
+        headers["Upload-Defer-Length"] = "1"
+    else:
+        headers["Upload-Length"] = str(upload.length)
+    if upload.upload_metadata:
+        headers["Upload-Metadata"] = upload.upload_metadata
+    headers.update({**_expiry_headers(upload), **_file_headers(upload)})
+    response = current_app.response_class(status=200, headers=headers)
+    del response.headers["Content-Type"]
+    return response
+
+
+@bp.route("/uploads/<key>", methods=["PATCH"], provide_automatic_options=False)
+@with_upload
+def upload_piece():
+    """Append a piece at Upload-Offset; the last byte makes the file.
+    ---
+    patch:
+      security: []
+      parameters:
+      - UploadKey
+      - TusResumable
+      - name: Upload-Offset
+        in: header
+        required: true
+        schema: {type: integer, minimum: 0}
+      - UploadLength
+      - name: Upload-Checksum
+        in: header
+        required: false
+        schema: {type: string}
+      requestBody:
+        required: true
+        content:
+          application/offset+octet-stream:
+            schema:
+              type: string
+              format: binary
+      responses:
+        204:
+          description: Stored; Upload-Offset is the new offset. Once the upload
+            is complete, Lockbox-File-Id names the file it became
+        404:
+          description: No such upload
+          content:
+            application/json:
+              schema: ErrorSchema
+        409: UploadConflict
+        410:
+          description: The upload expired
+          content:
+            application/json:
+              schema: ErrorSchema
+        412: TusVersion
+        415: TusMediaType
+        460: ChecksumMismatch
+    """
+    upload = g.upload
+    stored_file = upload.stored_file
+    _offset_stream()
+    offset = _number("Upload-Offset")
+    if offset is None:
+        raise tus_error(400, "Upload-Offset is required")
+    if offset != stored_file.size:
+        raise tus_error(
+            409, f"Upload-Offset is {offset}, the upload is at {stored_file.size}"
+        )
+    length = _number("Upload-Length")
+    if length is not None and upload.length is None:
+        _set_length(upload, length)
+    elif length is not None and length != upload.length:
+        raise tus_error(400, "Upload-Length cannot change once set")
+    checksum = _checksum()
+    if stored_file.complete:
+        if _has_body():
+            raise tus_error(409, "The upload is complete")
+    else:
+        db.session.commit()
+        _receive(upload, checksum)
+    response = no_content()
+    response.headers.update(
+        {
+            "Upload-Offset": str(stored_file.size),
+            **_expiry_headers(upload),
+            **_file_headers(upload),
+        }
+    )
+    return response
+
+
+@bp.route("/uploads/<key>", methods=["DELETE"], provide_automatic_options=False)
+@with_upload
+def terminate_upload():
+    """Terminate an upload: everything it stored is removed (tus termination).
+    ---
+    delete:
+      security: []
+      parameters: [UploadKey, TusResumable]
+      responses:
+        204:
+          description: Removed
+        404:
+          description: No such upload
+          content:
+            application/json:
+              schema: ErrorSchema
+        410:
+          description: The upload expired
+          content:
+            application/json:
+              schema: ErrorSchema
+        412: TusVersion
+    """
+    storage.delete_stored_files(StoredFile.id == g.upload.file_id)
+    db.session.commit()
+    return no_content()
