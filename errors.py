@@ -10,7 +10,7 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from models import db, is_conflict
 from schemas import error_schema
@@ -95,7 +95,7 @@ def load_or_400(schema, data: dict) -> dict:
 
 def _message_for(error: HTTPException) -> str:
     """A short, human message for an HTTP error."""
-    if error.code == 413:
+    if isinstance(error, RequestEntityTooLarge):
         limit = request.max_content_length
         return f"Upload too large: the limit is {limit} bytes"
     if error.description and error.description != type(error).description:

@@ -22,6 +22,7 @@ from downloads import file_response
 from errors import ApiError, load_or_400, no_content, wants_html
 from models import StoredFile, db
 from multipart import UploadReceiver
+from quotas import account_usage
 from schemas import (
     LISTED_COLUMNS,
     file_page_schema,
@@ -119,7 +120,7 @@ def index():
     """
     query = load_or_400(page_query_schema, request.args.to_dict())
     page = owned_files_page(query["page"], query["per_page"])
-    return render_template("index.html", page=page)
+    return render_template("index.html", page=page, account=account_usage(g.user))
 
 
 @bp.post("/upload")

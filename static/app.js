@@ -1,5 +1,10 @@
 // Lockbox: progressive enhancement of the upload page. Everything here also
 // works without JavaScript: the form posts, the delete buttons ask on a page.
+//
+// With JavaScript, every file goes up as a resumable upload (tus, through
+// tus-js-client in static/vendor/): several files at once, progress and speed,
+// pause and resume, retries with backoff when the connection drops, and after
+// a page reload the same file chosen again goes on from where it stopped.
 "use strict";
 
 (function () {
@@ -9,161 +14,27 @@
   }
   const fileInput = document.getElementById("inputFile");
   const dropZone = document.getElementById("drop-zone");
+  const description = document.getElementById("description");
   const uploadButton = document.getElementById("upload-button");
+  const pauseButton = document.getElementById("pause-button");
   const cancelButton = document.getElementById("cancel-button");
   const progress = document.getElementById("upload-progress");
   const bar = document.getElementById("progress-bar");
   const text = document.getElementById("progress-text");
+  const list = document.getElementById("upload-list");
+  const resumeNote = document.getElementById("resume-note");
   const result = document.getElementById("upload-result");
   const rows = document.getElementById("file-rows");
   const table = document.getElementById("file-table");
   const emptyNote = document.getElementById("empty-note");
-  let request = null;
+  const token = new URL(form.action).searchParams.get("token");
+  // A piece per PATCH: big enough to be fast, small enough that a retry
+  // repeats little.
+  const CHUNK_SIZE = 8 * 1024 * 1024;
+  const RETRY_DELAYS = [0, 1000, 3000, 5000, 10000, 20000, 30000];
+  let batch = null;
 
   document.querySelectorAll(".js-only").forEach((el) => { el.hidden = false; });
-
-  function humanSize(bytes) {
-    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let value = bytes;
-    let unit = 0;
-    while (value >= 1024 && unit < units.length - 1) {
-      value /= 1024;
-      unit += 1;
-    }
-    return (unit === 0 ? value : value.toFixed(1)) + " " + units[unit];
-  }
-
-  function showResult(message, ok) {
-    result.textContent = message;
-    result.className = "flash " + (ok ? "flash-success" : "flash-error");
-    result.hidden = false;
-  }
-
-  function setBusy(busy) {
-    uploadButton.disabled = busy;
-    cancelButton.hidden = !busy;
-    fileInput.disabled = busy;
-  }
-
-  function cell(content, className) {
-    const td = document.createElement("td");
-    td.textContent = content;
-    if (className) {
-      td.className = className;
-    }
-    return td;
-  }
-
-  // A new row for a file the server just stored; text only, never HTML.
-  function addRow(file) {
-    const token = new URL(form.action).searchParams.get("token");
-    const tr = document.createElement("tr");
-    tr.dataset.fileId = file.id;
-    tr.append(
-      cell(file.filename, "name"),
-      cell(file.description, "description"),
-      cell(humanSize(file.size), "num"),
-    );
-    const when = document.createElement("td");
-    const time = document.createElement("time");
-    time.dateTime = file.created_at;
-    time.textContent = file.created_at.slice(0, 16).replace("T", " ") + " UTC";
-    when.append(time);
-    tr.append(when);
-
-    const actions = document.createElement("td");
-    actions.className = "row-actions";
-    const link = document.createElement("a");
-    link.className = "button secondary";
-    link.href = "/files/" + file.id + "/download?token=" + encodeURIComponent(token);
-    link.setAttribute("download", "");
-    link.textContent = "Download";
-    const del = document.createElement("form");
-    del.className = "delete-form";
-    del.method = "post";
-    del.action = "/files/" + file.id + "/delete?token=" + encodeURIComponent(token);
-    del.dataset.filename = file.filename;
-    const button = document.createElement("button");
-    button.type = "submit";
-    button.className = "danger";
-    button.textContent = "Delete";
-    del.append(button);
-    confirmDeletes(del);
-    actions.append(link, del);
-    tr.append(actions);
-
-    rows.prepend(tr);
-    table.hidden = false;
-    emptyNote.hidden = true;
-  }
-
-  function upload() {
-    // Read the form before it is disabled: disabled fields are not sent.
-    const data = new FormData(form);
-    const started = performance.now();
-    request = new XMLHttpRequest();
-    request.open("POST", form.action);
-    request.setRequestHeader("Accept", "application/json");
-    request.responseType = "json";
-    progress.hidden = false;
-    result.hidden = true;
-    bar.value = 0;
-    text.textContent = "0 %";
-    setBusy(true);
-
-    request.upload.addEventListener("progress", (event) => {
-      if (!event.lengthComputable) {
-        return;
-      }
-      const percent = Math.floor((event.loaded / event.total) * 100);
-      const seconds = Math.max((performance.now() - started) / 1000, 0.001);
-      bar.value = percent;
-      text.textContent = percent + " % · " + humanSize(event.loaded / seconds) + "/s";
-    });
-    request.addEventListener("load", () => {
-      setBusy(false);
-      const body = request.response || {};
-      if (request.status === 201) {
-        bar.value = 100;
-        text.textContent = "100 %";
-        showResult(body.message, true);
-        addRow(body);
-        form.reset();
-      } else if (request.status === 401) {
-        // Expired or revoked: the sign-in page says so.
-        window.location.assign("/login?expired=1");
-      } else {
-        showResult(body.message || "Upload failed (" + request.status + ")", false);
-      }
-      request = null;
-    });
-    request.addEventListener("error", () => {
-      setBusy(false);
-      showResult("Upload failed: the connection was lost", false);
-      request = null;
-    });
-    request.addEventListener("abort", () => {
-      setBusy(false);
-      progress.hidden = true;
-      showResult("Upload cancelled", false);
-      request = null;
-    });
-    request.send(data);
-  }
-
-  form.addEventListener("submit", (event) => {
-    if (!fileInput.files.length) {
-      return; // the browser's own "required" message
-    }
-    event.preventDefault();
-    upload();
-  });
-
-  cancelButton.addEventListener("click", () => {
-    if (request) {
-      request.abort();
-    }
-  });
 
   ["dragenter", "dragover"].forEach((name) => {
     dropZone.addEventListener(name, (event) => {
@@ -196,4 +67,342 @@
     });
   }
   document.querySelectorAll(".delete-form").forEach(confirmDeletes);
+
+  if (!window.tus || !window.tus.isSupported) {
+    return; // the plain form upload stays
+  }
+  fileInput.multiple = true;
+
+  function humanSize(bytes) {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let value = bytes;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) {
+      value /= 1024;
+      unit += 1;
+    }
+    return (unit === 0 ? value : value.toFixed(1)) + " " + units[unit];
+  }
+
+  function showResult(message, ok) {
+    result.textContent = message;
+    result.className = "flash " + (ok ? "flash-success" : "flash-error");
+    result.hidden = false;
+  }
+
+  function setBusy(busy) {
+    uploadButton.disabled = busy;
+    pauseButton.hidden = !busy;
+    pauseButton.textContent = "Pause";
+    cancelButton.hidden = !busy;
+    fileInput.disabled = busy;
+  }
+
+  function withToken(path) {
+    return path + "?token=" + encodeURIComponent(token);
+  }
+
+  function cell(content, className) {
+    const td = document.createElement("td");
+    td.textContent = content;
+    if (className) {
+      td.className = className;
+    }
+    return td;
+  }
+
+  // A new row for a file the server just stored; text only, never HTML.
+  function addRow(file) {
+    const tr = document.createElement("tr");
+    tr.dataset.fileId = file.id;
+    tr.append(
+      cell(file.filename, "name"),
+      cell(file.description, "description"),
+      cell(humanSize(file.size), "num"),
+    );
+    const when = document.createElement("td");
+    const time = document.createElement("time");
+    time.dateTime = file.created_at;
+    time.textContent = file.created_at.slice(0, 16).replace("T", " ") + " UTC";
+    when.append(time);
+    tr.append(when);
+
+    const actions = document.createElement("td");
+    actions.className = "row-actions";
+    const link = document.createElement("a");
+    link.className = "button secondary";
+    link.href = withToken("/files/" + file.id + "/download");
+    link.setAttribute("download", "");
+    link.textContent = "Download";
+    const del = document.createElement("form");
+    del.className = "delete-form";
+    del.method = "post";
+    del.action = withToken("/files/" + file.id + "/delete");
+    del.dataset.filename = file.filename;
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.className = "danger";
+    button.textContent = "Delete";
+    del.append(button);
+    confirmDeletes(del);
+    actions.append(link, del);
+    tr.append(actions);
+
+    rows.prepend(tr);
+    table.hidden = false;
+    emptyNote.hidden = true;
+  }
+
+  // What the server said about a failed request, for people.
+  function reasonOf(error) {
+    const response = error.originalResponse;
+    if (!response) {
+      return "the connection was lost";
+    }
+    try {
+      const body = JSON.parse(response.getBody());
+      if (body && body.message) {
+        return body.message;
+      }
+    } catch (ignored) {
+      // not JSON: say the status
+    }
+    return "the server answered " + response.getStatus();
+  }
+
+  // The account's usage line, brought up to date after an upload.
+  function refreshUsage() {
+    fetch(withToken("/account"), { headers: { Accept: "application/json" } })
+      .then((response) => (response.ok ? response.json() : null))
+      .then((account) => {
+        if (!account) {
+          return;
+        }
+        const meter = document.getElementById("usage-meter");
+        const usageText = document.getElementById("usage-text");
+        if (meter) {
+          meter.value = account.used_bytes;
+        }
+        usageText.textContent = account.quota_bytes
+          ? humanSize(account.used_bytes) + " of " + humanSize(account.quota_bytes) + " used"
+          : humanSize(account.used_bytes) + " used";
+      })
+      .catch(() => {});
+  }
+
+  // One file's line in the list, and its upload.
+  function FileUpload(file, note, onDone) {
+    this.file = file;
+    this.sent = 0;
+    this.done = false;
+    this.item = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = file.name;
+    this.bar = document.createElement("progress");
+    this.bar.max = 100;
+    this.bar.value = 0;
+    this.state = document.createElement("span");
+    this.state.className = "state";
+    this.state.textContent = "waiting";
+    this.item.append(name, this.bar, this.state);
+    list.append(this.item);
+
+    const self = this;
+    const started = performance.now();
+    this.upload = new window.tus.Upload(file, {
+      endpoint: "/uploads",
+      chunkSize: CHUNK_SIZE,
+      retryDelays: RETRY_DELAYS,
+      metadata: { filename: file.name, filetype: file.type, description: note },
+      storeFingerprintForResuming: true,
+      removeFingerprintOnSuccess: true,
+      // The account token creates the upload; its URL then carries a key of
+      // its own, so an upload outlives the token.
+      onBeforeRequest(request) {
+        if (request.getMethod() === "POST") {
+          request.setHeader("Authorization", "Bearer " + token);
+        }
+      },
+      onProgress(sent, total) {
+        self.sent = sent;
+        const seconds = Math.max((performance.now() - started) / 1000, 0.001);
+        const percent = total ? Math.floor((sent / total) * 100) : 100;
+        self.bar.value = percent;
+        self.state.textContent =
+          percent + " % · " + humanSize(sent / seconds) + "/s";
+        batch.showTotal();
+      },
+      onSuccess(payload) {
+        self.done = true;
+        self.bar.value = 100;
+        self.state.textContent = "done";
+        const id = payload.lastResponse.getHeader("Lockbox-File-Id");
+        fetch(withToken("/files/" + id), { headers: { Accept: "application/json" } })
+          .then((response) => response.json())
+          .then((stored) => {
+            addRow(stored);
+            onDone(null);
+          })
+          .catch(() => onDone(null));
+      },
+      onError(error) {
+        self.done = true;
+        self.item.classList.add("failed");
+        const response = error.originalResponse;
+        if (response && response.getStatus() === 401) {
+          window.location.assign("/login?expired=1");
+          return;
+        }
+        self.state.textContent = "failed: " + reasonOf(error);
+        onDone(reasonOf(error));
+      },
+    });
+  }
+
+  FileUpload.prototype.start = function () {
+    const upload = this.upload;
+    // The same file chosen again after a reload goes on where it stopped.
+    upload.findPreviousUploads().then((previous) => {
+      if (previous.length) {
+        upload.resumeFromPreviousUpload(previous[0]);
+      }
+      upload.start();
+    });
+  };
+
+  // The files of one press of Upload, and the buttons that act on all of them.
+  function Batch(files, note) {
+    this.uploads = [];
+    this.failures = [];
+    this.paused = false;
+    this.total = 0;
+    let left = files.length;
+    const self = this;
+    list.replaceChildren();
+    list.hidden = false;
+    for (const file of files) {
+      this.total += file.size;
+      this.uploads.push(
+        new FileUpload(file, note, (failure) => {
+          if (failure) {
+            self.failures.push(file.name + ": " + failure);
+          }
+          left -= 1;
+          if (left === 0) {
+            self.finish();
+          }
+        }),
+      );
+    }
+  }
+
+  Batch.prototype.showTotal = function () {
+    const sent = this.uploads.reduce((sum, each) => sum + each.sent, 0);
+    const percent = Math.min(this.total ? Math.floor((sent / this.total) * 100) : 100, 99);
+    const seconds = Math.max((performance.now() - this.started) / 1000, 0.001);
+    bar.value = percent;
+    text.textContent = percent + " % · " + humanSize(sent / seconds) + "/s";
+  };
+
+  Batch.prototype.start = function () {
+    this.started = performance.now();
+    progress.hidden = false;
+    result.hidden = true;
+    bar.value = 0;
+    text.textContent = "0 %";
+    setBusy(true);
+    this.uploads.forEach((each) => each.start());
+  };
+
+  Batch.prototype.togglePause = function () {
+    this.paused = !this.paused;
+    pauseButton.textContent = this.paused ? "Resume" : "Pause";
+    for (const each of this.uploads) {
+      if (each.done) {
+        continue;
+      }
+      if (this.paused) {
+        each.upload.abort();
+        each.state.textContent = "paused";
+      } else {
+        each.upload.start();
+      }
+    }
+  };
+
+  // Cancel terminates the uploads: the server removes what they stored.
+  Batch.prototype.cancel = function () {
+    for (const each of this.uploads) {
+      if (!each.done) {
+        each.done = true;
+        each.upload.abort(true).catch(() => {});
+        each.state.textContent = "cancelled";
+      }
+    }
+    batch = null;
+    setBusy(false);
+    progress.hidden = true;
+    showResult("Upload cancelled", false);
+  };
+
+  Batch.prototype.finish = function () {
+    if (batch !== this) {
+      return;
+    }
+    batch = null;
+    setBusy(false);
+    refreshUsage();
+    if (this.failures.length) {
+      showResult("Upload failed: " + this.failures.join("; "), false);
+      return;
+    }
+    bar.value = 100;
+    text.textContent = "100 %";
+    const names = this.uploads.map((each) => each.file.name);
+    showResult(
+      names.length === 1
+        ? "file " + names[0] + " uploaded successfully"
+        : names.length + " files uploaded successfully",
+      true,
+    );
+    form.reset();
+  };
+
+  form.addEventListener("submit", (event) => {
+    if (!fileInput.files.length) {
+      return; // the browser's own "required" message
+    }
+    event.preventDefault();
+    batch = new Batch(Array.from(fileInput.files), description.value);
+    batch.start();
+  });
+
+  pauseButton.addEventListener("click", () => {
+    if (batch) {
+      batch.togglePause();
+    }
+  });
+
+  cancelButton.addEventListener("click", () => {
+    if (batch) {
+      batch.cancel();
+    }
+  });
+
+  // Uploads a reload interrupted: choosing the same file again resumes it.
+  window.tus.defaultOptions.urlStorage
+    .findAllUploads()
+    .then((unfinished) => {
+      if (unfinished.length) {
+        resumeNote.textContent =
+          unfinished.length === 1
+            ? "1 upload was interrupted: choose the same file again to resume it."
+            : unfinished.length +
+              " uploads were interrupted: choose the same files again to resume them.";
+        resumeNote.hidden = false;
+      }
+    })
+    .catch(() => {});
+
 })();

@@ -1,18 +1,26 @@
 """The pages in a real browser: headless Chromium driven by Playwright."""
 
+import contextlib
 import hashlib
 import os
+import signal
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from harness.server import ROOT
+from harness.server import ROOT, LiveServer
 from helpers import (
     PASSWORD,
+    SECRET_KEY,
+    AuthActions,
+    empty_tables,
     expired_token,
+    make_app,
 )
+from models import User, db
 
 pytestmark = pytest.mark.slow
 
@@ -261,3 +269,224 @@ def test_upload_form_works_without_javascript(browser, site):
         )
     finally:
         context.close()
+
+
+# --- resumable uploads (tus) ---------------------------------------------------
+
+
+def throttle_uploads(page, bytes_per_second):
+    """Make the browser send request bodies no faster than this (DevTools)."""
+    session = page.context.new_cdp_session(page)
+    session.send("Network.enable")
+    session.send(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": 0,
+            "downloadThroughput": -1,
+            "uploadThroughput": bytes_per_second,
+        },
+    )
+
+
+def progress_of(page) -> int:
+    """The upload page's overall progress, in percent."""
+    return page.locator("#progress-bar").evaluate("bar => bar.value")
+
+
+def wait_for_progress(page, percent, timeout=30):
+    """Wait until the overall progress has passed ``percent``."""
+    deadline = time.monotonic() + timeout
+    while progress_of(page) <= percent:
+        assert time.monotonic() < deadline, f"progress stuck at {progress_of(page)}"
+        page.wait_for_timeout(50)
+
+
+def patch_offsets(page) -> list[int]:
+    """Start recording the Upload-Offset of every PATCH the page sends."""
+    offsets = []
+
+    def seen(request):
+        if request.method == "PATCH":
+            offsets.append(int(request.headers["upload-offset"]))
+
+    page.on("request", seen)
+    return offsets
+
+
+def downloaded_sha256(page, site, name, tmp_path) -> str:
+    """Download a file from the table and hash what arrived."""
+    with page.expect_download() as info:
+        row_for(page, name).get_by_role("link", name="Download").click()
+    saved = tmp_path / f"downloaded-{uuid.uuid4().hex[:6]}"
+    info.value.save_as(saved)
+    return hashlib.sha256(saved.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def own_site(tmp_path):
+    """gunicorn on a database of its own, for a test that stops the server."""
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    app = make_app(url)
+    AuthActions(app, app.test_client()).create_user("alice")
+    server = LiveServer({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url})
+    with server:
+        yield server
+    empty_tables(app)
+
+
+def test_an_upload_survives_the_server_dying_mid_file(page, own_site, tmp_path):
+    sign_in(page, own_site)
+    source = tmp_path / "survivor.bin"
+    source.write_bytes(os.urandom(24 * 1024 * 1024 + 11))
+    throttle_uploads(page, 4 * 1024 * 1024)
+    offsets = patch_offsets(page)
+    page.set_input_files("#inputFile", str(source))
+    page.get_by_role("button", name="Upload").click()
+    wait_for_progress(page, 15)
+    # The connection is cut for real: the server is killed, then comes back.
+    os.killpg(own_site.process.pid, signal.SIGKILL)
+    own_site.process.wait(timeout=20)
+    own_site._collect()
+    page.wait_for_timeout(1500)
+    own_site.__enter__()
+    expect(page.locator("#upload-result")).to_have_text(
+        "file survivor.bin uploaded successfully", timeout=90_000
+    )
+    screenshot(page, "resumed-after-server-restart")
+    # After the restart the client went on from the server's offset.
+    assert any(offset > 0 for offset in offsets[1:]), offsets
+    digest = downloaded_sha256(page, own_site, "survivor.bin", tmp_path)
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_an_upload_resumes_after_a_page_reload(page, site, tmp_path):
+    sign_in(page, site)
+    source = tmp_path / f"reloaded-{uuid.uuid4().hex[:6]}.bin"
+    source.write_bytes(os.urandom(20 * 1024 * 1024 + 3))
+    throttle_uploads(page, 4 * 1024 * 1024)
+    page.set_input_files("#inputFile", str(source))
+    page.get_by_role("button", name="Upload").click()
+    wait_for_progress(page, 45)
+    page.reload()
+    expect(page.locator("#resume-note")).to_contain_text("choose the same file again")
+    offsets = patch_offsets(page)
+    page.set_input_files("#inputFile", str(source))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-result")).to_have_text(
+        f"file {source.name} uploaded successfully", timeout=60_000
+    )
+    assert offsets and offsets[0] >= 8 * 1024 * 1024, offsets
+    digest = downloaded_sha256(page, site, source.name, tmp_path)
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+    page.reload()
+    expect(page.locator("#resume-note")).to_be_hidden()
+
+
+def test_several_files_upload_at_once(page, site):
+    sign_in(page, site)
+    tag = uuid.uuid4().hex[:6]
+    files = [
+        {
+            "name": f"many-{tag}-{n}.bin",
+            "mimeType": "application/octet-stream",
+            "buffer": os.urandom(300_000 + n),
+        }
+        for n in range(3)
+    ]
+    page.set_input_files("#inputFile", files)
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-result")).to_have_text("3 files uploaded successfully")
+    expect(page.locator("#upload-list li")).to_have_count(3)
+    for file in files:
+        expect(row_for(page, file["name"])).to_have_count(1)
+    screenshot(page, "several-files")
+
+
+def test_pause_holds_an_upload_and_resume_finishes_it(page, site, tmp_path):
+    sign_in(page, site)
+    source = tmp_path / f"paused-{uuid.uuid4().hex[:6]}.bin"
+    source.write_bytes(os.urandom(12 * 1024 * 1024))
+    throttle_uploads(page, 4 * 1024 * 1024)
+    page.set_input_files("#inputFile", str(source))
+    page.get_by_role("button", name="Upload").click()
+    wait_for_progress(page, 10)
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#upload-list li .state")).to_have_text("paused")
+    held_at = progress_of(page)
+    page.wait_for_timeout(1000)
+    assert progress_of(page) == held_at
+    screenshot(page, "paused")
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#upload-result")).to_have_text(
+        f"file {source.name} uploaded successfully", timeout=60_000
+    )
+    digest = downloaded_sha256(page, site, source.name, tmp_path)
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_cancel_terminates_an_upload_on_the_server(page, site, tmp_path):
+    sign_in(page, site)
+    source = tmp_path / f"terminated-{uuid.uuid4().hex[:6]}.bin"
+    source.write_bytes(os.urandom(12 * 1024 * 1024))
+    throttle_uploads(page, 2 * 1024 * 1024)
+    deletes = []
+    page.on(
+        "requestfinished",
+        lambda request: request.method == "DELETE" and deletes.append(request.url),
+    )
+    page.set_input_files("#inputFile", str(source))
+    page.get_by_role("button", name="Upload").click()
+    wait_for_progress(page, 5)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#upload-result")).to_have_text("Upload cancelled")
+    page.wait_for_timeout(500)
+    assert len(deletes) == 1 and "/uploads/" in deletes[0], deletes
+    gone = page.request.head(deletes[0], headers={"Tus-Resumable": "1.0.0"})
+    assert gone.status == 404
+
+
+@contextlib.contextmanager
+def alice_quota(site, quota_bytes):
+    """Give alice a storage quota for the length of a test."""
+
+    def set_quota(value):
+        with app.app_context():
+            db.session.execute(
+                db.update(User).filter_by(username="alice").values(quota_bytes=value)
+            )
+            db.session.commit()
+
+    app = make_app(site.env["DATABASE_URL"])
+    set_quota(quota_bytes)
+    try:
+        yield
+    finally:
+        set_quota(None)
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_the_page_shows_storage_used_against_the_quota(page, site):
+    with alice_quota(site, 1024**3):
+        sign_in(page, site)
+        expect(page.locator("#usage-text")).to_contain_text("of 1.0 GiB used")
+        meter = page.locator("#usage-meter")
+        expect(meter).to_be_visible()
+        screenshot(page, "usage")
+        before = meter.evaluate("m => m.value")
+        upload_through_page(page, f"counted-{uuid.uuid4().hex[:6]}.bin", b"x" * 2048)
+        expect(meter).to_have_js_property("value", before + 2048)
+
+
+def test_an_upload_over_the_quota_says_so(page, site):
+    with alice_quota(site, 1):
+        sign_in(page, site)
+        page.set_input_files(
+            "#inputFile",
+            {"name": "too-big.bin", "mimeType": "text/plain", "buffer": b"xx" * 1000},
+        )
+        page.get_by_role("button", name="Upload").click()
+        expect(page.locator("#upload-result")).to_contain_text("Storage quota exceeded")
+        screenshot(page, "over-quota")
+        expect(row_for(page, "too-big.bin")).to_have_count(0)
