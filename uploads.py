@@ -399,20 +399,6 @@ def with_upload(view):
     return wrapped_view
 
 
-@bp.route("/uploads/<key>", methods=["OPTIONS"], provide_automatic_options=False)
-def upload_url_capabilities(key):
-    """What this tus server supports (as OPTIONS /uploads).
-    ---
-    options:
-      security: []
-      parameters: [UploadKey]
-      responses:
-        204:
-          description: Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm
-    """
-    return capabilities()
-
-
 @bp.route("/uploads/<key>", methods=["HEAD"])
 @with_upload
 def upload_status():

@@ -10,7 +10,9 @@ For each MySQL driver it measures, in one run on the same MariaDB server:
 2. the app under gunicorn on 127.0.0.1: a streaming multipart upload, then a
    streaming download, of the same sizes, taking turns with 1. so that a busy
    spell on a shared machine slows both sides of each ratio alike;
-3. the gunicorn worker's resident memory, sampled from /proc during each transfer,
+3. the same file as a resumable (tus) upload in 8 MiB PATCHes, against the
+   form upload of step 2;
+4. the gunicorn worker's resident memory, sampled from /proc during each transfer,
    against its idle size, and the largest temporary file it had open.
 
 Results go to bench/results/latest.json and are printed as Markdown tables; the
@@ -240,6 +242,59 @@ def upload(port, token, blocks, size):
     return seconds, body
 
 
+TUS_PIECE = 8 * MIB
+
+
+def tus_upload(port, token, blocks, size, piece=TUS_PIECE):
+    """Send a file as a resumable (tus) upload in ``piece``-byte PATCHes on one
+    connection, as tus clients do; returns (seconds, the stored file's id)."""
+    tus = {"Tus-Resumable": "1.0.0"}
+    connection = connect_http(port)
+    started = time.perf_counter()
+    connection.request(
+        "POST",
+        "/uploads",
+        headers={
+            **tus,
+            "Authorization": f"Bearer {token}",
+            "Upload-Length": str(size),
+            "Upload-Metadata": "filename YmVuY2guYmlu",
+        },
+    )
+    response = connection.getresponse()
+    response.read()
+    if response.status != 201:
+        raise RuntimeError(f"tus creation failed: {response.status}")
+    path = urlsplit(response.getheader("Location")).path
+    pieces = file_blocks(blocks, size)
+    offset, file_id = 0, None
+    while offset < size:
+        length = min(piece, size - offset)
+        connection.putrequest("PATCH", path)
+        for name, value in {
+            **tus,
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": str(offset),
+            "Content-Length": str(length),
+        }.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        sent = 0
+        while sent < length:
+            block = next(pieces)
+            connection.send(block)
+            sent += len(block)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 204:
+            raise RuntimeError(f"tus PATCH failed: {response.status}")
+        offset = int(response.getheader("Upload-Offset"))
+        file_id = response.getheader("Lockbox-File-Id")
+    seconds = time.perf_counter() - started
+    connection.close()
+    return seconds, int(file_id)
+
+
 def download(port, token, file_id, digest=None):
     """Fetch a file, streamed into one reused buffer; returns (seconds, sha256).
 
@@ -315,8 +370,8 @@ def measure(driver, server_db, url, blocks, size, temp_dir):
         download(server.port, token, warm["id"])
         requests.delete(f"{server.url}/files/{warm['id']}", params={"token": token})
         idle = proc_status(worker, "VmRSS")
-        up_times, down_times, raw_runs = [], [], []
-        up_peak, down_peak, temp_bytes = 0, 0, 0
+        up_times, down_times, tus_times, raw_runs = [], [], [], []
+        up_peak, down_peak, tus_peak, temp_bytes = 0, 0, 0, 0
         for _ in range(repeats_for(size)):
             raw_runs.append(raw_once(driver, server_db, blocks, size))
             wait_for_quiet_database(server_db)
@@ -333,6 +388,21 @@ def measure(driver, server_db, url, blocks, size, temp_dir):
             requests.delete(
                 f"{server.url}/files/{body['id']}", params={"token": token}, timeout=600
             )
+            # The same file as a resumable upload, in 8 MiB PATCHes.
+            wait_for_quiet_database(server_db)
+            with WorkerWatch(worker, temp_dir) as tus_watch:
+                tus_seconds, tus_id = tus_upload(server.port, token, blocks, size)
+            stored = requests.get(
+                f"{server.url}/files/{tus_id}", params={"token": token}, timeout=60
+            ).json()
+            if stored["sha256"] != body["sha256"]:
+                raise RuntimeError("the tus upload stored other bytes")
+            requests.delete(
+                f"{server.url}/files/{tus_id}", params={"token": token}, timeout=600
+            )
+            tus_times.append(tus_seconds)
+            tus_peak = max(tus_peak, tus_watch.peak_rss)
+            temp_bytes = max(temp_bytes, tus_watch.temp_bytes)
             up_times.append(up_seconds)
             down_times.append(down_seconds)
             up_peak = max(up_peak, up_watch.peak_rss)
@@ -348,6 +418,8 @@ def measure(driver, server_db, url, blocks, size, temp_dir):
         "driver": driver,
         "size_mib": size // MIB,
         "upload_mib_s": size / MIB / statistics.median(up_times),
+        "tus_upload_mib_s": size / MIB / statistics.median(tus_times),
+        "tus_rss_growth_mib": (tus_peak - idle) / MIB,
         "download_mib_s": size / MIB / statistics.median(down_times),
         "idle_rss_mib": idle / MIB,
         "upload_rss_growth_mib": (up_peak - idle) / MIB,
@@ -422,6 +494,19 @@ def report(results):
             f"| {row['download_mib_s'] / best_read:.0%} "
             f"| {row['upload_rss_growth_mib']:.1f} / "
             f"{row['download_rss_growth_mib']:.1f} | {row['temp_file_bytes']} |"
+        )
+    lines += [
+        "",
+        "| driver | size | form upload MiB/s | tus upload MiB/s (8 MiB PATCHes) "
+        "| tus ÷ form | RSS growth form / tus MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["app"]:
+        lines.append(
+            f"| {row['driver']} | {row['size_mib']} MiB | {row['upload_mib_s']:.0f} "
+            f"| {row['tus_upload_mib_s']:.0f} "
+            f"| {row['tus_upload_mib_s'] / row['upload_mib_s']:.0%} "
+            f"| {row['upload_rss_growth_mib']:.1f} / {row['tus_rss_growth_mib']:.1f} |"
         )
     return "\n".join(lines)
 

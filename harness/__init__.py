@@ -1,2 +1,2 @@
-"""Real servers for the tests, the benchmarks and scripts/cluster: gunicorn,
+"""Real servers for the tests and the benchmarks: gunicorn,
 nginx and private MariaDB servers, all on 127.0.0.1."""

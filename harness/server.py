@@ -1,6 +1,6 @@
 """Real servers on 127.0.0.1: the app under gunicorn, and nginx in front of it.
 
-The one launcher the tests, the benchmarks and scripts/cluster all use.
+The one launcher the tests and the benchmarks use.
 """
 
 import os

@@ -8,6 +8,7 @@ a 5xx. Signing out and refreshing end a sign-in, so they run on their own, with
 tokens of another user; the rest runs with one valid access token.
 """
 
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -27,6 +28,7 @@ from helpers import (
 )
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 ARTIFACTS = ROOT / "test-artifacts" / "schemathesis"
 SEED = 20261130  # fixed, so that a failure in CI replays locally
 
@@ -85,8 +87,19 @@ def schemathesis(server, name, include, headers=(), auth=None):
         args += ["--header", header]
     if auth:
         args += ["--auth", auth]
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": HOOKS.stem,
+        "PYTHONPATH": str(HOOKS.parent),
+    }
     run = subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        args,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-20000:]
