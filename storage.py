@@ -265,8 +265,9 @@ class ChunkWriter:
                 uncommitted = 0
         if size is None:
             connection.rollback()
-        else:
+        elif uncommitted or size != self._committed_size:
             self._commit(connection, (size, state))
+        # else: the last commit recorded this very size (a commit is an fsync)
 
     def _commit(self, connection, progress: tuple[int, bytes] | None) -> None:
         """Commit the chunks so far, with the progress that lets `files gc` tell a
