@@ -30,7 +30,7 @@ import secrets
 from datetime import timedelta
 
 from flask import Blueprint, current_app, g, request, url_for
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import http_date, parse_options_header
 
 import quotas
@@ -82,9 +82,12 @@ def require_tus_version():
         )
 
 
-@bp.after_request
+@bp.after_app_request
 def tus_resumable(response):
-    """Every answer but OPTIONS says the protocol version."""
+    """Every answer on /uploads but OPTIONS says the protocol version (a 405,
+    which no view of the blueprint answers, included)."""
+    if request.path != "/uploads" and not request.path.startswith("/uploads/"):
+        return response
     if request.method != "OPTIONS":
         response.headers["Tus-Resumable"] = TUS_VERSION
     response.headers["Cache-Control"] = "no-store"
@@ -201,8 +204,6 @@ def _receive(upload: ResumableUpload, checksum) -> None:
     upload, since it can never finish.
     """
     stored_file = upload.stored_file
-    # The upload's length bounds the body, not the size limit of one request.
-    request.max_content_length = current_app.config["MAX_FILE_SIZE"]
     limit = quotas.SizeLimit(stored_file)
     # Over the owner's quota or MAX_FILE_SIZE, an upload can never finish: it
     # ends. Past its own length, only the piece is refused.
@@ -210,17 +211,26 @@ def _receive(upload: ResumableUpload, checksum) -> None:
     if upload.length is not None and upload.length <= limit.max_size:
         limit.max_size = upload.length
         limit.error = tus_error(413, "The piece goes past Upload-Length")
+    announced = request.content_length
+    if announced is not None and stored_file.size + announced > limit.max_size:
+        if limit.error is ends_upload:
+            storage.discard(stored_file.id)
+        raise limit.error
+    # The limit above bounds the body, not the size limit of one request.
+    request.max_content_length = limit.max_size - stored_file.size + 1
     digest = checksum[0]() if checksum else None
     writer = storage.ChunkWriter(stored_file, record_progress=True, limit=limit)
     buffer = bytearray(READ_SIZE)
     view = memoryview(buffer)
-    stream = request.stream
     try:
+        stream = request.stream
         while True:
             try:
                 count = stream.readinto(buffer)
             except OSError:  # the server's word for a body cut short
                 raise ClientDisconnected() from None
+            except RequestEntityTooLarge:  # a chunked body past the limit
+                raise limit.error from None
             if not count:
                 break
             writer.write(view[:count])
@@ -348,7 +358,13 @@ def create_upload():
     db.session.add(upload)
     db.session.commit()
     if with_body:
-        _receive(upload, checksum)
+        file_id = stored_file.id
+        try:
+            _receive(upload, checksum)
+        except BaseException:
+            # The client never learns this upload's URL: nothing may stay.
+            storage.discard(file_id)
+            raise
     elif length == 0:
         storage.finish(stored_file)
     headers = {
@@ -516,7 +532,9 @@ def upload_piece():
 @bp.route("/uploads/<key>", methods=["DELETE"], provide_automatic_options=False)
 @with_upload
 def terminate_upload():
-    """Terminate an upload: everything it stored is removed (tus termination).
+    """Terminate an upload: what it stored is removed (tus termination).
+
+    A finished upload's file stays: the URL is forgotten.
     ---
     delete:
       security: []
@@ -536,6 +554,11 @@ def terminate_upload():
               schema: ErrorSchema
         412: TusVersion
     """
-    storage.delete_stored_files(StoredFile.id == g.upload.file_id)
+    if g.upload.stored_file.complete:
+        # The file is an ordinary one now: only the upload's URL is forgotten;
+        # the file goes with DELETE /files/<id> (an account token's job).
+        db.session.delete(g.upload)
+    else:
+        storage.delete_stored_files(StoredFile.id == g.upload.file_id)
     db.session.commit()
     return no_content()

@@ -581,3 +581,130 @@ class DescribedAnswers:
     def assert_agree(self) -> None:
         """Fail the test if any answer departed from the description."""
         assert not self.problems, "\n".join(self.problems)
+
+
+# --- resumable uploads (tus) --------------------------------------------------
+
+OFFSET_STREAM = "application/offset+octet-stream"
+
+
+def tus_headers(token=None, **extra) -> dict:
+    """Tus-Resumable: 1.0.0, ``token`` as a Bearer credential (if any), and
+    ``extra`` headers written with underscores for dashes (Upload_Length=5)."""
+    headers = {"Tus-Resumable": "1.0.0"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    for name, value in extra.items():
+        headers[name.replace("_", "-")] = str(value)
+    return headers
+
+
+def tus_metadata(**fields: str) -> str:
+    """An Upload-Metadata value: ``name base64(value)`` pairs."""
+    return ",".join(
+        f"{name} {base64.b64encode(value.encode()).decode()}"
+        for name, value in fields.items()
+    )
+
+
+def create_upload(client, token, length=None, body=None, **headers):
+    """POST /uploads for ``length`` bytes (None: deferred), sending ``body`` as
+    the first piece if given; the response."""
+    if length is None:
+        headers.setdefault("Upload_Defer_Length", 1)
+    else:
+        headers.setdefault("Upload_Length", length)
+    if body is not None:
+        headers.setdefault("Content_Type", OFFSET_STREAM)
+    return client.post("/uploads", data=body, headers=tus_headers(token, **headers))
+
+
+def upload_path(response) -> str:
+    """The path of the upload a 201 from POST /uploads names in Location."""
+    assert response.status_code == 201, response.get_json()
+    # http://localhost/uploads/<key>: everything from the third slash on.
+    return "/" + response.headers["Location"].split("/", 3)[3]
+
+
+def new_upload(client, token, length=None, **kw) -> str:
+    """Create an upload that must be accepted; its path."""
+    return upload_path(create_upload(client, token, length, **kw))
+
+
+def send_piece(client, path, offset, data: bytes, token=None, **headers):
+    """PATCH ``data`` at ``offset``; the response."""
+    headers.setdefault("Content_Type", OFFSET_STREAM)
+    return client.patch(
+        path, data=data, headers=tus_headers(token, Upload_Offset=offset, **headers)
+    )
+
+
+def upload_offset(client, path) -> int:
+    """The offset HEAD reports for an upload that must exist."""
+    response = client.head(path, headers=tus_headers())
+    assert response.status_code == 200
+    return int(response.headers["Upload-Offset"])
+
+
+def tus_upload(client, token, content: bytes, sizes=(CHUNK - 1,)) -> int:
+    """Send ``content`` as a tus upload in pieces of ``sizes`` (cycled); the
+    id of the file it became."""
+    path = new_upload(client, token, len(content))
+    offset, piece = 0, 0
+    while True:
+        size = sizes[piece % len(sizes)]
+        response = send_piece(client, path, offset, content[offset : offset + size])
+        assert response.status_code == 204, response.get_json()
+        offset, piece = offset + size, piece + 1
+        if offset >= len(content):
+            return int(response.headers["Lockbox-File-Id"])
+
+
+def upload_row(app, path):
+    """The ResumableUpload row of an upload's path (None once gone)."""
+    from models import ResumableUpload
+    from uploads import key_hash
+
+    key = path.rsplit("/", 1)[1]
+    with app.app_context():
+        return db.session.execute(
+            db.select(ResumableUpload).filter_by(key_hash=key_hash(key))
+        ).scalar_one_or_none()
+
+
+def set_expiry(app, path, seconds_from_now: float) -> None:
+    """Move an upload's expiry to ``seconds_from_now`` (negative: the past)."""
+    from models import ResumableUpload
+    from uploads import key_hash
+
+    key = path.rsplit("/", 1)[1]
+    with app.app_context():
+        db.session.execute(
+            db.update(ResumableUpload)
+            .filter_by(key_hash=key_hash(key))
+            .values(
+                expires_at=datetime.fromtimestamp(time.time() + seconds_from_now, UTC)
+            )
+        )
+        db.session.commit()
+
+
+def chunk_rows(app, file_id) -> list[tuple[int, bytes]]:
+    """A file's chunk rows as (seq, data), in order."""
+    with app.app_context():
+        rows = db.session.execute(
+            db.select(FileChunk.seq, FileChunk.data)
+            .filter_by(file_id=file_id)
+            .order_by(FileChunk.seq)
+        )
+        return [(seq, bytes(data)) for seq, data in rows]
+
+
+def upload_count(app) -> int:
+    """How many resumable_upload rows exist."""
+    from models import ResumableUpload
+
+    with app.app_context():
+        return db.session.execute(
+            db.select(db.func.count()).select_from(ResumableUpload)
+        ).scalar()
