@@ -222,6 +222,7 @@ def _receive(upload: ResumableUpload, checksum) -> None:
     writer = storage.ChunkWriter(stored_file, record_progress=True, limit=limit)
     buffer = bytearray(READ_SIZE)
     view = memoryview(buffer)
+    received = 0
     try:
         stream = request.stream
         while True:
@@ -232,7 +233,12 @@ def _receive(upload: ResumableUpload, checksum) -> None:
             except RequestEntityTooLarge:  # a chunked body past the limit
                 raise limit.error from None
             if not count:
+                # gunicorn ends a body cut short like a whole one: only its
+                # length tells them apart.
+                if announced is not None and received < announced:
+                    raise ClientDisconnected()
                 break
+            received += count
             writer.write(view[:count])
             if digest is not None:
                 digest.update(view[:count])

@@ -115,3 +115,34 @@ def test_a_digest_that_does_not_match_is_a_400(new_file):
     with pytest.raises(storage.ApiError) as refused:
         storage.finish(stored_row(stored_file.id), expected=["0" * 64])
     assert refused.value.code == 400
+
+
+def test_a_second_writer_at_the_same_offset_keeps_nothing(new_file):
+    stored_file = new_file()
+    first = storage.ChunkWriter(stored_file, record_progress=True)
+    second = storage.ChunkWriter(stored_file, record_progress=True)
+    first_bytes = random.Random(1).randbytes(CHUNK + 10)
+    first.write(first_bytes)
+    first.finish()
+    second.write(random.Random(2).randbytes(2 * CHUNK))
+    with pytest.raises(storage.ConcurrentAppend):
+        second.finish()
+    second.close()
+    assert stored_row(stored_file.id).size == CHUNK + 10
+    assert b"".join(data for _, data in rows(stored_file.id)) == first_bytes
+
+
+def test_a_writer_that_lost_the_race_midway_stops_and_keeps_nothing_of_its_own(
+    new_file,
+):
+    stored_file = new_file()
+    slow = storage.ChunkWriter(stored_file, record_progress=True)
+    append(stored_file, b"w" * (CHUNK * 2))
+    with pytest.raises(storage.ConcurrentAppend):
+        # Enough chunks for the slow writer to commit, and find the file moved.
+        for _ in range(storage.CHUNKS_PER_COMMIT * 2):
+            slow.write(b"s" * CHUNK)
+        slow.finish()
+    slow.close()
+    assert stored_row(stored_file.id).size == 2 * CHUNK
+    assert b"".join(data for _, data in rows(stored_file.id)) == b"w" * (2 * CHUNK)
