@@ -170,6 +170,8 @@ class ChunkWriter:
         self._pieces: list[bytes] = [self._tail] if self._tail else []
         self._buffered = len(self._tail)
         self._error: BaseException | None = None
+        # Whether the storer has taken the end (or abort) marker.
+        self._ended = False
         self._queue: queue.Queue[tuple] = queue.Queue(maxsize=2)
         self._thread = threading.Thread(target=self._store_chunks, daemon=True)
         self._thread.start()
@@ -237,9 +239,11 @@ class ChunkWriter:
                     raise
         except BaseException as error:
             self._error = error
-            # Keep taking chunks so the request thread never blocks on a full queue.
-            while self._queue.get()[1] is not None:
-                pass
+            # Keep taking chunks so the request thread never blocks on a full
+            # queue, up to its end or abort marker (unless that came already:
+            # the last commit is what failed).
+            while not self._ended:
+                self._ended = self._queue.get()[1] is None
 
     def _store_in(self, connection, insert) -> None:
         """Insert the queued chunks on ``connection``, committing as they come,
@@ -255,6 +259,7 @@ class ChunkWriter:
                     uncommitted = 0
                 seq, chunk, size, state = self._queue.get()  # waits on the client
             if chunk is None:
+                self._ended = True
                 break
             self._insert_chunk(connection, insert, seq, chunk)
             uncommitted += 1
