@@ -30,6 +30,8 @@ RESPONSES = {
     "TusMediaType": "A piece must be application/offset+octet-stream",
     "UploadConflict": "Upload-Offset is not the upload's offset",
     "ChecksumMismatch": "Upload-Checksum does not match the piece; it was not kept",
+    "UploadNotFound": "No such upload, or not yours",
+    "UploadExpired": "The upload expired",
 }
 # Request headers of the tus protocol, named once (uploads.py).
 TUS_PARAMETERS = {

@@ -130,7 +130,9 @@ class ChunkWriter:
     The request thread hashes the bytes and cuts them into chunks; a storing
     thread, on a connection of its own, inserts them. The two overlap, so
     reading the request and the database's work proceed side by side; a queue
-    of two chunks between them keeps memory at a few chunks whatever the size.
+    of one chunk between them keeps memory at a few chunks whatever the size,
+    and what is left to store once the last byte is read (which every piece
+    of a resumable upload waits for) at two chunks at most.
 
     With a ``limit`` (quotas.SizeLimit) the file may not grow past its size:
     the write that would is refused with the limit's 413.
@@ -172,7 +174,7 @@ class ChunkWriter:
         self._error: BaseException | None = None
         # Whether the storer has taken the end (or abort) marker.
         self._ended = False
-        self._queue: queue.Queue[tuple] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[tuple] = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._store_chunks, daemon=True)
         self._thread.start()
 

@@ -30,6 +30,7 @@ import secrets
 from datetime import timedelta
 
 from flask import Blueprint, current_app, g, request, url_for
+from sqlalchemy.orm import contains_eager
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import http_date, parse_options_header
 
@@ -399,8 +400,9 @@ def with_upload(view):
         if KEY_RE.fullmatch(key):
             found = db.session.execute(
                 db.select(ResumableUpload, User)
-                .join(StoredFile, StoredFile.id == ResumableUpload.file_id)
+                .join(ResumableUpload.stored_file)
                 .join(User, User.id == StoredFile.owner_id)
+                .options(contains_eager(ResumableUpload.stored_file))
                 .where(ResumableUpload.key_hash == key_hash(key))
             ).one_or_none()
         if found is None:
@@ -437,10 +439,8 @@ def upload_status():
         200:
           description: Upload-Offset, Upload-Length (or Upload-Defer-Length),
             Upload-Metadata, Upload-Expires; Lockbox-File-Id once finished
-        404:
-          description: No such upload
-        410:
-          description: The upload expired
+        404: UploadNotFound
+        410: UploadExpired
         412: TusVersion
     """
     upload = g.upload
@@ -487,17 +487,9 @@ def upload_piece():
         204:
           description: Stored; Upload-Offset is the new offset. Once the upload
             is complete, Lockbox-File-Id names the file it became
-        404:
-          description: No such upload
-          content:
-            application/json:
-              schema: ErrorSchema
+        404: UploadNotFound
         409: UploadConflict
-        410:
-          description: The upload expired
-          content:
-            application/json:
-              schema: ErrorSchema
+        410: UploadExpired
         412: TusVersion
         415: TusMediaType
         460: ChecksumMismatch
@@ -548,16 +540,8 @@ def terminate_upload():
       responses:
         204:
           description: Removed
-        404:
-          description: No such upload
-          content:
-            application/json:
-              schema: ErrorSchema
-        410:
-          description: The upload expired
-          content:
-            application/json:
-              schema: ErrorSchema
+        404: UploadNotFound
+        410: UploadExpired
         412: TusVersion
     """
     if g.upload.stored_file.complete:

@@ -1,7 +1,5 @@
 """The migrations build exactly the models' schema, on SQLite and MariaDB."""
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -9,6 +7,7 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from app import create_app
+from harness.mariadb import scratch_database
 from helpers import MYSQL_SERVER_URL, SECRET_KEY
 from models import db
 
@@ -20,14 +19,8 @@ def empty_database(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'migrated.db'}"
         return
     request.getfixturevalue("mysql_database")  # skips or fails like the rest
-    name = f"lockbox_migrate_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(MYSQL_SERVER_URL)
-    with engine.connect() as connection:
-        connection.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    yield f"{MYSQL_SERVER_URL}/{name}"
-    with engine.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-    engine.dispose()
+    with scratch_database(MYSQL_SERVER_URL, "lockbox_migrate") as url:
+        yield url
 
 
 @pytest.fixture

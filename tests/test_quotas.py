@@ -236,16 +236,22 @@ def test_a_form_upload_without_content_length_is_stopped_at_the_quota(
     assert streamed_form_upload(client, token, random_bytes(QUOTA)).status_code == 201
 
 
+def send_pieces(client, path, pieces):
+    """Send pieces of ``pieces`` bytes; all but the last must be taken. The
+    last one's answer."""
+    offset = 0
+    for size in pieces[:-1]:
+        assert send_piece(client, path, offset, b"x" * size).status_code == 204
+        offset += size
+    return send_piece(client, path, offset, b"x" * pieces[-1])
+
+
 @WITH_QUOTA
 @pytest.mark.parametrize("pieces", [(6000, 6000), (12000,)], ids=["two", "one"])
 def test_a_deferred_upload_going_over_the_quota_is_removed(app, client, token, pieces):
     path = new_upload(client, token)
     file_id = upload_row(app, path).file_id
-    offset = 0
-    for size in pieces[:-1]:
-        assert send_piece(client, path, offset, b"x" * size).status_code == 204
-        offset += size
-    response = send_piece(client, path, offset, b"x" * pieces[-1])
+    response = send_pieces(client, path, pieces)
     assert response.status_code == 413
     assert response.get_json() == quota_exceeded(0)
     assert client.head(path, headers=tus_headers()).status_code == 404
@@ -323,11 +329,7 @@ def test_a_deferred_upload_growing_past_max_file_size_is_removed(
 ):
     path = new_upload(client, token)
     file_id = upload_row(app, path).file_id
-    offset = 0
-    for size in pieces[:-1]:
-        assert send_piece(client, path, offset, b"x" * size).status_code == 204
-        offset += size
-    response = send_piece(client, path, offset, b"x" * pieces[-1])
+    response = send_pieces(client, path, pieces)
     assert response.status_code == 413
     assert response.get_json() == {
         "message": f"File too large: the limit is {MAX_SIZE} bytes"
