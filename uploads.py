@@ -65,11 +65,6 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("ascii")).hexdigest()
 
 
-def tus_error(status: int, message: str) -> ApiError:
-    """An error in the one JSON shape, as every tus answer is."""
-    return ApiError(status, message)
-
-
 @bp.before_request
 def require_tus_version():
     """Every request but OPTIONS says which protocol version it speaks."""
@@ -115,7 +110,7 @@ def _number(name: str) -> int | None:
     if value is None:
         return None
     if not DIGITS_RE.fullmatch(value.strip()):
-        raise tus_error(400, f"{name} must be a non-negative whole number")
+        raise ApiError(400, f"{name} must be a non-negative whole number")
     return int(value.strip())
 
 
@@ -123,21 +118,21 @@ def _metadata() -> tuple[str, dict[str, str]]:
     """Upload-Metadata, as sent and decoded: ``key base64value`` pairs."""
     raw = request.headers.get("Upload-Metadata", "").strip()
     if len(raw) > MAX_METADATA:
-        raise tus_error(400, f"Upload-Metadata is longer than {MAX_METADATA} bytes")
+        raise ApiError(400, f"Upload-Metadata is longer than {MAX_METADATA} bytes")
     decoded = {}
     for pair in filter(None, (item.strip() for item in raw.split(","))):
         key, _, value = pair.partition(" ")
         if not key or " " in value.strip() or key in decoded:
-            raise tus_error(400, "Upload-Metadata must be 'key base64value' pairs")
+            raise ApiError(400, "Upload-Metadata must be 'key base64value' pairs")
         try:
             text = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise tus_error(
+            raise ApiError(
                 400, f"Upload-Metadata {key}: not base64-encoded UTF-8"
             ) from None
         decoded[key] = text
     if len(decoded.get("description", "")) > DESCRIPTION_MAX:
-        raise tus_error(400, f"Description is longer than {DESCRIPTION_MAX} characters")
+        raise ApiError(400, f"Description is longer than {DESCRIPTION_MAX} characters")
     return raw, decoded
 
 
@@ -148,7 +143,7 @@ def _checksum():
         return None
     name, _, encoded = value.strip().partition(" ")
     if name.lower() not in CHECKSUMS:
-        raise tus_error(
+        raise ApiError(
             400, f"Upload-Checksum: unsupported algorithm (use {', '.join(CHECKSUMS)})"
         )
     try:
@@ -157,7 +152,7 @@ def _checksum():
         digest = b""
     algorithm = CHECKSUMS[name.lower()]
     if len(digest) != algorithm().digest_size:
-        raise tus_error(400, "Upload-Checksum: the digest is not valid base64")
+        raise ApiError(400, "Upload-Checksum: the digest is not valid base64")
     return algorithm, digest
 
 
@@ -175,7 +170,10 @@ def _file_headers(upload: ResumableUpload) -> dict:
         return {}
     return {
         FILE_ID_HEADER: str(stored_file.id),
-        "Content-Location": url_for("files.file_metadata", file_id=stored_file.id),
+        # A header, not a page: the token stays out of it.
+        "Content-Location": url_for(
+            "files.file_metadata", file_id=stored_file.id, token=None
+        ),
     }
 
 
@@ -190,7 +188,7 @@ def _set_length(upload: ResumableUpload, length: int) -> None:
     """Fix a deferred upload's length, holding it against the owner's quota."""
     stored_file = upload.stored_file
     if length < stored_file.size:
-        raise tus_error(400, "Upload-Length is less than the bytes already received")
+        raise ApiError(400, "Upload-Length is less than the bytes already received")
     upload.length = length
     quotas.reserve(stored_file, length)
 
@@ -211,7 +209,7 @@ def _receive(upload: ResumableUpload, checksum) -> None:
     ends_upload = limit.error
     if upload.length is not None and upload.length <= limit.max_size:
         limit.max_size = upload.length
-        limit.error = tus_error(413, "The piece goes past Upload-Length")
+        limit.error = ApiError(413, "The piece goes past Upload-Length")
     announced = request.content_length
     if announced is not None and stored_file.size + announced > limit.max_size:
         if limit.error is ends_upload:
@@ -257,18 +255,18 @@ def _receive(upload: ResumableUpload, checksum) -> None:
         raise
     except storage.ConcurrentAppend:
         writer.close()
-        raise tus_error(409, "Another request appended to this upload") from None
+        raise ApiError(409, "Another request appended to this upload") from None
     except BaseException:
         writer.close()
         raise
     if digest is not None and digest.digest() != checksum[1]:
         writer.finish(keep=False)
-        raise tus_error(460, "Checksum mismatch: the piece was not kept")
+        raise ApiError(460, "Checksum mismatch: the piece was not kept")
     try:
         writer.finish()
     except storage.ConcurrentAppend:
         db.session.rollback()
-        raise tus_error(409, "Another request appended to this upload") from None
+        raise ApiError(409, "Another request appended to this upload") from None
     if upload.length is not None and stored_file.size == upload.length:
         storage.finish(stored_file)
     else:
@@ -294,7 +292,7 @@ def _offset_stream() -> None:
     """A piece must come as application/offset+octet-stream (else 415)."""
     mimetype, _ = parse_options_header(request.headers.get("Content-Type", ""))
     if mimetype != OFFSET_STREAM:
-        raise tus_error(415, f"Content-Type must be {OFFSET_STREAM}")
+        raise ApiError(415, f"Content-Type must be {OFFSET_STREAM}")
 
 
 @bp.route("/uploads", methods=["OPTIONS"], provide_automatic_options=False)
@@ -336,9 +334,9 @@ def create_upload():
     length = _number("Upload-Length")
     deferred = request.headers.get("Upload-Defer-Length")
     if deferred is not None and deferred.strip() != "1":
-        raise tus_error(400, "Upload-Defer-Length must be 1")
+        raise ApiError(400, "Upload-Defer-Length must be 1")
     if (length is None) == (deferred is None):
-        raise tus_error(400, "Send Upload-Length, or Upload-Defer-Length: 1")
+        raise ApiError(400, "Send Upload-Length, or Upload-Defer-Length: 1")
     raw_metadata, metadata = _metadata()
     with_body = _has_body()
     if with_body:
@@ -406,7 +404,7 @@ def with_upload(view):
                 .where(ResumableUpload.key_hash == key_hash(key))
             ).one_or_none()
         if found is None:
-            raise tus_error(404, "Upload not found")
+            raise ApiError(404, "Upload not found")
         upload, owner = found
         caller = None
         try:
@@ -416,11 +414,11 @@ def with_upload(view):
         except ApiError:
             caller = None  # an expired token: the key still opens the upload
         if caller is not None and caller.id != owner.id:
-            raise tus_error(404, "Upload not found")
+            raise ApiError(404, "Upload not found")
         if caller is None and owner.token_version != upload.owner_version:
-            raise tus_error(404, "Upload not found")
+            raise ApiError(404, "Upload not found")
         if not upload.stored_file.complete and upload.expires_at <= utcnow():
-            raise tus_error(410, "Upload expired")
+            raise ApiError(410, "Upload expired")
         g.user, g.upload = owner, upload
         return view()
 
@@ -499,20 +497,20 @@ def upload_piece():
     _offset_stream()
     offset = _number("Upload-Offset")
     if offset is None:
-        raise tus_error(400, "Upload-Offset is required")
+        raise ApiError(400, "Upload-Offset is required")
     if offset != stored_file.size:
-        raise tus_error(
+        raise ApiError(
             409, f"Upload-Offset is {offset}, the upload is at {stored_file.size}"
         )
     length = _number("Upload-Length")
     if length is not None and upload.length is None:
         _set_length(upload, length)
     elif length is not None and length != upload.length:
-        raise tus_error(400, "Upload-Length cannot change once set")
+        raise ApiError(400, "Upload-Length cannot change once set")
     checksum = _checksum()
     if stored_file.complete:
         if _has_body():
-            raise tus_error(409, "The upload is complete")
+            raise ApiError(409, "The upload is complete")
     else:
         db.session.commit()
         _receive(upload, checksum)

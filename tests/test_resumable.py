@@ -749,3 +749,15 @@ def test_deleting_a_user_removes_their_uploads(app, client, runner, token):
     assert upload_count(app) == 0
     assert rows_of(app, file_id) == (0, 0)
     assert head(client, path).status_code == 404
+
+
+def test_the_finished_answer_never_carries_the_token(client, token):
+    path = new_upload(client, token, 5)
+    response = client.patch(
+        f"{path}?token={token}",
+        data=b"hello",
+        headers=tus_headers(Upload_Offset=0, Content_Type=OFFSET_STREAM),
+    )
+    assert response.status_code == 204
+    file_id = response.headers["Lockbox-File-Id"]
+    assert response.headers["Content-Location"] == f"/files/{file_id}"
