@@ -224,7 +224,19 @@ def test_stylesheet_and_script_are_served_locally(client):
         assert stylesheet.status_code == 200
     with client.get("/static/app.js") as script:
         assert script.status_code == 200
-        assert b"XMLHttpRequest" in script.get_data()
+        assert b"new window.tus.Upload(" in script.get_data()
+    # The resumable-upload client ships with the app: make run needs no npm.
+    with client.get("/static/vendor/tus.min.js") as vendored:
+        assert vendored.status_code == 200
+        assert b"tus" in vendored.get_data()[:400]
+    with client.get("/static/vendor/tus-js-client.LICENSE") as licence:
+        assert licence.status_code == 200
+        assert licence.get_data().startswith(b"The MIT License")
+
+
+def test_the_upload_page_loads_the_vendored_tus_client_before_its_script(client, token):
+    page = client.get(f"/?token={token}").get_data(as_text=True)
+    assert page.index("/static/vendor/tus.min.js") < page.index("/static/app.js")
 
 
 @pytest.mark.parametrize(
