@@ -199,16 +199,16 @@ def collect_garbage(idle):
     and resumable uploads past their expiry."""
     now = utcnow()
     cutoff = now - timedelta(seconds=idle)
-    live_uploads = db.select(ResumableUpload.file_id).where(
-        ResumableUpload.expires_at > now
-    )
+    upload_files = db.select(ResumableUpload.file_id)
+    live_uploads = upload_files.where(ResumableUpload.expires_at > now)
     # File rows first: a writer still adding chunks then fails on the foreign key
     # instead of leaving chunks behind. A resumable upload that has not expired
     # stays, however long it has been idle.
     removed = db.session.execute(
         db.delete(StoredFile).where(
             StoredFile.complete.is_(False),
-            (StoredFile.updated_at <= cutoff) | StoredFile.id.in_(expired_uploads(now)),
+            # Idle form uploads, and resumable uploads that expired.
+            (StoredFile.updated_at <= cutoff) | StoredFile.id.in_(upload_files),
             StoredFile.id.not_in(live_uploads),
         )
     ).rowcount
@@ -223,11 +223,6 @@ def collect_garbage(idle):
     db.session.commit()
     click.echo(f"Removed {removed} unfinished uploads and {orphans} orphan chunks")
     current_app.logger.info("files gc removed %d uploads, %d chunks", removed, orphans)
-
-
-def expired_uploads(now):
-    """The files of resumable uploads that expired before ``now``."""
-    return db.select(ResumableUpload.file_id).where(ResumableUpload.expires_at <= now)
 
 
 @tokens_cli.command("prune")

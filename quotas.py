@@ -6,7 +6,7 @@ length a resumable upload announced, or a form upload's Content-Length).
 Reserving happens when a file begins, in the same transaction that checks
 the quota, under a lock on the owner's row: two uploads started together
 cannot both take the last free bytes. A file whose length is not known
-beforehand is limited while it streams instead (``size_limit``).
+beforehand is limited while it streams instead (``SizeLimit``).
 """
 
 from flask import Blueprint, current_app, g, jsonify
@@ -48,9 +48,7 @@ def usage_of(user_id: int, except_file_id: int = 0) -> int:
 
 def over_quota(used: int, quota: int) -> ApiError:
     """The 413 of an account that has no room left, saying used and limit."""
-    return ApiError(
-        413, f"Storage quota exceeded: {used} of {quota} bytes used", reason="quota"
-    )
+    return ApiError(413, f"Storage quota exceeded: {used} of {quota} bytes used")
 
 
 def too_large() -> ApiError:

@@ -90,20 +90,6 @@ def tus_resumable(response):
     return response
 
 
-def capabilities():
-    """The OPTIONS answer: the version, extensions, size limit and checksums."""
-    response = no_content()
-    response.headers.update(
-        {
-            "Tus-Version": TUS_VERSION,
-            "Tus-Extension": EXTENSIONS,
-            "Tus-Max-Size": str(current_app.config["MAX_FILE_SIZE"]),
-            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
-        }
-    )
-    return response
-
-
 def _number(name: str) -> int | None:
     """A header holding a non-negative integer; None when absent, else a 400."""
     value = request.headers.get(name)
@@ -305,7 +291,16 @@ def upload_capabilities():
         204:
           description: Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm
     """
-    return capabilities()
+    response = no_content()
+    response.headers.update(
+        {
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": EXTENSIONS,
+            "Tus-Max-Size": str(current_app.config["MAX_FILE_SIZE"]),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+        }
+    )
+    return response
 
 
 @bp.route("/uploads", methods=["POST"], provide_automatic_options=False)
