@@ -14,6 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import access_tokens
 import authentication
 import cli
 import config
@@ -24,6 +25,7 @@ import monitoring
 import openapi
 import quotas
 import security
+import shares
 import uploads
 from models import db, ma
 
@@ -75,12 +77,14 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Sign-in, files, resumable uploads, the account, health checks and the
-    API description."""
+    """Sign-in, files, resumable uploads, the account, share links, personal
+    access tokens, health checks and the API description."""
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(uploads.bp)
     app.register_blueprint(quotas.bp)
+    app.register_blueprint(shares.bp)
+    app.register_blueprint(access_tokens.bp)
     monitoring.init_app(app)
     app.register_blueprint(openapi.bp)
 

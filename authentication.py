@@ -1,9 +1,12 @@
-"""Identity: passwords, JSON Web Tokens, the ``check_for_token`` decorator, login."""
+"""Identity: passwords, JSON Web Tokens, personal access tokens and their
+scopes, the ``check_for_token`` decorator, login."""
 
 import functools
+import hashlib
 import re
 import secrets
 import uuid
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -23,13 +26,16 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from sqlalchemy import bindparam, func
 from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.exc import DBAPIError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from errors import ApiError, load_or_400, no_content, wants_html
 from models import (
+    AccessToken,
     RevokedToken,
     User,
     db,
+    is_conflict,
     new_token_version,
     retry_on_conflict,
     utcnow,
@@ -318,8 +324,14 @@ def revoke_family(family: str) -> None:
 
 
 def revoke_all_tokens(user: User) -> None:
-    """End every token the account holds, on every device (not committed)."""
+    """End every token the account holds, on every device, its personal access
+    tokens and its share links too (not committed).
+
+    The new version alone ends them all (each carries the version it was made
+    under); the access tokens are deleted as well, so that no list shows them.
+    """
     user.token_version = new_token_version()
+    db.session.execute(db.delete(AccessToken).where(AccessToken.user_id == user.id))
 
 
 def prune_revoked() -> int:
@@ -343,12 +355,114 @@ def token_from_request() -> str | None:
     return request.args.get("token") or None
 
 
-def check_for_token(view):
+# Personal access tokens: "lbx_", 40 random base62 characters, and a CRC32 of
+# them in 6 more, so that secret scanners can find one by its prefix and check
+# it without asking us (as GitHub's tokens do).
+PAT_PREFIX = "lbx_"
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+PAT_RANDOM_LENGTH = 40
+PAT_RE = re.compile(r"lbx_([0-9A-Za-z]{40})([0-9A-Za-z]{6})")
+# How often a token's last use is written down: not on every request.
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+def _base62(number: int, width: int) -> str:
+    """``number`` in base62, ``width`` digits."""
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        digits.append(BASE62[digit])
+    return "".join(reversed(digits))
+
+
+def new_access_token() -> str:
+    """A fresh personal access token: prefix, random part, checksum."""
+    body = "".join(secrets.choice(BASE62) for _ in range(PAT_RANDOM_LENGTH))
+    return PAT_PREFIX + body + _base62(zlib.crc32(body.encode()), 6)
+
+
+def access_token_hash(token: str) -> str:
+    """What is stored of an access token. A fast hash is enough: the token has
+    238 random bits, nothing to guess from."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+ACCESS_TOKEN_AND_USER = (
+    db.select(AccessToken, User)
+    .join(User, User.id == AccessToken.user_id)
+    .where(AccessToken.token_hash == bindparam("token_hash"))
+)
+
+
+def verify_access_token(token: str) -> tuple[User, AccessToken]:
+    """The user a personal access token opens, and the token's row; else a 401.
+
+    A token whose checksum does not match is refused without a query.
+    """
+    match = PAT_RE.fullmatch(token)
+    if match is None or match[2] != _base62(zlib.crc32(match[1].encode()), 6):
+        raise invalid_token()
+    found = db.session.execute(
+        ACCESS_TOKEN_AND_USER, {"token_hash": access_token_hash(token)}
+    ).one_or_none()
+    if found is None:
+        raise invalid_token()
+    access_token, user = found
+    if access_token.owner_version != user.token_version:
+        raise invalid_token("revoked")
+    if access_token.expires_at is not None and access_token.expires_at <= utcnow():
+        raise invalid_token("expired")
+    _note_use(access_token)
+    return user, access_token
+
+
+def _note_use(access_token: AccessToken) -> None:
+    """Write down that the token was used, at most once a minute."""
+    now = utcnow()
+    cutoff = now - LAST_USED_PRECISION
+    if access_token.last_used_at is not None and access_token.last_used_at > cutoff:
+        return
+    try:
+        db.session.execute(
+            db.update(AccessToken)
+            .where(
+                AccessToken.id == access_token.id,
+                (AccessToken.last_used_at.is_(None))
+                | (AccessToken.last_used_at <= cutoff),
+            )
+            .values(last_used_at=now)
+        )
+        db.session.commit()
+    except DBAPIError as error:
+        # Another request of the same token wrote it a moment ago.
+        db.session.rollback()
+        if not is_conflict(error):
+            raise
+    access_token.last_used_at = now
+
+
+def verify_credential(token: str) -> tuple[User, dict | AccessToken]:
+    """The user a bearer credential opens, and what it is: a JSON Web Token's
+    claims, or a personal access token's row. Anything wrong is a 401."""
+    if token.startswith(PAT_PREFIX):
+        return verify_access_token(token)
+    return verify_token(token)
+
+
+def check_for_token(view=None, *, scope: str | None = None):
     """Let the view run only for a valid token; put its user on ``g.user``.
+
+    ``@check_for_token`` alone takes a signed-in session's token (a JSON Web
+    Token) and nothing else; ``@check_for_token(scope="files:read")`` also takes
+    a personal access token that has the scope. A personal access token
+    without it gets a 403 (``g.access_token`` is the token's row; a session's
+    claims are on ``g.claims``).
 
     API clients get the 401 JSON error; a browser is sent to the sign-in page,
     told why when its token has expired or is no longer valid.
     """
+    if view is None:
+        return functools.partial(check_for_token, scope=scope)
 
     @functools.wraps(view)
     def wrapped_view(*args, **kwargs):
@@ -356,7 +470,7 @@ def check_for_token(view):
             token = token_from_request()
             if token is None:
                 raise invalid_token("missing")
-            g.user, g.claims = verify_token(token)
+            g.user, credential = verify_credential(token)
         except ApiError as error:
             if error.code != 401 or not wants_html():
                 raise
@@ -364,10 +478,19 @@ def check_for_token(view):
             if told:
                 flash(told, "error")
             return redirect(url_for("auth.login"), 303)
+        if isinstance(credential, AccessToken):
+            if scope is None:
+                raise ApiError(403, "This needs a signed-in session, not an API token")
+            if scope not in credential.scope_list:
+                raise ApiError(403, f"Token lacks the {scope} scope")
+            g.access_token, g.claims = credential, None
+        else:
+            g.access_token, g.claims = None, credential
         g.token = token
         return view(*args, **kwargs)
 
     wrapped_view.needs_token = True
+    wrapped_view.scope = scope
     return wrapped_view
 
 

@@ -1,4 +1,5 @@
-"""Command-line tasks: ``flask --app app init-db``, ``users ...``, ``files gc``."""
+"""Command-line tasks: ``flask --app app init-db``, ``users ...``, ``files gc``,
+``tokens ...``."""
 
 import secrets
 import sys
@@ -10,16 +11,27 @@ from flask.cli import AppGroup, with_appcontext
 from flask_migrate import stamp, upgrade
 from sqlalchemy import func
 
+from access_tokens import create_access_token, revoke, tokens_of
 from authentication import (
     canonical_username,
     hash_password,
     prune_revoked,
     revoke_all_tokens,
 )
-from config import parse_size
+from config import PAT_MAX_SECONDS, parse_duration, parse_size
+from errors import ApiError
 from files import human_size
-from models import FileChunk, ResumableUpload, StoredFile, User, db, utcnow
+from models import (
+    FileChunk,
+    ResumableUpload,
+    ShareDownload,
+    StoredFile,
+    User,
+    db,
+    utcnow,
+)
 from quotas import quota_of, usage_of
+from schemas import SCOPES
 from storage import delete_stored_files
 
 MIN_PASSWORD_LENGTH = 8
@@ -28,7 +40,9 @@ users_cli = AppGroup(
     "users", help="Create, list and delete the people who can sign in."
 )
 files_cli = AppGroup("files", help="Maintenance of stored files.")
-tokens_cli = AppGroup("tokens", help="Maintenance of the token revocation list.")
+tokens_cli = AppGroup(
+    "tokens", help="Personal access tokens, and the token revocation list."
+)
 
 
 @click.command("init-db")
@@ -220,9 +234,108 @@ def collect_garbage(idle):
     db.session.execute(
         db.delete(ResumableUpload).where(ResumableUpload.expires_at <= now)
     )
+    # Counted share downloads are kept only while they may be resumed.
+    resumable = timedelta(seconds=current_app.config["SHARE_RESUME_SECONDS"])
+    db.session.execute(
+        db.delete(ShareDownload).where(ShareDownload.started_at <= now - resumable)
+    )
     db.session.commit()
     click.echo(f"Removed {removed} unfinished uploads and {orphans} orphan chunks")
     current_app.logger.info("files gc removed %d uploads, %d chunks", removed, orphans)
+
+
+def _scopes(value: str) -> list[str]:
+    """--scopes: comma- or space-separated scopes, each one of SCOPES."""
+    scopes = [scope for scope in value.replace(",", " ").split() if scope]
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown or not scopes:
+        raise click.BadParameter(
+            f"give one or more of {', '.join(SCOPES)}"
+            + (f" (not {', '.join(unknown)})" if unknown else "")
+        )
+    return scopes
+
+
+def _lifetime(value: str) -> int | None:
+    """--expires-in: a duration such as 30d, or "never"."""
+    if value.strip().lower() == "never":
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    if not 60 <= seconds <= PAT_MAX_SECONDS:
+        raise click.BadParameter("must be from 1 minute to 365 days")
+    return seconds
+
+
+@tokens_cli.command("create")
+@click.argument("name")
+@click.option("--name", "token_name", required=True, help="What the token is for.")
+@click.option(
+    "--scopes",
+    required=True,
+    help=f"Comma-separated, any of: {', '.join(SCOPES)}.",
+)
+@click.option(
+    "--expires-in",
+    default="90d",
+    show_default=True,
+    help='e.g. 3600, 12h, 30d, 52w; "never" only with PAT_ALLOW_NO_EXPIRY.',
+)
+def create_token(name, token_name, scopes, expires_in):
+    """Make a personal access token for a user and print it (shown once)."""
+    user = _find_user(name)
+    scope_list = _scopes(scopes)
+    lifetime = _lifetime(expires_in)
+    if not 1 <= len(token_name.strip()) <= 80:
+        raise click.BadParameter("must be 1 to 80 characters", param_hint="--name")
+    try:
+        access_token, token = create_access_token(
+            user, token_name.strip(), scope_list, lifetime
+        )
+    except (ValueError, ApiError) as error:
+        raise click.ClickException(getattr(error, "description", str(error))) from None
+    expiry = access_token.expires_at
+    click.echo(token)
+    click.echo(
+        f"Token {access_token.id} ({access_token.name}) for {name}: "
+        f"{access_token.scopes}, "
+        + (f"expires {expiry:%Y-%m-%d %H:%M} UTC" if expiry else "never expires")
+        + ". Copy it now: it is not shown again.",
+        err=True,
+    )
+
+
+@tokens_cli.command("list")
+@click.argument("name")
+def list_tokens(name):
+    """List a user's personal access tokens (never the tokens themselves)."""
+    tokens = tokens_of(_find_user(name))
+    if not tokens:
+        click.echo("No tokens.")
+    for access_token in tokens:
+        expiry = access_token.expires_at
+        used = access_token.last_used_at
+        click.echo(
+            f"{access_token.id}\t{access_token.name}\t{access_token.prefix}...\t"
+            f"{access_token.scopes}\t"
+            + (f"expires {expiry:%Y-%m-%d}" if expiry else "never expires")
+            + "\t"
+            + (f"last used {used:%Y-%m-%d %H:%M} UTC" if used else "never used")
+        )
+
+
+@tokens_cli.command("revoke")
+@click.argument("name")
+@click.argument("token_id", type=int)
+def revoke_token(name, token_id):
+    """Revoke one of a user's personal access tokens, by its id."""
+    try:
+        access_token = revoke(_find_user(name), token_id)
+    except ApiError:
+        raise click.ClickException(f"{name} has no token {token_id}") from None
+    click.echo(f"Revoked token {token_id} ({access_token.name})")
 
 
 @tokens_cli.command("prune")

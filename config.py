@@ -7,6 +7,7 @@ import secrets
 from sqlalchemy.engine import make_url
 
 MIB = 1024 * 1024
+DAY = 24 * 3600
 
 # Values people copy from tutorials and templates; a key like this signs nothing.
 PLACEHOLDER_SECRETS = {
@@ -35,6 +36,9 @@ MAX_CHUNK_SIZE = 4 * MIB
 # Sign-in failures are counted in the worker's memory unless a shared store is
 # named: right for one process only (gunicorn.conf.py acts on it).
 DEFAULT_LIMIT_STORAGE = "memory://"
+
+# The longest a personal access token may live (unless it never expires).
+PAT_MAX_SECONDS = 365 * DAY
 
 # How long opening a MySQL/MariaDB connection may take, handshake included.
 CONNECT_TIMEOUT_SECONDS = 5
@@ -91,6 +95,19 @@ def from_environment(instance_path: str) -> dict:
         "STORAGE_QUOTA_BYTES": _int_from_env("STORAGE_QUOTA_BYTES", 0, minimum=0),
         # An unfinished resumable upload is removed this long after its last piece.
         "UPLOAD_EXPIRY_SECONDS": _int_from_env("UPLOAD_EXPIRY_SECONDS", 24 * 3600),
+        # Share links (shares.py): how long one lives unless its owner says,
+        # the longest it may, and how long after a counted download a Range
+        # request from the same address resumes it without counting again.
+        "SHARE_DEFAULT_SECONDS": _int_from_env("SHARE_DEFAULT_SECONDS", 7 * DAY),
+        "SHARE_MAX_SECONDS": _int_from_env("SHARE_MAX_SECONDS", 30 * DAY),
+        "SHARE_RESUME_SECONDS": _int_from_env("SHARE_RESUME_SECONDS", DAY),
+        # Wrong share passwords, per link (and per address, with the sign-ins).
+        "SHARE_PASSWORD_LIMIT": os.environ.get("SHARE_PASSWORD_LIMIT")
+        or "10 per minute",
+        # Personal access tokens (access_tokens.py): the default lifetime, and
+        # whether one may be made that never expires.
+        "PAT_DEFAULT_SECONDS": _int_from_env("PAT_DEFAULT_SECONDS", 90 * DAY),
+        "PAT_ALLOW_NO_EXPIRY": _flag_from_env("PAT_ALLOW_NO_EXPIRY"),
         "TRUSTED_PROXIES": _int_from_env("TRUSTED_PROXIES", 0, minimum=0),
         "JWT_ISSUER": os.environ.get("JWT_ISSUER") or "lockbox",
         "LOG_FORMAT": (os.environ.get("LOG_FORMAT") or "text").lower(),
@@ -133,6 +150,18 @@ def parse_size(text: str) -> int:
     if not unit:
         raise ValueError(f"{text!r} is not a size (say e.g. 500MB or 10GiB)")
     return int(float(match.group(1)) * unit)
+
+
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
+DURATION_RE = re.compile(r"\s*(\d+)\s*([smhdw]?)\s*", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> int:
+    """Seconds written as people write them: 3600, 90m, 12h, 30d, 2w."""
+    match = DURATION_RE.fullmatch(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (say e.g. 3600, 12h or 30d)")
+    return int(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
 
 
 def limit_storage_is_shared(uri: str) -> bool:
@@ -185,6 +214,10 @@ def check(config: dict, relaxed: bool) -> list[str]:
     chunk = config["CHUNK_SIZE"]
     if chunk > MAX_CHUNK_SIZE:
         raise ConfigError(f"CHUNK_SIZE must be at most {MAX_CHUNK_SIZE} bytes")
+    if config["SHARE_DEFAULT_SECONDS"] > config["SHARE_MAX_SECONDS"]:
+        raise ConfigError("SHARE_DEFAULT_SECONDS must not exceed SHARE_MAX_SECONDS")
+    if config["PAT_DEFAULT_SECONDS"] > PAT_MAX_SECONDS:
+        raise ConfigError(f"PAT_DEFAULT_SECONDS must be at most {PAT_MAX_SECONDS}")
     if config["TOKEN_TTL_SECONDS"] < 1:
         raise ConfigError("TOKEN_TTL_SECONDS must be at least 1")
     return warnings

@@ -68,8 +68,13 @@ def _last_modified(stored_file: StoredFile):
     return stored_file.created_at.replace(microsecond=0)
 
 
-def file_response(stored_file: StoredFile):
-    """A streamed response with a file's bytes, whole or one range, or a 304."""
+def file_response(stored_file: StoredFile, transfer=None):
+    """A streamed response with a file's bytes, whole or one range, or a 304.
+
+    ``transfer``, when given, is called with the body about to be sent and
+    whether it is a range, and returns the body to send (share links count
+    their downloads this way); never for HEAD or a 304.
+    """
     etag = stored_file.sha256
     headers = {
         "Content-Disposition": content_disposition(stored_file.filename),
@@ -95,7 +100,10 @@ def file_response(stored_file: StoredFile):
         response.headers["Content-Range"] = (
             f"bytes {start}-{stop - 1}/{stored_file.size}"
         )
-    response.response = read_range(stored_file, start, stop)
+    body = read_range(stored_file, start, stop)
+    if transfer is not None and request.method != "HEAD":
+        body = transfer(body, partial=span is not None)
+    response.response = body
     response.direct_passthrough = True
     response.content_length = stop - start
     return response

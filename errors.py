@@ -89,6 +89,9 @@ def load_or_400(schema, data: dict) -> dict:
         return schema.load(data)
     except ValidationError as error:
         field, messages = next(iter(error.normalized_messages().items()))
+        # A list's items have messages of their own: {index: [message]}.
+        while isinstance(messages, dict):
+            messages = next(iter(messages.values()))
         message = messages[0] if isinstance(messages, list) else str(messages)
         raise ApiError(400, f"{field}: {message}") from None
 

@@ -104,7 +104,7 @@ def owned_files_page(page: int, per_page: int) -> OwnedFilesPagination:
 
 
 @bp.get("/")
-@check_for_token
+@check_for_token(scope="files:read")
 def index():
     """The upload page and the caller's files (HTML).
     ---
@@ -124,7 +124,7 @@ def index():
 
 
 @bp.post("/upload")
-@check_for_token
+@check_for_token(scope="files:write")
 def upload():
     """Upload one file (multipart/form-data, the file in inputFile).
     ---
@@ -189,7 +189,7 @@ def owned_file_or_404(file_id: int) -> StoredFile:
 
 
 @bp.get("/files")
-@check_for_token
+@check_for_token(scope="files:read")
 def list_files():
     """The caller's files, newest first, a page at a time.
     ---
@@ -210,7 +210,7 @@ def list_files():
 
 
 @bp.get(f"/files/{FILE_ID}")
-@check_for_token
+@check_for_token(scope="files:read")
 def file_metadata(file_id):
     """One file's metadata.
     ---
@@ -228,7 +228,7 @@ def file_metadata(file_id):
 
 
 @bp.delete(f"/files/{FILE_ID}")
-@check_for_token
+@check_for_token(scope="files:write")
 def delete_file(file_id):
     """Delete a file and all its chunks, in one transaction.
     ---
@@ -246,7 +246,7 @@ def delete_file(file_id):
 
 
 @bp.post(f"/files/{FILE_ID}/delete")
-@check_for_token
+@check_for_token(scope="files:write")
 def delete_file_form(file_id):
     """Delete from the page: asks on a page first unless confirm=yes (HTML).
     ---
@@ -271,7 +271,7 @@ def delete_file_form(file_id):
 
 
 @bp.get(f"/files/{FILE_ID}/download")
-@check_for_token
+@check_for_token(scope="files:read")
 def download_file(file_id):
     """The file's bytes; Range, If-Range and If-None-Match honoured.
     ---

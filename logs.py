@@ -21,8 +21,12 @@ from pythonjsonlogger.json import JsonFormatter
 # Authorization header and an upload's key, wherever they appear in a log line.
 TOKEN_IN_URL = re.compile(r"((?:^|[?&\s])(?:refresh_)?token=)[^&\s\"']+")
 AUTHORIZATION = re.compile(r"((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-# The key of a resumable upload's URL (uploads.py), a capability like a token.
+# The key of a resumable upload's URL (uploads.py) and a share link's token
+# (shares.py): capabilities, like a token.
 UPLOAD_KEY_IN_PATH = re.compile(r"(/uploads/)[A-Za-z0-9_-]{8,}")
+SHARE_LINK_IN_PATH = re.compile(r"(/s/)[A-Za-z0-9_.-]{8,}")
+# A personal access token wherever it appears, sent any way at all.
+ACCESS_TOKEN = re.compile(r"(lbx_)[A-Za-z0-9]{8,}")
 REDACTED = "[redacted]"
 # A request id a client or proxy may send: short, and safe to echo and log.
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -34,8 +38,15 @@ WERKZEUG_REQUEST_LINE = '"%s" %s %s'
 
 
 def redact(text: str) -> str:
-    """``text`` with token values, credentials and upload keys replaced."""
-    for secret in (TOKEN_IN_URL, AUTHORIZATION, UPLOAD_KEY_IN_PATH):
+    """``text`` with token values, credentials, upload keys and share links
+    replaced."""
+    for secret in (
+        TOKEN_IN_URL,
+        AUTHORIZATION,
+        UPLOAD_KEY_IN_PATH,
+        SHARE_LINK_IN_PATH,
+        ACCESS_TOKEN,
+    ):
         text = secret.sub(r"\1" + REDACTED, text)
     return text
 

@@ -246,6 +246,90 @@ class ResumableUpload(db.Model):
     stored_file: Mapped[StoredFile] = relationship()
 
 
+class Share(db.Model):
+    """A link that opens one file to anyone who has it, no account needed.
+
+    The link's token is ``public_id`` signed with the app's key (shares.py):
+    the public id alone, all a copy of the database holds, opens nothing.
+    """
+
+    __tablename__ = "share"
+    __table_args__ = {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(24), unique=True)
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("stored_file.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # scrypt, like account passwords; None: no password.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    max_downloads: Mapped[int | None] = mapped_column(Integer)
+    # Whole-file downloads counted so far (shares.py says what counts).
+    downloads: Mapped[int] = mapped_column(Integer, default=0)
+    last_download_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The owner's token version when it was made: signing out everywhere, or a
+    # new password, ends the link like every token.
+    owner_version: Mapped[str] = mapped_column(String(32))
+
+    stored_file: Mapped[StoredFile] = relationship()
+
+
+class ShareDownload(db.Model):
+    """A counted download of a share link, kept for SHARE_RESUME_SECONDS so
+    that Range requests from the same address resume it without counting
+    again (shares.py). The address is kept only as a hash with the share."""
+
+    __tablename__ = "share_download"
+    __table_args__ = (
+        Index("ix_share_download_lookup", "share_id", "address_hash", "started_at"),
+        {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    share_id: Mapped[int] = mapped_column(ForeignKey("share.id", ondelete="CASCADE"))
+    address_hash: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AccessToken(db.Model):
+    """A personal access token: an opaque, scoped credential for scripts.
+
+    Only the SHA-256 of the token is kept (authentication.py checks it); the
+    token itself is shown once, when it is made (access_tokens.py).
+    """
+
+    __tablename__ = "access_token"
+    __table_args__ = {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(80))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The token's first characters, to recognise it in a list.
+    prefix: Mapped[str] = mapped_column(String(16))
+    # Space-separated, e.g. "files:read files:write".
+    scopes: Mapped[str] = mapped_column(String(255))
+    # The owner's token version when it was made (see Share.owner_version).
+    owner_version: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # None: never expires (only when PAT_ALLOW_NO_EXPIRY is set).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Moved on at most once a minute (authentication.py).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+    @property
+    def scope_list(self) -> list[str]:
+        """The scopes, as a list."""
+        return self.scopes.split()
+
+
 class RevokedToken(db.Model):
     """A token id (``jti``) or a refresh family (``family:<id>``) no longer honoured.
 

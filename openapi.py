@@ -25,6 +25,8 @@ RESPONSES = {
     "SignInAgain": "A browser without a valid token, sent to the sign-in page",
     "BadCredentials": "Unable to verify: wrong or missing credentials",
     "NotFound": "No such file of yours",
+    "Forbidden": "Cross-site request refused, or an API token without the scope "
+    "this needs (or one where only a signed-in session will do)",
     # The tus protocol's own (uploads.py).
     "TusVersion": "Tus-Resumable is missing or not 1.0.0 (Tus-Version says which)",
     "TusMediaType": "A piece must be application/offset+octet-stream",
@@ -32,6 +34,11 @@ RESPONSES = {
     "ChecksumMismatch": "Upload-Checksum does not match the piece; it was not kept",
     "UploadNotFound": "No such upload, or not yours",
     "UploadExpired": "The upload expired",
+    # Share links (shares.py).
+    "LinkNotFound": "No such link (an unknown and a tampered link alike)",
+    "LinkGone": "The link has expired, was revoked or is used up",
+    "ShareNotFound": "No such link of yours",
+    "TokenNotFound": "No such token of yours",
 }
 # Request headers of the tus protocol, named once (uploads.py).
 TUS_PARAMETERS = {
@@ -74,6 +81,7 @@ SHARED_RESPONSES = {
 TOKEN_RESPONSES = {
     "401": ("TokenError", None),
     "303": ("SignInAgain", None),
+    "403": ("Forbidden", None),
 }
 # A browser's state-changing request from another site is refused.
 CROSS_SITE = {"403": ("CrossSite", "Cross-site request refused")}
@@ -92,10 +100,10 @@ class ViewsPlugin(FlaskPlugin):
         for method, operation in (operations or {}).items():
             operation.setdefault("summary", summary)
             shared = dict(SHARED_RESPONSES)
-            if getattr(view, "needs_token", False):  # check_for_token
-                shared.update(TOKEN_RESPONSES)
             if method in UNSAFE_METHODS:
                 shared.update(CROSS_SITE)
+            if getattr(view, "needs_token", False):  # check_for_token
+                shared.update(TOKEN_RESPONSES)
             responses = operation.setdefault("responses", {})
             for status, (name, _) in shared.items():
                 responses.setdefault(status, name)
@@ -113,10 +121,23 @@ def build_spec(app) -> dict:
     )
     spec.components.security_scheme("basic", {"type": "http", "scheme": "basic"})
     spec.components.security_scheme(
-        "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        "bearer",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT, or a personal access token (lbx_...)",
+        },
     )
     spec.components.security_scheme(
         "queryToken", {"type": "apiKey", "in": "query", "name": "token"}
+    )
+    spec.components.security_scheme(
+        "sharePassword",
+        {
+            "type": "http",
+            "scheme": "basic",
+            "description": "A share link's password, with any username",
+        },
     )
     spec.components.schema("Error", schema=ErrorSchema)
     spec.components.parameter(
@@ -126,6 +147,26 @@ def build_spec(app) -> dict:
             "name": "file_id",
             "required": True,
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_ID},
+        },
+    )
+    for name, path_name in [("ShareId", "share_id"), ("TokenId", "token_id")]:
+        spec.components.parameter(
+            name,
+            "path",
+            {
+                "name": path_name,
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_ID},
+            },
+        )
+    spec.components.parameter(
+        "Link",
+        "path",
+        {
+            "name": "link",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "The share link's token, from its url",
         },
     )
     for name, parameter in TUS_PARAMETERS.items():

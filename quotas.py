@@ -95,7 +95,7 @@ class SizeLimit:
 
 
 @bp.get("/account")
-@check_for_token
+@check_for_token(scope="files:read")
 def account():
     """The caller's name, storage used, quota and the largest file allowed.
     ---

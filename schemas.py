@@ -8,7 +8,11 @@ every JSON answer of the test suite against it).
 
 from marshmallow import EXCLUDE, fields, validate
 
+from config import PAT_MAX_SECONDS
 from models import StoredFile, ma
+
+# What a personal access token may be allowed to do (authentication.py checks).
+SCOPES = ("files:read", "files:write", "shares:write")
 
 
 class StoredFileSchema(ma.SQLAlchemySchema):
@@ -172,6 +176,125 @@ class FilePageSchema(ma.Schema):
         }
 
 
+class ShareRequestSchema(RequestSchema):
+    """``POST /files/<id>/shares``: how long the link lives and what guards it."""
+
+    expires_in = fields.Integer(
+        validate=validate.Range(min=60, error="expires_in must be at least {min}"),
+        metadata={"description": "Seconds; default 7 days, at most SHARE_MAX_SECONDS"},
+        error_messages={"invalid": "expires_in must be a whole number of seconds"},
+    )
+    password = fields.String(
+        validate=validate.Length(
+            min=8, max=256, error="password must be 8 to 256 characters"
+        ),
+        error_messages={"invalid": "password must be a string"},
+    )
+    max_downloads = fields.Integer(
+        validate=validate.Range(
+            min=1, max=1_000_000, error="max_downloads must be from 1 to 1000000"
+        ),
+        error_messages={"invalid": "max_downloads must be a whole number"},
+    )
+
+
+SHARE_STATUSES = ["active", "expired", "revoked", "used_up"]
+
+
+class ShareSchema(ma.Schema):
+    """A share link, as its owner sees it."""
+
+    id = fields.Integer(required=True)
+    file_id = fields.Integer(required=True)
+    url = fields.String(required=True, metadata={"description": "The link itself"})
+    status = fields.String(required=True, validate=validate.OneOf(SHARE_STATUSES))
+    created_at = fields.DateTime(required=True)
+    expires_at = fields.DateTime(required=True)
+    max_downloads = fields.Integer(required=True, allow_none=True)
+    downloads = fields.Integer(required=True)
+    last_download_at = fields.DateTime(required=True, allow_none=True)
+    has_password = fields.Boolean(required=True)
+
+
+class ShareListSchema(ma.Schema):
+    """A file's share links, newest first."""
+
+    items = fields.List(fields.Nested(ShareSchema), required=True)
+
+
+class SharedFileSchema(ma.Schema):
+    """What a share link shows anyone who has it (and its password)."""
+
+    filename = fields.String(required=True)
+    size = fields.Integer(required=True)
+    content_type = fields.String(required=True)
+    description = fields.String(required=True)
+    sha256 = fields.String(required=True)
+    owner = fields.String(required=True, metadata={"description": "A username"})
+    expires_at = fields.DateTime(required=True)
+    downloads_left = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null: no limit"}
+    )
+    download_url = fields.String(required=True)
+
+
+class AccessTokenRequestSchema(RequestSchema):
+    """``POST /tokens``: a personal access token's name, scopes and lifetime."""
+
+    name = fields.String(
+        required=True,
+        validate=validate.Length(
+            min=1, max=80, error="name must be 1 to 80 characters"
+        ),
+        error_messages={"invalid": "name must be a string"},
+    )
+    scopes = fields.List(
+        fields.String(validate=validate.OneOf(SCOPES, error="unknown scope {input}")),
+        required=True,
+        validate=validate.Length(min=1, error="give at least one scope"),
+        metadata={"description": "Any of " + ", ".join(SCOPES)},
+    )
+    expires_in = fields.Integer(
+        allow_none=True,
+        validate=validate.Range(
+            min=60, max=PAT_MAX_SECONDS, error="expires_in must be from {min} to {max}"
+        ),
+        metadata={
+            "description": "Seconds; default 90 days, at most a year; null: never "
+            "(only where PAT_ALLOW_NO_EXPIRY is set)"
+        },
+        error_messages={"invalid": "expires_in must be a whole number of seconds"},
+    )
+
+
+class AccessTokenSchema(ma.Schema):
+    """A personal access token as listed: never the token itself."""
+
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    scopes = fields.List(fields.String(), required=True, attribute="scope_list")
+    prefix = fields.String(
+        required=True, metadata={"description": "The token's first characters"}
+    )
+    created_at = fields.DateTime(required=True)
+    expires_at = fields.DateTime(required=True, allow_none=True)
+    last_used_at = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "To the minute"}
+    )
+
+
+class NewAccessTokenSchema(AccessTokenSchema):
+    """A personal access token just made: the one time the token is shown."""
+
+    token = fields.String(required=True)
+
+
+class AccessTokenListSchema(ma.Schema):
+    """The caller's personal access tokens, newest first."""
+
+    items = fields.List(fields.Nested(AccessTokenSchema), required=True)
+
+
 class LivenessSchema(ma.Schema):
     """``GET /livez``: the process answers."""
 
@@ -201,3 +324,11 @@ health_schema = HealthSchema()
 LISTED_FIELDS = tuple(stored_file_schema.fields)
 LISTED_COLUMNS = [getattr(StoredFile, name) for name in LISTED_FIELDS]
 account_schema = AccountSchema()
+share_request_schema = ShareRequestSchema()
+share_schema = ShareSchema()
+share_list_schema = ShareListSchema()
+shared_file_schema = SharedFileSchema()
+access_token_request_schema = AccessTokenRequestSchema()
+access_token_schema = AccessTokenSchema()
+new_access_token_schema = NewAccessTokenSchema()
+access_token_list_schema = AccessTokenListSchema()

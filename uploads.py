@@ -36,7 +36,7 @@ from werkzeug.http import http_date, parse_options_header
 
 import quotas
 import storage
-from authentication import check_for_token, token_from_request, verify_token
+from authentication import check_for_token, token_from_request, verify_credential
 from errors import ApiError, no_content
 from models import ResumableUpload, StoredFile, User, db, utcnow
 from schemas import DESCRIPTION_MAX
@@ -304,7 +304,7 @@ def upload_capabilities():
 
 
 @bp.route("/uploads", methods=["POST"], provide_automatic_options=False)
-@check_for_token
+@check_for_token(scope="files:write")
 def create_upload():
     """Create a resumable upload (tus creation); its URL is in Location.
     ---
@@ -405,7 +405,7 @@ def with_upload(view):
         try:
             token = token_from_request()
             if token is not None:
-                caller, _ = verify_token(token)
+                caller, _ = verify_credential(token)
         except ApiError:
             caller = None  # an expired token: the key still opens the upload
         if caller is not None and caller.id != owner.id:

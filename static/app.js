@@ -134,6 +134,10 @@
     link.href = withToken("/files/" + file.id + "/download");
     link.setAttribute("download", "");
     link.textContent = "Download";
+    const share = document.createElement("a");
+    share.className = "button secondary share-link";
+    share.href = withToken("/files/" + file.id + "/shares");
+    share.textContent = "Share";
     const del = document.createElement("form");
     del.className = "delete-form";
     del.method = "post";
@@ -145,7 +149,7 @@
     button.textContent = "Delete";
     del.append(button);
     confirmDeletes(del);
-    actions.append(link, del);
+    actions.append(link, share, del);
     tr.append(actions);
 
     rows.prepend(tr);

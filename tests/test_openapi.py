@@ -47,7 +47,7 @@ def test_the_description_is_openapi_3_1_with_both_token_locations(client):
     assert schemes["bearer"] == {
         "type": "http",
         "scheme": "bearer",
-        "bearerFormat": "JWT",
+        "bearerFormat": "JWT, or a personal access token (lbx_...)",
     }
     assert schemes["queryToken"] == {"type": "apiKey", "in": "query", "name": "token"}
     assert schemes["basic"]["scheme"] == "basic"

@@ -1,0 +1,635 @@
+"""Share links: one file, opened to anyone who has the link, no account needed.
+
+The owner makes a link (``POST /files/<id>/shares``), lists a file's links and
+revokes one (``DELETE /shares/<id>``). The link, ``/s/<link>``, is a page with
+the file's name, size and description and a Download button;
+``/s/<link>/download`` gives the bytes like the owner's own download (Range,
+conditional requests, HEAD).
+
+The link's token is a random public id signed with the app's key
+(itsdangerous, HMAC-SHA256): the database keeps only the public id, so a copy
+of it opens nothing, and a changed character is a 404 before any query. The
+answer to a tampered link and to one that never existed is the same 404.
+Expired, revoked (by its owner, or by the owner signing out everywhere) and
+used-up links answer 410; deleting the file, or its owner, deletes its links.
+
+A password, when set, is asked for by the page (a form; the link is then
+unlocked for an hour by a cookie scoped to it) and by the download as HTTP
+Basic credentials with any username (``curl -u :password``). Wrong passwords
+are limited per link and per address, like sign-ins.
+
+What counts against ``max_downloads``: a whole-file answer (200) is claimed
+before its first byte, atomically, so that of two last downloads at once
+exactly one is sent; it is given back if the transfer breaks off before the
+last byte. A Range answer (206) is a resume and does not count when the same
+address had a counted download of the link in the last SHARE_RESUME_SECONDS
+(even once the link is used up); otherwise it counts like a new download.
+HEAD and 304 answers never count.
+"""
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from itsdangerous import BadSignature, Signer, TimestampSigner
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.security import check_password_hash
+
+from authentication import check_for_token, hash_password, limiter, request_body
+from downloads import file_response
+from errors import ApiError, load_or_400, no_content, wants_html
+from files import FILE_ID, owned_file_or_404
+from models import Share, ShareDownload, StoredFile, User, db, utcnow
+from schemas import (
+    share_list_schema,
+    share_request_schema,
+    share_schema,
+    shared_file_schema,
+)
+
+bp = Blueprint("shares", __name__)
+
+# 96 random bits of public id (16 characters) and a 43-character signature:
+# "/s/" and 60 characters in all.
+PUBLIC_ID_BYTES = 12
+SIGNER_SALT = "lockbox.share"
+UNLOCK_SALT = "lockbox.share.unlock"
+UNLOCK_COOKIE = "lockbox_share"
+UNLOCK_SECONDS = 3600
+# Links a file may have at once: a bound on what one account can pile up.
+MAX_SHARES_PER_FILE = 100
+SHARE_ID = "<int:share_id>"
+# A share id above an INT column's range is simply not found.
+MAX_SHARE_ID = 2**31 - 1
+NOT_FOUND = "Link not found"
+GONE = {
+    "expired": "This link has expired",
+    "revoked": "This link was revoked by its owner",
+    "used_up": "This link has reached its download limit",
+}
+SHARE_CHALLENGE = {"WWW-Authenticate": 'Basic realm="Share"'}
+PASSWORD_NEEDED = "This link needs its password"
+WRONG_PASSWORD = "Wrong password for this link"
+TOO_MANY = "Too many wrong passwords; wait a minute and try again"
+
+
+def _keys() -> list:
+    """The signing keys, newest last (itsdangerous signs with the last)."""
+    config = current_app.config
+    return [*reversed(config.get("SECRET_KEY_FALLBACKS", [])), config["SECRET_KEY"]]
+
+
+def _signer() -> Signer:
+    """Signs and checks link tokens, with SECRET_KEY or a fallback key."""
+    return Signer(_keys(), salt=SIGNER_SALT, digest_method=hashlib.sha256)
+
+
+def _unlock_signer() -> TimestampSigner:
+    """Signs and checks the cookie that says a link's password was given."""
+    return TimestampSigner(_keys(), salt=UNLOCK_SALT, digest_method=hashlib.sha256)
+
+
+def link_url(share: Share) -> str:
+    """The link itself, absolute."""
+    token = _signer().sign(share.public_id).decode("ascii")
+    return url_for("shares.share_page", link=token, _external=True)
+
+
+def status_of(share: Share, owner: User) -> str:
+    """active, expired, revoked or used_up."""
+    if share.revoked_at is not None or share.owner_version != owner.token_version:
+        return "revoked"
+    if share.expires_at <= utcnow():
+        return "expired"
+    if share.max_downloads is not None and share.downloads >= share.max_downloads:
+        return "used_up"
+    return "active"
+
+
+def _describe(share: Share, owner: User) -> dict:
+    """A share as its owner sees it (ShareSchema)."""
+    return {
+        "id": share.id,
+        "file_id": share.file_id,
+        "url": link_url(share),
+        "status": status_of(share, owner),
+        "created_at": share.created_at,
+        "expires_at": share.expires_at,
+        "max_downloads": share.max_downloads,
+        "downloads": share.downloads,
+        "last_download_at": share.last_download_at,
+        "has_password": share.password_hash is not None,
+    }
+
+
+def _shares_of(file_id: int) -> list[Share]:
+    """A file's links, newest first."""
+    return list(
+        db.session.execute(
+            db.select(Share)
+            .filter_by(file_id=file_id)
+            .order_by(Share.created_at.desc(), Share.id.desc())
+        ).scalars()
+    )
+
+
+def _share_request() -> dict:
+    """The new link's settings, from JSON or the page's form (where an empty
+    field means "not set")."""
+    body = request_body()
+    if not request.is_json:
+        body = {name: value for name, value in body.items() if value.strip()}
+    settings = load_or_400(share_request_schema, body)
+    config = current_app.config
+    expires_in = settings.get("expires_in", config["SHARE_DEFAULT_SECONDS"])
+    if expires_in > config["SHARE_MAX_SECONDS"]:
+        raise ApiError(
+            400, f"expires_in must be at most {config['SHARE_MAX_SECONDS']} seconds"
+        )
+    settings["expires_in"] = expires_in
+    return settings
+
+
+@bp.post(f"/files/{FILE_ID}/shares")
+@check_for_token(scope="shares:write")
+def create_share(file_id):
+    """Make a share link to one of your files.
+    ---
+    post:
+      parameters: [FileId]
+      requestBody:
+        required: false
+        content:
+          application/json:
+            schema: ShareRequestSchema
+          application/x-www-form-urlencoded:
+            schema: ShareRequestSchema
+      responses:
+        201:
+          description: The link; Location names its owner's view of it
+          content:
+            application/json:
+              schema: ShareSchema
+        303:
+          description: A browser's form post, sent back to the file's links
+        403: Forbidden
+        404: NotFound
+        409:
+          description: The file has as many links as it may
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    stored_file = owned_file_or_404(file_id)
+    settings = _share_request()
+    count = db.session.execute(
+        db.select(db.func.count()).select_from(Share).filter_by(file_id=file_id)
+    ).scalar_one()
+    if count >= MAX_SHARES_PER_FILE:
+        raise ApiError(
+            409, f"A file may have {MAX_SHARES_PER_FILE} links; delete some first"
+        )
+    password = settings.get("password")
+    now = utcnow()
+    share = Share(
+        public_id=secrets.token_urlsafe(PUBLIC_ID_BYTES),
+        stored_file=stored_file,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings["expires_in"]),
+        password_hash=hash_password(password) if password else None,
+        max_downloads=settings.get("max_downloads"),
+        downloads=0,
+        owner_version=g.user.token_version,
+    )
+    db.session.add(share)
+    db.session.commit()
+    if wants_html():
+        flash(f"Link created: {link_url(share)}", "success")
+        return redirect(url_for("shares.list_shares", file_id=file_id), 303)
+    body = share_schema.dump(_describe(share, g.user))
+    location = url_for("shares.list_shares", file_id=file_id, token=None)
+    return jsonify(body), 201, {"Location": location}
+
+
+@bp.get(f"/files/{FILE_ID}/shares")
+@check_for_token(scope="files:read")
+def list_shares(file_id):
+    """A file's share links, newest first (a page for browsers).
+    ---
+    get:
+      parameters: [FileId]
+      responses:
+        200:
+          description: The links
+          content:
+            application/json:
+              schema: ShareListSchema
+            text/html: {}
+        403: Forbidden
+        404: NotFound
+    """
+    stored_file = owned_file_or_404(file_id)
+    shares = [_describe(share, g.user) for share in _shares_of(file_id)]
+    if wants_html():
+        return render_template("shares.html", file=stored_file, shares=shares)
+    return jsonify(share_list_schema.dump({"items": shares}))
+
+
+def _owned_share_or_404(share_id: int) -> Share:
+    """The caller's share with this id; 404 for anyone else's or none."""
+    share = None
+    if 1 <= share_id <= MAX_SHARE_ID:
+        share = db.session.execute(
+            db.select(Share)
+            .join(Share.stored_file)
+            .where(Share.id == share_id, StoredFile.owner_id == g.user.id)
+        ).scalar_one_or_none()
+    if share is None:
+        raise ApiError(404, "Share not found")
+    return share
+
+
+def _revoke(share: Share) -> None:
+    """End a link now, on every instance (its row says so; committed)."""
+    db.session.execute(
+        db.update(Share)
+        .where(Share.id == share.id, Share.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    db.session.commit()
+
+
+@bp.delete(f"/shares/{SHARE_ID}")
+@check_for_token(scope="shares:write")
+def revoke_share(share_id):
+    """Revoke a share link: it answers 410 from now on.
+    ---
+    delete:
+      parameters: [ShareId]
+      responses:
+        204:
+          description: Revoked (or revoked already)
+        403: Forbidden
+        404: ShareNotFound
+    """
+    _revoke(_owned_share_or_404(share_id))
+    return no_content()
+
+
+@bp.post(f"/shares/{SHARE_ID}/revoke")
+@check_for_token(scope="shares:write")
+def revoke_share_form(share_id):
+    """Revoke a share link from the page (HTML).
+    ---
+    post:
+      parameters: [ShareId]
+      responses:
+        303:
+          description: Revoked; back to the file's links
+        403: Forbidden
+        404: ShareNotFound
+    """
+    share = _owned_share_or_404(share_id)
+    _revoke(share)
+    flash("Link revoked", "success")
+    return redirect(url_for("shares.list_shares", file_id=share.file_id), 303)
+
+
+# The public side: the link itself.
+
+
+def _public_id(link: str) -> str | None:
+    """The public id a link token carries, if its signature is ours."""
+    try:
+        return _signer().unsign(link).decode("ascii")
+    except (BadSignature, UnicodeDecodeError):
+        return None
+
+
+def _open(link: str) -> tuple[Share, StoredFile, User]:
+    """The share a link opens, its file and owner: 404 when there is no such
+    link (or it was tampered with, the same answer), 410 when it has expired
+    or was revoked. Whether it is used up is the caller's to say."""
+    public_id = _public_id(link)
+    found = None
+    if public_id is not None:
+        found = db.session.execute(
+            db.select(Share, StoredFile, User)
+            .join(StoredFile, StoredFile.id == Share.file_id)
+            .join(User, User.id == StoredFile.owner_id)
+            .where(Share.public_id == public_id, StoredFile.complete.is_(True))
+        ).one_or_none()
+    if found is None:
+        raise ApiError(404, NOT_FOUND)
+    share, stored_file, owner = found
+    status = status_of(share, owner)
+    if status in ("expired", "revoked"):
+        raise ApiError(410, GONE[status])
+    g.share_public_id = public_id
+    return share, stored_file, owner
+
+
+def _unlocked(share: Share, link: str) -> bool:
+    """Whether this request may have a password-protected link's file: the
+    password as Basic credentials, or the page's unlock cookie. A wrong
+    password is noted for the limits."""
+    auth = request.authorization
+    if auth is not None and auth.type == "basic":
+        if check_password_hash(share.password_hash, auth.password or ""):
+            return True
+        g.wrong_share_password = True
+        return False
+    cookie = request.cookies.get(UNLOCK_COOKIE, "")
+    try:
+        value = _unlock_signer().unsign(cookie, max_age=UNLOCK_SECONDS)
+    except BadSignature:
+        return False
+    return value.decode("ascii", "replace") == share.public_id
+
+
+def _wrong_password(response) -> bool:
+    """Only wrong passwords count against the limits."""
+    return response.status_code == 401 and g.get("wrong_share_password", False)
+
+
+def _link_key() -> str:
+    """The per-link limit's key: the link's public id (or the link as given)."""
+    link = (request.view_args or {}).get("link", "")
+    return "share:" + link.partition(".")[0][:32]
+
+
+limit_per_link = limiter.shared_limit(
+    lambda: current_app.config["SHARE_PASSWORD_LIMIT"],
+    scope="share-password",
+    key_func=_link_key,
+    deduct_when=_wrong_password,
+    error_message=TOO_MANY,
+)
+# The same per-address count as sign-ins: one budget for guessing passwords.
+limit_per_address = limiter.shared_limit(
+    lambda: current_app.config["LOGIN_LIMIT_PER_ADDRESS"],
+    scope="login-address",
+    deduct_when=_wrong_password,
+    error_message=TOO_MANY,
+)
+
+
+@bp.after_request
+def never_stored(response):
+    """A link is a secret in the URL: no cache keeps its answers, no search
+    engine lists it."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+@bp.route("/s/<link>", methods=["GET", "POST"])
+@limit_per_link
+@limit_per_address
+def share_page(link):
+    """A shared file: a page with its name, size, description and a Download
+    button, or its details as JSON; the password first when it has one.
+    ---
+    get:
+      security:
+      - {}
+      - sharePassword: []
+      parameters: [Link]
+      responses:
+        200:
+          description: The page, or the file's details
+          content:
+            text/html: {}
+            application/json:
+              schema: SharedFileSchema
+        401:
+          description: The link's password is needed, or was wrong
+          content:
+            application/json:
+              schema: ErrorSchema
+            text/html: {}
+        404: LinkNotFound
+        410: LinkGone
+    post:
+      security: []
+      parameters: [Link]
+      requestBody:
+        required: true
+        content:
+          application/x-www-form-urlencoded:
+            schema:
+              type: object
+              properties:
+                password: {type: string}
+      responses:
+        303:
+          description: The password was right; back to the page, unlocked
+        401:
+          description: Wrong password
+          content:
+            application/json:
+              schema: ErrorSchema
+            text/html: {}
+        404: LinkNotFound
+        410: LinkGone
+    """
+    share, stored_file, owner = _open(link)
+    if status_of(share, owner) == "used_up":
+        raise ApiError(410, GONE["used_up"])
+    error = None
+    if request.method == "POST":
+        password = request.form.get("password", "")
+        if share.password_hash is None or check_password_hash(
+            share.password_hash, password
+        ):
+            response = redirect(url_for("shares.share_page", link=link), 303)
+            _set_unlock_cookie(response, share, link)
+            return response
+        g.wrong_share_password = True
+        error = WRONG_PASSWORD
+    elif share.password_hash is None or _unlocked(share, link):
+        return _details(share, stored_file, owner, link)
+    else:
+        error = WRONG_PASSWORD if g.get("wrong_share_password") else None
+    if not wants_html():
+        raise ApiError(401, error or PASSWORD_NEEDED, SHARE_CHALLENGE)
+    page = render_template("share.html", locked=True, link=link, error=error)
+    return page, 401
+
+
+def _details(share: Share, stored_file: StoredFile, owner: User, link: str):
+    """The open link: the page, or the same details as JSON."""
+    details = {
+        "filename": stored_file.filename,
+        "size": stored_file.size,
+        "content_type": stored_file.content_type,
+        "description": stored_file.description,
+        "sha256": stored_file.sha256,
+        "owner": owner.username,
+        "expires_at": share.expires_at,
+        "downloads_left": None
+        if share.max_downloads is None
+        else share.max_downloads - share.downloads,
+        "download_url": url_for("shares.share_download", link=link, _external=True),
+    }
+    if wants_html():
+        return render_template("share.html", locked=False, link=link, **details)
+    return jsonify(shared_file_schema.dump(details))
+
+
+def _set_unlock_cookie(response, share: Share, link: str) -> None:
+    """Remember, for this link only, that its password was given."""
+    response.set_cookie(
+        UNLOCK_COOKIE,
+        _unlock_signer().sign(share.public_id).decode("ascii"),
+        max_age=UNLOCK_SECONDS,
+        path=url_for("shares.share_page", link=link),
+        secure=request.is_secure or current_app.config["SESSION_COOKIE_SECURE"],
+        httponly=True,
+        samesite="Strict",
+    )
+
+
+@bp.get("/s/<link>/download")
+@limit_per_link
+@limit_per_address
+def share_download(link):
+    """A shared file's bytes; Range, If-Range and If-None-Match honoured.
+    ---
+    get:
+      security:
+      - {}
+      - sharePassword: []
+      parameters: [Link]
+      responses:
+        200:
+          description: The whole file (counts as a download)
+          content:
+            "*/*":
+              schema:
+                type: string
+        206:
+          description: One byte range
+        304:
+          description: Not modified
+        401:
+          description: The link's password is needed, or was wrong
+          content:
+            application/json:
+              schema: ErrorSchema
+        404: LinkNotFound
+        410: LinkGone
+        416:
+          description: Range not satisfiable
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    share, stored_file, owner = _open(link)
+    if share.password_hash is not None and not _unlocked(share, link):
+        message = WRONG_PASSWORD if g.get("wrong_share_password") else PASSWORD_NEEDED
+        raise ApiError(401, message, SHARE_CHALLENGE)
+    return file_response(stored_file, transfer=DownloadCounter(share))
+
+
+def _address_hash(share_id: int) -> str:
+    """The client's address as the resume check keeps it: hashed with the
+    share, so the table holds no addresses."""
+    seen = f"{share_id}:{request.remote_addr}".encode()
+    return hashlib.sha256(seen).hexdigest()
+
+
+class DownloadCounter:
+    """Counts a share's downloads as module docstring says; ``file_response``
+    calls it with the body it is about to send."""
+
+    def __init__(self, share: Share):
+        self.share_id = share.id
+        self.address = _address_hash(share.id)
+
+    def __call__(self, body, partial: bool):
+        """The body to send: as it is for a resume, or counted."""
+        if partial and self._resumes():
+            return body
+        download_id = self._claim()
+        return CountedBody(body, db.engine, self.share_id, download_id)
+
+    def _resumes(self) -> bool:
+        """Whether this address had a counted download in the resume window."""
+        since = utcnow() - timedelta(seconds=current_app.config["SHARE_RESUME_SECONDS"])
+        return db.session.execute(
+            db.select(
+                db.select(ShareDownload.id)
+                .where(
+                    ShareDownload.share_id == self.share_id,
+                    ShareDownload.address_hash == self.address,
+                    ShareDownload.started_at > since,
+                )
+                .exists()
+            )
+        ).scalar_one()
+
+    def _claim(self) -> int:
+        """Count one download, or answer 410 when none is left: one UPDATE
+        whose condition the database checks under the row's lock."""
+        now = utcnow()
+        claimed = db.session.execute(
+            db.update(Share)
+            .where(
+                Share.id == self.share_id,
+                Share.max_downloads.is_(None) | (Share.downloads < Share.max_downloads),
+            )
+            .values(downloads=Share.downloads + 1, last_download_at=now)
+        ).rowcount
+        if claimed != 1:
+            db.session.rollback()
+            raise ApiError(410, GONE["used_up"])
+        download = ShareDownload(
+            share_id=self.share_id, address_hash=self.address, started_at=now
+        )
+        db.session.add(download)
+        db.session.commit()
+        return download.id
+
+
+class CountedBody:
+    """A download's body that gives its count back if it is not sent to the end."""
+
+    def __init__(self, body, engine, share_id: int, download_id: int):
+        self.body, self.engine, self.logger = body, engine, current_app.logger
+        self.share_id, self.download_id = share_id, download_id
+        self.finished = False
+
+    def __iter__(self):
+        yield from self.body
+        self.finished = True
+
+    def close(self) -> None:
+        """Called by the server when the response is done, sent or not."""
+        self.body.close()
+        if self.finished:
+            return
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    db.delete(ShareDownload).where(ShareDownload.id == self.download_id)
+                )
+                connection.execute(
+                    db.update(Share)
+                    .where(Share.id == self.share_id, Share.downloads > 0)
+                    .values(downloads=Share.downloads - 1)
+                )
+        except SQLAlchemyError as error:
+            # The count stays taken: a lost download rather than an extra one.
+            self.logger.warning("Could not give back a share's download: %s", error)
