@@ -103,7 +103,9 @@ def file_response(stored_file: StoredFile, transfer=None):
     body = read_range(stored_file, start, stop)
     if transfer is not None and request.method != "HEAD":
         body = transfer(body, partial=span is not None)
+    # Not direct_passthrough: with it, Werkzeug hands the body to the server
+    # bare and the response's own close (the request's log line, logs.py)
+    # never runs.
     response.response = body
-    response.direct_passthrough = True
     response.content_length = stop - start
     return response

@@ -20,6 +20,20 @@ from logs import redact
         ("authorization: basic YWxpY2U6cHc=", "authorization: basic [redacted]"),
         ("refresh_token=abc", "refresh_token=[redacted]"),
         ("mytoken=visible", "mytoken=visible"),
+        # A personal access token wherever it appears, and a share link's token.
+        (
+            "GET /files?token=lbx_AbC123dEf456gHi789jKl012mNo345pQr678sTu9vW0xyZ",
+            "GET /files?token=[redacted]",
+        ),
+        (
+            "client sent lbx_AbC123dEf456gHi789jKl012mNo345pQr678sTu9vW0xyZ",
+            "client sent lbx_[redacted]",
+        ),
+        (
+            "GET /s/Xq3vP0aZbT1sYh2u.Qm9fVh1p3LqW8cZ0xJk2RrT5nD7aBbGgHhEe1F/download",
+            "GET /s/[redacted]/download",
+        ),
+        ("GET /static/style.css 200", "GET /static/style.css 200"),
     ],
 )
 def test_redact_removes_token_values_and_credentials(line, kept):

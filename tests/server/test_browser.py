@@ -3,12 +3,14 @@
 import contextlib
 import hashlib
 import os
+import re
 import signal
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import expect, sync_playwright
 
 from harness.server import ROOT, LiveServer
@@ -490,3 +492,129 @@ def test_an_upload_over_the_quota_says_so(page, site):
         expect(page.locator("#upload-result")).to_contain_text("Storage quota exceeded")
         screenshot(page, "over-quota")
         expect(row_for(page, "too-big.bin")).to_have_count(0)
+
+
+# --- share links and API tokens ------------------------------------------------
+
+
+def test_a_password_link_opens_in_a_fresh_browser_and_dies_when_revoked(
+    page, browser, site, tmp_path
+):
+    sign_in(page, site)
+    name = f"shared-{uuid.uuid4().hex[:6]}.bin"
+    content = os.urandom(300 * 1024)
+    upload_through_page(page, name, content)
+    row_for(page, name).get_by_role("link", name="Share").click()
+    expect(page.get_by_role("heading", name=f"Share {name}")).to_be_visible()
+    page.locator("#share-expiry").select_option("86400")
+    page.locator("#share-password").fill("correct horse battery")
+    page.locator("#create-share").click()
+    expect(page.locator(".flash-success")).to_contain_text("Link created: ")
+    shares = page.locator("#share-table tr[data-share-id]")
+    expect(shares).to_have_count(1)
+    expect(shares.locator(".status")).to_have_text("active · password")
+    url = shares.locator("input.share-url").input_value()
+    assert url.startswith(site.url + "/s/"), url
+    expect(page.locator(".flash-success")).to_have_text(f"Link created: {url}")
+    screenshot(page, "share-created")
+
+    # Someone else: a browser of their own, never signed in.
+    context = browser.new_context(accept_downloads=True)
+    try:
+        visitor = context.new_page()
+        response = visitor.goto(url)
+        assert response.status == 401
+        expect(visitor.locator("#share-password")).to_be_visible()
+        expect(visitor.locator(".file-name")).to_have_count(0)
+        expect(visitor.get_by_text(name)).to_have_count(0)
+        screenshot(visitor, "share-locked")
+
+        visitor.locator("#share-password").fill("not the password")
+        with visitor.expect_navigation() as wrong:
+            visitor.locator("#unlock").click()
+        assert wrong.value.status == 401
+        expect(visitor.get_by_role("alert")).to_have_text(
+            "Wrong password for this link"
+        )
+        expect(visitor.locator(".file-name")).to_have_count(0)
+
+        visitor.locator("#share-password").fill("correct horse battery")
+        visitor.locator("#unlock").click()
+        expect(visitor.locator(".file-name")).to_have_text(name)
+        expect(visitor.locator(".owner")).to_have_text("alice")
+        expect(visitor.locator("#share-password")).to_have_count(0)
+        screenshot(visitor, "share-open")
+        with visitor.expect_download() as info:
+            visitor.locator("#share-download").click()
+        saved = tmp_path / "shared.bin"
+        info.value.save_as(saved)
+        assert info.value.suggested_filename == name
+        digest = hashlib.sha256(saved.read_bytes()).hexdigest()
+        assert digest == hashlib.sha256(content).hexdigest()
+
+        # The owner revokes the link: the visitor's next look finds it gone.
+        page.reload()
+        expect(shares.locator(".downloads")).to_have_text("1")
+        shares.locator("button.revoke-button").click()
+        expect(page.locator(".flash-success")).to_have_text("Link revoked")
+        expect(shares.locator(".status")).to_have_text("revoked · password")
+        expect(shares.locator("button.revoke-button")).to_have_count(0)
+
+        response = visitor.goto(url)
+        assert response.status == 410
+        expect(visitor.locator(".error-message")).to_have_text(
+            "This link was revoked by its owner"
+        )
+        expect(visitor.get_by_text(name)).to_have_count(0)
+        screenshot(visitor, "share-revoked")
+        gone = visitor.request.get(url + "/download")
+        assert gone.status == 410
+    finally:
+        context.close()
+
+
+TOKEN_PATTERN = re.compile(r"^lbx_[0-9A-Za-z]{46}$")
+
+
+def test_a_token_made_on_the_page_is_shown_once_and_works(page, site):
+    sign_in(page, site)
+    page.get_by_role("navigation", name="Account").get_by_role(
+        "link", name="API tokens"
+    ).click()
+    expect(page.get_by_role("heading", name="API tokens")).to_be_visible()
+    token_name = f"ci-{uuid.uuid4().hex[:6]}"
+    page.locator("#token-name").fill(token_name)
+    expect(page.locator("input[name=scopes][value='files:read']")).to_be_checked()
+    page.locator("input[name=scopes][value='files:write']").check()
+    page.locator("#token-expiry").select_option("604800")
+    with page.expect_navigation() as created:
+        page.locator("#create-token").click()
+    assert created.value.status == 201
+    expect(page.locator("#new-token")).to_have_value(TOKEN_PATTERN)
+    token = page.locator("#new-token").input_value()
+    row = page.locator("#token-table tr[data-token-id]").filter(
+        has=page.locator("td.name", has_text=token_name)
+    )
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("files:read, files:write")
+    screenshot(page, "token-created")
+
+    bearer = {"Authorization": f"Bearer {token}"}
+    answer = requests.get(f"{site.url}/files", headers=bearer, timeout=30)
+    assert answer.status_code == 200, answer.text
+
+    # Opened again, the page names the token but never shows it.
+    page.get_by_role("navigation", name="Account").get_by_role(
+        "link", name="API tokens"
+    ).click()
+    expect(page.locator("#new-token")).to_have_count(0)
+    expect(row).to_have_count(1)
+    assert token not in page.content()
+    assert token_name in page.content()
+    screenshot(page, "tokens")
+
+    row.get_by_role("button", name="Revoke").click()
+    expect(page.locator(".flash-success")).to_have_text(f"Token {token_name} revoked")
+    expect(row).to_have_count(0)
+    answer = requests.get(f"{site.url}/files", headers=bearer, timeout=30)
+    assert answer.status_code == 401, answer.text
