@@ -192,7 +192,18 @@ def build_spec(app) -> dict:
     for endpoint, view in sorted(app.view_functions.items()):
         if endpoint != "static":
             spec.path(view=view, app=app)
-    return spec.to_dict()
+    document = spec.to_dict()
+    _describe_settings(document, app.config)
+    return document
+
+
+def _describe_settings(document: dict, config) -> None:
+    """Limits that are this server's settings, in the schemas that they bound."""
+    schemas = document["components"]["schemas"]
+    share_expiry = schemas["ShareRequest"]["properties"]["expires_in"]
+    share_expiry["maximum"] = config["SHARE_MAX_SECONDS"]
+    if not config["PAT_ALLOW_NO_EXPIRY"]:
+        schemas["AccessTokenRequest"]["properties"]["expires_in"]["type"] = "integer"
 
 
 @bp.get("/openapi.json")

@@ -43,7 +43,7 @@ from flask import (
     url_for,
 )
 from itsdangerous import BadSignature, Signer, TimestampSigner
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.security import check_password_hash
 
 from authentication import check_for_token, hash_password, limiter, request_body
@@ -213,7 +213,12 @@ def create_share(file_id):
         owner_version=g.user.token_version,
     )
     db.session.add(share)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # The file was deleted while the link was being made.
+        db.session.rollback()
+        raise ApiError(404, "File not found") from None
     if wants_html():
         flash(f"Link created: {link_url(share)}", "success")
         return redirect(url_for("shares.list_shares", file_id=file_id), 303)

@@ -138,3 +138,24 @@ def test_an_answer_with_an_undescribed_status_is_caught(unchecked_app):
 
     app.test_client().get("/teapot")
     assert answers.problems == ["GET /teapot 418: the operation is not described"]
+
+
+def test_limits_that_are_settings_are_described_as_set(client):
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    assert schemas["ShareRequest"]["properties"]["expires_in"]["maximum"] == 2592000
+    # No null expiry unless PAT_ALLOW_NO_EXPIRY says so.
+    assert schemas["AccessTokenRequest"]["properties"]["expires_in"]["type"] == (
+        "integer"
+    )
+
+
+@pytest.mark.parametrize(
+    "app_settings", [{"SHARE_MAX_SECONDS": 3600, "PAT_ALLOW_NO_EXPIRY": True}]
+)
+def test_the_description_follows_the_servers_settings(client):
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    assert schemas["ShareRequest"]["properties"]["expires_in"]["maximum"] == 3600
+    assert schemas["AccessTokenRequest"]["properties"]["expires_in"]["type"] == [
+        "integer",
+        "null",
+    ]

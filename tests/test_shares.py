@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from itsdangerous import Signer
 
+import shares
 from helpers import (
     PASSWORD,
     SECRET_KEY,
@@ -17,7 +18,7 @@ from helpers import (
     random_bytes,
     uploaded,
 )
-from models import Share, ShareDownload, StoredFile, db, utcnow
+from models import FileChunk, Share, ShareDownload, StoredFile, db, utcnow
 
 HTML = {"Accept": "text/html"}
 SHARE_PASSWORD = "open sesame 42"
@@ -642,3 +643,27 @@ def test_a_locked_link_shows_nothing_of_the_file_until_unlocked(
     assert "report.pdf" not in page and "Q3 figures" not in page and "alice" not in page
     opened = client.get(link_path(share), headers=basic_auth("", SHARE_PASSWORD))
     assert opened.status_code == 200 and opened.get_json()["filename"] == "report.pdf"
+
+
+def test_a_file_deleted_while_its_link_is_made_is_a_404(
+    app, client, token, monkeypatch
+):
+    file_id = uploaded(client, token)["id"]
+    real_hash = shares.hash_password
+
+    def hash_then_delete(password):
+        # The file goes, from another request, while the password is hashed.
+        with app.app_context():
+            db.session.execute(db.delete(FileChunk).filter_by(file_id=file_id))
+            db.session.execute(db.delete(StoredFile).filter_by(id=file_id))
+            db.session.commit()
+        return real_hash(password)
+
+    monkeypatch.setattr(shares, "hash_password", hash_then_delete)
+    answer = client.post(
+        f"/files/{file_id}/shares",
+        json={"password": SHARE_PASSWORD},
+        headers=bearer(token),
+    )
+    assert answer.status_code == 404
+    assert answer.get_json() == {"message": "File not found"}
