@@ -84,6 +84,16 @@ WRONG_PASSWORD = "Wrong password for this link"
 TOO_MANY = "Too many wrong passwords; wait a minute and try again"
 
 
+@bp.app_template_filter("duration")
+def human_duration(seconds: int) -> str:
+    """A lifetime as people say it: 1 hour, 7 days, 90 minutes."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} seconds"
+
+
 def _keys() -> list:
     """The signing keys, newest last (itsdangerous signs with the last)."""
     config = current_app.config

@@ -667,3 +667,44 @@ def test_a_file_deleted_while_its_link_is_made_is_a_404(
     )
     assert answer.status_code == 404
     assert answer.get_json() == {"message": "File not found"}
+
+
+def test_gc_forgets_counted_downloads_once_they_can_no_longer_be_resumed(
+    app, client, runner, token, shared_file
+):
+    file_id, _ = shared_file
+    share = make_share(client, token, file_id)
+    client.get(link_path(share) + "/download")
+    client.get(link_path(share) + "/download")
+    with app.app_context():
+        oldest = db.session.execute(db.select(ShareDownload)).scalars().first()
+        oldest.started_at = utcnow() - timedelta(days=1, seconds=1)
+        db.session.commit()
+    result = runner.invoke(args=["files", "gc"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        left = db.session.execute(db.select(ShareDownload)).scalars().all()
+    assert len(left) == 1
+    # The count itself stays.
+    assert share_row(app, share["id"]).downloads == 2
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [(3600, "1 hour"), (604800, "7 days"), (5400, "90 minutes"), (61, "61 seconds")],
+)
+def test_lifetimes_are_said_as_people_say_them(seconds, said):
+    assert shares.human_duration(seconds) == said
+
+
+@pytest.mark.parametrize(
+    "app_settings", [{"SHARE_MAX_SECONDS": 86400, "SHARE_DEFAULT_SECONDS": 3600}]
+)
+def test_the_share_page_offers_only_lifetimes_the_server_allows(
+    client, token, shared_file
+):
+    file_id, _ = shared_file
+    page = client.get(f"/files/{file_id}/shares?token={token}", headers=HTML)
+    text = page.get_data(as_text=True)
+    assert "Default (1 hour)" in text and 'value="86400"' in text
+    assert 'value="604800"' not in text and 'value="2592000"' not in text
