@@ -120,7 +120,9 @@ def token_claims(**changes) -> dict:
     claims = {
         "sub": "1",
         "iat": now,
-        "exp": now + 600,
+        # A day: tokens made when the tests are collected must not expire
+        # before a slow run reaches them.
+        "exp": now + 24 * 3600,
         "jti": uuid.uuid4().hex,
         "iss": "lockbox",
         "typ": "access",

@@ -150,7 +150,14 @@ def test_limits_that_are_settings_are_described_as_set(client):
 
 
 @pytest.mark.parametrize(
-    "app_settings", [{"SHARE_MAX_SECONDS": 3600, "PAT_ALLOW_NO_EXPIRY": True}]
+    "app_settings",
+    [
+        {
+            "SHARE_MAX_SECONDS": 3600,
+            "SHARE_DEFAULT_SECONDS": 600,
+            "PAT_ALLOW_NO_EXPIRY": True,
+        }
+    ],
 )
 def test_the_description_follows_the_servers_settings(client):
     schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
