@@ -17,10 +17,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import access_tokens
 import authentication
 import cli
+import cluster
 import config
 import errors
 import files
 import logs
+import metrics
 import monitoring
 import openapi
 import quotas
@@ -68,6 +70,7 @@ def load_config(app: Flask, test_config: dict | None) -> None:
 def register_extensions(app: Flask) -> None:
     """The database (before marshmallow), migrations, limits, logs, headers."""
     db.init_app(app)
+    cluster.init_app(app)
     # SQLite cannot ALTER most things in place: batch mode copies the table.
     Migrate(app, db, directory=MIGRATIONS, render_as_batch=True)
     ma.init_app(app)
@@ -86,6 +89,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(shares.bp)
     app.register_blueprint(access_tokens.bp)
     monitoring.init_app(app)
+    metrics.init_app(app)
     app.register_blueprint(openapi.bp)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from metrics import DATABASE_ERRORS
 from models import db, is_conflict
 from schemas import error_schema
 
@@ -157,8 +158,10 @@ def handle_database_error(error: DBAPIError | DisconnectionError | PoolTimeoutEr
     if isinstance(error, DBAPIError) and is_conflict(error):
         # Still conflicting after retry_on_conflict's attempts: the data is
         # fine, other requests were changing the same rows.
+        DATABASE_ERRORS.labels("conflict").inc()
         current_app.logger.warning("Transaction conflict: %s", error.orig)
         return error_response(503, "Busy with a conflicting change; try again", retry)
+    DATABASE_ERRORS.labels("unavailable").inc()
     current_app.logger.error(
         "Database unavailable: %s", getattr(error, "orig", None) or error
     )

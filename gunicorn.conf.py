@@ -6,9 +6,11 @@ requests) stands in front, see docs/deploy.md.
 
 import json
 import os
+import tempfile
 
 from dotenv import load_dotenv
 from gunicorn import util
+from prometheus_client import multiprocess
 
 from config import DEFAULT_LIMIT_STORAGE, limit_storage_is_shared
 from logs import GunicornLogger
@@ -45,8 +47,25 @@ graceful_timeout = 120
 keepalive = 5
 
 
+# GET /metrics adds up every worker's numbers from files in one directory
+# (prometheus-client's multiprocess mode). Set here, before the workers are
+# forked, so that each of them inherits it; emptied at every start.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lockbox-metrics-")
+
+
+def child_exit(server, worker):
+    """A worker that exits leaves its counts behind, for the totals."""
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def on_starting(server):
     """Refuse to start several workers that would each count sign-in failures."""
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(metrics_dir, exist_ok=True)
+    for name in os.listdir(metrics_dir):
+        if name.endswith(".db"):
+            os.remove(os.path.join(metrics_dir, name))
     if server.cfg.workers > 1 and not LIMITS_SHARED:
         raise SystemExit(
             f"Lockbox cannot start {server.cfg.workers} workers with sign-in limits "

@@ -26,6 +26,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from metrics import RETRIES
+
 # Stable constraint names, so that migrations can refer to them on every database.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -103,21 +105,46 @@ ma = Marshmallow()
 # concurrent one on another node touched the same rows. Either way nothing of it
 # was kept, and running it again is the documented answer.
 CONFLICT_ERROR_CODES = {1213}
-CONFLICT_ATTEMPTS = 4
+# A Galera node refusing a transaction while the cluster changes shape (a node
+# died or joined): "Error during COMMIT" (not connected to the primary
+# component, for a moment) and "WSREP has not yet prepared node for
+# application use". Nothing of it was kept; once the survivors have formed
+# the new primary component, a moment later, the same transaction goes through.
+CLUSTER_CHANGE_ERROR_CODES = {1180, 1047}
+CONFLICT_ATTEMPTS = 6
 
 
-def is_conflict(error: DBAPIError) -> bool:
-    """Whether the database undid a transaction for a conflict with another one."""
+def _error_code(error: DBAPIError) -> int | None:
     orig = error.orig
     code = getattr(orig, "errno", None)  # MariaDB Connector/Python
     if code is None and orig is not None and orig.args:
         code = orig.args[0]  # mysqlclient: (code, message)
-    return code in CONFLICT_ERROR_CODES
+    return code
+
+
+def is_conflict(error: DBAPIError) -> bool:
+    """Whether the database undid a transaction for a conflict with another one."""
+    return _error_code(error) in CONFLICT_ERROR_CODES
+
+
+def is_retryable(error: DBAPIError) -> bool:
+    """Whether running the transaction again is the answer: a conflict, or a
+    Galera cluster changing shape under it."""
+    return _error_code(error) in CONFLICT_ERROR_CODES | CLUSTER_CHANGE_ERROR_CODES
+
+
+def retry_pause(attempt: int) -> None:
+    """A short, random pause before attempt ``attempt + 1``: two requests that
+    collided once should not collide again in step, and a cluster that is
+    changing shape gets up to a second or two to settle (6 attempts)."""
+    RETRIES.inc()
+    time.sleep(random.uniform(0.5, 1) * 0.02 * 2**attempt)
 
 
 def retry_on_conflict(work):
     """Run ``work`` and commit, running both again when the database undid the
-    transaction for a conflict (up to CONFLICT_ATTEMPTS in all).
+    transaction for a conflict or a cluster change (up to CONFLICT_ATTEMPTS in
+    all).
 
     ``work`` must read what it decides on inside the transaction, so that a
     repeat decides afresh; anything else it raises rolls back and propagates.
@@ -133,11 +160,9 @@ def retry_on_conflict(work):
                 return result
             except DBAPIError as error:
                 db.session.rollback()
-                if attempt >= CONFLICT_ATTEMPTS or not is_conflict(error):
+                if attempt >= CONFLICT_ATTEMPTS or not is_retryable(error):
                     raise
-            # A short, random pause: two requests that collided once should
-            # not collide again in step.
-            time.sleep(random.uniform(0, 0.01 * 2**attempt))
+            retry_pause(attempt)
             attempt += 1
 
     return in_transaction

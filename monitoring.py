@@ -3,6 +3,7 @@
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
+from cluster import node_state
 from models import db
 from schemas import health_schema, liveness_schema
 
@@ -30,7 +31,8 @@ def livez():
 
 @bp.get("/healthz")
 def healthz():
-    """Liveness and database reachability, for load balancers (no token).
+    """Liveness, database reachability and, on a Galera cluster, whether this
+    node may serve: in the primary component and synced (no token).
     ---
     get:
       security: []
@@ -41,13 +43,14 @@ def healthz():
             application/json:
               schema: HealthSchema
         503:
-          description: Database unavailable
+          description: Database unavailable, or a Galera node not fit to serve
           content:
             application/json:
               schema: HealthSchema
     """
     try:
         db.session.execute(db.text("SELECT 1"))
+        serving, cluster = node_state()
     except SQLAlchemyError as error:
         db.session.rollback()
         current_app.logger.error("Health check: database unavailable: %s", error)
@@ -57,7 +60,14 @@ def healthz():
             "message": "Database unavailable",
         }
         return jsonify(health_schema.dump(body)), 503
-    return jsonify(health_schema.dump({"status": "ok", "database": "ok"}))
+    body = {"status": "ok", "database": "ok"}
+    if cluster is not None:
+        body["cluster"] = cluster
+    if not serving:
+        current_app.logger.warning("Health check: Galera node is %s", cluster)
+        body.update(status="unavailable", message="Database node not synced")
+        return jsonify(health_schema.dump(body)), 503
+    return jsonify(health_schema.dump(body))
 
 
 def init_app(app):

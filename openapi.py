@@ -132,6 +132,10 @@ def build_spec(app) -> dict:
         "queryToken", {"type": "apiKey", "in": "query", "name": "token"}
     )
     spec.components.security_scheme(
+        "metricsToken",
+        {"type": "http", "scheme": "bearer", "description": "METRICS_TOKEN"},
+    )
+    spec.components.security_scheme(
         "sharePassword",
         {
             "type": "http",

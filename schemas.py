@@ -306,6 +306,9 @@ class HealthSchema(ma.Schema):
 
     status = fields.String(required=True)
     database = fields.String(required=True)
+    cluster = fields.String(
+        metadata={"description": "A Galera node's state, e.g. 'Primary, Synced'"}
+    )
     message = fields.String()
 
 

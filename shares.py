@@ -50,7 +50,15 @@ from authentication import check_for_token, hash_password, limiter, request_body
 from downloads import file_response
 from errors import ApiError, load_or_400, no_content, wants_html
 from files import FILE_ID, owned_file_or_404
-from models import Share, ShareDownload, StoredFile, User, db, utcnow
+from models import (
+    Share,
+    ShareDownload,
+    StoredFile,
+    User,
+    db,
+    retry_on_conflict,
+    utcnow,
+)
 from schemas import (
     share_list_schema,
     share_request_schema,
@@ -598,6 +606,12 @@ class DownloadCounter:
     def _claim(self) -> int:
         """Count one download, or answer 410 when none is left: one UPDATE
         whose condition the database checks under the row's lock."""
+        return self._claim_in_transaction().id
+
+    @retry_on_conflict
+    def _claim_in_transaction(self) -> ShareDownload:
+        """The claim's one transaction (run again if, on a Galera cluster, a
+        claim through another node conflicted with it)."""
         now = utcnow()
         claimed = db.session.execute(
             db.update(Share)
@@ -614,8 +628,7 @@ class DownloadCounter:
             share_id=self.share_id, address_hash=self.address, started_at=now
         )
         db.session.add(download)
-        db.session.commit()
-        return download.id
+        return download
 
 
 class CountedBody:

@@ -29,13 +29,23 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 from flask import current_app
 from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.http import parse_options_header
 
 import quotas
 from digests import ResumableSHA256
 from errors import ApiError
-from models import FileChunk, StoredFile, db, utcnow
+from metrics import DOWNLOADED, UPLOAD_FAILURES, UPLOADED
+from models import (
+    CONFLICT_ATTEMPTS,
+    FileChunk,
+    StoredFile,
+    db,
+    is_retryable,
+    retry_on_conflict,
+    retry_pause,
+    utcnow,
+)
 
 # Commit every few chunks while they arrive fast (short transactions, yet not an
 # fsync per chunk), and whenever the storer has to wait for the next one.
@@ -98,25 +108,32 @@ def begin(
     transaction (``commit`` false).
     """
     filename = clean_filename(filename)
-    stored_file = StoredFile(
-        owner_id=owner_id,
-        filename=filename,
-        content_type=content_type_for(declared_type, filename),
-        description=description,
-        chunk_size=current_app.config["CHUNK_SIZE"],
-        size=0,
-        complete=False,
-    )
-    db.session.add(stored_file)
-    try:
-        quotas.reserve(stored_file, reserve)
-    except ApiError:
-        db.session.rollback()
-        raise
+
+    def new_file() -> StoredFile:
+        stored_file = StoredFile(
+            owner_id=owner_id,
+            filename=filename,
+            content_type=content_type_for(declared_type, filename),
+            description=description,
+            chunk_size=current_app.config["CHUNK_SIZE"],
+            size=0,
+            complete=False,
+        )
+        db.session.add(stored_file)
+        try:
+            quotas.reserve(stored_file, reserve)
+        except ApiError:
+            db.session.rollback()
+            raise
+        return stored_file
+
     if commit:
-        db.session.commit()
-    else:
-        db.session.flush()
+        # On a Galera cluster the new row can conflict with a change to the
+        # owner's row made through another node (signing out everywhere):
+        # the commit is refused, and simply made again.
+        return retry_on_conflict(new_file)()
+    stored_file = new_file()
+    db.session.flush()
     return stored_file
 
 
@@ -250,31 +267,66 @@ class ChunkWriter:
     def _store_in(self, connection, insert) -> None:
         """Insert the queued chunks on ``connection``, committing as they come,
         until the end marker (commit with the final size and hash) or the abort
-        marker (roll back what is not committed)."""
-        uncommitted, progress = 0, None
+        marker (roll back what is not committed).
+
+        The chunks of the open transaction are kept until it commits: when the
+        database undoes it for a conflict or a Galera cluster changing shape,
+        they are inserted again and the commit retried (a few times)."""
+        batch: list[tuple[int, bytes]] = []
+        progress = None
+
+        def commit(progress) -> None:
+            self._retrying(
+                connection, insert, batch, lambda: self._commit(connection, progress)
+            )
+            batch.clear()
+
         while True:
             try:
                 seq, chunk, size, state = self._queue.get_nowait()
             except queue.Empty:
-                if uncommitted:
-                    self._commit(connection, progress)
-                    uncommitted = 0
+                if batch:
+                    commit(progress)
                 seq, chunk, size, state = self._queue.get()  # waits on the client
             if chunk is None:
                 self._ended = True
                 break
-            self._insert_chunk(connection, insert, seq, chunk)
-            uncommitted += 1
+            batch.append((seq, chunk))
+            self._retrying(
+                connection,
+                insert,
+                batch,
+                lambda seq=seq, chunk=chunk: self._insert_chunk(
+                    connection, insert, seq, chunk
+                ),
+            )
             if self.record_progress:
                 progress = (size, state)
-            if uncommitted == CHUNKS_PER_COMMIT:
-                self._commit(connection, progress)
-                uncommitted = 0
+            if len(batch) == CHUNKS_PER_COMMIT:
+                commit(progress)
         if size is None:
             connection.rollback()
-        elif uncommitted or size != self._committed_size:
-            self._commit(connection, (size, state))
+        elif batch or size != self._committed_size:
+            commit((size, state))
         # else: the last commit recorded this very size (a commit is an fsync)
+
+    def _retrying(self, connection, insert, batch, action) -> None:
+        """Run ``action``; when the database undid the transaction for a
+        conflict or a cluster change, roll back, insert ``batch`` again (what
+        the transaction held) and run it again."""
+        attempt = 1
+        while True:
+            try:
+                action()
+                return
+            except DBAPIError as error:
+                if attempt >= CONFLICT_ATTEMPTS or not is_retryable(error):
+                    raise
+            connection.rollback()
+            retry_pause(attempt)
+            attempt += 1
+            for seq, chunk in batch:
+                self._insert_chunk(connection, insert, seq, chunk)
 
     def _commit(self, connection, progress: tuple[int, bytes] | None) -> None:
         """Commit the chunks so far, with the progress that lets `files gc` tell a
@@ -373,13 +425,20 @@ def finish(
     for digest in expected:
         if digest is not None and digest.lower() != sha256:
             raise ApiError(400, "The file's SHA-256 does not match the one sent")
-    stored_file.sha256 = sha256
-    stored_file.hash_state = None
-    if description is not None:
-        stored_file.description = description
-    stored_file.complete = True
-    stored_file.updated_at = utcnow()
-    db.session.commit()
+    size = stored_file.size
+
+    @retry_on_conflict
+    def make_visible() -> None:
+        stored_file.size = size
+        stored_file.sha256 = sha256
+        stored_file.hash_state = None
+        if description is not None:
+            stored_file.description = description
+        stored_file.complete = True
+        stored_file.updated_at = utcnow()
+
+    make_visible()
+    UPLOADED.inc(size)
     return stored_file
 
 
@@ -392,6 +451,7 @@ def delete_stored_files(*where) -> int:
 
 def discard(file_id: int) -> None:
     """Remove a file that will not be finished, with every chunk it wrote."""
+    UPLOAD_FAILURES.inc()
     db.session.rollback()
     try:
         delete_stored_files(StoredFile.id == file_id)
@@ -440,7 +500,9 @@ def read_range(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes
                         raise MissingChunkError(f"chunk {expected} is missing")
                     expected += 1
                     offset = seq * chunk_size
-                    yield bytes(data[max(start - offset, 0) : stop - offset])
+                    piece = bytes(data[max(start - offset, 0) : stop - offset])
+                    yield piece
+                    DOWNLOADED.inc(len(piece))
                 if expected != last + 1:
                     # MariaDB Connector ends a result quietly when the server
                     # goes away in the middle of it.

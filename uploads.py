@@ -38,7 +38,7 @@ import quotas
 import storage
 from authentication import check_for_token, token_from_request, verify_credential
 from errors import ApiError, no_content
-from models import ResumableUpload, StoredFile, User, db, utcnow
+from models import ResumableUpload, StoredFile, User, db, retry_on_conflict, utcnow
 from schemas import DESCRIPTION_MAX
 
 bp = Blueprint("uploads", __name__)
@@ -337,26 +337,33 @@ def create_upload():
     if with_body:
         _offset_stream()
     checksum = _checksum() if with_body else None
-    stored_file = storage.begin(
-        g.user.id,
-        metadata.get("filename") or "unnamed",
-        metadata.get("filetype"),
-        metadata.get("description", ""),
-        reserve=length or 0,
-        commit=False,
-    )
     key = secrets.token_urlsafe(KEY_BYTES)
-    upload = ResumableUpload(
-        key_hash=key_hash(key),
-        stored_file=stored_file,
-        length=length,
-        upload_metadata=raw_metadata,
-        owner_version=g.user.token_version,
-        expires_at=utcnow()
-        + timedelta(seconds=current_app.config["UPLOAD_EXPIRY_SECONDS"]),
-    )
-    db.session.add(upload)
-    db.session.commit()
+
+    @retry_on_conflict
+    def create() -> ResumableUpload:
+        """The hidden file and the upload that fills it, in one transaction."""
+        stored_file = storage.begin(
+            g.user.id,
+            metadata.get("filename") or "unnamed",
+            metadata.get("filetype"),
+            metadata.get("description", ""),
+            reserve=length or 0,
+            commit=False,
+        )
+        upload = ResumableUpload(
+            key_hash=key_hash(key),
+            stored_file=stored_file,
+            length=length,
+            upload_metadata=raw_metadata,
+            owner_version=g.user.token_version,
+            expires_at=utcnow()
+            + timedelta(seconds=current_app.config["UPLOAD_EXPIRY_SECONDS"]),
+        )
+        db.session.add(upload)
+        return upload
+
+    upload = create()
+    stored_file = upload.stored_file
     if with_body:
         file_id = stored_file.id
         try:

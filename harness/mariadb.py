@@ -98,6 +98,11 @@ class MariaDBInstance:
         self.url = f"mysql://root@127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
+    def server_options(self) -> list[str]:
+        """Options of this kind of server beyond SERVER_OPTIONS (a Galera
+        node's, say)."""
+        return []
+
     def _user_option(self) -> list[str]:
         """mariadbd refuses to run as root unless told to."""
         return ["--user=root"] if os.geteuid() == 0 else []
@@ -148,6 +153,7 @@ class MariaDBInstance:
                     f"--log-error={self.log_file}",
                     *self._user_option(),
                     *SERVER_OPTIONS,
+                    *self.server_options(),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -710,3 +710,33 @@ def upload_count(app) -> int:
         return db.session.execute(
             db.select(db.func.count()).select_from(ResumableUpload)
         ).scalar()
+
+
+def slow_clients(port: int, count: int) -> list[socket.socket]:
+    """Connections that begin a request and never finish it: half stop in the
+    headers, half in the body of POST /login (slowloris)."""
+    sockets = []
+    for number in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if number % 2:
+            sock.sendall(b"GET /login HTTP/1.1\r\nHost: lockbox\r\nX-Slow: ")
+        else:
+            sock.sendall(
+                b"POST /login HTTP/1.1\r\nHost: lockbox\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
+        sockets.append(sock)
+    return sockets
+
+
+def time_to_sign_in(url: str, timeout: float) -> float | None:
+    """Seconds a Basic-auth sign-in took, or None when it did not answer in time."""
+    started = time.monotonic()
+    try:
+        response = requests.get(
+            url + "/login", auth=("alice", PASSWORD), timeout=timeout
+        )
+    except requests.Timeout:
+        return None
+    assert response.status_code == 200, response.text
+    return time.monotonic() - started

@@ -6,9 +6,17 @@ import itertools
 import random
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 import storage
-from helpers import AuthActions
+from helpers import (
+    BIG,
+    AuthActions,
+    multipart_upload,
+    random_bytes,
+    stored_bytes,
+    uploaded,
+)
 from models import FileChunk, StoredFile, db
 
 CHUNK = 4096
@@ -146,3 +154,40 @@ def test_a_writer_that_lost_the_race_midway_stops_and_keeps_nothing_of_its_own(
     slow.close()
     assert stored_row(stored_file.id).size == 2 * CHUNK
     assert b"".join(data for _, data in rows(stored_file.id)) == b"w" * (2 * CHUNK)
+
+
+def test_chunks_of_a_commit_the_cluster_refused_are_stored_again(
+    app, client, token, monkeypatch
+):
+    # A Galera node refuses a commit while the cluster changes shape ("Error
+    # during COMMIT", 1180): nothing of the transaction was kept. The writer
+    # rolls back, inserts the same chunks again and commits.
+    real_commit = storage.ChunkWriter._commit
+    refused = []
+
+    def refuse_once(self, connection, progress):
+        if not refused:
+            refused.append(True)
+            raise OperationalError(
+                "COMMIT", {}, Exception(1180, "Error during COMMIT (not primary)")
+            )
+        return real_commit(self, connection, progress)
+
+    monkeypatch.setattr(storage.ChunkWriter, "_commit", refuse_once)
+    content = random_bytes(BIG, seed=12)
+    file_id = uploaded(client, token, content, "refused.bin")["id"]
+    assert refused == [True]
+    assert stored_bytes(app, file_id) == content
+
+
+def test_an_error_that_is_not_a_conflict_is_not_retried(client, token, monkeypatch):
+    attempts = []
+
+    def fail(self, connection, progress):
+        attempts.append(True)
+        raise OperationalError("COMMIT", {}, Exception(1146, "Table doesn't exist"))
+
+    monkeypatch.setattr(storage.ChunkWriter, "_commit", fail)
+    answer = multipart_upload(client, token, random_bytes(BIG, seed=13))
+    assert answer.status_code == 503
+    assert len(attempts) == 1

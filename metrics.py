@@ -1,0 +1,132 @@
+"""Metrics: ``GET /metrics`` in the Prometheus text format (prometheus-client).
+
+Requests by route, method and status with their latency, bytes uploaded and
+downloaded, database errors by kind, transactions retried after a conflict,
+and uploads that failed. Under gunicorn every worker writes its numbers to
+PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py makes and empties it) and whichever
+worker answers a scrape adds them all up: prometheus-client's multiprocess
+mode. In a single process (the development server, tests) the numbers live in
+the process.
+
+``/metrics`` is not public: it answers 404 unless METRICS_TOKEN is set, and
+then only to ``Authorization: Bearer <METRICS_TOKEN>``.
+"""
+
+import hmac
+import os
+import time
+
+from flask import Blueprint, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import NotFound, Unauthorized
+
+bp = Blueprint("metrics", __name__)
+
+REQUESTS = Counter(
+    "lockbox_requests_total",
+    "Requests answered, by route, method and status.",
+    ["route", "method", "status"],
+)
+LATENCY = Histogram(
+    "lockbox_request_duration_seconds",
+    "Time to the end of the answer (a download's whole transfer), by route.",
+    ["route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+UPLOADED = Counter("lockbox_uploaded_bytes_total", "File bytes stored.")
+DOWNLOADED = Counter("lockbox_downloaded_bytes_total", "File bytes sent.")
+DATABASE_ERRORS = Counter(
+    "lockbox_database_errors_total",
+    "Requests the database failed: unavailable, or still conflicting.",
+    ["kind"],
+)
+RETRIES = Counter(
+    "lockbox_transaction_retries_total",
+    "Transactions run again after the database undid them for a conflict.",
+)
+UPLOAD_FAILURES = Counter(
+    "lockbox_upload_failures_total", "Uploads that ended without a file."
+)
+# The route of a request no rule matched: never the path, whose variety
+# would make a new series per URL.
+UNMATCHED = "<unmatched>"
+
+
+def _observe(response):
+    """Count the request once its answer has been sent."""
+    rule = request.url_rule
+    route = rule.rule if rule is not None else UNMATCHED
+    method, status = request.method, str(response.status_code)
+    # When logs.py saw the request begin.
+    started = g.get("request_started", time.perf_counter())
+
+    def count() -> None:
+        REQUESTS.labels(route, method, status).inc()
+        LATENCY.labels(route, method).observe(time.perf_counter() - started)
+
+    response.call_on_close(count)
+    return response
+
+
+def _registry():
+    """Every worker's numbers (multiprocess mode), or this process's."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus metrics; only with METRICS_TOKEN as a Bearer token.
+    ---
+    get:
+      security:
+      - metricsToken: []
+      responses:
+        200:
+          description: The Prometheus text format
+          content:
+            text/plain: {}
+        401:
+          description: The metrics token is missing or wrong
+          content:
+            application/json:
+              schema: ErrorSchema
+        404:
+          description: Metrics are off (METRICS_TOKEN is not set)
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    expected = current_app.config.get("METRICS_TOKEN")
+    if not expected:
+        raise NotFound()
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        raise Unauthorized(
+            "Metrics need the metrics token", www_authenticate=WWWAuthenticate("bearer")
+        )
+    body = generate_latest(_registry())
+    return current_app.response_class(
+        body, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
+    )
+
+
+def init_app(app) -> None:
+    """Count every request, and serve /metrics."""
+    app.after_request(_observe)
+    app.register_blueprint(bp)
