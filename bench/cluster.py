@@ -61,7 +61,9 @@ def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-def transfer_rates(url: str, token: str, size: int, count: int) -> tuple[float, float]:
+def transfer_rates(
+    url: str, apps: list, token: str, size: int, count: int
+) -> tuple[float, float]:
     """Median upload and download MiB/s of ``count`` files of ``size`` bytes."""
     block = bytes(range(256)) * (MIB // 256)
     uploads, downloads = [], []
@@ -88,11 +90,14 @@ def transfer_rates(url: str, token: str, size: int, count: int) -> tuple[float, 
         file_id = answer.headers["Lockbox-File-Id"]
         # Without causal reads the file may not be visible yet through the
         # other instance: wait for it (visibility is measured apart).
-        while (
-            requests.get(f"{url}/files/{file_id}", headers=bearer(token)).status_code
-            == 404
-        ):
-            time.sleep(0.01)
+        for app in apps:
+            while (
+                requests.get(
+                    f"{app.url}/files/{file_id}", headers=bearer(token)
+                ).status_code
+                == 404
+            ):
+                time.sleep(0.01)
         started = time.perf_counter()
         digest = hashlib.sha256()
         with requests.get(
@@ -158,7 +163,9 @@ def measure(name, topology_options, env, args, scratch: Path) -> dict:
                 files={"inputFile": (f"small-{number}.txt", b"x" * 100)},
                 headers=bearer(token),
             )
-        upload, download = transfer_rates(url, token, args.size_mib * MIB, args.uploads)
+        upload, download = transfer_rates(
+            url, top.apps, token, args.size_mib * MIB, args.uploads
+        )
         listing = listing_rate(url, token, args.seconds, args.connections)
         misses = visibility_misses(top, token)
         return {
