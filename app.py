@@ -68,20 +68,20 @@ def load_config(app: Flask, test_config: dict | None) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    """The database (before marshmallow), migrations, limits, logs, headers."""
+    """The database (before marshmallow), migrations, logs, headers."""
     db.init_app(app)
     cluster.init_app(app)
     # SQLite cannot ALTER most things in place: batch mode copies the table.
     Migrate(app, db, directory=MIGRATIONS, render_as_batch=True)
     ma.init_app(app)
-    authentication.limiter.init_app(app)
     logs.init_app(app)
     security.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
     """Sign-in, files, resumable uploads, the account, share links, personal
-    access tokens, health checks and the API description."""
+    access tokens, health checks and the API description; then the sign-in
+    and share-link limits on the routes that carry them."""
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(uploads.bp)
@@ -91,6 +91,7 @@ def register_blueprints(app: Flask) -> None:
     monitoring.init_app(app)
     metrics.init_app(app)
     app.register_blueprint(openapi.bp)
+    authentication.init_limits(app)
 
 
 @event.listens_for(Engine, "connect")

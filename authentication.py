@@ -126,6 +126,46 @@ limit_per_address = limiter.shared_limit(
 )
 
 
+def init_limits(app) -> None:
+    """Flask-Limiter on ``app``, at work only on the routes that carry a limit.
+
+    Call it once the blueprints are registered. Flask-Limiter hooks into every
+    request: before it, to check default, application-wide and blueprint-wide
+    limits; after it, to deduct conditional hits and add the X-RateLimit
+    headers; at its end, to drop its per-request state. Lockbox has none of the
+    first kind: each limit is a decorator on its route (sign-in, share-link
+    passwords), and the decorator checks it when the route runs. So the check
+    before every request is dropped, and the other two hooks move to the
+    blueprints whose routes carry limits. Every other request saved about a
+    tenth of a bare request's time (docs/benchmarks.md). Should someone
+    configure limits for every route, the hooks stay as Flask-Limiter set them.
+    """
+    hooks = (
+        app.before_request_funcs,
+        app.after_request_funcs,
+        app.teardown_request_funcs,
+    )
+    already = [list(funcs.get(None, ())) for funcs in hooks]
+    limiter.init_app(app)
+    if app.config.get("RATELIMIT_DEFAULT") or app.config.get("RATELIMIT_APPLICATION"):
+        return
+    # The decorators mark their wrapper with (a weak proxy of) their limiter.
+    limited = {
+        endpoint.rpartition(".")[0]
+        for endpoint, view in app.view_functions.items()
+        if getattr(view, "__wrapper-limiter-instance", None) == limiter
+    }
+    if not limited or "" in limited:
+        raise RuntimeError("init_limits runs after the blueprints with limits")
+    before = hooks[0]
+    for funcs, kept in zip(hooks, already, strict=True):
+        added = [hook for hook in funcs[None] if hook not in kept]
+        funcs[None] = kept
+        if funcs is not before:
+            for blueprint in limited:
+                funcs.setdefault(blueprint, []).extend(added)
+
+
 def hash_password(password: str) -> str:
     """Hash a password with scrypt for storage."""
     return generate_password_hash(password, method="scrypt")
