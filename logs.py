@@ -9,9 +9,11 @@ app's logger, the development server's and gunicorn's alike.
 """
 
 import logging
+import random
 import re
 import time
-import uuid
+from collections.abc import Callable
+from typing import NamedTuple
 
 from flask import current_app, g, has_request_context, request
 from gunicorn.glogging import Logger as GunicornBaseLogger
@@ -35,18 +37,32 @@ JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
 # The development server's request line (werkzeug.serving), which the app's
 # own line replaces.
 WERKZEUG_REQUEST_LINE = '"%s" %s %s'
+# Where the observers of answered requests are kept, in app.extensions.
+OBSERVERS = "lockbox.answered"
+
+
+SECRETS = (
+    TOKEN_IN_URL,
+    AUTHORIZATION,
+    UPLOAD_KEY_IN_PATH,
+    SHARE_LINK_IN_PATH,
+    ACCESS_TOKEN,
+)
+# Any of them at all: one scan that clears the usual line, which holds none.
+ANY_SECRET = re.compile(
+    "|".join(
+        f"(?i:{secret.pattern})" if secret.flags & re.IGNORECASE else secret.pattern
+        for secret in SECRETS
+    )
+)
 
 
 def redact(text: str) -> str:
     """``text`` with token values, credentials, upload keys and share links
     replaced."""
-    for secret in (
-        TOKEN_IN_URL,
-        AUTHORIZATION,
-        UPLOAD_KEY_IN_PATH,
-        SHARE_LINK_IN_PATH,
-        ACCESS_TOKEN,
-    ):
+    if ANY_SECRET.search(text) is None:
+        return text
+    for secret in SECRETS:
         text = secret.sub(r"\1" + REDACTED, text)
     return text
 
@@ -84,9 +100,32 @@ class DropRequestLines(logging.Filter):
 
 def _start_request() -> None:
     """Take the client's X-Request-ID when it is sane, or make one."""
-    incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
+    if REQUEST_ID_RE.fullmatch(incoming):
+        g.request_id = incoming
+    else:
+        # An id to find a request's lines by, not a secret: Python's generator
+        # (re-seeded in every forked worker) instead of uuid4, whose read of
+        # the kernel's random source gives up the GIL to threads that then
+        # keep it (docs/benchmarks.md).
+        g.request_id = f"{random.getrandbits(128):032x}"
     g.request_started = time.perf_counter()
+
+
+class Answered(NamedTuple):
+    """A request whose answer has been sent: what the per-request line tells,
+    for the other observers of requests (metrics.py)."""
+
+    route: str | None  # the matched rule, e.g. /files/<int:file_id>; None if none
+    method: str
+    status: int
+    seconds: float  # from the request's start to its answer's last byte
+
+
+def after_each_answer(app, observer: Callable[[Answered], None]) -> None:
+    """Call ``observer`` with each request's :class:`Answered`, right after its
+    line is logged: one closure per request serves them all."""
+    app.extensions.setdefault(OBSERVERS, []).append(observer)
 
 
 def _finish_request(response):
@@ -98,25 +137,32 @@ def _finish_request(response):
     """
     request_id = g.get("request_id", "-")
     response.headers["X-Request-ID"] = request_id
-    started = g.get("request_started", time.perf_counter())
+    started = g.get("request_started") or time.perf_counter()
+    rule = request.url_rule
+    route = None if rule is None else rule.rule
     method, path, address = request.method, request.path, request.remote_addr
     status, length = response.status_code, response.content_length
-    logger = current_app.logger
+    app = current_app._get_current_object()
+    logger, observers = app.logger, app.extensions.get(OBSERVERS, ())
 
-    def log_line() -> None:
-        elapsed = (time.perf_counter() - started) * 1000
+    def answered() -> None:
+        seconds = time.perf_counter() - started
         logger.info(
             "%s %s %s %.1fms %sB %s",
             method,
             path,
             status,
-            elapsed,
+            seconds * 1000,
             "-" if length is None else length,
             address,
             extra={"request_id": request_id},
         )
+        if observers:
+            summary = Answered(route, method, status, seconds)
+            for observer in observers:
+                observer(summary)
 
-    response.call_on_close(log_line)
+    response.call_on_close(answered)
     return response
 
 

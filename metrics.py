@@ -14,9 +14,8 @@ then only to ``Authorization: Bearer <METRICS_TOKEN>``.
 
 import hmac
 import os
-import time
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -28,6 +27,8 @@ from prometheus_client import (
 )
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import NotFound, Unauthorized
+
+import logs
 
 bp = Blueprint("metrics", __name__)
 
@@ -61,20 +62,11 @@ UPLOAD_FAILURES = Counter(
 UNMATCHED = "<unmatched>"
 
 
-def _observe(response):
-    """Count the request once its answer has been sent."""
-    rule = request.url_rule
-    route = rule.rule if rule is not None else UNMATCHED
-    method, status = request.method, str(response.status_code)
-    # When logs.py saw the request begin.
-    started = g.get("request_started", time.perf_counter())
-
-    def count() -> None:
-        REQUESTS.labels(route, method, status).inc()
-        LATENCY.labels(route, method).observe(time.perf_counter() - started)
-
-    response.call_on_close(count)
-    return response
+def _count(answered) -> None:
+    """Count a request once its answer has been sent (logs.after_each_answer)."""
+    route = UNMATCHED if answered.route is None else answered.route
+    REQUESTS.labels(route, answered.method, str(answered.status)).inc()
+    LATENCY.labels(route, answered.method).observe(answered.seconds)
 
 
 def _registry():
@@ -128,5 +120,5 @@ def metrics():
 
 def init_app(app) -> None:
     """Count every request, and serve /metrics."""
-    app.after_request(_observe)
+    logs.after_each_answer(app, _count)
     app.register_blueprint(bp)
