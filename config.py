@@ -29,8 +29,9 @@ PLACEHOLDER_SECRETS = {
 
 MIN_SECRET_BYTES = 32
 
-# The largest chunk a MEDIUMBLOB holds is 16 MiB - 1; mysqlclient escapes every
-# byte into SQL text, so a chunk must also stay well under max_allowed_packet / 2.
+# The largest chunk a MEDIUMBLOB holds is 16 MiB - 1; mysqlclient sends a chunk
+# as a hexadecimal literal (models.MediumBlob), twice its size, so a chunk must
+# also stay well under max_allowed_packet / 2 (16 MiB by default).
 MAX_CHUNK_SIZE = 4 * MIB
 
 # Sign-in failures are counted in the worker's memory unless a shared store is

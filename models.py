@@ -3,6 +3,7 @@
 The shapes requests and responses take (marshmallow) are in schemas.py.
 """
 
+import binascii
 import functools
 import random
 import secrets
@@ -21,8 +22,10 @@ from sqlalchemy import (
     MetaData,
     String,
     TypeDecorator,
+    event,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -86,8 +89,53 @@ class UTCDateTime(TypeDecorator):
         return value
 
 
+class HexLiteral:
+    """Bytes that mysqlclient writes into a statement as a hexadecimal literal."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+def _hex_literal(value: HexLiteral, encoders) -> bytes:
+    """``X'<hex digits>'``: mysqlclient's encoder for :class:`HexLiteral`."""
+    return b"X'" + binascii.hexlify(value.data) + b"'"
+
+
+@event.listens_for(Engine, "connect")
+def _teach_hex_literals(dbapi_connection, connection_record):
+    """Let every mysqlclient connection encode :class:`HexLiteral` parameters."""
+    if type(dbapi_connection).__module__.startswith("MySQLdb"):
+        dbapi_connection.encoders[HexLiteral] = _hex_literal
+
+
+class MediumBlob(mysql.MEDIUMBLOB):
+    """A MEDIUMBLOB whose bytes travel fastest through either MySQL driver.
+
+    mysqlclient (``mysql://``) has no binary protocol: every parameter becomes
+    SQL text. For bytes that text is an escaped string, which it escapes byte
+    by byte with the connection's character set and the server parses again:
+    about 25 MiB/s. A hexadecimal literal, ``X'…'``, is twice as long but made
+    at GB/s (binascii) and parsed by the server without a character set, about
+    2.5 times as fast (docs/benchmarks.md). Only hex digits reach the
+    statement, through the driver's own encoder table: the SQL is never built
+    from the data. MariaDB Connector sends bytes as they are and keeps them.
+    """
+
+    def bind_processor(self, dialect):
+        """Wrap the bytes for mysqlclient; anything else binds them as usual."""
+        if dialect.driver != "mysqldb":
+            return super().bind_processor(dialect)
+
+        def process(value):
+            return None if value is None else HexLiteral(value)
+
+        return process
+
+
 # Chunk bytes: a MEDIUMBLOB (up to 16 MiB) on MySQL, where a plain BLOB stops at 64 KiB.
-ChunkBytes = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+ChunkBytes = LargeBinary().with_variant(MediumBlob(), "mysql", "mariadb")
 
 
 class Base(DeclarativeBase):

@@ -6,6 +6,7 @@ import itertools
 import random
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 import storage
@@ -191,3 +192,57 @@ def test_an_error_that_is_not_a_conflict_is_not_retried(client, token, monkeypat
     answer = multipart_upload(client, token, random_bytes(BIG, seed=13))
     assert answer.status_code == 503
     assert len(attempts) == 1
+
+
+# Every byte value, the bytes that an escaped string would have to escape, and
+# the edges of a chunk: what a hexadecimal literal must give back unchanged.
+ROUND_TRIPS = [
+    b"",
+    bytes(range(256)),
+    b"\x00'\"\\\n\r\x1a%s%%X'",
+    b"\xff" * CHUNK,
+    random.Random(7).randbytes(3 * CHUNK + 17),
+]
+
+
+@pytest.mark.parametrize(
+    "data", ROUND_TRIPS, ids=["empty", "all", "quotes", "ff", "random"]
+)
+def test_chunk_bytes_round_trip_byte_for_byte(app, client, token, data):
+    """Uploaded bytes come back identical on every database and driver."""
+    file_id = uploaded(client, token, data, filename="edge.bin")["id"]
+    assert stored_bytes(app, file_id) == data
+    response = client.get(
+        f"/files/{file_id}/download", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200
+    assert response.data == data
+
+
+def test_mysqlclient_sends_chunks_as_hexadecimal_literals(app, database_url):
+    """Through mysqlclient a chunk travels as X'…', never as an escaped string."""
+    if not database_url.startswith("mysql://"):
+        pytest.skip("mysqlclient only")
+    seen = []
+    with app.app_context():
+        engine = db.engine
+
+        def statement(conn, cursor, text, parameters, context, executemany):
+            literal = cursor.connection.literal
+            seen.extend(
+                literal(value) for value in parameters if type(value) is not int
+            )
+
+        owner_id = AuthActions(app, None).create_user()
+        with app.test_request_context():
+            stored = storage.begin(owner_id, "f.bin", "application/octet-stream")
+        event.listen(engine, "before_cursor_execute", statement)
+        try:
+            with engine.begin() as connection:
+                connection.execute(
+                    db.insert(FileChunk),
+                    {"file_id": stored.id, "seq": 0, "data": b"\x00'\\ab"},
+                )
+        finally:
+            event.remove(engine, "before_cursor_execute", statement)
+    assert seen == [b"X'00275c6162'"]
