@@ -67,11 +67,20 @@ def redact(text: str) -> str:
     return text
 
 
+class RequestLine(logging.LogRecord):
+    """The record of a request's line, already redacted."""
+
+    def __init__(self, name: str, level: int, pathname: str, lineno: int, msg: str):
+        super().__init__(name, level, pathname, lineno, msg, None, None)
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that takes tokens out of every record it passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's message with secrets redacted; never drop it."""
+        if isinstance(record, RequestLine):
+            return True  # redacted as it was made
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
@@ -147,16 +156,15 @@ def _finish_request(response):
 
     def answered() -> None:
         seconds = time.perf_counter() - started
-        logger.info(
-            "%s %s %s %.1fms %sB %s",
-            method,
-            path,
-            status,
-            seconds * 1000,
-            "-" if length is None else length,
-            address,
-            extra={"request_id": request_id},
-        )
+        if logger.isEnabledFor(logging.INFO):
+            size = "-" if length is None else length
+            line = f"{method} {path} {status} {seconds * 1000:.1f}ms {size}B {address}"
+            # Made and handed to the handlers directly: logger.info would first
+            # walk the stack for the caller's file and line, which this line
+            # never shows (docs/benchmarks.md).
+            record = RequestLine(logger.name, logging.INFO, __file__, 0, redact(line))
+            record.request_id = request_id
+            logger.handle(record)
         if observers:
             summary = Answered(route, method, status, seconds)
             for observer in observers:

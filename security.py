@@ -17,7 +17,7 @@ def add_security_headers(response):
     """Headers for every response, and more for pages and for URLs with a token."""
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
-    if response.content_type.startswith("text/html"):
+    if (response.content_type or "").startswith("text/html"):
         headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         headers.setdefault("X-Frame-Options", "DENY")
     # A token must never travel on to another site in a Referer header.

@@ -462,6 +462,15 @@ def discard(file_id: int) -> None:
         current_app.logger.warning("Could not remove unfinished upload %s", file_id)
 
 
+# Reads the next row of each download in this process while the last one is
+# sent. The threads are kept from one download to the next: starting one for
+# each download was a fixed cost that a small file's download felt
+# (docs/benchmarks.md). A download has one read in flight at a time, so the
+# pool only bounds how many downloads read ahead at the same moment.
+PREFETCH_THREADS = 32
+_prefetcher = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="prefetch")
+
+
 class MissingChunkError(RuntimeError):
     """A download found fewer chunks than the file's size says it has."""
 
@@ -488,29 +497,35 @@ def read_range(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes
     def pieces():
         if start >= stop:
             return
-        with engine.connect() as connection, ThreadPoolExecutor(1) as prefetcher:
+        with engine.connect() as connection:
             rows = connection.execution_options(yield_per=1).execute(query)
             expected = first
-            pending = prefetcher.submit(rows.fetchone)
+            pending = _prefetcher.submit(rows.fetchone)
             try:
-                while (row := pending.result()) is not None:
-                    pending = prefetcher.submit(rows.fetchone)
-                    seq, data = row
-                    if seq != expected:
-                        raise MissingChunkError(f"chunk {expected} is missing")
-                    expected += 1
-                    offset = seq * chunk_size
-                    piece = bytes(data[max(start - offset, 0) : stop - offset])
-                    yield piece
-                    DOWNLOADED.inc(len(piece))
-                if expected != last + 1:
-                    # MariaDB Connector ends a result quietly when the server
-                    # goes away in the middle of it.
-                    raise MissingChunkError(f"the rows stopped before chunk {expected}")
+                try:
+                    while (row := pending.result()) is not None:
+                        pending = _prefetcher.submit(rows.fetchone)
+                        seq, data = row
+                        if seq != expected:
+                            raise MissingChunkError(f"chunk {expected} is missing")
+                        expected += 1
+                        offset = seq * chunk_size
+                        piece = bytes(data[max(start - offset, 0) : stop - offset])
+                        yield piece
+                        DOWNLOADED.inc(len(piece))
+                    if expected != last + 1:
+                        # MariaDB Connector ends a result quietly when the server
+                        # goes away in the middle of it.
+                        raise MissingChunkError(
+                            f"the rows stopped before chunk {expected}"
+                        )
+                finally:
+                    # No read may still run on the connection in a prefetch
+                    # thread once it is dropped or given back to the pool.
+                    wait([pending])
             except GeneratorExit:
                 # Stopped early (the client went away): drop the connection rather
                 # than drain the rest of the streamed result from the server.
-                wait([pending])
                 connection.invalidate()
                 raise
             except (SQLAlchemyError, MissingChunkError) as error:
