@@ -1,22 +1,37 @@
-"""Requests a second on GET /files (signed in, JSON) against the bare GET /livez.
+"""Lockbox under load, against baselines served the same way, as ratios.
 
     .venv/bin/python bench/load.py                        # MariaDB, 3 rounds
     .venv/bin/python bench/load.py --database-url sqlite  # a temporary SQLite file
     .venv/bin/python bench/load.py --seconds 2 --rounds 1 # a quick check
 
+Two comparisons, each a ratio of requests a second measured in the same run:
+
+- ``GET /livez``, no token, no database: Lockbox against a bare Flask app
+  (bench/bare_app.py), which shows what Lockbox's own layers cost on every
+  request. Target: Lockbox at 85 % of the bare app or more.
+- ``GET /files?per_page=20``, signed in, a page of 20 files: Lockbox against
+  the same listing written the usual way (bench/peer_app.py: Flask-SQLAlchemy's
+  ``db.paginate``, a flask-marshmallow schema, Flask-JWT-Extended's
+  ``@jwt_required()``), reading the same database. Target: Lockbox 1.5 times
+  the peer or more.
+
 It creates a database of its own on the MariaDB server (``--server-url``), brings
-its schema up with the migrations, signs up a user with a full default page of
-small files, and starts gunicorn with the committed ``gunicorn.conf.py`` on
-127.0.0.1 (only the port is chosen here). Then wrk (Debian's ``wrk`` package)
-loads ``/livez`` and ``/files`` in turns, with the same connections and
-threads, for a few rounds; the medians, their ratio and the latencies are
-printed as Markdown, ready to paste, and written to ``bench/results/load.json``.
+its schema up with the migrations, signs up a user with 20 small files, and
+starts the three apps with the same gunicorn command line, the committed
+``gunicorn.conf.py`` and the same environment (only the port differs). The
+peer signs the same user in with its own ``GET /login``. Then wrk (Debian's
+``wrk`` package) loads the four endpoints in turns, with the same connections
+and threads, for a few rounds, the order reversed every other round; the
+medians, the ratios, the latencies, the servers' CPU a request and the SQL
+statements a request (counted in-process with each app) are printed as
+Markdown, ready to paste, and written to ``bench/results/load.json``.
 
 Any error counts: a socket error or timeout, a response that is not 2xx (wrk
-checks each one), a 5xx or a traceback in the server's log. The exit status is
+checks each one), a 5xx or a traceback in a server's log (Lockbox logs every
+request; the bare and peer apps log only their tracebacks). The exit status is
 1 when there was one, 2 when the run could not be set up or took longer than
-``--timeout``. gunicorn is stopped and the database dropped on the way out,
-whatever happened.
+``--timeout``. The servers are stopped and the database dropped on the way
+out, whatever happened.
 """
 
 import argparse
@@ -36,6 +51,7 @@ import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,10 +59,13 @@ sys.path.insert(0, str(ROOT))
 from harness.mariadb import DatabaseUnreachable, scratch_database  # noqa: E402
 from harness.server import LiveServer  # noqa: E402
 
-# The longest load the run may put on the machine, warm-up included.
-LOAD_BUDGET_SECONDS = 60
-TARGET_RATIO = 0.5
-FILE_COUNT = 50  # GET /files shows 50 a page by default
+# The longest load the run may put on the machine, warm-up included (the
+# defaults: 4 endpoints × (2 s + 3 rounds × 8 s) = 104 s).
+LOAD_BUDGET_SECONDS = 120
+FILE_COUNT = 20
+# Lockbox shows 50 a page by default and the peer (db.paginate) 20: both are
+# asked for one page of all the files.
+LISTING = f"/files?per_page={FILE_COUNT}"
 RESULT_MARK = "LOCKBOX_WRK "
 SHARED_LIMIT_STORAGE = {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379"}
 # Variables that would run gunicorn with other than the committed configuration.
@@ -96,6 +115,52 @@ end
 """.replace("RESULT_MARK", RESULT_MARK)
 
 
+# The gunicorn app targets, all run with the same command line and environment.
+APPS = {
+    "lockbox": "app:create_app()",
+    "bare": "bench.bare_app:app",
+    "peer": "bench.peer_app:create_app()",
+}
+# What wrk loads: the app, the path, whether it is signed in.
+ENDPOINTS = {
+    "lockbox_livez": ("lockbox", "/livez", False),
+    "bare_livez": ("bare", "/livez", False),
+    "lockbox_files": ("lockbox", LISTING, True),
+    "peer_files": ("peer", LISTING, True),
+}
+
+
+class Comparison(NamedTuple):
+    """Lockbox's endpoint against a baseline's: requests a second, as a ratio."""
+
+    name: str
+    title: str
+    lockbox: str
+    baseline: str
+    target: float
+    as_percent: bool  # 85 % reads better than 0.85×; 1.5× better than 150 %
+
+
+COMPARISONS = (
+    Comparison(
+        "livez",
+        "`GET /livez`, vs a bare Flask app",
+        "lockbox_livez",
+        "bare_livez",
+        0.85,
+        True,
+    ),
+    Comparison(
+        "files",
+        f"signed-in `GET /files`, {FILE_COUNT} files, vs the usual Flask stack",
+        "lockbox_files",
+        "peer_files",
+        1.5,
+        False,
+    ),
+)
+
+
 class SetupError(RuntimeError):
     """The run could not be prepared or did not finish (exit status 2)."""
 
@@ -121,7 +186,10 @@ def parse_args(argv=None):
         help="driver for the database made on --server-url (default: %(default)s)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds of both (default: %(default)s)"
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of all four endpoints (default: %(default)s)",
     )
     parser.add_argument(
         "--seconds",
@@ -147,7 +215,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--timeout",
         type=int,
-        default=150,
+        default=170,
         help="hard limit on the whole run in seconds, set-up included "
         "(default: %(default)s)",
     )
@@ -174,7 +242,7 @@ def parse_args(argv=None):
 
 def load_seconds(args) -> int:
     """Seconds of load the run puts on the server, warm-up included."""
-    return 2 * (args.warmup + args.rounds * args.seconds)
+    return len(ENDPOINTS) * (args.warmup + args.rounds * args.seconds)
 
 
 @contextlib.contextmanager
@@ -272,23 +340,31 @@ def upload_files(base_url: str, token: str) -> None:
                 raise SetupError(f"upload failed: {response.status_code}")
 
 
-def gunicorn_settings() -> dict:
-    """The worker settings gunicorn.conf.py gives without overrides."""
-    saved = {
-        name: os.environ.pop(name) for name in CONFIG_OVERRIDES if name in os.environ
-    }
+def gunicorn_settings(environment: dict) -> dict:
+    """The worker settings gunicorn.conf.py gives the servers' ``environment``
+    (a value of None takes the variable out, as LiveServer does)."""
+    saved = dict(os.environ)
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     finally:
+        made = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        os.environ.clear()
         os.environ.update(saved)
+    if made and made != saved.get("PROMETHEUS_MULTIPROC_DIR"):
+        with contextlib.suppress(OSError):
+            os.rmdir(made)  # the empty directory the file made for itself
     return {name: settings[name] for name in ("worker_class", "workers", "threads")}
 
 
-def statements_per_request(app, path: str, token: str | None) -> int:
-    """SQL statements one request to ``path`` sends, counted in-process."""
+def statements_per_request(app, db, path: str, token: str | None) -> int:
+    """SQL statements one request to ``path`` sends, counted in-process with
+    ``app`` and its Flask-SQLAlchemy ``db``."""
     from sqlalchemy import event
-
-    from models import db
 
     with app.app_context():
         engine = db.engine
@@ -309,6 +385,42 @@ def statements_per_request(app, path: str, token: str | None) -> int:
     if response.status_code != 200:
         raise SetupError(f"{path} answered {response.status_code} in-process")
     return count
+
+
+@contextlib.contextmanager
+def peer_app(url: str, secret_key: str):
+    """The peer app in this process, on the same database, and its ``db``: to
+    count its SQL the way Lockbox's is counted."""
+    from bench.peer_app import create_app, db
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "JWT_SECRET_KEY": secret_key})
+    try:
+        yield app, db
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def sign_in(base_url: str, username: str, password: str) -> str:
+    """A token from an app's ``GET /login`` with HTTP Basic credentials."""
+    import requests
+
+    signed_in = requests.get(base_url + "/login", auth=(username, password), timeout=30)
+    if signed_in.status_code != 200:
+        raise SetupError(f"{base_url}/login answered {signed_in.status_code}")
+    return signed_in.json()["token"]
+
+
+def check_same_listing(lockbox: dict, peer: dict) -> None:
+    """Both apps answer one full page of the same files, with the same fields."""
+    if len(lockbox["items"]) != FILE_COUNT or lockbox["total"] != FILE_COUNT:
+        raise SetupError(f"Lockbox's GET {LISTING} is not one full page: {lockbox}")
+    shape = {key: value for key, value in lockbox.items() if key != "items"}
+    if {key: value for key, value in peer.items() if key != "items"} != shape:
+        raise SetupError(f"the peer's page is not Lockbox's: {peer}")
+    for mine, theirs in zip(lockbox["items"], peer["items"], strict=True):
+        if mine.keys() != theirs.keys() or mine["id"] != theirs["id"]:
+            raise SetupError(f"the peer lists {theirs}, Lockbox {mine}")
 
 
 def run_wrk(args, script: Path, url: str, seconds: int, headers=()) -> dict:
@@ -346,8 +458,14 @@ def run_wrk(args, script: Path, url: str, seconds: int, headers=()) -> dict:
 
 
 def server_log_problems(log: str) -> dict:
-    """5xx answers in the access log, and tracebacks, in the server's output."""
-    statuses = re.findall(r'" (\d{3}) (?:\d+|-) "', log)
+    """5xx answers in the request lines, and tracebacks, in a server's output.
+
+    Lockbox's own line for each request (logs.py, text format: ``app: GET
+    /files 200 3.1ms 5186B 127.0.0.1``), or gunicorn's access log should it be
+    turned on; the bare and peer apps write neither.
+    """
+    statuses = re.findall(r" [A-Z]+ \S+ (\d{3}) \d+(?:\.\d+)?ms ", log)
+    statuses += re.findall(r'" (\d{3}) (?:\d+|-) "', log)
     return {
         "access_log_lines": len(statuses),
         "server_5xx": sum(status.startswith("5") for status in statuses),
@@ -371,10 +489,9 @@ def machine() -> dict:
 
 
 def summarize(runs: dict) -> dict:
-    """Medians per endpoint over the rounds, totals, and the ratio of the medians."""
-    summary = {}
-    for name, results in runs.items():
-        summary[name] = {
+    """Medians per endpoint over the rounds, and totals."""
+    return {
+        name: {
             "requests_per_s": statistics.median(r["requests_per_s"] for r in results),
             "p50_ms": statistics.median(r["latency_us"]["p50"] for r in results) / 1e3,
             "p99_ms": statistics.median(r["latency_us"]["p99"] for r in results) / 1e3,
@@ -383,60 +500,124 @@ def summarize(runs: dict) -> dict:
             "errors": sum(r["errors"] for r in results),
             "non_2xx": sum(r["non_2xx"] for r in results),
         }
-    summary["ratio"] = (
-        summary["files"]["requests_per_s"] / summary["livez"]["requests_per_s"]
-    )
-    summary["round_ratios"] = [
-        files["requests_per_s"] / livez["requests_per_s"]
-        for livez, files in zip(runs["livez"], runs["files"], strict=True)
-    ]
-    return summary
+        for name, results in runs.items()
+    }
+
+
+def compare(runs: dict, summary: dict) -> dict:
+    """Each comparison's ratio of the medians, its target, and the round ratios."""
+    comparisons = {}
+    for comparison in COMPARISONS:
+        ratio = (
+            summary[comparison.lockbox]["requests_per_s"]
+            / summary[comparison.baseline]["requests_per_s"]
+        )
+        comparisons[comparison.name] = {
+            "lockbox": comparison.lockbox,
+            "baseline": comparison.baseline,
+            "ratio": ratio,
+            "target": comparison.target,
+            "met": ratio >= comparison.target,
+            "round_ratios": [
+                mine["requests_per_s"] / theirs["requests_per_s"]
+                for mine, theirs in zip(
+                    runs[comparison.lockbox], runs[comparison.baseline], strict=True
+                )
+            ],
+        }
+    return comparisons
+
+
+def ratio_text(comparison: Comparison, ratio: float, digits: int = 2) -> str:
+    """A ratio as the comparison's target is written: 85 %, or 1.5×."""
+    if comparison.as_percent:
+        return f"{ratio * 100:.0f} %"
+    return f"{ratio:.{digits}f}×"
+
+
+def running_note(config: dict) -> str:
+    """The worker counts seen running, when they are not what the file says."""
+    running = config["workers_running"]
+    if set(running.values()) == {config["gunicorn"]["workers"]}:
+        return ""
+    counts = ", ".join(f"{name} {count}" for name, count in running.items())
+    return f" (workers seen running: {counts})"
 
 
 def report(results: dict) -> str:
     """A ready-to-paste Markdown summary of the run."""
     summary, config, host = results["summary"], results["config"], results["machine"]
     gunicorn = config["gunicorn"]
-    verdict = "met" if summary["ratio"] >= TARGET_RATIO else "missed"
+    statements = results["statements"]
     lines = [
         f"Measured {results['date']} on {host['cpus']} cores ({host['cpu_model']}; "
         f"load average {host['load_average_at_start']} at the start), with "
-        f"{config['database']}. gunicorn.conf.py as committed: "
+        f"{config['database']}. Each app served by the same command line, "
+        "`gunicorn -c gunicorn.conf.py <app>`, gunicorn.conf.py as committed: "
         f"{gunicorn['workers']} {gunicorn['worker_class']} workers × "
-        f"{gunicorn['threads']} threads. wrk -t{config['threads']} "
-        f"-c{config['connections']}: {config['rounds']} round(s) × 2 endpoints × "
-        f"{config['seconds']} s, taking turns, after {config['warmup']} s of "
-        f"warm-up each; medians over the rounds. {config['files']} files on the "
-        "page.",
+        f"{gunicorn['threads']} threads{running_note(config)}. "
+        f"wrk -t{config['threads']} "
+        f"-c{config['connections']}: {config['rounds']} round(s) × "
+        f"{len(ENDPOINTS)} endpoints × {config['seconds']} s, taking turns, after "
+        f"{config['warmup']} s of warm-up each; medians over the rounds. The "
+        f"listing: `GET {LISTING}`, {config['files']} files, one page, with a "
+        "Bearer token. Baselines: bench/bare_app.py (Flask alone) for `/livez`; "
+        "bench/peer_app.py for `/files` (Flask-SQLAlchemy `db.paginate`, a "
+        "flask-marshmallow schema, Flask-JWT-Extended `@jwt_required()`, on the "
+        "same database).",
         "",
-        "| endpoint | requests/s | p50 latency | p99 latency | gunicorn CPU a request "
-        "| SQL statements a request | requests | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| Lockbox vs baseline | Lockbox requests/s | baseline requests/s "
+        "| Lockbox ÷ baseline | target | p50 latency (Lockbox / baseline) "
+        "| p99 latency | gunicorn CPU a request | SQL statements a request "
+        "| requests | errors |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name in ("livez", "files"):
-        row = summary[name]
+    for comparison in COMPARISONS:
+        outcome = results["comparisons"][comparison.name]
+        mine, theirs = summary[comparison.lockbox], summary[comparison.baseline]
+        verdict = "met" if outcome["met"] else "missed"
+        target = ratio_text(comparison, comparison.target, digits=1)
         lines.append(
-            f"| `GET /{name}` | {row['requests_per_s']:,.0f} | {row['p50_ms']:.1f} ms "
-            f"| {row['p99_ms']:.1f} ms | {row['server_cpu_ms']:.2f} ms "
-            f"| {results['statements'][name]} | {row['requests']:,} "
-            f"| {row['errors']} |"
+            f"| {comparison.title} | {mine['requests_per_s']:,.0f} "
+            f"| {theirs['requests_per_s']:,.0f} "
+            f"| **{ratio_text(comparison, outcome['ratio'])}** "
+            f"| ≥ {target}: {verdict} "
+            f"| {mine['p50_ms']:.1f} / {theirs['p50_ms']:.1f} ms "
+            f"| {mine['p99_ms']:.1f} / {theirs['p99_ms']:.1f} ms "
+            f"| {mine['server_cpu_ms']:.2f} / {theirs['server_cpu_ms']:.2f} ms "
+            f"| {statements[comparison.lockbox]} / {statements[comparison.baseline]} "
+            f"| {mine['requests']:,} / {theirs['requests']:,} "
+            f"| {mine['errors'] + theirs['errors']} |"
         )
-    per_round = ", ".join(f"{ratio:.0%}" for ratio in summary["round_ratios"])
-    server = results["server"]
+    by_round = "; ".join(
+        f"`{comparison.name}` "
+        + ", ".join(
+            ratio_text(comparison, ratio)
+            for ratio in results["comparisons"][comparison.name]["round_ratios"]
+        )
+        for comparison in COMPARISONS
+    )
+    servers = results["servers"]
+    in_logs = ", ".join(
+        f"{name} {problems['server_5xx']} / {problems['tracebacks']}"
+        for name, problems in servers.items()
+    )
     lines += [
         "",
-        f"`GET /files` ÷ `GET /livez`: **{summary['ratio']:.0%}** (target ≥ "
-        f"{TARGET_RATIO:.0%}: {verdict}; by round: {per_round}). Errors: "
-        f"{results['errors']} (non-2xx, socket errors and timeouts seen by wrk; "
-        f"{server['server_5xx']} 5xx and {server['tracebacks']} tracebacks in "
-        "the server's log).",
+        f"Ratios by round: {by_round}. Errors: {results['errors']} (non-2xx, "
+        "socket errors and timeouts seen by wrk; 5xx answers / tracebacks in "
+        f"the servers' logs: {in_logs}, from "
+        f"{servers['lockbox']['access_log_lines']:,} request lines of Lockbox's "
+        "and the tracebacks alone of the others, which log no requests).",
     ]
     return "\n".join(lines)
 
 
 def measure(args, scratch: Path) -> dict:
-    """Set everything up, load both endpoints in turns, and gather the results."""
+    """Set everything up, load the four endpoints in turns, gather the results."""
     import requests
+
+    from models import db
 
     host = machine()
     secret_key = secrets.token_urlsafe(48)
@@ -449,54 +630,89 @@ def measure(args, scratch: Path) -> dict:
             load_user(url, secret_key, remove=not made_here)
         )
         # The committed gunicorn.conf.py, its worker count included: with sign-in
-        # limits shared through Redis, as several workers need.
+        # limits shared through Redis, as several workers need. The same for
+        # every app, which reads what it needs of it.
         environment = {name: None for name in CONFIG_OVERRIDES}
         environment.update(
             SECRET_KEY=secret_key, DATABASE_URL=url, **SHARED_LIMIT_STORAGE
         )
-        server = stack.enter_context(LiveServer(environment, shipped=True))
-        signed_in = requests.get(
-            server.url + "/login", auth=(username, password), timeout=30
-        )
-        token = signed_in.json()["token"]
-        upload_files(server.url, token)
-        bearer = {"Authorization": f"Bearer {token}"}
-        page = requests.get(server.url + "/files", headers=bearer, timeout=30).json()
-        if len(page["items"]) != page["per_page"] or page["total"] != FILE_COUNT:
-            raise SetupError(f"GET /files is not a full page: {page}")
+        servers = {
+            name: stack.enter_context(
+                LiveServer(environment, shipped=True, target=target)
+            )
+            for name, target in APPS.items()
+        }
+        lockbox_url = servers["lockbox"].url
+        lockbox_token = sign_in(lockbox_url, username, password)
+        upload_files(lockbox_url, lockbox_token)
+        tokens = {
+            "lockbox": lockbox_token,
+            "peer": sign_in(servers["peer"].url, username, password),
+        }
+        pages = {}
+        for name, token in tokens.items():
+            listed = requests.get(
+                servers[name].url + LISTING,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+            if listed.status_code != 200:
+                raise SetupError(f"{name}'s GET {LISTING}: {listed.status_code}")
+            pages[name] = listed.json()
+        check_same_listing(pages["lockbox"], pages["peer"])
+        # What each server really runs, beside what gunicorn.conf.py says.
+        workers = {name: len(server.worker_pids()) for name, server in servers.items()}
+        peer, peer_db = stack.enter_context(peer_app(url, secret_key))
         statements = {
-            "livez": statements_per_request(app, "/livez", None),
-            "files": statements_per_request(app, "/files", token),
+            "lockbox_livez": statements_per_request(app, db, "/livez", None),
+            # No database at all.
+            "bare_livez": 0,
+            "lockbox_files": statements_per_request(
+                app, db, LISTING, tokens["lockbox"]
+            ),
+            "peer_files": statements_per_request(
+                peer, peer_db, LISTING, tokens["peer"]
+            ),
         }
-        targets = {
-            "livez": (server.url + "/livez", ()),
-            "files": (server.url + "/files", (f"Authorization: Bearer {token}",)),
-        }
+        targets = {}
+        for name, (server_name, path, signed_in) in ENDPOINTS.items():
+            headers = (
+                (f"Authorization: Bearer {tokens[server_name]}",) if signed_in else ()
+            )
+            targets[name] = (
+                servers[server_name],
+                servers[server_name].url + path,
+                headers,
+            )
         if args.warmup:
-            for target, headers in targets.values():
+            for _, target, headers in targets.values():
                 run_wrk(args, script, target, args.warmup, headers)
-        runs: dict[str, list] = {"livez": [], "files": []}
+        runs: dict[str, list] = {name: [] for name in ENDPOINTS}
         for round_number in range(args.rounds):
-            # Each endpoint goes first every other round: neither always
-            # follows the other.
-            order = ["livez", "files"] if round_number % 2 == 0 else ["files", "livez"]
+            # The order is reversed every other round: no endpoint always
+            # follows the same one.
+            order = list(ENDPOINTS)
+            if round_number % 2:
+                order.reverse()
             for name in order:
-                target, headers = targets[name]
+                server, target, headers = targets[name]
                 cpu_before = server.cpu_seconds()
                 result = run_wrk(args, script, target, args.seconds, headers)
                 cpu = server.cpu_seconds() - cpu_before
                 result["server_cpu_ms"] = cpu * 1e3 / max(result["requests"], 1)
                 runs[name].append(result)
                 print(
-                    f"  round {round_number + 1}, GET /{name}: "
+                    f"  round {round_number + 1}, {name}: "
                     f"{result['requests_per_s']:,.0f} requests/s, "
                     f"p99 {result['latency_us']['p99'] / 1e3:.1f} ms, "
                     f"{result['server_cpu_ms']:.2f} ms of server CPU each, "
                     f"{result['errors']} errors",
                     flush=True,
                 )
-    # gunicorn has stopped: its log is complete.
-    server_problems = server_log_problems(server.output)
+    # gunicorn has stopped: the logs are complete.
+    server_problems = {
+        name: server_log_problems(server.output) for name, server in servers.items()
+    }
     summary = summarize(runs)
     from sqlalchemy.engine import make_url
 
@@ -507,22 +723,27 @@ def measure(args, scratch: Path) -> dict:
         "config": {
             "database": f"{database_url.get_backend_name()} "
             f"({database_url.get_driver_name()})",
-            "gunicorn": gunicorn_settings(),
+            "gunicorn": gunicorn_settings(environment),
+            "workers_running": workers,
+            "apps": APPS,
             "threads": args.threads,
             "connections": args.connections,
             "rounds": args.rounds,
             "seconds": args.seconds,
             "warmup": args.warmup,
             "files": FILE_COUNT,
+            "listing": LISTING,
         },
         "statements": statements,
         "runs": runs,
         "summary": summary,
-        "server": server_problems,
-        "errors": summary["livez"]["errors"]
-        + summary["files"]["errors"]
-        + server_problems["server_5xx"]
-        + server_problems["tracebacks"],
+        "comparisons": compare(runs, summary),
+        "servers": server_problems,
+        "errors": sum(row["errors"] for row in summary.values())
+        + sum(
+            problems["server_5xx"] + problems["tracebacks"]
+            for problems in server_problems.values()
+        ),
     }
 
 

@@ -42,8 +42,13 @@ class LiveServer:
         extra_args=(),
         threads: int = 4,
         shipped=False,
+        target="app:create_app()",
     ):
-        """``shipped``: run gunicorn.conf.py's own worker settings, unchanged."""
+        """``shipped``: run gunicorn.conf.py's own worker settings, unchanged.
+
+        ``target``: another WSGI app to serve the same way (the benchmark's
+        baselines, bench/bare_app.py and bench/peer_app.py).
+        """
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # A value of None takes the variable out of the server's environment.
@@ -72,7 +77,7 @@ class LiveServer:
             f"127.0.0.1:{self.port}",
             *([] if shipped else overrides),
             *extra_args,
-            "app:create_app()",
+            target,
         ]
         self.process = None
         self.output = ""
