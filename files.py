@@ -14,7 +14,7 @@ from flask import (
     url_for,
 )
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import Row, bindparam, func
+from sqlalchemy import Row, bindparam
 from werkzeug.exceptions import ClientDisconnected
 
 from authentication import check_for_token
@@ -48,47 +48,48 @@ def human_size(size: int) -> str:
     return f"{value:.1f} TiB"
 
 
-# The caller's finished files: their count, and a page of them newest first.
+# A page of the caller's finished files, newest first. The page's ids come
+# from the listing index alone (it holds the id too), so rows skipped for an
+# offset cost an index entry each, not a read of the file's row (a deep page of
+# 100,000 files: 110 -> 15 ms, docs/benchmarks.md); then those rows are read.
 # Built once and run with parameters: building a statement costs more than
 # running it.
-OWNED = {"owner_id": bindparam("owner_id"), "complete": True}
-OWNED_COUNT = db.select(func.count()).select_from(StoredFile).filter_by(**OWNED)
-# The count is a subquery evaluated once, from the listing index, and comes
-# back on every row of the page: one query answers both.
-OWNED_PAGE = (
-    db.select(*LISTED_COLUMNS, OWNED_COUNT.scalar_subquery().label("total"))
-    .filter_by(**OWNED)
-    .order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
+NEWEST_FIRST = (StoredFile.created_at.desc(), StoredFile.id.desc())
+PAGE_IDS = (
+    db.select(StoredFile.id)
+    .filter_by(owner_id=bindparam("owner_id"), complete=True)
+    .order_by(*NEWEST_FIRST)
     .limit(bindparam("limit"))
     .offset(bindparam("offset"))
+    .subquery("page")
+)
+OWNED_PAGE = (
+    db.select(*LISTED_COLUMNS)
+    .join(PAGE_IDS, StoredFile.id == PAGE_IDS.c.id)
+    .order_by(*NEWEST_FIRST)
 )
 
 
 class OwnedFilesPagination(Pagination):
-    """Flask-SQLAlchemy's pagination over OWNED_PAGE: one query for a page and
-    its total. Only a page past the end, which has no row to carry the total,
-    asks for the count alone."""
+    """Flask-SQLAlchemy's pagination over OWNED_PAGE, in one query. The total
+    is the account's count of finished files, which came with the account
+    when the request's token was checked: counting them on every page read
+    every file of the account (14 ms at 100,000 files, docs/benchmarks.md)."""
 
     def _query_items(self) -> list[Row]:
-        """The page's rows; each also carries the total."""
-        rows = db.session.execute(
+        """The page's rows."""
+        return db.session.execute(
             OWNED_PAGE,
             {
-                "owner_id": self._query_args["owner_id"],
+                "owner_id": self._query_args["owner"].id,
                 "limit": self.per_page,
                 "offset": self._query_offset,
             },
         ).all()
-        self._total = rows[0].total if rows else None
-        return rows
 
     def _query_count(self) -> int:
-        """The total the rows brought, or a count of its own for an empty page."""
-        if self._total is not None:
-            return self._total
-        return db.session.execute(
-            OWNED_COUNT, {"owner_id": self._query_args["owner_id"]}
-        ).scalar_one()
+        """The account's finished files (storage.recount_files keeps it)."""
+        return self._query_args["owner"].file_count
 
 
 def owned_files_page(page: int, per_page: int) -> OwnedFilesPagination:
@@ -99,7 +100,7 @@ def owned_files_page(page: int, per_page: int) -> OwnedFilesPagination:
         per_page=per_page,
         max_per_page=None,
         error_out=False,
-        owner_id=g.user.id,
+        owner=g.user,
     )
 
 

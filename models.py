@@ -238,6 +238,10 @@ class User(db.Model):
     token_version: Mapped[str] = mapped_column(String(32), default=new_token_version)
     # Bytes this account may keep; None: the STORAGE_QUOTA_BYTES default (quotas.py).
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # How many finished files the account has: the listing's total, read with
+    # the account on every request instead of counted over all its files
+    # (storage.recount_files keeps it; docs/benchmarks.md).
+    file_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     files: Mapped[list["StoredFile"]] = relationship(
         back_populates="owner", passive_deletes=True

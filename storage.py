@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from flask import current_app
+from sqlalchemy import bindparam, func
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.http import parse_options_header
@@ -40,6 +41,7 @@ from models import (
     CONFLICT_ATTEMPTS,
     FileChunk,
     StoredFile,
+    User,
     db,
     is_retryable,
     retry_on_conflict,
@@ -429,6 +431,7 @@ def finish(
 
     @retry_on_conflict
     def make_visible() -> None:
+        lock_owners(stored_file.owner_id)
         stored_file.size = size
         stored_file.sha256 = sha256
         stored_file.hash_state = None
@@ -436,17 +439,66 @@ def finish(
             stored_file.description = description
         stored_file.complete = True
         stored_file.updated_at = utcnow()
+        db.session.flush()
+        recount_files(stored_file.owner_id)
 
     make_visible()
     UPLOADED.inc(size)
     return stored_file
 
 
+# An account's finished files, counted afresh from the listing index, in the
+# statement that stores the count: a count of its own changes and of every
+# transaction committed before it (the row lock on the account orders them).
+RECOUNT = (
+    db.update(User)
+    .where(User.id == bindparam("owner_id"))
+    .values(
+        file_count=db.select(func.count())
+        .select_from(StoredFile)
+        .where(StoredFile.owner_id == User.id, StoredFile.complete.is_(True))
+        .scalar_subquery()
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
+def lock_owners(*owner_ids: int) -> None:
+    """Lock these accounts' rows until the commit, before any of their files'
+    rows: whatever changes which files an account has takes the locks in this
+    order (quotas.reserve too), so that two such changes wait for each other
+    instead of deadlocking over the recount."""
+    if owner_ids:
+        db.session.execute(
+            db.select(User.id).where(User.id.in_(owner_ids)).with_for_update()
+        )
+
+
+def recount_files(*owner_ids: int) -> None:
+    """Store these accounts' counts of finished files (``User.file_count``).
+
+    Run whenever a file becomes visible or goes. It reads every finished file
+    of the account, so uploading and deleting pay for the count once instead
+    of every listing; the caller commits.
+    """
+    for owner_id in owner_ids:
+        db.session.execute(RECOUNT, {"owner_id": owner_id})
+
+
 def delete_stored_files(*where) -> int:
-    """Delete the files matching ``where`` with all their chunks; the caller commits."""
+    """Delete the files matching ``where`` with all their chunks, and recount
+    their owners' finished files; the caller commits."""
+    owners = list(
+        db.session.execute(
+            db.select(StoredFile.owner_id).where(*where).distinct()
+        ).scalars()
+    )
+    lock_owners(*owners)
     file_ids = db.select(StoredFile.id).where(*where)
     db.session.execute(db.delete(FileChunk).where(FileChunk.file_id.in_(file_ids)))
-    return db.session.execute(db.delete(StoredFile).where(*where)).rowcount
+    deleted = db.session.execute(db.delete(StoredFile).where(*where)).rowcount
+    recount_files(*owners)
+    return deleted
 
 
 def discard(file_id: int) -> None:

@@ -38,9 +38,7 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import re
-import runpy
 import secrets
 import shutil
 import signal
@@ -56,7 +54,16 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.mariadb import DatabaseUnreachable, scratch_database  # noqa: E402
+from bench.common import (  # noqa: E402
+    CONFIG_OVERRIDES,
+    SetupError,
+    add_server_options,
+    gunicorn_settings,
+    hard_timeout,
+    machine,
+    new_database,
+    stop_on_sigterm,
+)
 from harness.server import LiveServer  # noqa: E402
 
 # The longest load the run may put on the machine, warm-up included (the
@@ -68,14 +75,6 @@ FILE_COUNT = 20
 LISTING = f"/files?per_page={FILE_COUNT}"
 RESULT_MARK = "LOCKBOX_WRK "
 SHARED_LIMIT_STORAGE = {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379"}
-# Variables that would run gunicorn with other than the committed configuration.
-CONFIG_OVERRIDES = (
-    "GUNICORN_CMD_ARGS",
-    "WEB_CONCURRENCY",
-    "GUNICORN_THREADS",
-    "LOCKBOX_BIND",
-    "FLASK_DEBUG",
-)
 
 # Runs inside wrk: counts every response that is not 2xx, per thread, and prints
 # the totals and latency percentiles (microseconds) as one JSON line at the end.
@@ -161,10 +160,6 @@ COMPARISONS = (
 )
 
 
-class SetupError(RuntimeError):
-    """The run could not be prepared or did not finish (exit status 2)."""
-
-
 def parse_args(argv=None):
     """Command-line options, with the load budget checked."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -174,17 +169,7 @@ def parse_args(argv=None):
         "brought up to date, and the load user removed at the end); "
         "'sqlite' for a temporary SQLite file",
     )
-    parser.add_argument(
-        "--server-url",
-        default=os.environ.get("LOCKBOX_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306"),
-        help="MariaDB server to make the database on (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--driver",
-        choices=["mysqlclient", "mariadbconnector"],
-        default="mysqlclient",
-        help="driver for the database made on --server-url (default: %(default)s)",
-    )
+    add_server_options(parser)
     parser.add_argument(
         "--rounds",
         type=int,
@@ -246,46 +231,14 @@ def load_seconds(args) -> int:
 
 
 @contextlib.contextmanager
-def hard_timeout(seconds: int):
-    """Raise SetupError in the main thread once ``seconds`` have passed.
-
-    Whatever is registered for clean-up outside this block still runs after it.
-    """
-
-    def expire(signum, frame):
-        raise SetupError(f"the run took longer than {seconds} s (--timeout)")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@contextlib.contextmanager
 def database(args, scratch: Path):
-    """The URL of the database to load, and whether it was made for this run.
-
-    A database made here (on MariaDB, or a SQLite file in ``scratch``) is
-    dropped on the way out.
-    """
-    if args.database_url == "sqlite":
-        yield f"sqlite:///{scratch / 'lockbox.db'}", True
-        return
-    if args.database_url:
+    """The URL of the database to load, and whether it was made for this run
+    (then it is dropped on the way out)."""
+    if args.database_url and args.database_url != "sqlite":
         yield args.database_url, False
         return
-    try:
-        with scratch_database(args.server_url, "lockbox_load") as url:
-            if args.driver == "mariadbconnector":
-                url = "mariadb+mariadbconnector://" + url.split("://", 1)[1]
-            yield url, True
-    except DatabaseUnreachable as error:
-        raise SetupError(
-            f"{error}; --server-url for another server, or --database-url sqlite"
-        ) from None
+    with new_database(args, scratch, "lockbox_load") as url:
+        yield url, True
 
 
 @contextlib.contextmanager
@@ -338,27 +291,6 @@ def upload_files(base_url: str, token: str) -> None:
             )
             if response.status_code != 201:
                 raise SetupError(f"upload failed: {response.status_code}")
-
-
-def gunicorn_settings(environment: dict) -> dict:
-    """The worker settings gunicorn.conf.py gives the servers' ``environment``
-    (a value of None takes the variable out, as LiveServer does)."""
-    saved = dict(os.environ)
-    for name, value in environment.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    try:
-        settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    finally:
-        made = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        os.environ.clear()
-        os.environ.update(saved)
-    if made and made != saved.get("PROMETHEUS_MULTIPROC_DIR"):
-        with contextlib.suppress(OSError):
-            os.rmdir(made)  # the empty directory the file made for itself
-    return {name: settings[name] for name in ("worker_class", "workers", "threads")}
 
 
 def statements_per_request(app, db, path: str, token: str | None) -> int:
@@ -470,21 +402,6 @@ def server_log_problems(log: str) -> dict:
         "access_log_lines": len(statuses),
         "server_5xx": sum(status.startswith("5") for status in statuses),
         "tracebacks": log.count("Traceback (most recent call last)"),
-    }
-
-
-def machine() -> dict:
-    """What the numbers are measured on, and how busy it is at the start."""
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "load_average_at_start": round(os.getloadavg()[0], 2),
     }
 
 
@@ -745,11 +662,6 @@ def measure(args, scratch: Path) -> dict:
             for problems in server_problems.values()
         ),
     }
-
-
-def stop_on_sigterm(signum, frame):
-    """Leave through the clean-ups when asked to stop."""
-    raise SystemExit(128 + signum)
 
 
 def main(argv=None) -> int:

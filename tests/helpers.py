@@ -24,6 +24,7 @@ import pytest
 import requests
 from sqlalchemy import event
 
+import storage
 from app import create_app
 from authentication import hash_password
 from models import FileChunk, StoredFile, User, db
@@ -305,7 +306,8 @@ def user_id(app, username="alice") -> int:
 def insert_file(
     app, owner_id, content=b"direct", *, complete=True, created_at=None
 ) -> int:
-    """Add a file and its 4096-byte chunk rows straight into the database; its id."""
+    """Add a file and its 4096-byte chunk rows straight into the database, and
+    recount the owner's finished files as the app does; its id."""
     with app.app_context():
         stored_file = StoredFile(
             owner_id=owner_id,
@@ -326,6 +328,7 @@ def insert_file(
                     data=content[start : start + CHUNK],
                 )
             )
+        storage.recount_files(owner_id)
         db.session.commit()
         return stored_file.id
 

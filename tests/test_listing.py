@@ -17,6 +17,7 @@ from helpers import (
     uploaded,
     user_id,
 )
+from models import StoredFile, User, db
 
 # --- authentication ----------------------------------------------------------
 
@@ -163,10 +164,11 @@ def test_a_listing_page_and_its_total_take_one_query(app, client, token):
         response = client.get("/files?per_page=2", headers=bearer(token))
         assert response.status_code == 200
     assert response.get_json()["total"] == 3
-    # One for the token (its user and the revocation list), one for the page.
+    # One for the token (its user, with the count of their finished files, and
+    # the revocation list), one for the page, which counts nothing.
     assert len(statements) == 2, statements
-    assert "revoked_token" in statements[0]
-    assert "count(*)" in statements[1].lower()
+    assert "revoked_token" in statements[0] and "file_count" in statements[0]
+    assert "count(" not in statements[1].lower()
 
 
 # --- GET /files/<id> -----------------------------------------------------------
@@ -186,3 +188,32 @@ def test_upload_location_points_at_the_metadata(client, token):
     location = response.headers["Location"]
     assert urlsplit(location).path == f"/files/{file_id}"
     assert client.get(location, headers=bearer(token)).get_json()["id"] == file_id
+
+
+def stored_count(app, owner) -> tuple[int, int]:
+    """The account's kept count of finished files, and a count made now."""
+    with app.app_context():
+        kept = db.session.get(User, owner).file_count
+        counted = db.session.execute(
+            db.select(db.func.count())
+            .select_from(StoredFile)
+            .filter_by(owner_id=owner, complete=True)
+        ).scalar_one()
+        db.session.remove()
+        return kept, counted
+
+
+def test_the_total_follows_uploads_deletions_and_failed_uploads(app, client, token):
+    owner = user_id(app)
+    ids = [uploaded(client, token, bytes([n]) * 10)["id"] for n in range(3)]
+    assert stored_count(app, owner) == (3, 3)
+    # A refused upload (wrong digest) leaves no file and no count behind.
+    refused = multipart_upload(client, token, b"abc", after=[("sha256", "0" * 64)])
+    assert refused.status_code == 400
+    assert client.delete(f"/files/{ids[0]}", headers=bearer(token)).status_code == 204
+    assert stored_count(app, owner) == (2, 2)
+    body = client.get("/files?per_page=1", headers=bearer(token)).get_json()
+    assert (body["total"], len(body["items"])) == (2, 1)
+    # Deleting the same file again changes nothing.
+    assert client.delete(f"/files/{ids[0]}", headers=bearer(token)).status_code == 404
+    assert stored_count(app, owner) == (2, 2)

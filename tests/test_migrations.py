@@ -113,3 +113,38 @@ def test_upgrade_to_never_reused_ids_keeps_every_row(migrated_app):
                 sa.text("SELECT id FROM user WHERE username = 'cal'")
             ).scalar_one()
             assert new_id == 3
+
+
+def test_upgrade_to_file_counts_counts_each_accounts_finished_files(migrated_app):
+    with migrated_app.app_context():
+        upgrade(revision="d5e8b3f1a2c6")
+        with db.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO user (id, username, password_hash, created_at, "
+                    "token_version) VALUES (1, 'ann', 'x', '2026-01-01', 'a'), "
+                    "(2, 'ben', 'x', '2026-01-01', 'b')"
+                )
+            )
+            for file_id, owner, complete in [
+                (7, 2, 1),
+                (8, 2, 1),
+                (9, 2, 0),
+                (10, 1, 0),
+            ]:
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO stored_file (id, owner_id, filename, "
+                        "description, content_type, size, chunk_size, complete, "
+                        "created_at, updated_at, reserved) VALUES (:id, :owner, "
+                        "'f', '', 'text/plain', 0, 1024, :complete, '2026-01-01', "
+                        "'2026-01-01', 0)"
+                    ),
+                    {"id": file_id, "owner": owner, "complete": complete},
+                )
+        upgrade()
+        with db.engine.begin() as connection:
+            counts = connection.execute(
+                sa.text("SELECT id, file_count FROM user ORDER BY id")
+            ).all()
+        assert [tuple(row) for row in counts] == [(1, 0), (2, 2)]
