@@ -12,6 +12,7 @@ the process.
 then only to ``Authorization: Bearer <METRICS_TOKEN>``.
 """
 
+import functools
 import hmac
 import os
 
@@ -62,11 +63,21 @@ UPLOAD_FAILURES = Counter(
 UNMATCHED = "<unmatched>"
 
 
+@functools.lru_cache(maxsize=1024)
+def _series(route: str, method: str, status: int) -> tuple:
+    """The request counter and the latency histogram of one kind of request.
+
+    Looked up once, not on every request: ``labels()`` checks its values and
+    takes the metric's lock each time (docs/benchmarks.md)."""
+    return REQUESTS.labels(route, method, str(status)), LATENCY.labels(route, method)
+
+
 def _count(answered) -> None:
     """Count a request once its answer has been sent (logs.after_each_answer)."""
     route = UNMATCHED if answered.route is None else answered.route
-    REQUESTS.labels(route, answered.method, str(answered.status)).inc()
-    LATENCY.labels(route, answered.method).observe(answered.seconds)
+    requests, latency = _series(route, answered.method, answered.status)
+    requests.inc()
+    latency.observe(answered.seconds)
 
 
 def _registry():
