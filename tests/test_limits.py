@@ -5,6 +5,7 @@ import uuid
 import pytest
 import redis
 
+import authentication
 from helpers import PASSWORD, basic_auth, empty_tables, make_app
 
 
@@ -149,3 +150,19 @@ def test_a_name_outside_the_username_rules_never_signs_in(auth, client, name):
     assert fail(client, name, PASSWORD).status_code == 401
     response = client.post("/login", json={"username": name, "password": PASSWORD})
     assert response.status_code == 401
+
+
+def test_the_limiter_works_only_on_routes_that_carry_limits(app, auth, client):
+    # A limited route still counts and says so in its headers...
+    response = fail(client)
+    assert response.status_code == 401
+    limit = int(response.headers["X-RateLimit-Limit"])
+    assert int(response.headers["X-RateLimit-Remaining"]) < limit
+    # ...while no other request runs the limiter: no check before it, no
+    # headers after it.
+    assert (
+        authentication.limiter._check_request_limit
+        not in (app.before_request_funcs[None])
+    )
+    assert "X-RateLimit-Limit" not in client.get("/livez").headers
+    assert "X-RateLimit-Limit" not in client.get("/healthz").headers
