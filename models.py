@@ -98,7 +98,7 @@ class HexLiteral:
         self.data = data
 
 
-def _hex_literal(value: HexLiteral, encoders) -> bytes:
+def hex_literal(value: HexLiteral, encoders) -> bytes:
     """``X'<hex digits>'``: mysqlclient's encoder for :class:`HexLiteral`."""
     return b"X'" + binascii.hexlify(value.data) + b"'"
 
@@ -107,7 +107,7 @@ def _hex_literal(value: HexLiteral, encoders) -> bytes:
 def _teach_hex_literals(dbapi_connection, connection_record):
     """Let every mysqlclient connection encode :class:`HexLiteral` parameters."""
     if type(dbapi_connection).__module__.startswith("MySQLdb"):
-        dbapi_connection.encoders[HexLiteral] = _hex_literal
+        dbapi_connection.encoders[HexLiteral] = hex_literal
 
 
 class MediumBlob(mysql.MEDIUMBLOB):
@@ -118,7 +118,7 @@ class MediumBlob(mysql.MEDIUMBLOB):
     by byte with the connection's character set and the server parses again:
     about 25 MiB/s. A hexadecimal literal, ``X'…'``, is twice as long but made
     at GB/s (binascii) and parsed by the server without a character set, about
-    2.5 times as fast (docs/benchmarks.md). Only hex digits reach the
+    twice as fast (docs/benchmarks.md). Only hex digits reach the
     statement, through the driver's own encoder table: the SQL is never built
     from the data. MariaDB Connector sends bytes as they are and keeps them.
     """

@@ -104,14 +104,14 @@ def connect(driver, server):
     if driver == "mysqlclient":
         import MySQLdb
 
-        from models import HexLiteral, _hex_literal
+        from models import HexLiteral, hex_literal
 
         connection = MySQLdb.connect(
             host=host, port=port, user=user, database=database, binary_prefix=True
         )
         # mysqlclient's fastest way with bytes, as the app sends them
         # (models.MediumBlob): a hexadecimal literal, not an escaped string.
-        connection.encoders[HexLiteral] = _hex_literal
+        connection.encoders[HexLiteral] = hex_literal
         return connection
     import mariadb
 
@@ -170,35 +170,43 @@ def repeats_for(size):
     return 5 if size <= 10 * MIB else 3 if size <= 100 * MIB else 1
 
 
-def raw_once(driver, server, blocks, size):
-    """MiB/s inserting and then reading ``size`` bytes as 1 MiB rows, no app."""
-    connection = connect(driver, server)
+def make_chunk_table(connection, table):
+    """A fresh table shaped like file_chunk."""
     cursor = connection.cursor()
-    cursor.execute("DROP TABLE IF EXISTS bench_chunk")
+    cursor.execute(f"DROP TABLE IF EXISTS {table}")
     cursor.execute(
-        "CREATE TABLE bench_chunk (file_id INT NOT NULL, seq INT NOT NULL, "
+        f"CREATE TABLE {table} (file_id INT NOT NULL, seq INT NOT NULL, "
         "data MEDIUMBLOB NOT NULL, PRIMARY KEY (file_id, seq)) ENGINE=InnoDB"
     )
     connection.commit()
-    wait_for_quiet_database(server)
-    started = time.perf_counter()
+    return cursor
+
+
+def insert_file(driver, connection, table, file_id, blocks, size):
+    """Insert a ``size``-byte file as 1 MiB rows, committing every 8 as the app
+    does."""
+    cursor = connection.cursor()
     for seq, piece in enumerate(file_blocks(blocks, size)):
         cursor.execute(
-            "INSERT INTO bench_chunk (file_id, seq, data) VALUES (%s, %s, %s)",
-            (1, seq, blob(driver, piece)),
+            f"INSERT INTO {table} (file_id, seq, data) VALUES (%s, %s, %s)",
+            (file_id, seq, blob(driver, piece)),
         )
         if (seq + 1) % CHUNKS_PER_COMMIT == 0:
             connection.commit()
     connection.commit()
-    insert_seconds = time.perf_counter() - started
     cursor.close()
 
-    if driver == "mysqlclient":
-        import MySQLdb.cursors
 
-        reader = connection.cursor(MySQLdb.cursors.SSCursor)
-    else:
-        reader = connection.cursor(buffered=False)
+def raw_once(driver, server, blocks, size):
+    """MiB/s inserting and then reading ``size`` bytes as 1 MiB rows, no app."""
+    connection = connect(driver, server)
+    cursor = make_chunk_table(connection, "bench_chunk")
+    wait_for_quiet_database(server)
+    started = time.perf_counter()
+    insert_file(driver, connection, "bench_chunk", 1, blocks, size)
+    insert_seconds = time.perf_counter() - started
+
+    reader = unbuffered_cursor(driver, connection)
     wait_for_quiet_database(server)
     started = time.perf_counter()
     reader.execute("SELECT data FROM bench_chunk WHERE file_id = 1 ORDER BY seq")
@@ -208,7 +216,6 @@ def raw_once(driver, server, blocks, size):
     read_seconds = time.perf_counter() - started
     reader.close()
     assert read_bytes == size, (read_bytes, size)
-    cursor = connection.cursor()
     cursor.execute("DROP TABLE bench_chunk")
     connection.commit()
     connection.close()
@@ -554,13 +561,7 @@ def raw_parallel_once(driver, server, blocks, size, count):
     back, on its connection, with a server-side cursor.
     """
     admin = connect(driver, server)
-    cursor = admin.cursor()
-    cursor.execute("DROP TABLE IF EXISTS bench_chunk_parallel")
-    cursor.execute(
-        "CREATE TABLE bench_chunk_parallel (file_id INT NOT NULL, seq INT NOT NULL, "
-        "data MEDIUMBLOB NOT NULL, PRIMARY KEY (file_id, seq)) ENGINE=InnoDB"
-    )
-    admin.commit()
+    cursor = make_chunk_table(admin, "bench_chunk_parallel")
     connections = [None] * count
 
     def open_connection(index):
@@ -568,17 +569,7 @@ def raw_parallel_once(driver, server, blocks, size, count):
         return connections[index]
 
     def write(index, connection):
-        writer = connection.cursor()
-        for seq, piece in enumerate(file_blocks(blocks, size)):
-            writer.execute(
-                "INSERT INTO bench_chunk_parallel (file_id, seq, data) "
-                "VALUES (%s, %s, %s)",
-                (index + 1, seq, blob(driver, piece)),
-            )
-            if (seq + 1) % CHUNKS_PER_COMMIT == 0:
-                connection.commit()
-        connection.commit()
-        writer.close()
+        insert_file(driver, connection, "bench_chunk_parallel", index + 1, blocks, size)
 
     def read(index, connection):
         reader = unbuffered_cursor(driver, connection)

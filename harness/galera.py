@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import MySQLdb
-
 from harness.mariadb import SERVER_OPTIONS, MariaDBInstance
 from harness.server import free_port
 
@@ -95,21 +93,8 @@ class GaleraNode(MariaDBInstance):
 
     def status(self, name: str) -> str | None:
         """A wsrep status variable of this node, or None when it does not answer."""
-        try:
-            connection = MySQLdb.connect(
-                host="127.0.0.1", port=self.port, user="root", connect_timeout=2
-            )
-        except MySQLdb.OperationalError:
-            return None
-        try:
-            cursor = connection.cursor()
-            cursor.execute("SHOW GLOBAL STATUS LIKE %s", (name,))
-            row = cursor.fetchone()
-            return row[1] if row else None
-        except MySQLdb.Error:
-            return None
-        finally:
-            connection.close()
+        row = self.query_one("SHOW GLOBAL STATUS LIKE %s", (name,))
+        return row[1] if row else None
 
     def start(self, timeout: float = 60) -> None:
         """Start the node. As root, its data directory first goes to nobody:

@@ -169,21 +169,27 @@ class MariaDBInstance:
         self.kill()
         raise RuntimeError(f"mariadbd not ready within {timeout} s:\n{self.log_tail()}")
 
-    def ping(self) -> bool:
-        """True when the server answers a query over TCP."""
+    def query_one(self, sql: str, params=()) -> tuple | None:
+        """The first row of ``sql`` over TCP as root; None when the server does
+        not answer or the query fails."""
         try:
             connection = MySQLdb.connect(
                 host="127.0.0.1", port=self.port, user="root", connect_timeout=2
             )
         except MySQLdb.OperationalError:
-            return False
+            return None
         try:
             cursor = connection.cursor()
-            cursor.execute("SELECT 1")
-            cursor.close()
-            return True
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+        except MySQLdb.Error:
+            return None
         finally:
             connection.close()
+
+    def ping(self) -> bool:
+        """True when the server answers a query over TCP."""
+        return self.query_one("SELECT 1") is not None
 
     def stop(self, timeout: float = 60) -> None:
         """A clean shutdown (SIGTERM); a kill if it takes longer than ``timeout``."""
