@@ -128,6 +128,39 @@ def test_each_scope_opens_what_it_names(client, token):
     assert client.delete(f"/files/{file_id}", headers=bearer(writer)).status_code == 204
 
 
+def test_making_a_link_needs_read_access_to_the_file_too(client, token):
+    """A token that may only make links cannot read a file through a link of
+    its own making, nor tell an existing file from a missing one."""
+    file_id = uploaded(client, token)["id"]
+    sharer = make_pat(client, token, ["shares:write"])["token"]
+    existing = client.post(f"/files/{file_id}/shares", json={}, headers=bearer(sharer))
+    missing = client.post(
+        f"/files/{file_id + 1000}/shares", json={}, headers=bearer(sharer)
+    )
+    assert existing.status_code == missing.status_code == 403
+    assert existing.get_json() == missing.get_json()
+    assert existing.get_json() == {"message": "Token lacks the files:read scope"}
+    listed = client.get(f"/files/{file_id}/shares", headers=bearer(token)).get_json()
+    assert listed["items"] == []
+    both = make_pat(client, token, ["files:read", "shares:write"])["token"]
+    made = client.post(f"/files/{file_id}/shares", json={}, headers=bearer(both))
+    assert made.status_code == 201
+
+
+def test_listing_links_needs_the_scope_that_makes_them(client, token):
+    """A files:read token cannot collect working links that outlive it."""
+    file_id = uploaded(client, token)["id"]
+    client.post(f"/files/{file_id}/shares", json={}, headers=bearer(token))
+    reader = make_pat(client, token, ["files:read"])["token"]
+    response = client.get(f"/files/{file_id}/shares", headers=bearer(reader))
+    assert response.status_code == 403
+    assert response.get_json() == {"message": "Token lacks the shares:write scope"}
+    assert "/s/" not in response.get_data(as_text=True)
+    sharer = make_pat(client, token, ["files:read", "shares:write"])["token"]
+    listed = client.get(f"/files/{file_id}/shares", headers=bearer(sharer))
+    assert listed.status_code == 200 and len(listed.get_json()["items"]) == 1
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
