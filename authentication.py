@@ -489,20 +489,23 @@ def verify_credential(token: str) -> tuple[User, dict | AccessToken]:
     return verify_token(token)
 
 
-def check_for_token(view=None, *, scope: str | None = None):
+def check_for_token(view=None, *, scope: str | tuple[str, ...] | None = None):
     """Let the view run only for a valid token; put its user on ``g.user``.
 
     ``@check_for_token`` alone takes a signed-in session's token (a JSON Web
     Token) and nothing else; ``@check_for_token(scope="files:read")`` also takes
-    a personal access token that has the scope. A personal access token
-    without it gets a 403 (``g.access_token`` is the token's row; a session's
-    claims are on ``g.claims``).
+    a personal access token that has the scope, and
+    ``scope=("files:read", "shares:write")`` one that has every scope named. A
+    personal access token without them gets a 403 naming the first one it
+    lacks, before the view looks anything up (``g.access_token`` is the
+    token's row; a session's claims are on ``g.claims``).
 
     API clients get the 401 JSON error; a browser is sent to the sign-in page,
     told why when its token has expired or is no longer valid.
     """
     if view is None:
         return functools.partial(check_for_token, scope=scope)
+    needed = (scope,) if isinstance(scope, str) else scope
 
     @functools.wraps(view)
     def wrapped_view(*args, **kwargs):
@@ -519,10 +522,12 @@ def check_for_token(view=None, *, scope: str | None = None):
                 flash(told, "error")
             return redirect(url_for("auth.login"), 303)
         if isinstance(credential, AccessToken):
-            if scope is None:
+            if needed is None:
                 raise ApiError(403, "This needs a signed-in session, not an API token")
-            if scope not in credential.scope_list:
-                raise ApiError(403, f"Token lacks the {scope} scope")
+            held = credential.scope_list
+            for name in needed:
+                if name not in held:
+                    raise ApiError(403, f"Token lacks the {name} scope")
             g.access_token, g.claims = credential, None
         else:
             g.access_token, g.claims = None, credential
@@ -530,7 +535,7 @@ def check_for_token(view=None, *, scope: str | None = None):
         return view(*args, **kwargs)
 
     wrapped_view.needs_token = True
-    wrapped_view.scope = scope
+    wrapped_view.scopes = needed
     return wrapped_view
 
 

@@ -179,8 +179,14 @@ def _share_request() -> dict:
     return settings
 
 
+# A link opens the file to whoever holds it: making one is reading the file,
+# and a list of links is a list of ways to read them, which must not outlive
+# a token that could only read.
+MAKE_OR_LIST_LINKS = ("files:read", "shares:write")
+
+
 @bp.post(f"/files/{FILE_ID}/shares")
-@check_for_token(scope="shares:write")
+@check_for_token(scope=MAKE_OR_LIST_LINKS)
 def create_share(file_id):
     """Make a share link to one of your files.
     ---
@@ -246,7 +252,7 @@ def create_share(file_id):
 
 
 @bp.get(f"/files/{FILE_ID}/shares")
-@check_for_token(scope="files:read")
+@check_for_token(scope=MAKE_OR_LIST_LINKS)
 def list_shares(file_id):
     """A file's share links, newest first (a page for browsers).
     ---

@@ -118,12 +118,16 @@ def test_each_scope_opens_what_it_names(client, token):
     file_id = uploaded(client, token)["id"]
     reader = make_pat(client, token, ["files:read"])["token"]
     writer = make_pat(client, token, ["files:write"])["token"]
-    sharer = make_pat(client, token, ["shares:write"])["token"]
+    # Making a link reads the file too; revoking one needs shares:write alone.
+    sharer = make_pat(client, token, ["files:read", "shares:write"])["token"]
+    revoker = make_pat(client, token, ["shares:write"])["token"]
     assert client.get(f"/files/{file_id}", headers=bearer(reader)).status_code == 200
     assert uploaded(client, writer, b"new", "new.txt")["filename"] == "new.txt"
     share = client.post(f"/files/{file_id}/shares", json={}, headers=bearer(sharer))
     assert share.status_code == 201
-    revoke = client.delete(f"/shares/{share.get_json()['id']}", headers=bearer(sharer))
+    revoke = client.delete(
+        f"/shares/{share.get_json()['id']}", headers=bearer(revoker)
+    )
     assert revoke.status_code == 204
     assert client.delete(f"/files/{file_id}", headers=bearer(writer)).status_code == 204
 
