@@ -125,9 +125,7 @@ def test_each_scope_opens_what_it_names(client, token):
     assert uploaded(client, writer, b"new", "new.txt")["filename"] == "new.txt"
     share = client.post(f"/files/{file_id}/shares", json={}, headers=bearer(sharer))
     assert share.status_code == 201
-    revoke = client.delete(
-        f"/shares/{share.get_json()['id']}", headers=bearer(revoker)
-    )
+    revoke = client.delete(f"/shares/{share.get_json()['id']}", headers=bearer(revoker))
     assert revoke.status_code == 204
     assert client.delete(f"/files/{file_id}", headers=bearer(writer)).status_code == 204
 
