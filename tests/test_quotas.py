@@ -17,6 +17,7 @@ from helpers import (
     row_counts,
     rows_of,
     send_piece,
+    set_expiry,
     tus_headers,
     tus_upload,
     upload_count,
@@ -346,3 +347,30 @@ def test_a_first_piece_past_max_file_size_creates_nothing(app, client, token):
     assert upload_count(app) == 0
     assert row_counts(app) == (0, 0)
     assert connections_in_use(app) == 0
+
+
+# --- space held by unfinished uploads -------------------------------------------
+
+
+def test_empty_patches_do_not_keep_an_idle_upload_alive(app, client, token):
+    path = new_upload(client, token)
+    send_piece(client, path, 0, b"x" * 3000)
+    set_expiry(app, path, 30)
+    expires_at = upload_row(app, path).expires_at
+    for _ in range(3):
+        assert send_piece(client, path, 3000, b"").status_code == 204
+    assert upload_row(app, path).expires_at == expires_at
+    # A piece with bytes in it is use: the expiry moves on.
+    assert send_piece(client, path, 3000, b"y").status_code == 204
+    assert upload_row(app, path).expires_at > expires_at
+
+
+@WITH_QUOTA
+@pytest.mark.parametrize("length", [None, 9000], ids=["deferred", "announced"])
+def test_an_expired_upload_no_longer_holds_the_owners_space(app, client, token, length):
+    path = new_upload(client, token, length)
+    send_piece(client, path, 0, b"x" * 8000)
+    assert create_upload(client, token, 3000).status_code == 413
+    set_expiry(app, path, -1)
+    assert account(client, token)["used_bytes"] == 0
+    assert create_upload(client, token, QUOTA).status_code == 201

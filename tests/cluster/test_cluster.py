@@ -218,6 +218,51 @@ def test_signing_out_everywhere_while_uploading_through_the_other_node(cluster):
     assert set(statuses) <= {201, 401}, statuses
 
 
+def test_a_quota_holds_for_uploads_begun_together_through_two_nodes(cluster):
+    """Row locks stay on their node: two reservations through two nodes are
+    ordered by both writing the owner's row, which certification lets only
+    one of commit; the other's retry sees the quota."""
+    cluster.flask("users", "create", "quinn", stdin=PASSWORD + "\n")
+    cluster.flask("users", "set-quota", "quinn", str(4 * MIB))
+    token = sign_in(cluster.apps[0], "quinn")["token"]
+    for _ in range(8):
+        start = threading.Barrier(2)
+        answers = []
+
+        def begin(url, start=start, answers=answers):
+            start.wait()
+            answers.append(
+                requests.post(
+                    url + "/uploads",
+                    headers={
+                        "Tus-Resumable": "1.0.0",
+                        "Upload-Length": str(3 * 1000 * 1000),
+                        **bearer(token),
+                    },
+                    timeout=60,
+                )
+            )
+
+        threads = [
+            threading.Thread(target=begin, args=(app.url,)) for app in cluster.apps
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(a.status_code for a in answers) == [201, 413], [
+            a.text for a in answers
+        ]
+        for answer in answers:
+            if answer.status_code == 201:
+                ended = requests.delete(
+                    answer.headers["Location"],
+                    headers={"Tus-Resumable": "1.0.0"},
+                    timeout=60,
+                )
+                assert ended.status_code == 204
+
+
 def test_deleting_a_file_while_the_other_node_sends_it(cluster):
     first, second = cluster.apps
     token = sign_in(first)["token"]
