@@ -242,6 +242,10 @@ class User(db.Model):
     # the account on every request instead of counted over all its files
     # (storage.recount_files keeps it; docs/benchmarks.md).
     file_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Counts the account's quota reservations. Each one writes it first, so
+    # that two at once are ordered: by the row lock on one server, by
+    # certification (one of them retried) through two Galera nodes (quotas.py).
+    reservations: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     files: Mapped[list["StoredFile"]] = relationship(
         back_populates="owner", passive_deletes=True

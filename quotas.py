@@ -1,12 +1,22 @@
 """Storage quotas: what an account keeps, what it may keep, and ``GET /account``.
 
 An account's usage is the size of its finished files plus, for every file
-still arriving, the larger of what it has stored and what it reserved (the
-length a resumable upload announced, or a form upload's Content-Length).
-Reserving happens when a file begins, in the same transaction that checks
-the quota, under a lock on the owner's row: two uploads started together
-cannot both take the last free bytes. A file whose length is not known
-beforehand is limited while it streams instead (``SizeLimit``).
+still arriving, the larger of what it has stored and what it holds
+(``reserved``): the length a resumable upload announced, a form upload's
+Content-Length or, for a file whose length is not known beforehand, what it
+has stored and a little more, held as it grows (``SizeLimit``). An unfinished
+resumable upload past its expiry holds nothing: it can never finish.
+
+Every change to what an account holds (a file beginning, a deferred upload's
+length fixed, a file of unknown length growing past what it holds) is one
+transaction that first writes the owner's row (``claim``), then adds up the
+account's usage with a locking read and refuses what does not fit. Writing
+the row is what orders them: on one server its row lock makes a second such
+transaction wait for the first's commit; on a Galera cluster, where row locks
+stay on their node, certification lets only one of two concurrent ones
+through different nodes commit, and the other's retry sees the first. So the
+quota holds for uploads begun or growing at the same moment, however they
+come in.
 """
 
 from flask import Blueprint, current_app, g, jsonify
@@ -14,7 +24,7 @@ from sqlalchemy import bindparam, case, func
 
 from authentication import check_for_token
 from errors import ApiError
-from models import StoredFile, User, db
+from models import ResumableUpload, StoredFile, User, db, retry_on_conflict, utcnow
 from schemas import account_schema
 
 bp = Blueprint("quotas", __name__)
@@ -22,13 +32,34 @@ bp = Blueprint("quotas", __name__)
 # What an account's files take, finished or on their way.
 TAKEN = case(
     (StoredFile.complete.is_(True), StoredFile.size),
+    (ResumableUpload.expires_at <= bindparam("now"), 0),
     (StoredFile.size > StoredFile.reserved, StoredFile.size),
     else_=StoredFile.reserved,
 )
-USAGE = db.select(func.coalesce(func.sum(TAKEN), 0)).where(
-    StoredFile.owner_id == bindparam("owner_id"),
-    StoredFile.id != bindparam("except_id"),
+USAGE = (
+    db.select(func.coalesce(func.sum(TAKEN), 0))
+    .select_from(StoredFile)
+    .outerjoin(ResumableUpload, ResumableUpload.file_id == StoredFile.id)
+    .where(
+        StoredFile.owner_id == bindparam("owner_id"),
+        StoredFile.id != bindparam("except_id"),
+    )
 )
+# The same sum as a locking read: it sees every commit before it, whatever the
+# transaction read before (on SQLite the write lock already does).
+LOCKED_USAGE = USAGE.with_for_update()
+CLAIM = (
+    db.update(User)
+    .where(User.id == bindparam("owner_id"))
+    .values(reservations=User.reservations + 1)
+    .execution_options(synchronize_session=False)
+)
+# How far past its stored bytes a file of unknown length holds room: a few
+# chunks, so that it asks every few chunks rather than for each one; and never
+# more than a share of the room left, so that two such uploads near the quota
+# do not refuse each other early.
+HOLD_AHEAD_CHUNKS = 8
+HOLD_AHEAD_SHARE = 8
 
 
 def quota_of(user: User) -> int | None:
@@ -39,59 +70,111 @@ def quota_of(user: User) -> int | None:
     return quota or None
 
 
-def usage_of(user_id: int, except_file_id: int = 0) -> int:
-    """The bytes the account's files take (leaving one file out, if named)."""
+def usage_of(user_id: int, except_file_id: int = 0, locked: bool = False) -> int:
+    """The bytes the account's files take (leaving one file out, if named);
+    ``locked``: as a locking read, inside a claim."""
     return db.session.execute(
-        USAGE, {"owner_id": user_id, "except_id": except_file_id}
+        LOCKED_USAGE if locked else USAGE,
+        {"owner_id": user_id, "except_id": except_file_id, "now": utcnow()},
     ).scalar_one()
 
 
-def over_quota(used: int, quota: int) -> ApiError:
+def claim(owner_id: int) -> None:
+    """Write the owner's row: the first step of every transaction that changes
+    what the account holds (see the module's docstring). Nothing pending in
+    the session is flushed before it, so the owner's row is always the first
+    row such a transaction locks."""
+    with db.session.no_autoflush:
+        db.session.execute(CLAIM, {"owner_id": owner_id})
+
+
+class NoRoom(ApiError):
+    """A 413 for a file that cannot grow that far: past its owner's quota or
+    MAX_FILE_SIZE. An upload refused so can never finish."""
+
+
+def over_quota(used: int, quota: int) -> NoRoom:
     """The 413 of an account that has no room left, saying used and limit."""
-    return ApiError(413, f"Storage quota exceeded: {used} of {quota} bytes used")
+    return NoRoom(413, f"Storage quota exceeded: {used} of {quota} bytes used")
 
 
-def too_large() -> ApiError:
+def too_large() -> NoRoom:
     """The 413 of a file over MAX_FILE_SIZE."""
     limit = current_app.config["MAX_FILE_SIZE"]
-    return ApiError(413, f"File too large: the limit is {limit} bytes")
+    return NoRoom(413, f"File too large: the limit is {limit} bytes")
 
 
 def reserve(stored_file: StoredFile, length: int) -> None:
     """Hold ``length`` bytes of the owner's quota for an unfinished file, or
-    raise a 413 (the caller rolls back). Runs in the caller's transaction,
-    which it ends holding a lock on the owner's row until the commit."""
+    raise NoRoom (the caller rolls back). Runs in the caller's transaction,
+    which it ends holding the owner's row until the commit."""
     if length > current_app.config["MAX_FILE_SIZE"]:
         raise too_large()
     stored_file.reserved = length
-    owner = db.session.get(User, stored_file.owner_id)
-    quota = quota_of(owner)
+    quota = quota_of(db.session.get(User, stored_file.owner_id))
     if quota is None:
         return
-    # The file's row is written first (flush), then the owner's row locked,
-    # then the sum taken: on SQLite the write holds the database's one write
-    # lock, on MariaDB the row lock makes a rival reservation wait for this
-    # transaction's end, and then count this file.
+    claim(stored_file.owner_id)
     db.session.flush()
-    db.session.execute(db.select(User.id).filter_by(id=owner.id).with_for_update())
-    used = usage_of(owner.id)
+    used = usage_of(stored_file.owner_id, locked=True)
     if used > quota:
         raise over_quota(used - max(length, stored_file.size), quota)
 
 
 class SizeLimit:
-    """How large a file that is still arriving may grow, and the error past it."""
+    """How large a file that is still arriving may grow: MAX_FILE_SIZE (or the
+    caller's smaller ``cap``, refused with ``cap_error``), and its owner's
+    quota, held for it as it grows."""
 
-    def __init__(self, stored_file: StoredFile):
-        """The smaller of MAX_FILE_SIZE and the room the owner's quota leaves."""
+    def __init__(
+        self,
+        stored_file: StoredFile,
+        cap: int | None = None,
+        cap_error: ApiError | None = None,
+    ):
+        self.file_id, self.owner_id = stored_file.id, stored_file.owner_id
+        self.chunk_size = stored_file.chunk_size
         self.max_size = current_app.config["MAX_FILE_SIZE"]
-        self.error = too_large()
-        quota = quota_of(db.session.get(User, stored_file.owner_id))
-        if quota is not None:
-            others = usage_of(stored_file.owner_id, stored_file.id)
-            if quota - others < self.max_size:
-                self.max_size = max(quota - others, 0)
-                self.error = over_quota(others, quota)
+        self.error: ApiError = too_large()
+        if cap is not None and cap_error is not None and cap <= self.max_size:
+            self.max_size, self.error = cap, cap_error
+        self.quota = quota_of(db.session.get(User, stored_file.owner_id))
+        # What the account already counts for the file.
+        self.held = max(stored_file.size, stored_file.reserved)
+
+    def admit(self, size: int) -> None:
+        """Let the file grow to ``size`` bytes, holding more of the quota when
+        it grows past what it holds (a short transaction of its own); else
+        raise ``error`` or NoRoom."""
+        if size > self.max_size:
+            raise self.error
+        if self.quota is not None and size > self.held:
+            self.held = self._hold(size)
+
+    def _hold(self, size: int) -> int:
+        """Hold room for ``size`` bytes and a little more (committed); what the
+        file holds now. When it does not fit, the file gives back what it
+        held (it ends) and NoRoom is raised."""
+        set_reserved = db.update(StoredFile).where(StoredFile.id == self.file_id)
+
+        @retry_on_conflict
+        def hold() -> tuple[int, int]:
+            claim(self.owner_id)
+            others = usage_of(self.owner_id, self.file_id, locked=True)
+            room = min(self.quota - others, self.max_size)
+            if size > room:
+                db.session.execute(set_reserved.values(reserved=0))
+                return 0, others
+            ahead = min(
+                HOLD_AHEAD_CHUNKS * self.chunk_size, (room - size) // HOLD_AHEAD_SHARE
+            )
+            db.session.execute(set_reserved.values(reserved=size + ahead))
+            return size + ahead, others
+
+        held, others = hold()
+        if not held:
+            raise over_quota(others, self.quota)
+        return held
 
 
 @bp.get("/account")

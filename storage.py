@@ -153,8 +153,9 @@ class ChunkWriter:
     and what is left to store once the last byte is read (which every piece
     of a resumable upload waits for) at two chunks at most.
 
-    With a ``limit`` (quotas.SizeLimit) the file may not grow past its size:
-    the write that would is refused with the limit's 413.
+    With a ``limit`` (quotas.SizeLimit) every write is admitted by it first:
+    the file grows only as far as MAX_FILE_SIZE and the owner's quota allow,
+    and the write that would go further is refused with the limit's 413.
 
     Chunks are committed every few, and before the storer waits for the client:
     no transaction stays open while a slow or stalled client keeps the next
@@ -217,8 +218,8 @@ class ChunkWriter:
     def write(self, data) -> None:
         """Add bytes to the file, handing every chunk that fills to the storer."""
         view = memoryview(data)
-        if self.limit is not None and self.size + len(view) > self.limit.max_size:
-            raise self.limit.error
+        if self.limit is not None:
+            self.limit.admit(self.size + len(view))
         while view:
             piece = view[: self.chunk_size - self._buffered]
             view = view[len(piece) :]
@@ -465,9 +466,9 @@ RECOUNT = (
 
 def lock_owners(*owner_ids: int) -> None:
     """Lock these accounts' rows until the commit, before any of their files'
-    rows: whatever changes which files an account has takes the locks in this
-    order (quotas.reserve too), so that two such changes wait for each other
-    instead of deadlocking over the recount."""
+    rows: whatever changes which files an account has, or what they hold of
+    its quota (quotas.claim), takes the locks in this order, so that two such
+    changes wait for each other instead of deadlocking over the recount."""
     if owner_ids:
         db.session.execute(
             db.select(User.id).where(User.id.in_(owner_ids)).with_for_update()

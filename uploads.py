@@ -189,18 +189,21 @@ def _receive(upload: ResumableUpload, checksum) -> None:
     upload, since it can never finish.
     """
     stored_file = upload.stored_file
-    limit = quotas.SizeLimit(stored_file)
-    # Over the owner's quota or MAX_FILE_SIZE, an upload can never finish: it
-    # ends. Past its own length, only the piece is refused.
-    ends_upload = limit.error
-    if upload.length is not None and upload.length <= limit.max_size:
-        limit.max_size = upload.length
-        limit.error = ApiError(413, "The piece goes past Upload-Length")
+    # Over the owner's quota or MAX_FILE_SIZE (NoRoom), an upload can never
+    # finish: it ends. Past its own length, only the piece is refused.
+    limit = quotas.SizeLimit(
+        stored_file,
+        cap=upload.length,
+        cap_error=ApiError(413, "The piece goes past Upload-Length"),
+    )
     announced = request.content_length
-    if announced is not None and stored_file.size + announced > limit.max_size:
-        if limit.error is ends_upload:
+    if announced is not None:
+        # The whole piece is held for before its first byte is read.
+        try:
+            limit.admit(stored_file.size + announced)
+        except quotas.NoRoom:
             storage.discard(stored_file.id)
-        raise limit.error
+            raise
     # The limit above bounds the body, not the size limit of one request.
     request.max_content_length = limit.max_size - stored_file.size + 1
     digest = checksum[0]() if checksum else None
@@ -229,14 +232,15 @@ def _receive(upload: ResumableUpload, checksum) -> None:
                 digest.update(view[:count])
     except ClientDisconnected:
         writer.finish(keep=checksum is None)
-        _touch(upload)
+        if writer.size > writer.start:
+            _touch(upload)
         current_app.logger.info(
             "Upload %s: connection lost at offset %s", upload.id, writer.size
         )
         raise
     except ApiError as error:
         writer.finish(keep=False)
-        if error is ends_upload:
+        if isinstance(error, quotas.NoRoom):
             storage.discard(stored_file.id)
         raise
     except storage.ConcurrentAppend:
@@ -255,7 +259,8 @@ def _receive(upload: ResumableUpload, checksum) -> None:
         raise ApiError(409, "Another request appended to this upload") from None
     if upload.length is not None and stored_file.size == upload.length:
         storage.finish(stored_file)
-    else:
+    elif received:
+        # Only bytes are use: empty PATCHes do not keep an idle upload alive.
         _touch(upload)
 
 
