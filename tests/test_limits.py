@@ -26,10 +26,45 @@ def test_failed_logins_for_one_username_are_limited(auth, client):
     assert auth.login().status_code == 429
 
 
-def test_successful_logins_do_not_count(auth):
+def test_every_sign_in_attempt_counts_successful_ones_too(auth):
+    """Counted when it starts, a sign-in cannot slip past the limit while
+    another is still being checked; 10 a minute is plenty for a person."""
     auth.create_user()
-    for _ in range(15):
+    for _ in range(10):
         assert auth.login().status_code == 200
+    assert auth.login().status_code == 429
+
+
+def test_impossible_names_never_lock_out_real_users(auth, client):
+    """Names no account can have and requests without a name share no
+    bucket with real names: none of them can lock anybody out."""
+    auth.create_user()
+    for name in ["!x", "", " ", "a b", "x" * 81] * 3:
+        assert fail(client, name).status_code == 401
+    for body in [{}, {"username": "!x", "password": "x"}, {"username": 5}] * 4:
+        assert client.post("/login", json=body).status_code in (400, 401)
+    assert client.get("/login").status_code == 401  # no credentials at all
+    assert auth.login().status_code == 200
+
+
+@pytest.mark.parametrize(
+    "app_settings",
+    [{"LOGIN_LIMIT_PER_ADDRESS": "5 per minute"}],
+)
+def test_impossible_names_still_count_against_their_address(auth, client):
+    auth.create_user()
+    for name in ["!a", "!b", "!c", "!d", "!e"]:
+        assert fail(client, name).status_code == 401
+    assert fail(client, "!f").status_code == 429
+
+
+@pytest.mark.parametrize("app_settings", [{"LOGIN_LIMIT_PER_ADDRESS": "3 per minute"}])
+def test_the_sign_in_page_itself_counts_against_no_limit(auth, client):
+    auth.create_user()
+    for _ in range(10):
+        page = client.get("/login", headers={"Accept": "text/html"})
+        assert page.status_code == 200
+    assert auth.login().status_code == 200
 
 
 def test_a_locked_username_does_not_block_others_from_the_same_address(auth, client):
