@@ -121,12 +121,16 @@ class Topology:
         instances: int = 2,
         env: dict | None = None,
         single: bool = False,
+        tuned: bool = True,
     ):
         """``single``: one plain MariaDB server instead of the Galera cluster
-        (the same topology otherwise, for comparison)."""
+        (the same topology otherwise, for comparison); ``tuned``: the cluster
+        with deploy/galera/'s failure detection, else Galera's stock one."""
         self.base_dir = Path(base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.galera = None if single else GaleraCluster(self.base_dir / "galera")
+        self.galera = (
+            None if single else GaleraCluster(self.base_dir / "galera", tuned=tuned)
+        )
         self.single = MariaDBInstance(self.base_dir / "mariadb") if single else None
         self.db_password = secrets.token_urlsafe(18)
         self.secret_key = secrets.token_urlsafe(48)

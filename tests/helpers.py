@@ -743,3 +743,30 @@ def time_to_sign_in(url: str, timeout: float) -> float | None:
         return None
     assert response.status_code == 200, response.text
     return time.monotonic() - started
+
+
+# --- a cluster's instances, over HTTP ------------------------------------------
+
+
+def post_file(server_url, token, content, name="f.bin", timeout=60):
+    """POST /upload of ``content`` as a form; the answer."""
+    return requests.post(
+        server_url + "/upload",
+        files={"inputFile": (name, content)},
+        headers=bearer(token),
+        timeout=timeout,
+    )
+
+
+def download_digest(url, token, file_id, timeout=300) -> tuple[int, str]:
+    """Status and SHA-256 of a file downloaded in a stream."""
+    digest = hashlib.sha256()
+    with requests.get(
+        f"{url}/files/{file_id}/download",
+        headers=bearer(token),
+        stream=True,
+        timeout=timeout,
+    ) as answer:
+        for piece in answer.iter_content(MIB):
+            digest.update(piece)
+        return answer.status_code, digest.hexdigest()
