@@ -3,6 +3,7 @@ the link, with its password, expiry and download limit honoured."""
 
 import base64
 import hashlib
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -46,6 +47,16 @@ def make_share(client, token, file_id, **settings):
 def link_path(share: dict) -> str:
     """The link's path (the client talks to the app directly)."""
     return share["url"].removeprefix("http://localhost")
+
+
+def share_id_of(app, path: str) -> int:
+    """The id of the share whose link ``path`` (or its download path) is."""
+    token = path.removeprefix("/s/").split("/")[0]
+    public_id = Signer(SECRET_KEY, salt="lockbox.share").unsign(token).decode()
+    with app.app_context():
+        return db.session.execute(
+            db.select(Share.id).filter_by(public_id=public_id)
+        ).scalar_one()
 
 
 def share_row(app, share_id) -> Share:
@@ -409,73 +420,161 @@ def test_a_new_password_ends_the_owners_links(client, runner, token, shared_file
     assert client.get(link_path(share) + "/download").status_code == 410
 
 
-def test_max_downloads_counts_whole_downloads_only(app, client, token, shared_file):
-    file_id, content = shared_file
-    share = make_share(client, token, file_id, max_downloads=2)
-    path = link_path(share) + "/download"
-    assert client.head(path).status_code == 200
-    etag = client.head(path).headers["ETag"]
-    assert client.get(path, headers={"If-None-Match": etag}).status_code == 304
-    assert share_row(app, share["id"]).downloads == 0
-    assert client.get(path).get_data() == content
-    assert share_row(app, share["id"]).downloads == 1
-    # A resume from the same address does not count, even many times.
-    for start in (10, 1000, 2999):
-        part = client.get(path, headers={"Range": f"bytes={start}-"})
-        assert part.status_code == 206 and part.get_data() == content[start:]
-    assert share_row(app, share["id"]).downloads == 1
-    assert client.get(path).status_code == 200
-    row = share_row(app, share["id"])
-    assert row.downloads == 2 and row.last_download_at is not None
-    used_up = client.get(path)
-    assert used_up.status_code == 410
-    assert used_up.get_json() == {"message": "This link has reached its download limit"}
-    assert client.get(link_path(share), headers=HTML).status_code == 410
-    # The downloads already counted may still be resumed...
-    assert client.get(path, headers={"Range": "bytes=5-"}).status_code == 206
-    # ...but not from another address, where a Range is a new download.
-    elsewhere = client.get(
-        path, headers={"Range": "bytes=5-"}, environ_base={"REMOTE_ADDR": "192.0.2.7"}
-    )
-    assert elsewhere.status_code == 410
-
-
-def test_a_range_from_a_new_address_counts_as_a_download(
+def test_each_download_takes_one_count_and_its_client_resumes_it_freely(
     app, client, token, shared_file
 ):
     file_id, content = shared_file
-    share = make_share(client, token, file_id, max_downloads=1)
+    share = make_share(client, token, file_id, max_downloads=2)
     path = link_path(share) + "/download"
-    part = client.get(path, headers={"Range": "bytes=0-99"})
-    assert part.status_code == 206 and part.get_data() == content[:100]
-    assert share_row(app, share["id"]).downloads == 1
-    # The rest, from the same address: a resume.
-    rest = client.get(path, headers={"Range": "bytes=100-"})
-    assert rest.status_code == 206 and rest.get_data() == content[100:]
-    assert share_row(app, share["id"]).downloads == 1
-
-
-def test_a_download_cut_short_gives_its_count_back(app, client, token):
-    content = random_bytes(3 * 4096 + 5, seed=9)
-    file_id = uploaded(client, token, content, "big.bin")["id"]
-    share = make_share(client, token, file_id, max_downloads=1)
-    path = link_path(share) + "/download"
-    response = client.get(path, buffered=False)
-    stream = iter(response.response)
-    next(stream)
-    assert share_row(app, share["id"]).downloads == 1
-    response.close()  # the client went away after one piece
+    # HEAD and 304 answers send no byte of the file: they never count.
+    etag = client.head(path).headers["ETag"]
+    assert client.get(path, headers={"If-None-Match": etag}).status_code == 304
     assert share_row(app, share["id"]).downloads == 0
-    with app.app_context():
-        assert (
-            db.session.execute(
-                db.select(db.func.count()).select_from(ShareDownload)
-            ).scalar_one()
-            == 0
-        )
-    whole = client.get(path)
-    assert whole.status_code == 200 and whole.get_data() == content
+    first = client.get(path)
+    assert first.status_code == 200 and first.get_data() == content
+    row = share_row(app, share["id"])
+    assert row.downloads == 1 and row.last_download_at is not None
+    cookie = first.headers["Set-Cookie"]
+    assert cookie.startswith("lockbox_claim=") and "HttpOnly" in cookie
+    assert f"Path={path}" in cookie and "Max-Age=86400" in cookie
+    # The client that took the count fetches any ranges, the whole file
+    # again too, without counting again.
+    for start in (10, 1000, 2999):
+        part = client.get(path, headers={"Range": f"bytes={start}-"})
+        assert part.status_code == 206 and part.get_data() == content[start:]
+    assert client.get(path).get_data() == content
     assert share_row(app, share["id"]).downloads == 1
+    # Any other client takes a count of its own, until none is left.
+    other = app.test_client()
+    assert other.get(path).status_code == 200
+    assert share_row(app, share["id"]).downloads == 2
+    late = app.test_client()
+    used_up = late.get(path)
+    assert used_up.status_code == 410
+    assert used_up.get_json() == {"message": "This link has reached its download limit"}
+    assert late.get(link_path(share), headers=HTML).status_code == 410
+    # Those that took one may still resume.
+    for holder in (client, other):
+        part = holder.get(path, headers={"Range": "bytes=5-"})
+        assert part.status_code == 206 and part.get_data() == content[5:]
+
+
+def test_a_one_time_link_cannot_be_drained_by_breaking_off_downloads(app, token):
+    content = random_bytes(3 * 4096 + 5, seed=9)
+    owner = app.test_client()
+    file_id = uploaded(owner, token, content, "big.bin")["id"]
+    path = link_path(make_share(owner, token, file_id, max_downloads=1)) + "/download"
+    first = app.test_client().get(path, buffered=False)
+    assert first.status_code == 200
+    next(iter(first.response))
+    first.close()  # gone after one piece: the count stays taken
+    for _ in range(3):
+        again = app.test_client().get(path, buffered=False)
+        assert again.status_code == 410
+        again.close()
+    assert share_row(app, share_id_of(app, path)).downloads == 1
+
+
+def test_a_range_from_the_same_address_without_the_claim_is_a_new_download(
+    app, client, token, shared_file
+):
+    file_id, content = shared_file
+    path = link_path(make_share(client, token, file_id, max_downloads=1)) + "/download"
+    assert app.test_client().get(path).get_data() == content
+    # Same address (the test client's), no claim: the link is used up.
+    for ask in ("bytes=0-", "bytes=100-", "bytes=-10"):
+        assert app.test_client().get(path, headers={"Range": ask}).status_code == 410
+
+
+def test_the_rest_of_a_file_as_a_range_needs_the_claim(app, client, token, shared_file):
+    file_id, content = shared_file
+    path = link_path(make_share(client, token, file_id, max_downloads=1)) + "/download"
+    cut = len(content) * 79 // 100
+    taker = app.test_client()
+    head = taker.get(path, headers={"Range": f"bytes=0-{cut - 1}"})
+    assert head.status_code == 206 and head.get_data() == content[:cut]
+    rest = {"Range": f"bytes={cut}-"}
+    assert app.test_client().get(path, headers=rest).status_code == 410
+    assert taker.get(path, headers=rest).get_data() == content[cut:]
+
+
+def test_skipping_the_last_byte_still_takes_the_count(app, client, token, shared_file):
+    file_id, content = shared_file
+    path = link_path(make_share(client, token, file_id, max_downloads=1)) + "/download"
+    short = app.test_client().get(
+        path, headers={"Range": f"bytes=0-{len(content) - 2}"}
+    )
+    assert short.status_code == 206
+    assert share_row(app, share_id_of(app, path)).downloads == 1
+    assert app.test_client().get(path).status_code == 410
+
+
+def test_a_claim_in_the_url_resumes_without_cookies(app, client, token, shared_file):
+    """curl keeps no cookies: the counted answer says where to resume."""
+    file_id, content = shared_file
+    path = link_path(make_share(client, token, file_id, max_downloads=1)) + "/download"
+    first = app.test_client().get(path)
+    resume = first.headers["Content-Location"]
+    assert resume.startswith(path + "?claim=")
+    cookieless = app.test_client(use_cookies=False)
+    part = cookieless.get(resume, headers={"Range": "bytes=7-"})
+    assert part.status_code == 206 and part.get_data() == content[7:]
+    tampered = resume[:-2] + ("AA" if not resume.endswith("AA") else "BB")
+    assert cookieless.get(tampered, headers={"Range": "bytes=7-"}).status_code == 410
+    assert share_row(app, share_id_of(app, path)).downloads == 1
+
+
+@pytest.mark.parametrize("app_settings", [{"SHARE_RESUME_SECONDS": 1}])
+def test_a_claim_opens_only_its_own_link_and_only_for_the_resume_window(
+    app, client, token, shared_file
+):
+    file_id, content = shared_file
+    first = link_path(make_share(client, token, file_id, max_downloads=1))
+    second = link_path(make_share(client, token, file_id, max_downloads=1))
+    holder = app.test_client(use_cookies=False)
+    claim = holder.get(first + "/download").headers["Content-Location"]
+    query = claim.partition("?")[2]
+    assert app.test_client().get(second + "/download").status_code == 200
+    # The first link's claim, brought to the second (used up) link: refused.
+    other = holder.get(f"{second}/download?{query}", headers={"Range": "bytes=1-"})
+    assert other.status_code == 410
+    time.sleep(2.1)
+    late = holder.get(claim, headers={"Range": "bytes=1-"})
+    assert late.status_code == 410
+
+
+@pytest.mark.parametrize("ending", ["used up", "expired", "revoked"])
+def test_an_ended_link_is_410_for_every_method_and_condition(
+    app, client, token, shared_file, ending
+):
+    file_id, _ = shared_file
+    share = make_share(client, token, file_id, max_downloads=1)
+    path = link_path(share) + "/download"
+    head = app.test_client().head(path)
+    etag, modified = head.headers["ETag"], head.headers["Last-Modified"]
+    if ending == "used up":
+        assert app.test_client().get(path).status_code == 200
+    elif ending == "expired":
+        with app.app_context():
+            db.session.get(Share, share["id"]).expires_at = utcnow()
+            db.session.commit()
+    else:
+        revoked = client.delete(f"/shares/{share['id']}", headers=bearer(token))
+        assert revoked.status_code == 204
+    asked = [
+        ("HEAD", {}),
+        ("GET", {}),
+        ("GET", {"If-None-Match": etag}),
+        ("GET", {"If-Modified-Since": modified}),
+        ("GET", {"Range": "bytes=0-"}),
+        ("GET", {"Range": "bytes=0-9", "If-Range": etag}),
+        ("HEAD", {"If-None-Match": etag}),
+    ]
+    for method, headers in asked:
+        answer = app.test_client().open(path, method=method, headers=headers)
+        assert answer.status_code == 410, (method, headers, answer.status_code)
+        page = app.test_client().open(link_path(share), method=method, headers=HTML)
+        assert page.status_code == 410, (method, page.status_code)
 
 
 @pytest.mark.parametrize("app_settings", [{"SHARE_PASSWORD_LIMIT": "3 per minute"}])
@@ -674,8 +773,9 @@ def test_gc_forgets_counted_downloads_once_they_can_no_longer_be_resumed(
 ):
     file_id, _ = shared_file
     share = make_share(client, token, file_id)
-    client.get(link_path(share) + "/download")
-    client.get(link_path(share) + "/download")
+    # Two clients: each takes a count.
+    app.test_client().get(link_path(share) + "/download")
+    app.test_client().get(link_path(share) + "/download")
     with app.app_context():
         oldest = db.session.execute(db.select(ShareDownload)).scalars().first()
         oldest.started_at = utcnow() - timedelta(days=1, seconds=1)

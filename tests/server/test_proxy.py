@@ -8,9 +8,12 @@ import requests
 
 from harness.server import LiveServer, Nginx
 from helpers import (
+    MIB,
     SECRET_KEY,
     AuthActions,
+    bearer,
     make_app,
+    random_bytes,
     raw_exchange,
     sign_in,
     slow_clients,
@@ -95,6 +98,46 @@ def test_uploads_stream_through_nginx_and_arrive_whole(proxied):
     assert download.content == content
     # The client's address reached the app through X-Forwarded-For.
     assert "127.0.0.1" in proxied.app.output_so_far()
+
+
+def test_a_one_time_link_is_not_drained_behind_nginx(proxied):
+    """nginx reads ahead of a slow client and closes its side when the client
+    goes: what the app sees of a broken-off download must not give its count
+    back, and only the client holding the claim resumes."""
+    token = sign_in(proxied)["token"]
+    content = random_bytes(8 * MIB, seed=4)
+    stored = requests.post(
+        proxied.url + "/upload",
+        headers=bearer(token),
+        files={"inputFile": ("big.bin", content)},
+        timeout=60,
+    )
+    share = requests.post(
+        f"{proxied.url}/files/{stored.json()['id']}/shares",
+        json={"max_downloads": 1},
+        headers=bearer(token),
+        timeout=10,
+    ).json()
+    url = share["url"] + "/download"
+    assert url.startswith(proxied.url)
+    holder = requests.Session()
+    cut = len(content) * 85 // 100
+    for attempt in range(4):
+        client = holder if attempt == 0 else requests.Session()
+        with client.get(url, stream=True, timeout=30) as answer:
+            if attempt:
+                assert answer.status_code == 410, attempt
+                continue
+            assert answer.status_code == 200
+            received = b""
+            for piece in answer.iter_content(64 * 1024):
+                received += piece
+                if len(received) >= cut:
+                    break  # the connection is dropped with most of the file read
+    rest = holder.get(url, headers={"Range": f"bytes={cut}-"}, timeout=30)
+    assert rest.status_code == 206 and rest.content == content[cut:]
+    anyone = requests.get(url, headers={"Range": "bytes=0-"}, timeout=30)
+    assert anyone.status_code == 410
 
 
 @pytest.mark.parametrize(
