@@ -62,9 +62,12 @@ def load_config(app: Flask, test_config: dict | None) -> None:
         app.logger.warning("%s", warning)
     if app.config.get("TRUSTED_PROXIES"):
         # Behind N reverse proxies: take the client address (for the sign-in
-        # limits and the logs) and scheme from their X-Forwarded-* headers.
+        # limits and the logs), scheme, host and port (for the links written
+        # out) from their X-Forwarded-* headers.
         hops = app.config["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
 
 
 def register_extensions(app: Flask) -> None:

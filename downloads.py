@@ -71,9 +71,9 @@ def _last_modified(stored_file: StoredFile):
 def file_response(stored_file: StoredFile, transfer=None):
     """A streamed response with a file's bytes, whole or one range, or a 304.
 
-    ``transfer``, when given, is called with the body about to be sent and
-    whether it is a range, and returns the body to send (share links count
-    their downloads this way); never for HEAD or a 304.
+    ``transfer``, when given, is called with the body about to be sent (a
+    whole file or a range) and returns the body to send: share links count
+    their downloads this way. Never for HEAD, a 304 or a 416.
     """
     etag = stored_file.sha256
     headers = {
@@ -102,7 +102,7 @@ def file_response(stored_file: StoredFile, transfer=None):
         )
     body = read_range(stored_file, start, stop)
     if transfer is not None and request.method != "HEAD":
-        body = transfer(body, partial=span is not None)
+        body = transfer(body)
     # Not direct_passthrough: with it, Werkzeug hands the body to the server
     # bare and the response's own close (the request's log line, logs.py)
     # never runs.

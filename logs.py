@@ -19,9 +19,10 @@ from flask import current_app, g, has_request_context, request
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from pythonjsonlogger.json import JsonFormatter
 
-# `token=<anything up to & or whitespace>` in a URL, the credentials of an
-# Authorization header and an upload's key, wherever they appear in a log line.
-TOKEN_IN_URL = re.compile(r"((?:^|[?&\s])(?:refresh_)?token=)[^&\s\"']+")
+# `token=` (or a share download's `claim=`, anything up to & or whitespace)
+# in a URL, the credentials of an Authorization header and an upload's key,
+# wherever they appear in a log line.
+TOKEN_IN_URL = re.compile(r"((?:^|[?&\s])(?:(?:refresh_)?token|claim)=)[^&\s\"']+")
 AUTHORIZATION = re.compile(r"((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 # The key of a resumable upload's URL (uploads.py) and a share link's token
 # (shares.py): capabilities, like a token.

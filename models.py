@@ -359,19 +359,17 @@ class Share(db.Model):
 
 
 class ShareDownload(db.Model):
-    """A counted download of a share link, kept for SHARE_RESUME_SECONDS so
-    that Range requests from the same address resume it without counting
-    again (shares.py). The address is kept only as a hash with the share."""
+    """A counted download of a share link: the claim its client resumes with
+    names it (shares.py). Kept for SHARE_RESUME_SECONDS, then forgotten by
+    ``files gc``; the count itself stays on the share."""
 
     __tablename__ = "share_download"
-    __table_args__ = (
-        Index("ix_share_download_lookup", "share_id", "address_hash", "started_at"),
-        {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS},
-    )
+    __table_args__ = {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    share_id: Mapped[int] = mapped_column(ForeignKey("share.id", ondelete="CASCADE"))
-    address_hash: Mapped[str] = mapped_column(String(64))
+    share_id: Mapped[int] = mapped_column(
+        ForeignKey("share.id", ondelete="CASCADE"), index=True
+    )
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 

@@ -18,13 +18,18 @@ unlocked for an hour by a cookie scoped to it) and by the download as HTTP
 Basic credentials with any username (``curl -u :password``). Wrong passwords
 are limited per link and per address, like sign-ins.
 
-What counts against ``max_downloads``: a whole-file answer (200) is claimed
-before its first byte, atomically, so that of two last downloads at once
-exactly one is sent; it is given back if the transfer breaks off before the
-last byte. A Range answer (206) is a resume and does not count when the same
-address had a counted download of the link in the last SHARE_RESUME_SECONDS
-(even once the link is used up); otherwise it counts like a new download.
-HEAD and 304 answers never count.
+What counts against ``max_downloads``: a download takes its count when its
+first byte is about to go out (whole file or a range, claimed atomically, so
+that of two last downloads at once exactly one is sent) and never gives it
+back, however little of the file it sent. The answer hands the client a
+claim: a signed token naming the link and that download, as a cookie scoped
+to the link's download URL and, for clients that keep no cookies, in a
+``Content-Location`` URL (``?claim=...``). For SHARE_RESUME_SECONDS the
+client holding the claim fetches any ranges of the file (resumes, the whole
+file again) without counting and without the password, even once the link
+is used up; anyone else needs a count of their own. HEAD and 304 answers
+never count. An expired, revoked or used-up link is 410 for every method and
+every conditional header, but for the holder of a claim to a used-up one.
 """
 
 import hashlib
@@ -43,7 +48,7 @@ from flask import (
     url_for,
 )
 from itsdangerous import BadSignature, Signer, TimestampSigner
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash
 
 from authentication import check_for_token, hash_password, limiter, request_body
@@ -75,6 +80,8 @@ SIGNER_SALT = "lockbox.share"
 UNLOCK_SALT = "lockbox.share.unlock"
 UNLOCK_COOKIE = "lockbox_share"
 UNLOCK_SECONDS = 3600
+CLAIM_SALT = "lockbox.share.claim"
+CLAIM_COOKIE = "lockbox_claim"
 # Links a file may have at once: a bound on what one account can pile up.
 MAX_SHARES_PER_FILE = 100
 SHARE_ID = "<int:share_id>"
@@ -116,6 +123,11 @@ def _signer() -> Signer:
 def _unlock_signer() -> TimestampSigner:
     """Signs and checks the cookie that says a link's password was given."""
     return TimestampSigner(_keys(), salt=UNLOCK_SALT, digest_method=hashlib.sha256)
+
+
+def _claim_signer() -> TimestampSigner:
+    """Signs and checks a download's claim (see the module's docstring)."""
+    return TimestampSigner(_keys(), salt=CLAIM_SALT, digest_method=hashlib.sha256)
 
 
 def link_url(share: Share) -> str:
@@ -540,16 +552,24 @@ def share_download(link):
       security:
       - {}
       - sharePassword: []
-      parameters: [Link]
+      parameters:
+      - Link
+      - name: claim
+        in: query
+        required: false
+        description: The claim a counted download handed out (also sent as
+          the cookie lockbox_claim); its holder resumes without counting
+        schema: {type: string}
       responses:
         200:
-          description: The whole file (counts as a download)
+          description: The whole file. Without a claim it takes a count, and
+            the answer hands out a claim (Set-Cookie and Content-Location)
           content:
             "*/*":
               schema:
                 type: string
         206:
-          description: One byte range
+          description: One byte range; counted like a whole file without a claim
         304:
           description: Not modified
         401:
@@ -566,58 +586,79 @@ def share_download(link):
               schema: ErrorSchema
     """
     share, stored_file, owner = _open(link)
+    if holds_claim(share):
+        return file_response(stored_file)
+    if status_of(share, owner) == "used_up":
+        raise ApiError(410, GONE["used_up"])
     if share.password_hash is not None and not _unlocked(share, link):
         message = WRONG_PASSWORD if g.get("wrong_share_password") else PASSWORD_NEEDED
         raise ApiError(401, message, SHARE_CHALLENGE)
-    return file_response(stored_file, transfer=DownloadCounter(share))
+    counter = DownloadCounter(share)
+    response = file_response(stored_file, transfer=counter)
+    if counter.claim is not None:
+        _hand_over_claim(response, counter.claim, link)
+    return response
 
 
-def _address_hash(share_id: int) -> str:
-    """The client's address as the resume check keeps it: hashed with the
-    share, so the table holds no addresses."""
-    seen = f"{share_id}:{request.remote_addr}".encode()
-    return hashlib.sha256(seen).hexdigest()
+def _claim_given() -> str:
+    """The claim this request brings: ``?claim=``, else the cookie."""
+    return request.args.get("claim") or request.cookies.get(CLAIM_COOKIE, "")
+
+
+def holds_claim(share: Share) -> bool:
+    """Whether this request brings a claim to ``share`` that is still in its
+    resume window: its holder resumes without counting or a password."""
+    given = _claim_given()
+    if not given:
+        return False
+    try:
+        value = _claim_signer().unsign(
+            given, max_age=current_app.config["SHARE_RESUME_SECONDS"]
+        )
+    except BadSignature:
+        return False
+    return value.decode("ascii", "replace").partition(":")[0] == share.public_id
+
+
+def _hand_over_claim(response, claim: str, link: str) -> None:
+    """Give the client that took a count its claim: a cookie for browsers,
+    and the URL to resume from for clients without cookies (curl)."""
+    path = url_for("shares.share_download", link=link)
+    response.set_cookie(
+        CLAIM_COOKIE,
+        claim,
+        max_age=current_app.config["SHARE_RESUME_SECONDS"],
+        path=path,
+        secure=request.is_secure or current_app.config["SESSION_COOKIE_SECURE"],
+        httponly=True,
+        samesite="Lax",
+    )
+    response.headers["Content-Location"] = url_for(
+        "shares.share_download", link=link, claim=claim
+    )
 
 
 class DownloadCounter:
-    """Counts a share's downloads as module docstring says; ``file_response``
-    calls it with the body it is about to send."""
+    """Takes a share's download count for the body ``file_response`` is
+    about to send (never for HEAD or a 304), and keeps it: ``claim`` is then
+    the signed claim its client resumes with."""
 
     def __init__(self, share: Share):
-        self.share_id = share.id
-        self.address = _address_hash(share.id)
+        self.share_id, self.public_id = share.id, share.public_id
+        self.claim: str | None = None
 
-    def __call__(self, body, partial: bool):
-        """The body to send: as it is for a resume, or counted."""
-        if partial and self._resumes():
-            return body
-        download_id = self._claim()
-        return CountedBody(body, db.engine, self.share_id, download_id)
-
-    def _resumes(self) -> bool:
-        """Whether this address had a counted download in the resume window."""
-        since = utcnow() - timedelta(seconds=current_app.config["SHARE_RESUME_SECONDS"])
-        return db.session.execute(
-            db.select(
-                db.select(ShareDownload.id)
-                .where(
-                    ShareDownload.share_id == self.share_id,
-                    ShareDownload.address_hash == self.address,
-                    ShareDownload.started_at > since,
-                )
-                .exists()
-            )
-        ).scalar_one()
-
-    def _claim(self) -> int:
-        """Count one download, or answer 410 when none is left: one UPDATE
-        whose condition the database checks under the row's lock."""
-        return self._claim_in_transaction().id
+    def __call__(self, body):
+        """The body, once the count is taken (a 410 when none is left)."""
+        download = self._claim_in_transaction()
+        value = f"{self.public_id}:{download.id}"
+        self.claim = _claim_signer().sign(value).decode("ascii")
+        return body
 
     @retry_on_conflict
     def _claim_in_transaction(self) -> ShareDownload:
-        """The claim's one transaction (run again if, on a Galera cluster, a
-        claim through another node conflicted with it)."""
+        """Count one download, or answer 410 when none is left: one UPDATE
+        whose condition the database checks under the row's lock (run again
+        if, on a Galera cluster, a count through another node conflicted)."""
         now = utcnow()
         claimed = db.session.execute(
             db.update(Share)
@@ -630,40 +671,7 @@ class DownloadCounter:
         if claimed != 1:
             db.session.rollback()
             raise ApiError(410, GONE["used_up"])
-        download = ShareDownload(
-            share_id=self.share_id, address_hash=self.address, started_at=now
-        )
+        download = ShareDownload(share_id=self.share_id, started_at=now)
         db.session.add(download)
+        db.session.flush()
         return download
-
-
-class CountedBody:
-    """A download's body that gives its count back if it is not sent to the end."""
-
-    def __init__(self, body, engine, share_id: int, download_id: int):
-        self.body, self.engine, self.logger = body, engine, current_app.logger
-        self.share_id, self.download_id = share_id, download_id
-        self.finished = False
-
-    def __iter__(self):
-        yield from self.body
-        self.finished = True
-
-    def close(self) -> None:
-        """Called by the server when the response is done, sent or not."""
-        self.body.close()
-        if self.finished:
-            return
-        try:
-            with self.engine.begin() as connection:
-                connection.execute(
-                    db.delete(ShareDownload).where(ShareDownload.id == self.download_id)
-                )
-                connection.execute(
-                    db.update(Share)
-                    .where(Share.id == self.share_id, Share.downloads > 0)
-                    .values(downloads=Share.downloads - 1)
-                )
-        except SQLAlchemyError as error:
-            # The count stays taken: a lost download rather than an extra one.
-            self.logger.warning("Could not give back a share's download: %s", error)

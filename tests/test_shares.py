@@ -52,7 +52,8 @@ def link_path(share: dict) -> str:
 def share_id_of(app, path: str) -> int:
     """The id of the share whose link ``path`` (or its download path) is."""
     token = path.removeprefix("/s/").split("/")[0]
-    public_id = Signer(SECRET_KEY, salt="lockbox.share").unsign(token).decode()
+    signer = Signer(SECRET_KEY, salt="lockbox.share", digest_method=hashlib.sha256)
+    public_id = signer.unsign(token).decode()
     with app.app_context():
         return db.session.execute(
             db.select(Share.id).filter_by(public_id=public_id)
