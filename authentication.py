@@ -98,30 +98,47 @@ def sign_in_attempt() -> tuple[str | None, str]:
     return g.sign_in_attempt
 
 
+def checks_a_password() -> bool:
+    """Whether this sign-in request will check a password: a ``GET`` with
+    Basic credentials, or any ``POST`` (the sign-in page itself checks none)."""
+    if request.method != "GET":
+        return True
+    auth = request.authorization
+    return auth is not None and auth.type == "basic"
+
+
 def _login_username() -> str:
-    """The sign-in limit's key: the canonical username the attempt is for (every
-    name that cannot exist shares one key)."""
+    """The sign-in limit's key: the canonical username the attempt is for."""
     return "username:" + (sign_in_attempt()[0] or "")
 
 
-def _failed(response) -> bool:
-    """Only failed sign-ins count against the limits."""
-    return response.status_code == 401
+def _no_real_username() -> bool:
+    """A request whose name no account can have (or with none) is exempt from
+    the per-username limit: it checks nobody's password, and must never lock
+    out a real user. The per-address limit still counts it."""
+    return not checks_a_password() or sign_in_attempt()[0] is None
 
 
-TOO_MANY = "Too many failed sign-ins; wait a minute and try again"
+# Every attempt that checks a password is counted when it starts, successful
+# ones too: Flask-Limiter's hit is one atomic step of its store (memory or
+# Redis), so a limit of N lets at most N checks through however many arrive at
+# once, on every worker and instance sharing the store. A limit counted only
+# once an attempt had failed was checked at the start and counted at the end,
+# and concurrent guesses all passed the check in between. Ten a minute is
+# plenty for a person; scripts use API tokens.
+TOO_MANY = "Too many sign-in attempts; wait a minute and try again"
 # Shared by GET and POST /login: guessing one way counts against the other.
 limit_per_username = limiter.shared_limit(
     lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"],
     scope="login-username",
     key_func=_login_username,
-    deduct_when=_failed,
+    exempt_when=_no_real_username,
     error_message=TOO_MANY,
 )
 limit_per_address = limiter.shared_limit(
     lambda: current_app.config["LOGIN_LIMIT_PER_ADDRESS"],
     scope="login-address",
-    deduct_when=_failed,
+    exempt_when=lambda: not checks_a_password(),
     error_message=TOO_MANY,
 )
 

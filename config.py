@@ -123,6 +123,9 @@ def from_environment(instance_path: str) -> dict:
         or "100 per minute",
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI")
         or DEFAULT_LIMIT_STORAGE,
+        # Put before every key in that store: sites that share one Redis keep
+        # their counts apart (every instance of one site uses the same).
+        "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX") or "",
         # The flash-message cookie is never sent along with a request another
         # site starts; it is also Secure on HTTPS requests (security.py).
         "SESSION_COOKIE_SAMESITE": "Lax",

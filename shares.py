@@ -96,7 +96,7 @@ GONE = {
 SHARE_CHALLENGE = {"WWW-Authenticate": 'Basic realm="Share"'}
 PASSWORD_NEEDED = "This link needs its password"
 WRONG_PASSWORD = "Wrong password for this link"
-TOO_MANY = "Too many wrong passwords; wait a minute and try again"
+TOO_MANY = "Too many password attempts; wait a minute and try again"
 
 
 @bp.app_template_filter("duration")
@@ -399,9 +399,18 @@ def _unlocked(share: Share, link: str) -> bool:
     return value.decode("ascii", "replace") == share.public_id
 
 
-def _wrong_password(response) -> bool:
-    """Only wrong passwords count against the limits."""
-    return response.status_code == 401 and g.get("wrong_share_password", False)
+def _checks_no_password() -> bool:
+    """Whether this request on a link will check no password, and so counts
+    against no password limit: only a form post of the page, or a download
+    with Basic credentials and no claim (whose holder needs no password),
+    checks one. Worked out from the request alone, before any query."""
+    if request.method == "POST":
+        return False
+    auth = request.authorization
+    if auth is None or auth.type != "basic":
+        return True
+    public_id = _public_id((request.view_args or {}).get("link", ""))
+    return public_id is not None and _claim_names(public_id)
 
 
 def _link_key() -> str:
@@ -410,18 +419,20 @@ def _link_key() -> str:
     return "share:" + link.partition(".")[0][:32]
 
 
+# Every password check is counted when it starts, right or wrong, as sign-ins
+# are (authentication.py says why): a limit of N allows at most N checks.
 limit_per_link = limiter.shared_limit(
     lambda: current_app.config["SHARE_PASSWORD_LIMIT"],
     scope="share-password",
     key_func=_link_key,
-    deduct_when=_wrong_password,
+    exempt_when=_checks_no_password,
     error_message=TOO_MANY,
 )
 # The same per-address count as sign-ins: one budget for guessing passwords.
 limit_per_address = limiter.shared_limit(
     lambda: current_app.config["LOGIN_LIMIT_PER_ADDRESS"],
     scope="login-address",
-    deduct_when=_wrong_password,
+    exempt_when=_checks_no_password,
     error_message=TOO_MANY,
 )
 
@@ -608,6 +619,11 @@ def _claim_given() -> str:
 def holds_claim(share: Share) -> bool:
     """Whether this request brings a claim to ``share`` that is still in its
     resume window: its holder resumes without counting or a password."""
+    return _claim_names(share.public_id)
+
+
+def _claim_names(public_id: str) -> bool:
+    """Whether the request's claim is valid and names this link."""
     given = _claim_given()
     if not given:
         return False
@@ -617,7 +633,7 @@ def holds_claim(share: Share) -> bool:
         )
     except BadSignature:
         return False
-    return value.decode("ascii", "replace").partition(":")[0] == share.public_id
+    return value.decode("ascii", "replace").partition(":")[0] == public_id
 
 
 def _hand_over_claim(response, claim: str, link: str) -> None:

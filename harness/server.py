@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import requests
@@ -52,9 +53,15 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # A value of None takes the variable out of the server's environment.
+        # Limits kept in a shared store (Redis) are this server's own, unless
+        # the caller says otherwise: other servers' counts never reach it.
         self.env = {
             name: value
-            for name, value in {**os.environ, **env}.items()
+            for name, value in {
+                "RATELIMIT_KEY_PREFIX": f"server-{uuid.uuid4().hex[:12]}",
+                **os.environ,
+                **env,
+            }.items()
             if value is not None
         }
         # gunicorn reads ./gunicorn.conf.py (the shipped settings) by itself;

@@ -135,6 +135,7 @@ class Topology:
         self.db_password = secrets.token_urlsafe(18)
         self.secret_key = secrets.token_urlsafe(48)
         self.metrics_token = secrets.token_urlsafe(24)
+        self.limit_prefix = f"cluster-{secrets.token_hex(6)}"
         self.extra_env = env or {}
         self.apps: list[AppInstance] = []
         self.instance_count = instances
@@ -153,6 +154,8 @@ class Topology:
             "DATABASE_URL": self.database_url(node),
             "SECRET_KEY": self.secret_key,
             "RATELIMIT_STORAGE_URI": REDIS_URL,
+            # Every instance of this site shares its counts, and no other's.
+            "RATELIMIT_KEY_PREFIX": self.limit_prefix,
             "TRUSTED_PROXIES": "1",
             "METRICS_TOKEN": self.metrics_token,
             "WEB_CONCURRENCY": "2",

@@ -20,7 +20,7 @@ def test_failed_logins_for_one_username_are_limited(auth, client):
         assert fail(client).status_code == 401
     response = fail(client)
     assert response.status_code == 429
-    assert "Too many failed sign-ins" in response.get_json()["message"]
+    assert "Too many sign-in attempts" in response.get_json()["message"]
     assert int(response.headers["Retry-After"]) > 0
     # Locked even with the right password, until the minute is over.
     assert auth.login().status_code == 429
