@@ -1,15 +1,36 @@
-"""What Lockbox asks of a MariaDB Galera cluster, on every connection it opens.
+"""What Lockbox asks of a MariaDB Galera cluster, and how it answers when the
+cluster changes shape.
 
-Galera applies a transaction committed on one node to the others a moment
-later. Without more, a file answered 201 through one node may not be listed
-yet through another, and a token revoked through one may still open the
-account through another. So every connection to MariaDB sets
-``wsrep_sync_wait`` (GALERA_SYNC_WAIT, 1 by default: reads): before a read,
-the node waits until it has applied everything the cluster had committed when
-the read began. Acknowledged means visible everywhere, against any cluster
-with stock settings, because the app asks for it itself. On a MariaDB server
-without Galera the setting does nothing; a MySQL server that has no such
-variable is left as it is.
+Causal reads. Galera applies a transaction committed on one node to the
+others a moment later: without more, a file answered 201 through one node may
+not be listed yet through another, and a token revoked through one may still
+open the account through another. So each request, before its first
+statement, waits until its node has applied everything the cluster had
+committed: one causal read (``SELECT 1`` with ``wsrep_sync_wait`` =
+GALERA_SYNC_WAIT, 1 by default). Its own statements then read the node
+locally (``wsrep_sync_wait`` 0 on every connection): the node's applied state
+only moves forward, so they see at least what the cluster had committed when
+the request began. Acknowledged means visible everywhere, on a cluster with
+stock settings, because the app asks for it itself.
+
+A bounded wait. A node that dies without a word (a power cut, a kernel
+panic) stops every commit and every causal read on the survivors until
+Galera gives up on it: 5 to 15 s with its stock settings. Nothing on the
+server side cuts a causal read short (``max_statement_time``, ``KILL QUERY``
+and ``repl.causal_read_timeout`` all wait the stall out; docs/deploy.md), so
+the causal read runs on a connection of its own with a client-side read
+timeout, GALERA_SYNC_TIMEOUT (10 s by default): past it the request answers
+503, and nginx tries the next instance. Everything else a request reads is
+local and cannot stall. Writes wait for the cluster as long as it takes, as
+they must: a commit cut short by a client timeout would leave its outcome
+unknown.
+
+Nodes that are not ready. A node outside the primary component, or still
+catching up as it rejoins, refuses every statement on a table with 1047
+("WSREP has not yet prepared node for application use"), its rollbacks too,
+and a commit it cannot replicate with 1180. Such a connection is treated as
+lost: SQLAlchemy replaces it, the request answers 503 (or is retried, for the
+writes models.retry_on_conflict runs), and nothing is logged as a bug.
 
 Conflicting writes through different nodes (certification failures) surface
 as deadlock errors at commit; models.retry_on_conflict runs the transaction
@@ -20,10 +41,10 @@ cluster's primary component and synced, so that a balancer drains a node that
 is not.
 """
 
-from flask import current_app
-from sqlalchemy import event, text
+from flask import current_app, g, has_app_context
+from sqlalchemy import create_engine, event, text
 
-from models import db
+from models import CLUSTER_CHANGE_ERROR_CODES, db, error_code
 
 # A node fit to serve: part of the primary component, and caught up.
 SERVING_STATES = {("Primary", "Synced")}
@@ -31,6 +52,10 @@ STATE_QUERY = text(
     "SET STATEMENT wsrep_sync_wait = 0 FOR SHOW GLOBAL STATUS WHERE Variable_name "
     "IN ('wsrep_cluster_status', 'wsrep_local_state_comment')"
 )
+# Set on a pooled connection's record when its server is a Galera node.
+GALERA = "lockbox.galera"
+# Set on ``g`` once the request (or command) has caught up with the cluster.
+CAUGHT_UP = "galera_caught_up"
 
 
 def _is_mysql(engine) -> bool:
@@ -38,24 +63,94 @@ def _is_mysql(engine) -> bool:
 
 
 def init_app(app) -> None:
-    """Ask every new MariaDB connection for causal reads (GALERA_SYNC_WAIT)."""
-    sync_wait = app.config["GALERA_SYNC_WAIT"]
-    logger = app.logger
+    """On MariaDB: local reads on every connection, one bounded causal read
+    before each request's first statement, and connections to a node that is
+    not ready treated as lost."""
     with app.app_context():
         engine = db.engine
     if not _is_mysql(engine):
         return
+    logger = app.logger
 
-    @event.listens_for(engine, "connect")
-    def causal_reads(dbapi_connection, connection_record):
+    def read_locally(dbapi_connection, connection_record) -> None:
+        """Note whether the server is a Galera node; if so, this connection's
+        reads wait for nobody (the request's causal read did)."""
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"SET SESSION wsrep_sync_wait = {int(sync_wait)}")
+            cursor.execute("SELECT @@wsrep_on")
+            galera = bool(cursor.fetchone()[0])
+            if galera:
+                cursor.execute("SET SESSION wsrep_sync_wait = 0")
         except Exception as error:  # noqa: BLE001 - each driver has its own class
             # A MySQL server without Galera's variables: nothing to ask.
-            logger.debug("wsrep_sync_wait not set: %s", error)
+            logger.debug("Not a Galera node: %s", error)
+            galera = False
         finally:
             cursor.close()
+        connection_record.info[GALERA] = galera
+
+    event.listen(engine, "connect", read_locally)
+    event.listen(engine, "handle_error", _not_ready_is_lost)
+    sync_wait = app.config["GALERA_SYNC_WAIT"]
+    if not sync_wait:
+        return
+    options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+    options["connect_args"] = {
+        **options.get("connect_args", {}),
+        "read_timeout": app.config["GALERA_SYNC_TIMEOUT"],
+    }
+    # Its connections only ever run the causal read: nothing to roll back
+    # when one goes back to the pool, and one that failed is dropped (on a
+    # node that is not ready even its rollback would fail).
+    options["pool_reset_on_return"] = None
+    catch_up_engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], **options)
+    event.listen(catch_up_engine, "handle_error", _drop_the_connection)
+    app.extensions["lockbox.catch_up"] = catch_up_engine
+    statement = text(f"SET STATEMENT wsrep_sync_wait = {int(sync_wait)} FOR SELECT 1")
+    timeout = app.config["GALERA_SYNC_TIMEOUT"]
+
+    def catch_up_first(dbapi_connection, connection_record, connection_proxy):
+        """Before the request's first statement on a Galera node: the causal
+        read, on its own connection, bounded by GALERA_SYNC_TIMEOUT."""
+        if (
+            not connection_record.info.get(GALERA)
+            or not has_app_context()
+            or g.get(CAUGHT_UP)
+        ):
+            return
+        try:
+            with catch_up_engine.connect() as connection:
+                connection.execute(statement)
+        except Exception:
+            logger.warning(
+                "The cluster did not answer a causal read within %s s", timeout
+            )
+            raise
+        setattr(g, CAUGHT_UP, True)
+
+    event.listen(engine, "checkout", catch_up_first)
+
+
+def _not_ready_is_lost(context) -> None:
+    """A node that is not ready (1047, 1180) refuses the connection's every
+    statement, its rollback too: SQLAlchemy is told to replace the
+    connection (ExceptionContext.is_disconnect), not the whole pool."""
+    error = context.sqlalchemy_exception
+    if error is not None and error_code(error) in CLUSTER_CHANGE_ERROR_CODES:
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = False
+
+
+def _drop_the_connection(context) -> None:
+    """Whatever went wrong with a causal read, its connection is replaced."""
+    context.is_disconnect = True
+    context.invalidate_pool_on_disconnect = False
+
+
+def skip_catch_up() -> None:
+    """This request reads nothing another node may have written (the node's
+    own state, for /healthz): its statements need no causal read first."""
+    setattr(g, CAUGHT_UP, True)
 
 
 def node_state() -> tuple[bool, str | None]:

@@ -109,9 +109,13 @@ def from_environment(instance_path: str) -> dict:
         # whether one may be made that never expires.
         "PAT_DEFAULT_SECONDS": _int_from_env("PAT_DEFAULT_SECONDS", 90 * DAY),
         "PAT_ALLOW_NO_EXPIRY": _flag_from_env("PAT_ALLOW_NO_EXPIRY"),
-        # Galera's causal reads, asked for on every MariaDB connection
-        # (cluster.py): 1 waits before reads; 0 turns it off.
+        # Galera's causal read before each request's first statement
+        # (cluster.py): the wsrep_sync_wait it runs with, 1 by default; 0
+        # turns it off. It waits at most GALERA_SYNC_TIMEOUT seconds: past
+        # that, while the cluster waits for a node that died, the request
+        # answers 503.
         "GALERA_SYNC_WAIT": _int_from_env("GALERA_SYNC_WAIT", 1, minimum=0),
+        "GALERA_SYNC_TIMEOUT": _int_from_env("GALERA_SYNC_TIMEOUT", 10),
         # GET /metrics answers only to this Bearer token; unset: 404.
         "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
         "TRUSTED_PROXIES": _int_from_env("TRUSTED_PROXIES", 0, minimum=0),

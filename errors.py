@@ -8,6 +8,7 @@ from sqlalchemy.exc import (
     DisconnectionError,
     InterfaceError,
     OperationalError,
+    SQLAlchemyError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -118,12 +119,24 @@ def handle_http_error(error: HTTPException):
     return error_response(error.code or 500, _message_for(error), headers)
 
 
+def rollback_quietly() -> None:
+    """Undo the request's half-done transaction. When even the rollback fails
+    (the connection is unusable: a server gone, a Galera node not ready), the
+    session's connections are dropped instead, and the pool replaces them."""
+    try:
+        db.session.rollback()
+    except SQLAlchemyError as error:
+        current_app.logger.warning("Rollback failed, connection dropped: %s", error)
+        # The request's Session itself: scoped_session does not proxy it.
+        db.session().invalidate()
+
+
 def handle_unexpected_error(error: Exception):
     """Log a bug, undo the half-done transaction, and answer 500 without details.
 
     HTTP errors never reach here: Flask picks the more specific handler above.
     """
-    db.session.rollback()
+    rollback_quietly()
     current_app.logger.exception(
         "Unhandled error on %s %s", request.method, request.path
     )
@@ -153,7 +166,7 @@ def handle_database_error(error: DBAPIError | DisconnectionError | PoolTimeoutEr
     """The database did not answer: a 503 the client may retry, not a 500."""
     if not database_unavailable(error):
         return handle_unexpected_error(error)
-    db.session.rollback()
+    rollback_quietly()
     retry = {"Retry-After": "1"}
     if isinstance(error, DBAPIError) and is_conflict(error):
         # Still conflicting after retry_on_conflict's attempts: the data is
@@ -168,9 +181,20 @@ def handle_database_error(error: DBAPIError | DisconnectionError | PoolTimeoutEr
     return error_response(503, "Database unavailable", {"Retry-After": "5"})
 
 
+def end_transaction(exception=None) -> None:
+    """At the end of every request and command, before Flask-SQLAlchemy puts
+    the session away: undo what is left open, quietly. A rollback that fails
+    there (a Galera node that stopped being ready during the request) would
+    otherwise escape the request as an error of the server's."""
+    rollback_quietly()
+
+
 def init_app(app):
-    """Register the error handlers on the app, and its JSON parser."""
+    """Register the error handlers on the app, its JSON parser, and the end
+    of each request's transaction (after Flask-SQLAlchemy's own teardown is
+    registered, so that it runs first)."""
     app.json = JSONProvider(app)
+    app.teardown_appcontext(end_transaction)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(DBAPIError, handle_database_error)
     app.register_error_handler(DisconnectionError, handle_database_error)

@@ -20,7 +20,7 @@ from werkzeug.exceptions import ClientDisconnected
 from authentication import check_for_token
 from downloads import file_response
 from errors import ApiError, load_or_400, no_content, wants_html
-from models import StoredFile, db
+from models import StoredFile, db, retry_on_conflict
 from multipart import UploadReceiver
 from quotas import account_usage
 from schemas import (
@@ -240,10 +240,18 @@ def delete_file(file_id):
           description: Deleted
         404: NotFound
     """
-    owned_file_or_404(file_id)
-    delete_stored_files(StoredFile.id == file_id)
-    db.session.commit()
+    delete_owned_file(file_id)
     return no_content()
+
+
+@retry_on_conflict
+def delete_owned_file(file_id: int) -> StoredFile:
+    """Delete one of the caller's files with its chunks (committed); run again
+    when, on a Galera cluster, a change to the same account through another
+    node (an upload finishing, say) conflicted with it."""
+    stored_file = owned_file_or_404(file_id)
+    delete_stored_files(StoredFile.id == file_id)
+    return stored_file
 
 
 @bp.post(f"/files/{FILE_ID}/delete")
@@ -262,11 +270,10 @@ def delete_file_form(file_id):
           description: Deleted; back to the page
         404: NotFound
     """
-    stored_file = owned_file_or_404(file_id)
     if request.form.get("confirm") != "yes":
+        stored_file = owned_file_or_404(file_id)
         return render_template("confirm_delete.html", file=stored_file)
-    delete_stored_files(StoredFile.id == file_id)
-    db.session.commit()
+    stored_file = delete_owned_file(file_id)
     flash(f"file {stored_file.filename} deleted", "success")
     return redirect(url_for("files.index"), 303)
 

@@ -162,7 +162,8 @@ CLUSTER_CHANGE_ERROR_CODES = {1180, 1047}
 CONFLICT_ATTEMPTS = 6
 
 
-def _error_code(error: DBAPIError) -> int | None:
+def error_code(error: DBAPIError) -> int | None:
+    """The database's own number for the error (MySQL/MariaDB), if any."""
     orig = error.orig
     code = getattr(orig, "errno", None)  # MariaDB Connector/Python
     if code is None and orig is not None and orig.args:
@@ -172,13 +173,13 @@ def _error_code(error: DBAPIError) -> int | None:
 
 def is_conflict(error: DBAPIError) -> bool:
     """Whether the database undid a transaction for a conflict with another one."""
-    return _error_code(error) in CONFLICT_ERROR_CODES
+    return error_code(error) in CONFLICT_ERROR_CODES
 
 
 def is_retryable(error: DBAPIError) -> bool:
     """Whether running the transaction again is the answer: a conflict, or a
     Galera cluster changing shape under it."""
-    return _error_code(error) in CONFLICT_ERROR_CODES | CLUSTER_CHANGE_ERROR_CODES
+    return error_code(error) in CONFLICT_ERROR_CODES | CLUSTER_CHANGE_ERROR_CODES
 
 
 def retry_pause(attempt: int) -> None:

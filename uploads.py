@@ -549,11 +549,20 @@ def terminate_upload():
         410: UploadExpired
         412: TusVersion
     """
-    if g.upload.stored_file.complete:
-        # The file is an ordinary one now: only the upload's URL is forgotten;
-        # the file goes with DELETE /files/<id> (an account token's job).
-        db.session.delete(g.upload)
-    else:
-        storage.delete_stored_files(StoredFile.id == g.upload.file_id)
-    db.session.commit()
+    upload_id, file_id = g.upload.id, g.upload.file_id
+    finished = g.upload.stored_file.complete
+
+    @retry_on_conflict
+    def terminate() -> None:
+        if finished:
+            # The file is an ordinary one now: only the upload's URL is
+            # forgotten; the file goes with DELETE /files/<id> (an account
+            # token's job).
+            db.session.execute(
+                db.delete(ResumableUpload).where(ResumableUpload.id == upload_id)
+            )
+        else:
+            storage.delete_stored_files(StoredFile.id == file_id)
+
+    terminate()
     return no_content()
