@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 import authentication
-from helpers import PASSWORD, SECRET_KEY, basic_auth, make_token
+from helpers import PASSWORD, SECRET_KEY, basic_auth, bearer, make_token, uploaded
 from models import User, db
 
 
@@ -336,7 +336,36 @@ def test_same_site_and_non_browser_sign_in_posts_work(auth, client, headers):
 def test_deeply_nested_json_is_a_400(client, path, body):
     response = client.post(path, data=body, content_type="application/json")
     assert response.status_code == 400
-    assert response.get_json() == {"message": "The body must be a JSON object"}
+    assert response.get_json() == {
+        "message": "The body is not valid JSON: it is nested too deeply"
+    }
+
+
+LONE_SURROGATE = "\\ud800"  # as JSON writes it: a UTF-16 half with no other half
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/login", '{"username": "alice", "password": "%s"}'),
+        ("/login", '{"username": "%s", "password": "x"}'),
+        ("/refresh", '{"refresh_token": "%s"}'),
+        ("/tokens", '{"name": "ci %s", "scopes": ["files:read"]}'),
+        ("/files/{id}/shares", '{"password": "long enough %s"}'),
+    ],
+)
+def test_a_lone_surrogate_in_json_is_a_clear_400(client, token, path, body):
+    file_id = uploaded(client, token)["id"]
+    response = client.post(
+        path.format(id=file_id),
+        data=body % LONE_SURROGATE,
+        content_type="application/json",
+        headers=bearer(token),
+    )
+    assert response.status_code == 400
+    message = response.get_json()["message"]
+    assert message.startswith("The body is not valid JSON"), message
+    assert "surrogate" in message and "codec" not in message, message
 
 
 def test_session_cookie_is_same_site_lax(auth, client):

@@ -54,3 +54,25 @@ def test_app_log_is_redacted(app, caplog):
     app.logger.info("client sent Authorization: Bearer %s", "secret.jwt.value")
     assert "secret.jwt.value" not in caplog.text
     assert "Bearer [redacted]" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("message", "written"),
+    [
+        ("GET /x\nFORGED line", "GET /x\\nFORGED line"),
+        ("a\r\nb", "a\\r\\nb"),
+        ("bell\x07 and escape\x1b[2J", "bell\\x07 and escape\\x1b[2J"),
+        (
+            "next line\x85 and separators \u2028\u2029",
+            "next line\\x85 and separators \\u2028\\u2029",
+        ),
+        ("bidi \u202e reversed \u2066", "bidi \\u202e reversed \\u2066"),
+        ("tab\tstays, ünïcödé stays", "tab\tstays, ünïcödé stays"),
+    ],
+)
+@pytest.mark.one_database
+def test_control_characters_are_escaped_in_every_record(app, caplog, message, written):
+    with caplog.at_level(logging.INFO):
+        app.logger.info("seen: %s", message)
+    records = [r for r in caplog.records if "seen:" in r.getMessage()]
+    assert [r.getMessage() for r in records] == [f"seen: {written}"]

@@ -71,10 +71,10 @@ def screenshot(page, name):
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def sign_in(page, site, password=PASSWORD):
-    """Sign in as alice through the sign-in page."""
+def sign_in(page, site, password=PASSWORD, username="alice"):
+    """Sign in (as alice) through the sign-in page."""
     page.goto(site.url + "/login")
-    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     # Wait for the next page and its script, so that no click races them.
     with page.expect_navigation():
@@ -382,6 +382,46 @@ def test_an_upload_resumes_after_a_page_reload(page, site, tmp_path):
     digest = downloaded_sha256(page, site, source.name, tmp_path)
     assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
     page.reload()
+    expect(page.locator("#resume-note")).to_be_hidden()
+
+
+def test_stored_upload_urls_belong_to_the_account_and_go_with_sign_out(
+    page, site, tmp_path
+):
+    app = make_app(site.env["DATABASE_URL"])
+    with app.app_context():
+        known = db.session.execute(db.select(User).filter_by(username="bob")).first()
+    if known is None:
+        AuthActions(app, app.test_client()).create_user("bob")
+    sign_in(page, site)
+    source = tmp_path / f"shared-machine-{uuid.uuid4().hex[:6]}.bin"
+    source.write_bytes(os.urandom(12 * 1024 * 1024))
+    throttle_uploads(page, 4 * 1024 * 1024)
+    page.set_input_files("#inputFile", str(source))
+    page.get_by_role("button", name="Upload").click()
+    wait_for_progress(page, 10)
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#upload-list li .state")).to_have_text("paused")
+    assert page.evaluate("() => localStorage.length") > 0
+    # Bob signs in on the same browser (alice never signed out): nothing of
+    # alice's is offered to him, and the same file goes to his account anew.
+    sign_in(page, site, username="bob")
+    expect(page.locator(".who")).to_contain_text("bob")
+    expect(page.locator("#resume-note")).to_be_hidden()
+    offsets = patch_offsets(page)
+    page.set_input_files("#inputFile", str(source))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-result")).to_have_text(
+        f"file {source.name} uploaded successfully", timeout=60_000
+    )
+    assert offsets and offsets[0] == 0, offsets
+    expect(row_for(page, source.name)).to_have_count(1)
+    # Signing out leaves no upload's address behind in the browser.
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
+    assert page.evaluate("() => Object.keys(localStorage)") == []
+    sign_in(page, site)
+    expect(row_for(page, source.name)).to_have_count(0)
     expect(page.locator("#resume-note")).to_be_hidden()
 
 

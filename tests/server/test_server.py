@@ -387,3 +387,30 @@ def test_each_request_is_logged_once_with_its_id_and_no_secret(sqlite_site):
         assert f"GET {path} 200 " in lines[0]
     assert token not in output and token.split(".")[2] not in output
     assert '" 200 ' not in output  # no gunicorn access line ("GET / HTTP/1.1" 200)
+
+
+def test_control_characters_cannot_forge_a_log_line(sqlite_site):
+    """A path, header or name with a line break in it stays on its own line,
+    escaped: nobody can write a line of their own into the log."""
+    site = sqlite_site
+    forged = "FORGED 2026-01-01 00:00:00,000 INFO [x] app: GET / 200"
+    path = "/x%0a" + forged.replace(" ", "%20") + "%0d%0a%1b[31m"
+    head, _ = raw_exchange(
+        site.port,
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Request-ID: forging\r\n\r\n".encode(),
+    )
+    assert head.startswith(b"HTTP/1.1 404 "), head
+    requests.get(
+        site.url + "/login",
+        auth=("alice\nFORGED sign-in", "x"),
+        headers={"X-Request-ID": "forging-name"},
+        timeout=10,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "forging-name" not in site.output_so_far():
+        time.sleep(0.05)
+    output = site.output_so_far()
+    assert not [line for line in output.splitlines() if line.startswith("FORGED")]
+    assert "\x1b" not in output and "\r" not in output
+    [line] = [line for line in output.splitlines() if "[forging]" in line]
+    assert "GET /x\\nFORGED 2026-01-01" in line and "\\r\\n\\x1b[31m 404 " in line
