@@ -6,17 +6,29 @@ requests) stands in front, see docs/deploy.md.
 
 import json
 import os
+import shutil
 import tempfile
 
 from dotenv import load_dotenv
-from gunicorn import util
-from prometheus_client import multiprocess
-
-from config import DEFAULT_LIMIT_STORAGE, limit_storage_is_shared
-from logs import GunicornLogger
 
 # The same .env the app reads (create_app), for the settings read here.
 load_dotenv(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env"))
+
+# GET /metrics adds up every worker's numbers from files in one directory
+# (prometheus-client's multiprocess mode). prometheus-client decides where a
+# process keeps its numbers when it is first imported, so the directory is
+# named here, before anything imports it, and before the workers are forked,
+# so that each of them inherits it. One this server makes is its own: emptied
+# at the start, removed at the stop (an operator's own is only emptied).
+METRICS_DIR_MADE = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if METRICS_DIR_MADE:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lockbox-metrics-")
+
+from gunicorn import util  # noqa: E402
+from prometheus_client import multiprocess  # noqa: E402
+
+from config import DEFAULT_LIMIT_STORAGE, limit_storage_is_shared  # noqa: E402
+from logs import GunicornLogger  # noqa: E402
 
 bind = os.environ.get("LOCKBOX_BIND", "127.0.0.1:8000")
 
@@ -47,13 +59,6 @@ graceful_timeout = 120
 keepalive = 5
 
 
-# GET /metrics adds up every worker's numbers from files in one directory
-# (prometheus-client's multiprocess mode). Set here, before the workers are
-# forked, so that each of them inherits it; emptied at every start.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lockbox-metrics-")
-
-
 def child_exit(server, worker):
     """A worker that exits leaves its counts behind, for the totals."""
     multiprocess.mark_process_dead(worker.pid)
@@ -66,6 +71,7 @@ def on_starting(server):
     for name in os.listdir(metrics_dir):
         if name.endswith(".db"):
             os.remove(os.path.join(metrics_dir, name))
+    server.log.info("Metrics of every worker: %s", metrics_dir)
     if server.cfg.workers > 1 and not LIMITS_SHARED:
         raise SystemExit(
             f"Lockbox cannot start {server.cfg.workers} workers with sign-in limits "
@@ -78,6 +84,12 @@ def on_starting(server):
             "Sign-in limits are counted in memory: one worker. Set "
             "RATELIMIT_STORAGE_URI=redis://... to run more."
         )
+
+
+def on_exit(server):
+    """The metrics directory this server made goes with it."""
+    if METRICS_DIR_MADE:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def write_json_error(sock, status_int, reason, mesg):

@@ -1,11 +1,14 @@
-"""Logging: one line per request with its id, text or JSON, and no secrets.
+"""Logging: one line per request with its id, text or JSON, no secrets, and
+no line anybody but the app wrote.
 
 This module owns every log the app and its servers write: the format (text,
 or JSON with ``LOG_FORMAT=json``), the request id on every record, the one
 line each request gets once its answer has been sent (gunicorn's own access
 log is off, see gunicorn.conf.py, and the development server's request lines
-are dropped), and the redaction of tokens and credentials, applied to the
-app's logger, the development server's and gunicorn's alike.
+are dropped), the redaction of tokens and credentials, and the escaping of
+control characters (a path or a name with a line break in it stays on its
+line), applied to the app's logger, the development server's and gunicorn's
+alike.
 """
 
 import logging
@@ -58,6 +61,32 @@ ANY_SECRET = re.compile(
 )
 
 
+# Characters that would start a line of someone else's making in the log, or
+# change what a terminal shows: C0 and C1 controls (but the tab), DEL, the
+# Unicode line and paragraph separators, and the bidirectional overrides.
+CONTROL = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match) -> str:
+    """One control character as Python writes it in a string: \\n, \\x1b, \\u2028."""
+    character = match.group()
+    if character in NAMED_ESCAPES:
+        return NAMED_ESCAPES[character]
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped: a value that came from a
+    request (a path, a name, a header) stays on its log line."""
+    if CONTROL.search(text) is None:
+        return text
+    return CONTROL.sub(_escape, text)
+
+
 def redact(text: str) -> str:
     """``text`` with token values, credentials, upload keys and share links
     replaced."""
@@ -76,14 +105,16 @@ class RequestLine(logging.LogRecord):
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that takes tokens out of every record it passes."""
+    """A logging filter that takes tokens out of every record it passes, and
+    escapes its control characters."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message with secrets redacted; never drop it."""
+        """Rewrite the record's message with secrets redacted and control
+        characters escaped; never drop it."""
         if isinstance(record, RequestLine):
-            return True  # redacted as it was made
+            return True  # redacted and escaped as it was made
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = printable(redact(message))
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
@@ -163,7 +194,9 @@ def _finish_request(response):
             # Made and handed to the handlers directly: logger.info would first
             # walk the stack for the caller's file and line, which this line
             # never shows (docs/benchmarks.md).
-            record = RequestLine(logger.name, logging.INFO, __file__, 0, redact(line))
+            record = RequestLine(
+                logger.name, logging.INFO, __file__, 0, printable(redact(line))
+            )
             record.request_id = request_id
             logger.handle(record)
         if observers:
@@ -201,7 +234,7 @@ class GunicornLogger(GunicornBaseLogger):
         """The access log's fields redacted, should someone turn it on."""
         atoms = super().atoms(resp, req, environ, request_time)
         return {
-            name: redact(value) if isinstance(value, str) else value
+            name: printable(redact(value)) if isinstance(value, str) else value
             for name, value in atoms.items()
         }
 

@@ -58,13 +58,18 @@ RETRIES = Counter(
 UPLOAD_FAILURES = Counter(
     "lockbox_upload_failures_total", "Uploads that ended without a file."
 )
-# The route of a request no rule matched: never the path, whose variety
-# would make a new series per URL.
+# Every label takes a bounded set of values, whatever the requests: each new
+# value is a series kept for good in every worker, so invented methods or
+# paths would grow the workers without end. The route of a request no rule
+# matched is never its path; a method HTTP does not define, or a status
+# outside 100-599, is "other".
 UNMATCHED = "<unmatched>"
+OTHER = "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @functools.lru_cache(maxsize=1024)
-def _series(route: str, method: str, status: int) -> tuple:
+def _series(route: str, method: str, status: int | str) -> tuple:
     """The request counter and the latency histogram of one kind of request.
 
     Looked up once, not on every request: ``labels()`` checks its values and
@@ -75,7 +80,9 @@ def _series(route: str, method: str, status: int) -> tuple:
 def _count(answered) -> None:
     """Count a request once its answer has been sent (logs.after_each_answer)."""
     route = UNMATCHED if answered.route is None else answered.route
-    requests, latency = _series(route, answered.method, answered.status)
+    method = answered.method if answered.method in METHODS else OTHER
+    status = answered.status if 100 <= answered.status <= 599 else OTHER
+    requests, latency = _series(route, method, status)
     requests.inc()
     latency.observe(answered.seconds)
 

@@ -28,6 +28,9 @@
   const table = document.getElementById("file-table");
   const emptyNote = document.getElementById("empty-note");
   const token = new URL(form.action).searchParams.get("token");
+  // Whose page this is: the addresses of unfinished uploads this browser keeps
+  // are the signed-in account's alone (see AccountUrlStorage).
+  const account = form.dataset.account;
   // A piece per PATCH: big enough to be fast, small enough that a retry
   // repeats little.
   const CHUNK_SIZE = 8 * 1024 * 1024;
@@ -72,6 +75,48 @@
     return; // the plain form upload stays
   }
   fileInput.multiple = true;
+
+  // Where tus-js-client keeps the address of each unfinished upload, to resume
+  // it after a reload: the browser's localStorage, under keys of this account
+  // alone (tus-js-client's urlStorage interface). Another account signed in on
+  // the same browser is never offered them, and signing out removes them all
+  // (session.js).
+  function AccountUrlStorage(owner) {
+    this.prefix = "lockbox.uploads::" + owner + "::";
+  }
+  AccountUrlStorage.prototype._entries = function (prefix) {
+    const found = [];
+    for (let index = 0; index < localStorage.length; index += 1) {
+      const key = localStorage.key(index);
+      if (key && key.startsWith(prefix)) {
+        try {
+          const entry = JSON.parse(localStorage.getItem(key));
+          entry.urlStorageKey = key;
+          found.push(entry);
+        } catch (error) {
+          localStorage.removeItem(key); // not ours to read: dropped
+        }
+      }
+    }
+    return Promise.resolve(found);
+  };
+  AccountUrlStorage.prototype.findAllUploads = function () {
+    return this._entries(this.prefix);
+  };
+  AccountUrlStorage.prototype.findUploadsByFingerprint = function (fingerprint) {
+    return this._entries(this.prefix + fingerprint + "::");
+  };
+  AccountUrlStorage.prototype.removeUpload = function (urlStorageKey) {
+    localStorage.removeItem(urlStorageKey);
+    return Promise.resolve();
+  };
+  AccountUrlStorage.prototype.addUpload = function (fingerprint, upload) {
+    const key =
+      this.prefix + fingerprint + "::" + Math.round(Math.random() * 1e12);
+    localStorage.setItem(key, JSON.stringify(upload));
+    return Promise.resolve(key);
+  };
+  const urlStorage = window.tus.canStoreURLs ? new AccountUrlStorage(account) : null;
 
   function humanSize(bytes) {
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -219,7 +264,8 @@
       chunkSize: CHUNK_SIZE,
       retryDelays: RETRY_DELAYS,
       metadata: { filename: file.name, filetype: file.type, description: note },
-      storeFingerprintForResuming: true,
+      urlStorage: urlStorage || undefined,
+      storeFingerprintForResuming: urlStorage !== null,
       removeFingerprintOnSuccess: true,
       // The account token creates the upload; its URL then carries a key of
       // its own, so an upload outlives the token.
@@ -266,6 +312,10 @@
 
   FileUpload.prototype.start = function () {
     const upload = this.upload;
+    if (!urlStorage) {
+      upload.start();
+      return;
+    }
     // The same file chosen again after a reload goes on where it stopped.
     upload.findPreviousUploads().then((previous) => {
       if (previous.length) {
@@ -395,7 +445,10 @@
   });
 
   // Uploads a reload interrupted: choosing the same file again resumes it.
-  window.tus.defaultOptions.urlStorage
+  if (!urlStorage) {
+    return;
+  }
+  urlStorage
     .findAllUploads()
     .then((unfinished) => {
       if (unfinished.length) {
