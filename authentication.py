@@ -621,10 +621,14 @@ def login():
 
 
 def request_body():
-    """The JSON object or the form of a POST; 400 for JSON that is not an object."""
+    """The JSON object or the form of a POST; 400 for a body that is not valid
+    JSON (saying why) or not an object."""
     if not request.is_json:
         return request.form
-    body = request.get_json(silent=True)
+    try:
+        body = current_app.json.loads(request.get_data(cache=True))
+    except ValueError as error:
+        raise ApiError(400, f"The body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "The body must be a JSON object")
     return body

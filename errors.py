@@ -19,19 +19,47 @@ from schemas import error_schema
 
 
 class JSONProvider(DefaultJSONProvider):
-    """Flask's JSON, where a document nested too deeply to parse is bad input.
+    """Flask's JSON, where what Python's parser lets through but is not text
+    is bad input, like any malformed body (a ValueError, then a 400).
 
-    Python's parser gives up on deep nesting (``[[[[...`` a thousand deep) with
-    a RecursionError, which Flask does not count as invalid JSON: it would be a
-    500. As a ValueError it is what any malformed body is, a 400.
+    Deep nesting (``[[[[...`` a thousand deep) makes the parser give up with
+    a RecursionError, which Flask does not count as invalid JSON. And
+    ``"\\ud800"`` parses into a string holding half of a UTF-16 pair, which
+    no text encoding can write: it failed later, wherever the string went
+    (a 500 at a password check or in the database).
     """
 
     def loads(self, s, **kwargs):
-        """Parse JSON; too deep a document raises ValueError like bad syntax."""
+        """Parse JSON; too deep a document, or a lone surrogate in any string,
+        raises ValueError like bad syntax."""
         try:
-            return super().loads(s, **kwargs)
+            document = super().loads(s, **kwargs)
         except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
+            raise ValueError("it is nested too deeply") from None
+        # Only an escape (\\uD800) can make one: encoded text cannot hold it.
+        escaped = "\\u" in s if isinstance(s, str) else b"\\u" in s
+        if escaped and _holds_surrogate(document):
+            raise ValueError("it holds a lone surrogate (\\ud800-\\udfff), not text")
+        return document
+
+
+def _holds_surrogate(document) -> bool:
+    """Whether any string in a parsed JSON document, key or value, holds half
+    of a UTF-16 surrogate pair (json joins whole pairs into one character)."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def wants_html() -> bool:
@@ -183,10 +211,15 @@ def handle_database_error(error: DBAPIError | DisconnectionError | PoolTimeoutEr
 
 def end_transaction(exception=None) -> None:
     """At the end of every request and command, before Flask-SQLAlchemy puts
-    the session away: undo what is left open, quietly. A rollback that fails
-    there (a Galera node that stopped being ready during the request) would
-    otherwise escape the request as an error of the server's."""
-    rollback_quietly()
+    the session away: close it quietly. A rollback that fails there (a Galera
+    node that stopped being ready during the request) would otherwise escape
+    the request as an error of the server's; the connection is dropped
+    instead. (Closing, unlike a rollback, leaves what was loaded readable.)"""
+    try:
+        db.session.close()
+    except SQLAlchemyError as error:
+        current_app.logger.warning("Closing failed, connection dropped: %s", error)
+        db.session().invalidate()
 
 
 def init_app(app):
