@@ -6,6 +6,7 @@ from harness.mariadb import DatabaseUnreachable, scratch_database
 from harness.server import LiveServer
 from helpers import (
     BIG,
+    FREQUENT_SIGN_INS,
     MYSQL_SERVER_URL,
     REQUIRE_MYSQL,
     SECRET_KEY,
@@ -113,7 +114,8 @@ def sqlite_site(tmp_path_factory):
     app = make_app(url)
     actions = AuthActions(app, app.test_client())
     actions.create_user("alice")
-    with LiveServer({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url}) as server:
+    env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url, **FREQUENT_SIGN_INS}
+    with LiveServer(env) as server:
         server.alice_version = actions.token_version("alice")
         yield server
     empty_tables(app)

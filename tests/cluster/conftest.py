@@ -10,7 +10,7 @@ import pytest
 
 from harness.galera import galera_available
 from harness.topology import Topology
-from helpers import PASSWORD, REQUIRE_MYSQL
+from helpers import FREQUENT_SIGN_INS, PASSWORD, REQUIRE_MYSQL
 
 
 def running_topology(base_dir, **options):
@@ -21,13 +21,7 @@ def running_topology(base_dir, **options):
         if REQUIRE_MYSQL or os.environ.get("CI") == "true":
             pytest.fail(problem)
         pytest.skip(problem)
-    # The tests sign in far more often than a person: the sign-in limits
-    # (tested elsewhere) must not get in their way.
-    env = {
-        "LOGIN_LIMIT_PER_USERNAME": "10000 per minute",
-        "LOGIN_LIMIT_PER_ADDRESS": "10000 per minute",
-        **options.pop("env", {}),
-    }
+    env = {**FREQUENT_SIGN_INS, **options.pop("env", {})}
     with Topology(base_dir, env=env, **options) as topology:
         topology.flask("users", "create", "alice", stdin=PASSWORD + "\n")
         yield topology

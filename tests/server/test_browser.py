@@ -15,6 +15,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from harness.server import ROOT, LiveServer
 from helpers import (
+    FREQUENT_SIGN_INS,
     PASSWORD,
     SECRET_KEY,
     AuthActions,
@@ -331,7 +332,9 @@ def own_site(tmp_path):
     url = f"sqlite:///{tmp_path / 'own.db'}"
     app = make_app(url)
     AuthActions(app, app.test_client()).create_user("alice")
-    server = LiveServer({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url})
+    server = LiveServer(
+        {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url, **FREQUENT_SIGN_INS}
+    )
     with server:
         yield server
     empty_tables(app)

@@ -142,6 +142,8 @@ def two_instances(site, mariadb_url):
         "DATABASE_URL": mariadb_url,
         "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379",
         "LOGIN_LIMIT_PER_USERNAME": "3 per minute",
+        # One site: both instances share their counts (and no other test's).
+        "RATELIMIT_KEY_PREFIX": f"pair-{uuid.uuid4().hex[:12]}",
     }
     with LiveServer(env) as first, LiveServer(env) as second:
         assert first.port != second.port
