@@ -41,6 +41,8 @@ cluster's primary component and synced, so that a balancer drains a node that
 is not.
 """
 
+import time
+
 from flask import current_app, g, has_app_context
 from sqlalchemy import create_engine, event, text
 
@@ -94,41 +96,89 @@ def init_app(app) -> None:
     sync_wait = app.config["GALERA_SYNC_WAIT"]
     if not sync_wait:
         return
-    options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
-    options["connect_args"] = {
-        **options.get("connect_args", {}),
-        "read_timeout": app.config["GALERA_SYNC_TIMEOUT"],
-    }
-    # Its connections only ever run the causal read: nothing to roll back
-    # when one goes back to the pool, and one that failed is dropped (on a
-    # node that is not ready even its rollback would fail).
-    options["pool_reset_on_return"] = None
-    catch_up_engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], **options)
-    event.listen(catch_up_engine, "handle_error", _drop_the_connection)
-    app.extensions["lockbox.catch_up"] = catch_up_engine
-    statement = text(f"SET STATEMENT wsrep_sync_wait = {int(sync_wait)} FOR SELECT 1")
-    timeout = app.config["GALERA_SYNC_TIMEOUT"]
+    catch_up = CatchUp(app, sync_wait)
+    app.extensions["lockbox.catch_up"] = catch_up
 
     def catch_up_first(dbapi_connection, connection_record, connection_proxy):
         """Before the request's first statement on a Galera node: the causal
-        read, on its own connection, bounded by GALERA_SYNC_TIMEOUT."""
+        read, once per request (or command)."""
         if (
             not connection_record.info.get(GALERA)
             or not has_app_context()
             or g.get(CAUGHT_UP)
         ):
             return
-        try:
-            with catch_up_engine.connect() as connection:
-                connection.execute(statement)
-        except Exception:
-            logger.warning(
-                "The cluster did not answer a causal read within %s s", timeout
-            )
-            raise
+        catch_up.wait()
         setattr(g, CAUGHT_UP, True)
 
     event.listen(engine, "checkout", catch_up_first)
+
+
+class NotCaughtUp(RuntimeError):
+    """The node did not catch up with the cluster within GALERA_SYNC_TIMEOUT,
+    or could not be asked: the request answers 503 (errors.py)."""
+
+
+class CatchUp:
+    """The causal read a request makes first: ``SELECT 1`` with
+    ``wsrep_sync_wait``, on a pool of connections of its own that have a
+    client-side read timeout (GALERA_SYNC_TIMEOUT) and do nothing else.
+
+    It runs on every request, so it is kept cheap: raw pooled connections in
+    autocommit (no statement wrapping, no transaction to end), and no ping
+    before each use. A pooled connection that went stale (the server
+    restarted since) fails at once instead: the pool is emptied (its other
+    connections are as old) and the read made once more on a new one. A read
+    that failed after a while timed out, and is not made again."""
+
+    # Failing faster than this means a broken connection, not a timeout.
+    STALE_SECONDS = 1.0
+
+    def __init__(self, app, sync_wait: int):
+        options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+        options.update(
+            connect_args={
+                **options.get("connect_args", {}),
+                "read_timeout": app.config["GALERA_SYNC_TIMEOUT"],
+            },
+            isolation_level="AUTOCOMMIT",
+            pool_pre_ping=False,
+            pool_reset_on_return=None,
+        )
+        self.engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], **options)
+        self.statement = (
+            f"SET STATEMENT wsrep_sync_wait = {int(sync_wait)} FOR SELECT 1"
+        )
+        self.timeout = app.config["GALERA_SYNC_TIMEOUT"]
+        self.logger = app.logger
+
+    def wait(self) -> None:
+        """Return once the node has applied what the cluster had committed;
+        NotCaughtUp when it did not within the timeout, or did not answer."""
+        for attempt in (1, 2):
+            started = time.monotonic()
+            connection = None
+            try:
+                connection = self.engine.raw_connection()
+                cursor = connection.cursor()
+                cursor.execute(self.statement)
+                cursor.fetchall()
+                cursor.close()
+                connection.close()  # back to the pool
+                return
+            except Exception as error:  # noqa: BLE001 - each driver has its own
+                if connection is not None:
+                    connection.invalidate()
+                took = time.monotonic() - started
+                if attempt == 1 and took < self.STALE_SECONDS:
+                    self.engine.dispose()
+                    continue
+                self.logger.warning(
+                    "No causal read within %s s (%.1f s): %s", self.timeout, took, error
+                )
+                raise NotCaughtUp(
+                    "The database cluster did not answer in time; try again"
+                ) from error
 
 
 def _not_ready_is_lost(context) -> None:
@@ -139,12 +189,6 @@ def _not_ready_is_lost(context) -> None:
     if error is not None and error_code(error) in CLUSTER_CHANGE_ERROR_CODES:
         context.is_disconnect = True
         context.invalidate_pool_on_disconnect = False
-
-
-def _drop_the_connection(context) -> None:
-    """Whatever went wrong with a causal read, its connection is replaced."""
-    context.is_disconnect = True
-    context.invalidate_pool_on_disconnect = False
 
 
 def skip_catch_up() -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from cluster import NotCaughtUp
 from metrics import DATABASE_ERRORS
 from models import db, is_conflict
 from schemas import error_schema
@@ -222,6 +223,15 @@ def end_transaction(exception=None) -> None:
         db.session().invalidate()
 
 
+def handle_not_caught_up(error: NotCaughtUp):
+    """A Galera node that did not catch up with the cluster in time (the
+    cluster waits for a node that died): a 503 the client may retry, and
+    nginx tries the next instance."""
+    rollback_quietly()
+    DATABASE_ERRORS.labels("unavailable").inc()
+    return error_response(503, str(error), {"Retry-After": "5"})
+
+
 def init_app(app):
     """Register the error handlers on the app, its JSON parser, and the end
     of each request's transaction (after Flask-SQLAlchemy's own teardown is
@@ -232,4 +242,5 @@ def init_app(app):
     app.register_error_handler(DBAPIError, handle_database_error)
     app.register_error_handler(DisconnectionError, handle_database_error)
     app.register_error_handler(PoolTimeoutError, handle_database_error)
+    app.register_error_handler(NotCaughtUp, handle_not_caught_up)
     app.register_error_handler(Exception, handle_unexpected_error)
