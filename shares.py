@@ -15,8 +15,9 @@ used-up links answer 410; deleting the file, or its owner, deletes its links.
 
 A password, when set, is asked for by the page (a form; the link is then
 unlocked for an hour by a cookie scoped to it) and by the download as HTTP
-Basic credentials with any username (``curl -u :password``). Wrong passwords
-are limited per link and per address, like sign-ins.
+Basic credentials with any username (``curl -u :password``). Password
+attempts, right or wrong, are limited per link and per address, like
+sign-ins, and counted when they start.
 
 What counts against ``max_downloads``: a download takes its count when its
 first byte is about to go out (whole file or a range, claimed atomically, so
