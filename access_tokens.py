@@ -27,10 +27,10 @@ from authentication import (
     access_token_hash,
     check_for_token,
     new_access_token,
-    request_body,
 )
-from errors import ApiError, load_or_400, no_content, wants_html
+from errors import ApiError, no_content, wants_html
 from models import AccessToken, User, db, utcnow
+from request_data import load_or_400, request_body
 from schemas import (
     SCOPES,
     access_token_list_schema,

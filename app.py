@@ -26,6 +26,8 @@ import metrics
 import monitoring
 import openapi
 import quotas
+import rate_limits
+import request_data
 import security
 import shares
 import uploads
@@ -41,6 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     errors.init_app(app)
+    request_data.init_app(app)
     cli.init_app(app)
     return app
 
@@ -83,8 +86,8 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Sign-in, files, resumable uploads, the account, share links, personal
-    access tokens, health checks and the API description; then the sign-in
-    and share-link limits on the routes that carry them."""
+    access tokens, health checks and the API description; the limits on
+    guessing passwords."""
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(uploads.bp)
@@ -94,7 +97,7 @@ def register_blueprints(app: Flask) -> None:
     monitoring.init_app(app)
     metrics.init_app(app)
     app.register_blueprint(openapi.bp)
-    authentication.init_limits(app)
+    rate_limits.init_app(app)
 
 
 @event.listens_for(Engine, "connect")

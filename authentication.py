@@ -22,14 +22,13 @@ from flask import (
     request,
     url_for,
 )
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from sqlalchemy import bindparam, func
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import DBAPIError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from errors import ApiError, load_or_400, no_content, wants_html
+import rate_limits
+from errors import ApiError, no_content, wants_html
 from models import (
     AccessToken,
     RevokedToken,
@@ -40,12 +39,10 @@ from models import (
     retry_on_conflict,
     utcnow,
 )
+from request_data import load_or_400, request_body
 from schemas import logout_query_schema, refresh_body_schema, token_pair_schema
 
 bp = Blueprint("auth", __name__)
-# Storage comes from RATELIMIT_STORAGE_URI: memory:// for one process, or e.g.
-# redis://127.0.0.1:6379 so that several workers and instances share counts.
-limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "typ", "ver"]
@@ -119,68 +116,9 @@ def _no_real_username() -> bool:
     return not checks_a_password() or sign_in_attempt()[0] is None
 
 
-# Every attempt that checks a password is counted when it starts, successful
-# ones too: Flask-Limiter's hit is one atomic step of its store (memory or
-# Redis), so a limit of N lets at most N checks through however many arrive at
-# once, on every worker and instance sharing the store. A limit counted only
-# once an attempt had failed was checked at the start and counted at the end,
-# and concurrent guesses all passed the check in between. Ten a minute is
-# plenty for a person; scripts use API tokens.
-TOO_MANY = "Too many sign-in attempts; wait a minute and try again"
 # Shared by GET and POST /login: guessing one way counts against the other.
-limit_per_username = limiter.shared_limit(
-    lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"],
-    scope="login-username",
-    key_func=_login_username,
-    exempt_when=_no_real_username,
-    error_message=TOO_MANY,
-)
-limit_per_address = limiter.shared_limit(
-    lambda: current_app.config["LOGIN_LIMIT_PER_ADDRESS"],
-    scope="login-address",
-    exempt_when=lambda: not checks_a_password(),
-    error_message=TOO_MANY,
-)
-
-
-def init_limits(app) -> None:
-    """Flask-Limiter on ``app``, at work only on the routes that carry a limit.
-
-    Call it once the blueprints are registered. Flask-Limiter hooks into every
-    request: before it, to check default, application-wide and blueprint-wide
-    limits; after it, to deduct conditional hits and add the X-RateLimit
-    headers; at its end, to drop its per-request state. Lockbox has none of the
-    first kind: each limit is a decorator on its route (sign-in, share-link
-    passwords), and the decorator checks it when the route runs. So the check
-    before every request is dropped, and the other two hooks move to the
-    blueprints whose routes carry limits. Every other request saved about a
-    tenth of a bare request's time (docs/benchmarks.md). Should someone
-    configure limits for every route, the hooks stay as Flask-Limiter set them.
-    """
-    hooks = (
-        app.before_request_funcs,
-        app.after_request_funcs,
-        app.teardown_request_funcs,
-    )
-    already = [list(funcs.get(None, ())) for funcs in hooks]
-    limiter.init_app(app)
-    if app.config.get("RATELIMIT_DEFAULT") or app.config.get("RATELIMIT_APPLICATION"):
-        return
-    # The decorators mark their wrapper with (a weak proxy of) their limiter.
-    limited = {
-        endpoint.rpartition(".")[0]
-        for endpoint, view in app.view_functions.items()
-        if getattr(view, "__wrapper-limiter-instance", None) == limiter
-    }
-    if not limited or "" in limited:
-        raise RuntimeError("init_limits runs after the blueprints with limits")
-    before = hooks[0]
-    for funcs, kept in zip(hooks, already, strict=True):
-        added = [hook for hook in funcs[None] if hook not in kept]
-        funcs[None] = kept
-        if funcs is not before:
-            for blueprint in limited:
-                funcs.setdefault(blueprint, []).extend(added)
+limit_per_username = rate_limits.per_username(_login_username, _no_real_username)
+limit_per_address = rate_limits.per_address(lambda: not checks_a_password())
 
 
 def hash_password(password: str) -> str:
@@ -618,20 +556,6 @@ def login():
     if user is None:
         raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
     return token_response(user)
-
-
-def request_body():
-    """The JSON object or the form of a POST; 400 for a body that is not valid
-    JSON (saying why) or not an object."""
-    if not request.is_json:
-        return request.form
-    try:
-        body = current_app.json.loads(request.get_data(cache=True))
-    except ValueError as error:
-        raise ApiError(400, f"The body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The body must be a JSON object")
-    return body
 
 
 @bp.post("/login")

@@ -1,8 +1,6 @@
 """One error shape: JSON ``{"message": ...}`` for API clients, a page for browsers."""
 
 from flask import current_app, jsonify, render_template, request
-from flask.json.provider import DefaultJSONProvider
-from marshmallow import ValidationError
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -17,50 +15,6 @@ from cluster import NotCaughtUp
 from metrics import DATABASE_ERRORS
 from models import db, is_conflict
 from schemas import error_schema
-
-
-class JSONProvider(DefaultJSONProvider):
-    """Flask's JSON, where what Python's parser lets through but is not text
-    is bad input, like any malformed body (a ValueError, then a 400).
-
-    Deep nesting (``[[[[...`` a thousand deep) makes the parser give up with
-    a RecursionError, which Flask does not count as invalid JSON. And
-    ``"\\ud800"`` parses into a string holding half of a UTF-16 pair, which
-    no text encoding can write: it failed later, wherever the string went
-    (a 500 at a password check or in the database).
-    """
-
-    def loads(self, s, **kwargs):
-        """Parse JSON; too deep a document, or a lone surrogate in any string,
-        raises ValueError like bad syntax."""
-        try:
-            document = super().loads(s, **kwargs)
-        except RecursionError:
-            raise ValueError("it is nested too deeply") from None
-        # Only an escape (\\uD800) can make one: encoded text cannot hold it.
-        escaped = "\\u" in s if isinstance(s, str) else b"\\u" in s
-        if escaped and _holds_surrogate(document):
-            raise ValueError("it holds a lone surrogate (\\ud800-\\udfff), not text")
-        return document
-
-
-def _holds_surrogate(document) -> bool:
-    """Whether any string in a parsed JSON document, key or value, holds half
-    of a UTF-16 surrogate pair (json joins whole pairs into one character)."""
-    pending = [document]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return False
 
 
 def wants_html() -> bool:
@@ -112,19 +66,6 @@ def no_content():
     response = current_app.response_class(status=204)
     del response.headers["Content-Type"]
     return response
-
-
-def load_or_400(schema, data: dict) -> dict:
-    """Validate ``data`` with a marshmallow schema; a 400 naming the first problem."""
-    try:
-        return schema.load(data)
-    except ValidationError as error:
-        field, messages = next(iter(error.normalized_messages().items()))
-        # A list's items have messages of their own: {index: [message]}.
-        while isinstance(messages, dict):
-            messages = next(iter(messages.values()))
-        message = messages[0] if isinstance(messages, list) else str(messages)
-        raise ApiError(400, f"{field}: {message}") from None
 
 
 def _message_for(error: HTTPException) -> str:
@@ -233,10 +174,9 @@ def handle_not_caught_up(error: NotCaughtUp):
 
 
 def init_app(app):
-    """Register the error handlers on the app, its JSON parser, and the end
-    of each request's transaction (after Flask-SQLAlchemy's own teardown is
-    registered, so that it runs first)."""
-    app.json = JSONProvider(app)
+    """Register the error handlers on the app, and the end of each request's
+    transaction (after Flask-SQLAlchemy's own teardown is registered, so that
+    it runs first)."""
     app.teardown_appcontext(end_transaction)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(DBAPIError, handle_database_error)

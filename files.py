@@ -19,10 +19,11 @@ from werkzeug.exceptions import ClientDisconnected
 
 from authentication import check_for_token
 from downloads import file_response
-from errors import ApiError, load_or_400, no_content, wants_html
+from errors import ApiError, no_content, wants_html
 from models import StoredFile, db, retry_on_conflict
 from multipart import UploadReceiver
 from quotas import account_usage
+from request_data import load_or_400
 from schemas import (
     LISTED_COLUMNS,
     file_page_schema,

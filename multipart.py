@@ -17,8 +17,9 @@ from werkzeug.sansio.multipart import (
 
 import quotas
 import storage
-from errors import ApiError, load_or_400
+from errors import ApiError
 from models import StoredFile, db
+from request_data import load_or_400
 from schemas import upload_form_schema
 
 FILE_FIELD = "inputFile"

@@ -52,9 +52,10 @@ from itsdangerous import BadSignature, Signer, TimestampSigner
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash
 
-from authentication import check_for_token, hash_password, limiter, request_body
+import rate_limits
+from authentication import check_for_token, hash_password
 from downloads import file_response
-from errors import ApiError, load_or_400, no_content, wants_html
+from errors import ApiError, no_content, wants_html
 from files import FILE_ID, owned_file_or_404
 from models import (
     Share,
@@ -65,6 +66,7 @@ from models import (
     retry_on_conflict,
     utcnow,
 )
+from request_data import load_or_400, request_body
 from schemas import (
     share_list_schema,
     share_request_schema,
@@ -97,7 +99,6 @@ GONE = {
 SHARE_CHALLENGE = {"WWW-Authenticate": 'Basic realm="Share"'}
 PASSWORD_NEEDED = "This link needs its password"
 WRONG_PASSWORD = "Wrong password for this link"
-TOO_MANY = "Too many password attempts; wait a minute and try again"
 
 
 @bp.app_template_filter("duration")
@@ -420,22 +421,9 @@ def _link_key() -> str:
     return "share:" + link.partition(".")[0][:32]
 
 
-# Every password check is counted when it starts, right or wrong, as sign-ins
-# are (authentication.py says why): a limit of N allows at most N checks.
-limit_per_link = limiter.shared_limit(
-    lambda: current_app.config["SHARE_PASSWORD_LIMIT"],
-    scope="share-password",
-    key_func=_link_key,
-    exempt_when=_checks_no_password,
-    error_message=TOO_MANY,
-)
-# The same per-address count as sign-ins: one budget for guessing passwords.
-limit_per_address = limiter.shared_limit(
-    lambda: current_app.config["LOGIN_LIMIT_PER_ADDRESS"],
-    scope="login-address",
-    exempt_when=_checks_no_password,
-    error_message=TOO_MANY,
-)
+# Every password check is counted when it starts, right or wrong (rate_limits.py).
+limit_per_link = rate_limits.per_link(_link_key, _checks_no_password)
+limit_per_address = rate_limits.per_address(_checks_no_password)
 
 
 @bp.after_request

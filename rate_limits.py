@@ -1,0 +1,68 @@
+"""Limits on guessing passwords (Flask-Limiter): sign-ins per username and per
+address, share-link passwords per link and per address, the address budget
+shared by both.
+
+Every attempt that checks a password is counted when it starts, successful
+ones too: Flask-Limiter's hit is one atomic step of its store (memory, or
+Redis when RATELIMIT_STORAGE_URI names it), so a limit of N lets at most N
+checks through however many arrive at once, on every worker and instance
+sharing the store. A limit counted only once an attempt had failed was
+checked at the start and counted at the end, and concurrent guesses all
+passed the check in between. Ten a minute is plenty for a person; scripts
+use API tokens. A request that checks no password (the sign-in page itself, a
+link opened with its unlock cookie or a download's claim) is exempt: each
+route says which of its requests check one.
+"""
+
+from collections.abc import Callable
+
+from flask import current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+# Storage comes from RATELIMIT_STORAGE_URI (and RATELIMIT_KEY_PREFIX).
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
+
+TOO_MANY_SIGN_INS = "Too many sign-in attempts; wait a minute and try again"
+TOO_MANY_PASSWORDS = "Too many password attempts; wait a minute and try again"
+
+
+def per_username(username_key: Callable[[], str], exempt: Callable[[], bool]):
+    """Sign-in attempts per username (LOGIN_LIMIT_PER_USERNAME): a decorator.
+    ``username_key`` names the username the attempt is for; ``exempt`` says
+    when a request checks nobody's password."""
+    return limiter.shared_limit(
+        lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"],
+        scope="login-username",
+        key_func=username_key,
+        exempt_when=exempt,
+        error_message=TOO_MANY_SIGN_INS,
+    )
+
+
+def per_address(checks_no_password: Callable[[], bool]):
+    """Password attempts per client address, sign-ins and share links
+    together (LOGIN_LIMIT_PER_ADDRESS): a decorator for a route whose requests
+    ``checks_no_password`` tells apart."""
+    return limiter.shared_limit(
+        lambda: current_app.config["LOGIN_LIMIT_PER_ADDRESS"],
+        scope="login-address",
+        exempt_when=checks_no_password,
+        error_message=TOO_MANY_PASSWORDS,
+    )
+
+
+def per_link(link_key: Callable[[], str], checks_no_password: Callable[[], bool]):
+    """Password attempts per share link (SHARE_PASSWORD_LIMIT): a decorator."""
+    return limiter.shared_limit(
+        lambda: current_app.config["SHARE_PASSWORD_LIMIT"],
+        scope="share-password",
+        key_func=link_key,
+        exempt_when=checks_no_password,
+        error_message=TOO_MANY_PASSWORDS,
+    )
+
+
+def init_app(app) -> None:
+    """Flask-Limiter on ``app``, as its documentation sets it up."""
+    limiter.init_app(app)
