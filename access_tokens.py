@@ -29,7 +29,7 @@ from authentication import (
     new_access_token,
 )
 from errors import ApiError, no_content, wants_html
-from models import AccessToken, User, db, utcnow
+from models import MAX_INT_ID, AccessToken, User, db, utcnow
 from request_data import load_or_400, request_body
 from schemas import (
     SCOPES,
@@ -45,7 +45,6 @@ SHOWN_CHARACTERS = len(PAT_PREFIX) + 8
 # Tokens one account may hold at once.
 MAX_TOKENS_PER_USER = 100
 TOKEN_ID = "<int:token_id>"
-MAX_TOKEN_ID = 2**31 - 1
 NO_EXPIRY_REFUSED = "expires_in: null (no expiry) is not allowed on this server"
 
 
@@ -180,7 +179,7 @@ def list_tokens():
 def revoke(user: User, token_id: int) -> AccessToken:
     """Delete one of ``user``'s tokens (committed); 404 when there is none."""
     access_token = None
-    if 1 <= token_id <= MAX_TOKEN_ID:
+    if 1 <= token_id <= MAX_INT_ID:
         access_token = db.session.execute(
             db.select(AccessToken).filter_by(id=token_id, user_id=user.id)
         ).scalar_one_or_none()

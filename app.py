@@ -5,27 +5,26 @@ or ``python app.py``.
 """
 
 import os
-import sqlite3
 
 from dotenv import load_dotenv
 from flask import Flask
 from flask_migrate import Migrate
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import access_tokens
+import account
 import authentication
 import cli
 import cluster
 import config
 import errors
 import files
+import formats
 import logs
 import metrics
+import models
 import monitoring
 import openapi
-import quotas
 import rate_limits
 import request_data
 import security
@@ -75,13 +74,14 @@ def load_config(app: Flask, test_config: dict | None) -> None:
 
 def register_extensions(app: Flask) -> None:
     """The database (before marshmallow), migrations, logs, headers."""
-    db.init_app(app)
+    models.init_app(app)
     cluster.init_app(app)
     # SQLite cannot ALTER most things in place: batch mode copies the table.
     Migrate(app, db, directory=MIGRATIONS, render_as_batch=True)
     ma.init_app(app)
     logs.init_app(app)
     security.init_app(app)
+    formats.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -91,25 +91,13 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(uploads.bp)
-    app.register_blueprint(quotas.bp)
+    app.register_blueprint(account.bp)
     app.register_blueprint(shares.bp)
     app.register_blueprint(access_tokens.bp)
     monitoring.init_app(app)
     metrics.init_app(app)
     app.register_blueprint(openapi.bp)
     rate_limits.init_app(app)
-
-
-@event.listens_for(Engine, "connect")
-def _sqlite_pragmas(dbapi_connection, connection_record):
-    """Enforce foreign keys and use write-ahead logging on SQLite."""
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from authentication import (
 )
 from config import PAT_MAX_SECONDS, parse_duration, parse_size
 from errors import ApiError
-from files import human_size
+from formats import format_size
 from models import (
     FileChunk,
     ResumableUpload,
@@ -167,11 +167,6 @@ def set_quota(name, size):
     click.echo(
         f"Quota for {name}: " + ("none" if quota is None else format_size(quota))
     )
-
-
-def format_size(size: int) -> str:
-    """A byte count as people read it (1.5 GiB), with the exact count."""
-    return f"{human_size(size)} ({size} bytes)" if size >= 1024 else f"{size} B"
 
 
 @users_cli.command("delete")

@@ -20,7 +20,7 @@ from werkzeug.exceptions import ClientDisconnected
 from authentication import check_for_token
 from downloads import file_response
 from errors import ApiError, no_content, wants_html
-from models import StoredFile, db, retry_on_conflict
+from models import MAX_INT_ID, StoredFile, db, retry_on_conflict
 from multipart import UploadReceiver
 from quotas import account_usage
 from request_data import load_or_400
@@ -34,19 +34,6 @@ from schemas import (
 from storage import delete_stored_files
 
 bp = Blueprint("files", __name__)
-
-
-@bp.app_template_filter("filesize")
-def human_size(size: int) -> str:
-    """A byte count as people read it: 512 B, 1.5 KiB, 3.2 MiB."""
-    if size < 1024:
-        return f"{size} B"
-    value = size / 1024
-    for unit in ("KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 # A page of the caller's finished files, newest first. The page's ids come
@@ -171,16 +158,15 @@ def upload():
     return jsonify(body), 201, {"Location": location}
 
 
-# File ids are INT columns: anything above 2^31-1 (or 0) is simply not found. The
-# check is here, not in the URL rule: a rule that refuses the number answers 405,
-# not 404, to methods other than GET.
+# Any number is taken by the URL rule and checked against MAX_INT_ID by the
+# view: a rule that refused the number would answer 405, not 404, to methods
+# other than GET.
 FILE_ID = "<int:file_id>"
-MAX_FILE_ID = 2**31 - 1
 
 
 def owned_file_or_404(file_id: int) -> StoredFile:
     """The caller's finished file with this id; 404 for anyone else's or none."""
-    if not 1 <= file_id <= MAX_FILE_ID:
+    if not 1 <= file_id <= MAX_INT_ID:
         raise ApiError(404, "File not found")
     stored_file = db.session.execute(
         db.select(StoredFile).filter_by(id=file_id, owner_id=g.user.id, complete=True)

@@ -1,4 +1,5 @@
-"""Metrics: ``GET /metrics`` in the Prometheus text format (prometheus-client).
+"""Metrics: what ``GET /metrics`` reports (monitoring.py), counted with
+prometheus-client.
 
 Requests by route, method and status with their latency, bytes uploaded and
 downloaded, database errors by kind, transactions retried after a conflict,
@@ -8,30 +9,20 @@ worker answers a scrape adds them all up: prometheus-client's multiprocess
 mode. In a single process (the development server, tests) the numbers live in
 the process.
 
-``/metrics`` is not public: it answers 404 unless METRICS_TOKEN is set, and
-then only to ``Authorization: Bearer <METRICS_TOKEN>``.
 """
 
 import functools
-import hmac
 import os
 
-from flask import Blueprint, current_app, request
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
     multiprocess,
 )
-from werkzeug.datastructures import WWWAuthenticate
-from werkzeug.exceptions import NotFound, Unauthorized
 
 import logs
-
-bp = Blueprint("metrics", __name__)
 
 REQUESTS = Counter(
     "lockbox_requests_total",
@@ -87,7 +78,7 @@ def _count(answered) -> None:
     latency.observe(answered.seconds)
 
 
-def _registry():
+def registry():
     """Every worker's numbers (multiprocess mode), or this process's."""
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         return REGISTRY
@@ -96,47 +87,6 @@ def _registry():
     return registry
 
 
-@bp.get("/metrics")
-def metrics():
-    """Prometheus metrics; only with METRICS_TOKEN as a Bearer token.
-    ---
-    get:
-      security:
-      - metricsToken: []
-      responses:
-        200:
-          description: The Prometheus text format
-          content:
-            text/plain: {}
-        401:
-          description: The metrics token is missing or wrong
-          content:
-            application/json:
-              schema: ErrorSchema
-        404:
-          description: Metrics are off (METRICS_TOKEN is not set)
-          content:
-            application/json:
-              schema: ErrorSchema
-    """
-    expected = current_app.config.get("METRICS_TOKEN")
-    if not expected:
-        raise NotFound()
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), expected.encode()
-    ):
-        raise Unauthorized(
-            "Metrics need the metrics token", www_authenticate=WWWAuthenticate("bearer")
-        )
-    body = generate_latest(_registry())
-    return current_app.response_class(
-        body, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
-    )
-
-
 def init_app(app) -> None:
-    """Count every request, and serve /metrics."""
+    """Count every request (monitoring.py serves /metrics)."""
     logs.after_each_answer(app, _count)
-    app.register_blueprint(bp)

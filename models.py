@@ -25,7 +25,6 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -53,6 +52,11 @@ MYSQL_TABLE_ARGS = {
 # AUTOINCREMENT: a deleted user's id would go to the next user created, a deleted
 # file's to the next file. (MariaDB's InnoDB keeps its counter across restarts.)
 NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
+# Ids are INT columns: a number above 2^31-1 (or below 1) is nobody's row, and
+# a lookup of one is simply "not found", without a query.
+MAX_INT_ID = 2**31 - 1
 
 
 def utcnow() -> datetime:
@@ -103,11 +107,19 @@ def hex_literal(value: HexLiteral, encoders) -> bytes:
     return b"X'" + binascii.hexlify(value.data) + b"'"
 
 
-@event.listens_for(Engine, "connect")
-def _teach_hex_literals(dbapi_connection, connection_record):
-    """Let every mysqlclient connection encode :class:`HexLiteral` parameters."""
-    if type(dbapi_connection).__module__.startswith("MySQLdb"):
-        dbapi_connection.encoders[HexLiteral] = hex_literal
+def _teach_hex_literals(dbapi_connection, connection_record) -> None:
+    """Let a mysqlclient connection encode :class:`HexLiteral` parameters."""
+    dbapi_connection.encoders[HexLiteral] = hex_literal
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
+    """Enforce foreign keys and use write-ahead logging on SQLite."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
 
 
 class MediumBlob(mysql.MEDIUMBLOB):
@@ -147,6 +159,21 @@ class Base(DeclarativeBase):
 # Objects stay readable after a commit: no SELECT to refresh them in the same request.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 ma = Marshmallow()
+
+
+def init_app(app) -> None:
+    """The database for ``app``, and what each of its engine's new connections
+    needs from its driver: SQLite's pragmas, mysqlclient's hexadecimal
+    literals. Attached to this app's engine, not to every engine the process
+    makes."""
+    db.init_app(app)
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    elif engine.dialect.driver == "mysqldb":
+        event.listen(engine, "connect", _teach_hex_literals)
+
 
 # MySQL/MariaDB's "Deadlock found when trying to get lock": InnoDB picked this
 # transaction to undo, or a Galera cluster refused it at commit because a

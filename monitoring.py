@@ -1,10 +1,21 @@
-"""Operations: liveness and health checks for supervisors and load balancers."""
+"""Operations: liveness and health checks for supervisors and load balancers,
+and the Prometheus metrics (metrics.py counts them).
 
-from flask import Blueprint, current_app, jsonify
+``/metrics`` is not public: it answers 404 unless METRICS_TOKEN is set, and
+then only to ``Authorization: Bearer <METRICS_TOKEN>``.
+"""
+
+import hmac
+
+from flask import Blueprint, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import NotFound, Unauthorized
 
 from cluster import node_state, skip_catch_up
 from errors import rollback_quietly
+from metrics import registry
 from models import db
 from schemas import health_schema, liveness_schema
 
@@ -76,6 +87,46 @@ def healthz():
     return jsonify(health_schema.dump(body))
 
 
+@bp.get("/metrics")
+def metrics():
+    """Prometheus metrics; only with METRICS_TOKEN as a Bearer token.
+    ---
+    get:
+      security:
+      - metricsToken: []
+      responses:
+        200:
+          description: The Prometheus text format
+          content:
+            text/plain: {}
+        401:
+          description: The metrics token is missing or wrong
+          content:
+            application/json:
+              schema: ErrorSchema
+        404:
+          description: Metrics are off (METRICS_TOKEN is not set)
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    expected = current_app.config.get("METRICS_TOKEN")
+    if not expected:
+        raise NotFound()
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        raise Unauthorized(
+            "Metrics need the metrics token", www_authenticate=WWWAuthenticate("bearer")
+        )
+    body = generate_latest(registry())
+    return current_app.response_class(
+        body, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
+    )
+
+
 def init_app(app):
-    """Register the liveness and health checks."""
+    """Register the liveness and health checks and the metrics."""
     app.register_blueprint(bp)

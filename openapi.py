@@ -13,7 +13,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec_webframeworks.flask import FlaskPlugin
 from flask import Blueprint, current_app, jsonify
 
-from files import MAX_FILE_ID
+from models import MAX_INT_ID
 from schemas import ErrorSchema
 
 bp = Blueprint("openapi", __name__)
@@ -150,7 +150,7 @@ def build_spec(app) -> dict:
         {
             "name": "file_id",
             "required": True,
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_ID},
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT_ID},
         },
     )
     for name, path_name in [("ShareId", "share_id"), ("TokenId", "token_id")]:
@@ -160,7 +160,7 @@ def build_spec(app) -> dict:
             {
                 "name": path_name,
                 "required": True,
-                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_ID},
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT_ID},
             },
         )
     spec.components.parameter(

@@ -1,4 +1,4 @@
-"""Storage quotas: what an account keeps, what it may keep, and ``GET /account``.
+"""Storage quotas: what an account keeps, and what it may keep.
 
 An account's usage is the size of its finished files plus, for every file
 still arriving, the larger of what it has stored and what it holds
@@ -19,15 +19,11 @@ quota holds for uploads begun or growing at the same moment, however they
 come in.
 """
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import current_app
 from sqlalchemy import bindparam, case, func
 
-from authentication import check_for_token
 from errors import ApiError
 from models import ResumableUpload, StoredFile, User, db, retry_on_conflict, utcnow
-from schemas import account_schema
-
-bp = Blueprint("quotas", __name__)
 
 # What an account's files take, finished or on their way.
 TAKEN = case(
@@ -175,22 +171,6 @@ class SizeLimit:
         if not held:
             raise over_quota(others, self.quota)
         return held
-
-
-@bp.get("/account")
-@check_for_token(scope="files:read")
-def account():
-    """The caller's name, storage used, quota and the largest file allowed.
-    ---
-    get:
-      responses:
-        200:
-          description: Usage and limits
-          content:
-            application/json:
-              schema: AccountSchema
-    """
-    return jsonify(account_schema.dump(account_usage(g.user)))
 
 
 def account_usage(user: User) -> dict:

@@ -58,6 +58,7 @@ from downloads import file_response
 from errors import ApiError, no_content, wants_html
 from files import FILE_ID, owned_file_or_404
 from models import (
+    MAX_INT_ID,
     Share,
     ShareDownload,
     StoredFile,
@@ -88,8 +89,6 @@ CLAIM_COOKIE = "lockbox_claim"
 # Links a file may have at once: a bound on what one account can pile up.
 MAX_SHARES_PER_FILE = 100
 SHARE_ID = "<int:share_id>"
-# A share id above an INT column's range is simply not found.
-MAX_SHARE_ID = 2**31 - 1
 NOT_FOUND = "Link not found"
 GONE = {
     "expired": "This link has expired",
@@ -99,16 +98,6 @@ GONE = {
 SHARE_CHALLENGE = {"WWW-Authenticate": 'Basic realm="Share"'}
 PASSWORD_NEEDED = "This link needs its password"
 WRONG_PASSWORD = "Wrong password for this link"
-
-
-@bp.app_template_filter("duration")
-def human_duration(seconds: int) -> str:
-    """A lifetime as people say it: 1 hour, 7 days, 90 minutes."""
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = seconds // size
-            return f"{count} {unit}{'' if count == 1 else 's'}"
-    return f"{seconds} seconds"
 
 
 def _keys() -> list:
@@ -292,7 +281,7 @@ def list_shares(file_id):
 def _owned_share_or_404(share_id: int) -> Share:
     """The caller's share with this id; 404 for anyone else's or none."""
     share = None
-    if 1 <= share_id <= MAX_SHARE_ID:
+    if 1 <= share_id <= MAX_INT_ID:
         share = db.session.execute(
             db.select(Share)
             .join(Share.stored_file)

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from files import human_size
+from formats import human_size
 from helpers import PASSWORD, basic_auth, expired_token
 from models import StoredFile, db
 

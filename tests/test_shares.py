@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from itsdangerous import Signer
 
+import formats
 import shares
 from helpers import (
     PASSWORD,
@@ -797,7 +798,7 @@ def test_gc_forgets_counted_downloads_once_they_can_no_longer_be_resumed(
     [(3600, "1 hour"), (604800, "7 days"), (5400, "90 minutes"), (61, "61 seconds")],
 )
 def test_lifetimes_are_said_as_people_say_them(seconds, said):
-    assert shares.human_duration(seconds) == said
+    assert formats.human_duration(seconds) == said
 
 
 @pytest.mark.parametrize(
