@@ -1,14 +1,12 @@
 """Personal access tokens: made, listed and revoked by their owner.
 
 A script or a CI job gets a token of its own instead of a password: opaque,
-``lbx_`` and 46 base62 characters (authentication.py makes and checks them),
+``lbx_`` and 46 base62 characters (personal_tokens.py makes and checks them),
 limited to the scopes it was given and to its lifetime, and shown once. Only
 a signed-in session may make, list or revoke them: a personal access token
 cannot make another one. Signing out everywhere, or a new password, ends them
 all; deleting the account deletes them.
 """
-
-from datetime import timedelta
 
 from flask import (
     Blueprint,
@@ -22,14 +20,9 @@ from flask import (
     url_for,
 )
 
-from authentication import (
-    PAT_PREFIX,
-    access_token_hash,
-    check_for_token,
-    new_access_token,
-)
+from authentication import check_for_token
 from errors import ApiError, no_content, wants_html
-from models import MAX_INT_ID, AccessToken, User, db, utcnow
+from personal_tokens import create_access_token, revoke, tokens_of
 from request_data import load_or_400, request_body
 from schemas import (
     SCOPES,
@@ -40,58 +33,7 @@ from schemas import (
 
 bp = Blueprint("access_tokens", __name__)
 
-# Characters of the token kept to recognise it: the prefix and 8 more.
-SHOWN_CHARACTERS = len(PAT_PREFIX) + 8
-# Tokens one account may hold at once.
-MAX_TOKENS_PER_USER = 100
 TOKEN_ID = "<int:token_id>"
-NO_EXPIRY_REFUSED = "expires_in: null (no expiry) is not allowed on this server"
-
-
-def create_access_token(
-    user: User, name: str, scopes: list[str], expires_in: int | None
-) -> tuple[AccessToken, str]:
-    """Make a token for ``user`` (committed); its row and the token itself.
-
-    ``expires_in`` is seconds, or None for a token that never expires, which
-    only PAT_ALLOW_NO_EXPIRY permits (ValueError otherwise).
-    """
-    if expires_in is None and not current_app.config["PAT_ALLOW_NO_EXPIRY"]:
-        raise ValueError(NO_EXPIRY_REFUSED)
-    count = db.session.execute(
-        db.select(db.func.count()).select_from(AccessToken).filter_by(user_id=user.id)
-    ).scalar_one()
-    if count >= MAX_TOKENS_PER_USER:
-        raise ApiError(
-            409, f"An account may hold {MAX_TOKENS_PER_USER} tokens; revoke some first"
-        )
-    token = new_access_token()
-    now = utcnow()
-    access_token = AccessToken(
-        user_id=user.id,
-        name=name,
-        token_hash=access_token_hash(token),
-        prefix=token[:SHOWN_CHARACTERS],
-        # In SCOPES' order, each once.
-        scopes=" ".join(scope for scope in SCOPES if scope in scopes),
-        owner_version=user.token_version,
-        created_at=now,
-        expires_at=None if expires_in is None else now + timedelta(seconds=expires_in),
-    )
-    db.session.add(access_token)
-    db.session.commit()
-    return access_token, token
-
-
-def tokens_of(user: User) -> list[AccessToken]:
-    """A user's tokens, newest first."""
-    return list(
-        db.session.execute(
-            db.select(AccessToken)
-            .filter_by(user_id=user.id)
-            .order_by(AccessToken.created_at.desc(), AccessToken.id.desc())
-        ).scalars()
-    )
 
 
 def _token_request() -> dict:
@@ -174,20 +116,6 @@ def list_tokens():
     if wants_html():
         return render_template("tokens.html", tokens=tokens, scopes=SCOPES)
     return jsonify(access_token_list_schema.dump({"items": tokens}))
-
-
-def revoke(user: User, token_id: int) -> AccessToken:
-    """Delete one of ``user``'s tokens (committed); 404 when there is none."""
-    access_token = None
-    if 1 <= token_id <= MAX_INT_ID:
-        access_token = db.session.execute(
-            db.select(AccessToken).filter_by(id=token_id, user_id=user.id)
-        ).scalar_one_or_none()
-    if access_token is None:
-        raise ApiError(404, "Token not found")
-    db.session.delete(access_token)
-    db.session.commit()
-    return access_token
 
 
 @bp.delete(f"/tokens/{TOKEN_ID}")

@@ -11,13 +11,6 @@ from flask.cli import AppGroup, with_appcontext
 from flask_migrate import stamp, upgrade
 from sqlalchemy import func
 
-from access_tokens import create_access_token, revoke, tokens_of
-from authentication import (
-    canonical_username,
-    hash_password,
-    prune_revoked,
-    revoke_all_tokens,
-)
 from config import PAT_MAX_SECONDS, parse_duration, parse_size
 from errors import ApiError
 from formats import format_size
@@ -30,8 +23,11 @@ from models import (
     db,
     utcnow,
 )
+from passwords import canonical_username, hash_password
+from personal_tokens import create_access_token, revoke, tokens_of
 from quotas import quota_of, usage_of
 from schemas import SCOPES
+from session_tokens import prune_revoked, revoke_all_tokens
 from storage import delete_stored_files
 
 MIN_PASSWORD_LENGTH = 8

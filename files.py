@@ -17,10 +17,11 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import Row, bindparam
 from werkzeug.exceptions import ClientDisconnected
 
+import storage
 from authentication import check_for_token
 from downloads import file_response
-from errors import ApiError, no_content, wants_html
-from models import MAX_INT_ID, StoredFile, db, retry_on_conflict
+from errors import no_content, wants_html
+from models import StoredFile, db, retry_on_conflict
 from multipart import UploadReceiver
 from quotas import account_usage
 from request_data import load_or_400
@@ -166,14 +167,7 @@ FILE_ID = "<int:file_id>"
 
 def owned_file_or_404(file_id: int) -> StoredFile:
     """The caller's finished file with this id; 404 for anyone else's or none."""
-    if not 1 <= file_id <= MAX_INT_ID:
-        raise ApiError(404, "File not found")
-    stored_file = db.session.execute(
-        db.select(StoredFile).filter_by(id=file_id, owner_id=g.user.id, complete=True)
-    ).scalar_one_or_none()
-    if stored_file is None:
-        raise ApiError(404, "File not found")
-    return stored_file
+    return storage.finished_file_of(g.user, file_id)
 
 
 @bp.get("/files")

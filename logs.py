@@ -22,17 +22,12 @@ from flask import current_app, g, has_request_context, request
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from pythonjsonlogger.json import JsonFormatter
 
-# `token=` (or a share download's `claim=`, anything up to & or whitespace)
-# in a URL, the credentials of an Authorization header and an upload's key,
-# wherever they appear in a log line.
-TOKEN_IN_URL = re.compile(r"((?:^|[?&\s])(?:(?:refresh_)?token|claim)=)[^&\s\"']+")
+# What any request may carry: `token=` or `refresh_token=` (anything up to &
+# or whitespace) in a URL, and the credentials of an Authorization header.
+# Each kind of credential adds the patterns of its own (redact_secret): a
+# share link's or an upload's key in a path, an API token anywhere.
+TOKEN_IN_URL = re.compile(r"((?:^|[?&\s])(?:refresh_)?token=)[^&\s\"']+")
 AUTHORIZATION = re.compile(r"((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-# The key of a resumable upload's URL (uploads.py) and a share link's token
-# (shares.py): capabilities, like a token.
-UPLOAD_KEY_IN_PATH = re.compile(r"(/uploads/)[A-Za-z0-9_-]{8,}")
-SHARE_LINK_IN_PATH = re.compile(r"(/s/)[A-Za-z0-9_.-]{8,}")
-# A personal access token wherever it appears, sent any way at all.
-ACCESS_TOKEN = re.compile(r"(lbx_)[A-Za-z0-9]{8,}")
 REDACTED = "[redacted]"
 # A request id a client or proxy may send: short, and safe to echo and log.
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -45,20 +40,32 @@ WERKZEUG_REQUEST_LINE = '"%s" %s %s'
 OBSERVERS = "lockbox.answered"
 
 
-SECRETS = (
-    TOKEN_IN_URL,
-    AUTHORIZATION,
-    UPLOAD_KEY_IN_PATH,
-    SHARE_LINK_IN_PATH,
-    ACCESS_TOKEN,
-)
-# Any of them at all: one scan that clears the usual line, which holds none.
-ANY_SECRET = re.compile(
-    "|".join(
-        f"(?i:{secret.pattern})" if secret.flags & re.IGNORECASE else secret.pattern
-        for secret in SECRETS
+# Each pattern's first group is kept, the rest replaced.
+SECRETS: list[re.Pattern] = [TOKEN_IN_URL, AUTHORIZATION]
+
+
+def _any_of(secrets: list[re.Pattern]) -> re.Pattern:
+    """One pattern that finds any of ``secrets``: one scan clears the usual
+    line, which holds none."""
+    return re.compile(
+        "|".join(
+            f"(?i:{secret.pattern})" if secret.flags & re.IGNORECASE else secret.pattern
+            for secret in secrets
+        )
     )
-)
+
+
+ANY_SECRET = _any_of(SECRETS)
+
+
+def redact_secret(pattern: re.Pattern) -> None:
+    """Keep what ``pattern`` matches out of every log line from now on (its
+    first group stays, the rest becomes [redacted]). Each credential module
+    registers its own when it is imported; this module imports none."""
+    global ANY_SECRET
+    if pattern not in SECRETS:
+        SECRETS.append(pattern)
+        ANY_SECRET = _any_of(SECRETS)
 
 
 # Characters that would start a line of someone else's making in the log, or
@@ -88,8 +95,8 @@ def printable(text: str) -> str:
 
 
 def redact(text: str) -> str:
-    """``text`` with token values, credentials, upload keys and share links
-    replaced."""
+    """``text`` with token values, credentials and every registered secret
+    (upload keys, share links, API tokens) replaced."""
     if ANY_SECRET.search(text) is None:
         return text
     for secret in SECRETS:

@@ -2,17 +2,14 @@
 and the Prometheus metrics (metrics.py counts them).
 
 ``/metrics`` is not public: it answers 404 unless METRICS_TOKEN is set, and
-then only to ``Authorization: Bearer <METRICS_TOKEN>``.
+then only to ``Authorization: Bearer <METRICS_TOKEN>`` (metrics_token.py).
 """
 
-import hmac
-
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.datastructures import WWWAuthenticate
-from werkzeug.exceptions import NotFound, Unauthorized
 
+import caller
 from cluster import node_state, skip_catch_up
 from errors import rollback_quietly
 from metrics import registry
@@ -25,6 +22,7 @@ ALIVE = liveness_schema.dump({"status": "ok"})
 
 
 @bp.get("/livez")
+@caller.nobody
 def livez():
     """Liveness: the process answers (no token, no database).
 
@@ -44,6 +42,7 @@ def livez():
 
 
 @bp.get("/healthz")
+@caller.nobody
 def healthz():
     """Liveness, database reachability and, on a Galera cluster, whether this
     node may serve: in the primary component and synced (no token).
@@ -88,6 +87,7 @@ def healthz():
 
 
 @bp.get("/metrics")
+@caller.metrics
 def metrics():
     """Prometheus metrics; only with METRICS_TOKEN as a Bearer token.
     ---
@@ -110,17 +110,6 @@ def metrics():
             application/json:
               schema: ErrorSchema
     """
-    expected = current_app.config.get("METRICS_TOKEN")
-    if not expected:
-        raise NotFound()
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), expected.encode()
-    ):
-        raise Unauthorized(
-            "Metrics need the metrics token", www_authenticate=WWWAuthenticate("bearer")
-        )
     body = generate_latest(registry())
     return current_app.response_class(
         body, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}

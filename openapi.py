@@ -13,6 +13,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec_webframeworks.flask import FlaskPlugin
 from flask import Blueprint, current_app, jsonify
 
+import caller
+from caller import is_account_view
 from models import MAX_INT_ID
 from schemas import ErrorSchema
 
@@ -102,7 +104,7 @@ class ViewsPlugin(FlaskPlugin):
             shared = dict(SHARED_RESPONSES)
             if method in UNSAFE_METHODS:
                 shared.update(CROSS_SITE)
-            if getattr(view, "needs_token", False):  # check_for_token
+            if is_account_view(view):  # check_for_token
                 shared.update(TOKEN_RESPONSES)
             responses = operation.setdefault("responses", {})
             for status, (name, _) in shared.items():
@@ -211,6 +213,7 @@ def _describe_settings(document: dict, config) -> None:
 
 
 @bp.get("/openapi.json")
+@caller.nobody
 def openapi_document():
     """This description (OpenAPI 3.1).
     ---

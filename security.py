@@ -4,6 +4,7 @@ Referrer-Policy), cross-site requests refused, and the session cookie's flags.""
 from flask import request
 from flask.sessions import SecureCookieSessionInterface
 
+from caller import token_in_url
 from errors import ApiError
 
 # Pages load only their own stylesheet and script: no inline code, no frames.
@@ -22,9 +23,7 @@ def add_security_headers(response):
         headers.setdefault("X-Frame-Options", "DENY")
     # A token must never travel on to another site in a Referer header.
     headers.setdefault("Referrer-Policy", "no-referrer")
-    # The raw query string is searched first: parsing it costs more, and
-    # almost no request has one.
-    if b"token" in request.query_string and "token" in request.args:
+    if token_in_url():
         # A URL with a token in it must not be kept by the browser or a proxy.
         headers["Cache-Control"] = "no-store"
     return response

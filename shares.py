@@ -1,18 +1,11 @@
-"""Share links: one file, opened to anyone who has the link, no account needed.
+"""Share links, the views: the owner makes a link (``POST /files/<id>/shares``),
+lists a file's links and revokes one (``DELETE /shares/<id>``); anyone with
+the link opens ``/s/<link>``, a page with the file's name, size and
+description and a Download button, and ``/s/<link>/download`` gives the bytes
+like the owner's own download (Range, conditional requests, HEAD).
 
-The owner makes a link (``POST /files/<id>/shares``), lists a file's links and
-revokes one (``DELETE /shares/<id>``). The link, ``/s/<link>``, is a page with
-the file's name, size and description and a Download button;
-``/s/<link>/download`` gives the bytes like the owner's own download (Range,
-conditional requests, HEAD).
-
-The link's token is a random public id signed with the app's key
-(itsdangerous, HMAC-SHA256): the database keeps only the public id, so a copy
-of it opens nothing, and a changed character is a 404 before any query. The
-answer to a tampered link and to one that never existed is the same 404.
-Expired, revoked (by its owner, or by the owner signing out everywhere) and
-used-up links answer 410; deleting the file, or its owner, deletes its links.
-
+What a link is and what its holder may bring (its password, the page's
+unlock cookie, a download's claim) is share_links.py's; caller.py reads them.
 A password, when set, is asked for by the page (a form; the link is then
 unlocked for an hour by a cookie scoped to it) and by the download as HTTP
 Basic credentials with any username (``curl -u :password``). Password
@@ -23,18 +16,16 @@ What counts against ``max_downloads``: a download takes its count when its
 first byte is about to go out (whole file or a range, claimed atomically, so
 that of two last downloads at once exactly one is sent) and never gives it
 back, however little of the file it sent. The answer hands the client a
-claim: a signed token naming the link and that download, as a cookie scoped
-to the link's download URL and, for clients that keep no cookies, in a
-``Content-Location`` URL (``?claim=...``). For SHARE_RESUME_SECONDS the
-client holding the claim fetches any ranges of the file (resumes, the whole
-file again) without counting and without the password, even once the link
-is used up; anyone else needs a count of their own. HEAD and 304 answers
-never count. An expired, revoked or used-up link is 410 for every method and
-every conditional header, but for the holder of a claim to a used-up one.
+claim, as a cookie scoped to the link's download URL and, for clients that
+keep no cookies, in a ``Content-Location`` URL (``?claim=...``). For
+SHARE_RESUME_SECONDS the client holding the claim fetches any ranges of the
+file (resumes, the whole file again) without counting and without the
+password, even once the link is used up; anyone else needs a count of their
+own. HEAD and 304 answers never count. An expired, revoked or used-up link is
+410 for every method and every conditional header, but for the holder of a
+claim to a used-up one.
 """
 
-import hashlib
-import secrets
 from datetime import timedelta
 
 from flask import (
@@ -48,25 +39,16 @@ from flask import (
     request,
     url_for,
 )
-from itsdangerous import BadSignature, Signer, TimestampSigner
 from sqlalchemy.exc import IntegrityError
-from werkzeug.security import check_password_hash
 
+import caller
 import rate_limits
-from authentication import check_for_token, hash_password
+import storage
+from authentication import check_for_token
 from downloads import file_response
 from errors import ApiError, no_content, wants_html
-from files import FILE_ID, owned_file_or_404
-from models import (
-    MAX_INT_ID,
-    Share,
-    ShareDownload,
-    StoredFile,
-    User,
-    db,
-    retry_on_conflict,
-    utcnow,
-)
+from models import MAX_INT_ID, Share, StoredFile, User, db, utcnow
+from passwords import hash_password
 from request_data import load_or_400, request_body
 from schemas import (
     share_list_schema,
@@ -74,68 +56,27 @@ from schemas import (
     share_schema,
     shared_file_schema,
 )
+from share_links import (
+    CLAIM_COOKIE,
+    GONE,
+    UNLOCK_COOKIE,
+    UNLOCK_SECONDS,
+    DownloadCounter,
+    link_url,
+    new_public_id,
+    status_of,
+    unlock_cookie_value,
+)
 
 bp = Blueprint("shares", __name__)
 
-# 96 random bits of public id (16 characters) and a 43-character signature:
-# "/s/" and 60 characters in all.
-PUBLIC_ID_BYTES = 12
-SIGNER_SALT = "lockbox.share"
-UNLOCK_SALT = "lockbox.share.unlock"
-UNLOCK_COOKIE = "lockbox_share"
-UNLOCK_SECONDS = 3600
-CLAIM_SALT = "lockbox.share.claim"
-CLAIM_COOKIE = "lockbox_claim"
 # Links a file may have at once: a bound on what one account can pile up.
 MAX_SHARES_PER_FILE = 100
+FILE_ID = "<int:file_id>"
 SHARE_ID = "<int:share_id>"
-NOT_FOUND = "Link not found"
-GONE = {
-    "expired": "This link has expired",
-    "revoked": "This link was revoked by its owner",
-    "used_up": "This link has reached its download limit",
-}
 SHARE_CHALLENGE = {"WWW-Authenticate": 'Basic realm="Share"'}
 PASSWORD_NEEDED = "This link needs its password"
 WRONG_PASSWORD = "Wrong password for this link"
-
-
-def _keys() -> list:
-    """The signing keys, newest last (itsdangerous signs with the last)."""
-    config = current_app.config
-    return [*reversed(config.get("SECRET_KEY_FALLBACKS", [])), config["SECRET_KEY"]]
-
-
-def _signer() -> Signer:
-    """Signs and checks link tokens, with SECRET_KEY or a fallback key."""
-    return Signer(_keys(), salt=SIGNER_SALT, digest_method=hashlib.sha256)
-
-
-def _unlock_signer() -> TimestampSigner:
-    """Signs and checks the cookie that says a link's password was given."""
-    return TimestampSigner(_keys(), salt=UNLOCK_SALT, digest_method=hashlib.sha256)
-
-
-def _claim_signer() -> TimestampSigner:
-    """Signs and checks a download's claim (see the module's docstring)."""
-    return TimestampSigner(_keys(), salt=CLAIM_SALT, digest_method=hashlib.sha256)
-
-
-def link_url(share: Share) -> str:
-    """The link itself, absolute."""
-    token = _signer().sign(share.public_id).decode("ascii")
-    return url_for("shares.share_page", link=token, _external=True)
-
-
-def status_of(share: Share, owner: User) -> str:
-    """active, expired, revoked or used_up."""
-    if share.revoked_at is not None or share.owner_version != owner.token_version:
-        return "revoked"
-    if share.expires_at <= utcnow():
-        return "expired"
-    if share.max_downloads is not None and share.downloads >= share.max_downloads:
-        return "used_up"
-    return "active"
 
 
 def _describe(share: Share, owner: User) -> dict:
@@ -218,7 +159,7 @@ def create_share(file_id):
             application/json:
               schema: ErrorSchema
     """
-    stored_file = owned_file_or_404(file_id)
+    stored_file = storage.finished_file_of(g.user, file_id)
     settings = _share_request()
     count = db.session.execute(
         db.select(db.func.count()).select_from(Share).filter_by(file_id=file_id)
@@ -230,7 +171,7 @@ def create_share(file_id):
     password = settings.get("password")
     now = utcnow()
     share = Share(
-        public_id=secrets.token_urlsafe(PUBLIC_ID_BYTES),
+        public_id=new_public_id(),
         stored_file=stored_file,
         created_at=now,
         expires_at=now + timedelta(seconds=settings["expires_in"]),
@@ -271,7 +212,7 @@ def list_shares(file_id):
         403: Forbidden
         404: NotFound
     """
-    stored_file = owned_file_or_404(file_id)
+    stored_file = storage.finished_file_of(g.user, file_id)
     shares = [_describe(share, g.user) for share in _shares_of(file_id)]
     if wants_html():
         return render_template("shares.html", file=stored_file, shares=shares)
@@ -341,69 +282,6 @@ def revoke_share_form(share_id):
 # The public side: the link itself.
 
 
-def _public_id(link: str) -> str | None:
-    """The public id a link token carries, if its signature is ours."""
-    try:
-        return _signer().unsign(link).decode("ascii")
-    except (BadSignature, UnicodeDecodeError):
-        return None
-
-
-def _open(link: str) -> tuple[Share, StoredFile, User]:
-    """The share a link opens, its file and owner: 404 when there is no such
-    link (or it was tampered with, the same answer), 410 when it has expired
-    or was revoked. Whether it is used up is the caller's to say."""
-    public_id = _public_id(link)
-    found = None
-    if public_id is not None:
-        found = db.session.execute(
-            db.select(Share, StoredFile, User)
-            .join(StoredFile, StoredFile.id == Share.file_id)
-            .join(User, User.id == StoredFile.owner_id)
-            .where(Share.public_id == public_id, StoredFile.complete.is_(True))
-        ).one_or_none()
-    if found is None:
-        raise ApiError(404, NOT_FOUND)
-    share, stored_file, owner = found
-    status = status_of(share, owner)
-    if status in ("expired", "revoked"):
-        raise ApiError(410, GONE[status])
-    g.share_public_id = public_id
-    return share, stored_file, owner
-
-
-def _unlocked(share: Share, link: str) -> bool:
-    """Whether this request may have a password-protected link's file: the
-    password as Basic credentials, or the page's unlock cookie. A wrong
-    password is noted for the limits."""
-    auth = request.authorization
-    if auth is not None and auth.type == "basic":
-        if check_password_hash(share.password_hash, auth.password or ""):
-            return True
-        g.wrong_share_password = True
-        return False
-    cookie = request.cookies.get(UNLOCK_COOKIE, "")
-    try:
-        value = _unlock_signer().unsign(cookie, max_age=UNLOCK_SECONDS)
-    except BadSignature:
-        return False
-    return value.decode("ascii", "replace") == share.public_id
-
-
-def _checks_no_password() -> bool:
-    """Whether this request on a link will check no password, and so counts
-    against no password limit: only a form post of the page, or a download
-    with Basic credentials and no claim (whose holder needs no password),
-    checks one. Worked out from the request alone, before any query."""
-    if request.method == "POST":
-        return False
-    auth = request.authorization
-    if auth is None or auth.type != "basic":
-        return True
-    public_id = _public_id((request.view_args or {}).get("link", ""))
-    return public_id is not None and _claim_names(public_id)
-
-
 def _link_key() -> str:
     """The per-link limit's key: the link's public id (or the link as given)."""
     link = (request.view_args or {}).get("link", "")
@@ -411,8 +289,8 @@ def _link_key() -> str:
 
 
 # Every password check is counted when it starts, right or wrong (rate_limits.py).
-limit_per_link = rate_limits.per_link(_link_key, _checks_no_password)
-limit_per_address = rate_limits.per_address(_checks_no_password)
+limit_per_link = rate_limits.per_link(_link_key, caller.link_checks_no_password)
+limit_per_address = rate_limits.per_address(caller.link_checks_no_password)
 
 
 @bp.after_request
@@ -427,6 +305,7 @@ def never_stored(response):
 @bp.route("/s/<link>", methods=["GET", "POST"])
 @limit_per_link
 @limit_per_address
+@caller.link
 def share_page(link):
     """A shared file: a page with its name, size, description and a Download
     button, or its details as JSON; the password first when it has one.
@@ -474,24 +353,17 @@ def share_page(link):
         404: LinkNotFound
         410: LinkGone
     """
-    share, stored_file, owner = _open(link)
+    access = g.caller.record
+    share, stored_file, owner = access.share, access.stored_file, access.owner
     if status_of(share, owner) == "used_up":
         raise ApiError(410, GONE["used_up"])
-    error = None
-    if request.method == "POST":
-        password = request.form.get("password", "")
-        if share.password_hash is None or check_password_hash(
-            share.password_hash, password
-        ):
-            response = redirect(url_for("shares.share_page", link=link), 303)
-            _set_unlock_cookie(response, share, link)
-            return response
-        g.wrong_share_password = True
-        error = WRONG_PASSWORD
-    elif share.password_hash is None or _unlocked(share, link):
+    if request.method == "POST" and access.unlocked:
+        response = redirect(url_for("shares.share_page", link=link), 303)
+        _set_unlock_cookie(response, share, link)
+        return response
+    if request.method != "POST" and access.unlocked:
         return _details(share, stored_file, owner, link)
-    else:
-        error = WRONG_PASSWORD if g.get("wrong_share_password") else None
+    error = WRONG_PASSWORD if access.wrong_password else None
     if not wants_html():
         raise ApiError(401, error or PASSWORD_NEEDED, SHARE_CHALLENGE)
     page = render_template("share.html", locked=True, link=link, error=error)
@@ -522,7 +394,7 @@ def _set_unlock_cookie(response, share: Share, link: str) -> None:
     """Remember, for this link only, that its password was given."""
     response.set_cookie(
         UNLOCK_COOKIE,
-        _unlock_signer().sign(share.public_id).decode("ascii"),
+        unlock_cookie_value(share),
         max_age=UNLOCK_SECONDS,
         path=url_for("shares.share_page", link=link),
         secure=request.is_secure or current_app.config["SESSION_COOKIE_SECURE"],
@@ -534,6 +406,7 @@ def _set_unlock_cookie(response, share: Share, link: str) -> None:
 @bp.get("/s/<link>/download")
 @limit_per_link
 @limit_per_address
+@caller.link
 def share_download(link):
     """A shared file's bytes; Range, If-Range and If-None-Match honoured.
     ---
@@ -574,44 +447,20 @@ def share_download(link):
             application/json:
               schema: ErrorSchema
     """
-    share, stored_file, owner = _open(link)
-    if holds_claim(share):
+    access = g.caller.record
+    share, stored_file, owner = access.share, access.stored_file, access.owner
+    if access.claimed:
         return file_response(stored_file)
     if status_of(share, owner) == "used_up":
         raise ApiError(410, GONE["used_up"])
-    if share.password_hash is not None and not _unlocked(share, link):
-        message = WRONG_PASSWORD if g.get("wrong_share_password") else PASSWORD_NEEDED
+    if not access.unlocked:
+        message = WRONG_PASSWORD if access.wrong_password else PASSWORD_NEEDED
         raise ApiError(401, message, SHARE_CHALLENGE)
     counter = DownloadCounter(share)
     response = file_response(stored_file, transfer=counter)
     if counter.claim is not None:
         _hand_over_claim(response, counter.claim, link)
     return response
-
-
-def _claim_given() -> str:
-    """The claim this request brings: ``?claim=``, else the cookie."""
-    return request.args.get("claim") or request.cookies.get(CLAIM_COOKIE, "")
-
-
-def holds_claim(share: Share) -> bool:
-    """Whether this request brings a claim to ``share`` that is still in its
-    resume window: its holder resumes without counting or a password."""
-    return _claim_names(share.public_id)
-
-
-def _claim_names(public_id: str) -> bool:
-    """Whether the request's claim is valid and names this link."""
-    given = _claim_given()
-    if not given:
-        return False
-    try:
-        value = _claim_signer().unsign(
-            given, max_age=current_app.config["SHARE_RESUME_SECONDS"]
-        )
-    except BadSignature:
-        return False
-    return value.decode("ascii", "replace").partition(":")[0] == public_id
 
 
 def _hand_over_claim(response, claim: str, link: str) -> None:
@@ -630,42 +479,3 @@ def _hand_over_claim(response, claim: str, link: str) -> None:
     response.headers["Content-Location"] = url_for(
         "shares.share_download", link=link, claim=claim
     )
-
-
-class DownloadCounter:
-    """Takes a share's download count for the body ``file_response`` is
-    about to send (never for HEAD or a 304), and keeps it: ``claim`` is then
-    the signed claim its client resumes with."""
-
-    def __init__(self, share: Share):
-        self.share_id, self.public_id = share.id, share.public_id
-        self.claim: str | None = None
-
-    def __call__(self, body):
-        """The body, once the count is taken (a 410 when none is left)."""
-        download = self._claim_in_transaction()
-        value = f"{self.public_id}:{download.id}"
-        self.claim = _claim_signer().sign(value).decode("ascii")
-        return body
-
-    @retry_on_conflict
-    def _claim_in_transaction(self) -> ShareDownload:
-        """Count one download, or answer 410 when none is left: one UPDATE
-        whose condition the database checks under the row's lock (run again
-        if, on a Galera cluster, a count through another node conflicted)."""
-        now = utcnow()
-        claimed = db.session.execute(
-            db.update(Share)
-            .where(
-                Share.id == self.share_id,
-                Share.max_downloads.is_(None) | (Share.downloads < Share.max_downloads),
-            )
-            .values(downloads=Share.downloads + 1, last_download_at=now)
-        ).rowcount
-        if claimed != 1:
-            db.session.rollback()
-            raise ApiError(410, GONE["used_up"])
-        download = ShareDownload(share_id=self.share_id, started_at=now)
-        db.session.add(download)
-        db.session.flush()
-        return download

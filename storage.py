@@ -39,6 +39,7 @@ from errors import ApiError
 from metrics import DOWNLOADED, UPLOAD_FAILURES, UPLOADED
 from models import (
     CONFLICT_ATTEMPTS,
+    MAX_INT_ID,
     FileChunk,
     StoredFile,
     User,
@@ -484,6 +485,19 @@ def recount_files(*owner_ids: int) -> None:
     """
     for owner_id in owner_ids:
         db.session.execute(RECOUNT, {"owner_id": owner_id})
+
+
+def finished_file_of(owner: User, file_id: int) -> StoredFile:
+    """``owner``'s finished file with this id; 404 for anyone else's, an
+    unfinished one, or none (the same answer)."""
+    if not 1 <= file_id <= MAX_INT_ID:
+        raise ApiError(404, "File not found")
+    stored_file = db.session.execute(
+        db.select(StoredFile).filter_by(id=file_id, owner_id=owner.id, complete=True)
+    ).scalar_one_or_none()
+    if stored_file is None:
+        raise ApiError(404, "File not found")
+    return stored_file
 
 
 def delete_stored_files(*where) -> int:

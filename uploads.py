@@ -11,34 +11,29 @@ termination, checksum (sha1, sha256) and expiration.
 
 Who may touch an upload: creating one takes an account token. The URL it
 answers with, ``/uploads/<key>``, carries a random key that is a capability
-for that one upload, like a presigned URL: with it, the upload can be
-resumed, inspected and terminated without a token, for as long as the upload
-lives, so that an upload outlasts the 20-minute access token it began with.
-Only the key's SHA-256 is stored. A request that does bring a valid token
-must be the owner's (anyone else gets 404); signing out everywhere or a new
-password ends the key too. An unfinished upload expires
-UPLOAD_EXPIRY_SECONDS after its last piece (410, then 404 once ``files gc``
-has removed it).
+for that one upload (upload_keys.py): with it, the upload can be resumed,
+inspected and terminated without a token, for as long as the upload lives.
+An unfinished upload expires UPLOAD_EXPIRY_SECONDS after the last piece that
+brought bytes (410, then 404 once ``files gc`` has removed it).
 """
 
 import base64
 import binascii
-import functools
 import hashlib
 import re
-import secrets
 from datetime import timedelta
 
 from flask import Blueprint, current_app, g, request, url_for
-from sqlalchemy.orm import contains_eager
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import http_date, parse_options_header
 
+import caller
 import quotas
 import storage
-from authentication import check_for_token, token_from_request, verify_credential
+import upload_keys
+from authentication import check_for_token
 from errors import ApiError, no_content
-from models import ResumableUpload, StoredFile, User, db, retry_on_conflict, utcnow
+from models import ResumableUpload, StoredFile, db, retry_on_conflict, utcnow
 from schemas import DESCRIPTION_MAX
 
 bp = Blueprint("uploads", __name__)
@@ -52,17 +47,9 @@ CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 OFFSET_STREAM = "application/offset+octet-stream"
 # Says which file a finished upload became (on the last PATCH, and on HEAD).
 FILE_ID_HEADER = "Lockbox-File-Id"
-# 192 random bits, URL-safe: 32 characters.
-KEY_BYTES = 24
-KEY_RE = re.compile(r"[A-Za-z0-9_-]{32}")
 DIGITS_RE = re.compile(r"[0-9]{1,19}")
 MAX_METADATA = 4096
 READ_SIZE = 1024 * 1024
-
-
-def key_hash(key: str) -> str:
-    """What is stored of an upload's key."""
-    return hashlib.sha256(key.encode("ascii")).hexdigest()
 
 
 @bp.before_request
@@ -287,6 +274,7 @@ def _offset_stream() -> None:
 
 
 @bp.route("/uploads", methods=["OPTIONS"], provide_automatic_options=False)
+@caller.nobody
 def upload_capabilities():
     """What this tus server supports: version, extensions, size, checksums.
     ---
@@ -342,7 +330,7 @@ def create_upload():
     if with_body:
         _offset_stream()
     checksum = _checksum() if with_body else None
-    key = secrets.token_urlsafe(KEY_BYTES)
+    key = upload_keys.new_key()
 
     @retry_on_conflict
     def create() -> ResumableUpload:
@@ -356,7 +344,7 @@ def create_upload():
             commit=False,
         )
         upload = ResumableUpload(
-            key_hash=key_hash(key),
+            key_hash=upload_keys.key_hash(key),
             stored_file=stored_file,
             length=length,
             upload_metadata=raw_metadata,
@@ -392,49 +380,9 @@ def create_upload():
     return response
 
 
-def with_upload(view):
-    """Find the upload the URL's key opens, or answer 404 (410 once expired).
-
-    The key alone opens it; a valid token that comes along must be the owner's.
-    Puts the owner on ``g.user`` and the upload on ``g.upload``.
-    """
-
-    @functools.wraps(view)
-    def wrapped_view(key):
-        found = None
-        if KEY_RE.fullmatch(key):
-            found = db.session.execute(
-                db.select(ResumableUpload, User)
-                .join(ResumableUpload.stored_file)
-                .join(User, User.id == StoredFile.owner_id)
-                .options(contains_eager(ResumableUpload.stored_file))
-                .where(ResumableUpload.key_hash == key_hash(key))
-            ).one_or_none()
-        if found is None:
-            raise ApiError(404, "Upload not found")
-        upload, owner = found
-        caller = None
-        try:
-            token = token_from_request()
-            if token is not None:
-                caller, _ = verify_credential(token)
-        except ApiError:
-            caller = None  # an expired token: the key still opens the upload
-        if caller is not None and caller.id != owner.id:
-            raise ApiError(404, "Upload not found")
-        if caller is None and owner.token_version != upload.owner_version:
-            raise ApiError(404, "Upload not found")
-        if not upload.stored_file.complete and upload.expires_at <= utcnow():
-            raise ApiError(410, "Upload expired")
-        g.user, g.upload = owner, upload
-        return view()
-
-    return wrapped_view
-
-
 @bp.route("/uploads/<key>", methods=["HEAD"])
-@with_upload
-def upload_status():
+@caller.upload_key
+def upload_status(key):
     """An upload's offset and length: where to resume from.
     ---
     head:
@@ -463,8 +411,8 @@ def upload_status():
 
 
 @bp.route("/uploads/<key>", methods=["PATCH"], provide_automatic_options=False)
-@with_upload
-def upload_piece():
+@caller.upload_key
+def upload_piece(key):
     """Append a piece at Upload-Offset; the last byte makes the file.
     ---
     patch:
@@ -533,8 +481,8 @@ def upload_piece():
 
 
 @bp.route("/uploads/<key>", methods=["DELETE"], provide_automatic_options=False)
-@with_upload
-def terminate_upload():
+@caller.upload_key
+def terminate_upload(key):
     """Terminate an upload: what it stored is removed (tus termination).
 
     A finished upload's file stays: the URL is forgotten.

@@ -26,8 +26,8 @@ from sqlalchemy import event
 
 import storage
 from app import create_app
-from authentication import hash_password
 from models import FileChunk, StoredFile, User, db
+from passwords import hash_password
 
 # A test key: long and varied enough to pass the same checks production keys do.
 SECRET_KEY = "test-signing-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOP"
@@ -675,7 +675,7 @@ def tus_upload(client, token, content: bytes, sizes=(CHUNK - 1,)) -> int:
 def upload_row(app, path):
     """The ResumableUpload row of an upload's path (None once gone)."""
     from models import ResumableUpload
-    from uploads import key_hash
+    from upload_keys import key_hash
 
     key = path.rsplit("/", 1)[1]
     with app.app_context():
@@ -687,7 +687,7 @@ def upload_row(app, path):
 def set_expiry(app, path, seconds_from_now: float) -> None:
     """Move an upload's expiry to ``seconds_from_now`` (negative: the past)."""
     from models import ResumableUpload
-    from uploads import key_hash
+    from upload_keys import key_hash
 
     key = path.rsplit("/", 1)[1]
     with app.app_context():

@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from authentication import BASE62, access_token_hash
 from helpers import (
     bearer,
     tus_headers,
     uploaded,
 )
 from models import AccessToken, db, utcnow
+from personal_tokens import BASE62, access_token_hash
 
 HTML = {"Accept": "text/html"}
 ALL_SCOPES = ["files:read", "files:write", "shares:write"]

@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-import authentication
+import passwords
 from helpers import PASSWORD, SECRET_KEY, basic_auth, bearer, make_token, uploaded
 from models import User, db
 
@@ -91,13 +91,13 @@ def test_unknown_user_and_wrong_password_look_the_same(auth):
 
 def test_unknown_user_still_costs_a_password_check(auth, monkeypatch):
     calls = []
-    real_check = authentication.check_password_hash
+    real_check = passwords.check_password_hash
 
     def counting_check(pwhash, password):
         calls.append(pwhash)
         return real_check(pwhash, password)
 
-    monkeypatch.setattr(authentication, "check_password_hash", counting_check)
+    monkeypatch.setattr(passwords, "check_password_hash", counting_check)
     auth.login("nobody", PASSWORD)
     assert len(calls) == 1
     assert calls[0].startswith("scrypt:")

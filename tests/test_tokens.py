@@ -5,7 +5,7 @@ from datetime import timedelta
 import jwt
 import pytest
 
-import authentication
+import session_tokens
 from helpers import (
     SECRET_KEY,
     bearer,
@@ -273,9 +273,9 @@ def test_a_revoked_family_outlives_every_token_of_the_family(
     # Signed in three days ago: the first refresh token expires in four days.
     auth.create_user()
     now = utcnow()
-    monkeypatch.setattr(authentication, "utcnow", lambda: now - timedelta(days=3))
+    monkeypatch.setattr(session_tokens, "utcnow", lambda: now - timedelta(days=3))
     first = auth.login().get_json()
-    monkeypatch.setattr(authentication, "utcnow", lambda: now)
+    monkeypatch.setattr(session_tokens, "utcnow", lambda: now)
     # The thief refreshes today (a token that lives seven more days), then the
     # owner's stale copy is presented: the family is revoked.
     stolen = client.post("/refresh", headers=bearer(first["refresh_token"])).get_json()
@@ -283,9 +283,9 @@ def test_a_revoked_family_outlives_every_token_of_the_family(
     assert reuse.status_code == 401
     # Five days on, the first token has expired and its revocation may go, but
     # the thief's token has not: pruning must keep what keeps it dead.
-    monkeypatch.setattr(authentication, "utcnow", lambda: now + timedelta(days=5))
+    monkeypatch.setattr(session_tokens, "utcnow", lambda: now + timedelta(days=5))
     assert runner.invoke(args=["tokens", "prune"]).exit_code == 0
-    monkeypatch.setattr(authentication, "utcnow", lambda: now)
+    monkeypatch.setattr(session_tokens, "utcnow", lambda: now)
     again = client.post("/refresh", headers=bearer(stolen["refresh_token"]))
     assert again.status_code == 401
     assert again.get_json() == {"message": "Token revoked"}
@@ -303,6 +303,6 @@ def test_revoking_a_family_again_never_shortens_it(app, client, auth):
         first = db.session.get(RevokedToken, family).expires_at
         db.session.remove()
     with app.test_request_context():
-        authentication.revoke_family(family.removeprefix("family:"))
+        session_tokens.revoke_family(family.removeprefix("family:"))
         db.session.commit()
         assert db.session.get(RevokedToken, family).expires_at >= first

@@ -25,7 +25,6 @@ from flask import Flask
 from tusclient import client as tus
 from tusclient.exceptions import TusCommunicationError
 
-from authentication import LEEWAY_SECONDS
 from harness.server import ROOT, LiveServer
 from helpers import (
     OFFSET_STREAM,
@@ -41,6 +40,7 @@ from helpers import (
     user_id,
 )
 from models import StoredFile, db
+from session_tokens import LEEWAY_SECONDS
 
 pytestmark = pytest.mark.slow
 

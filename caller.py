@@ -1,0 +1,363 @@
+"""Who is asking: the one place that reads credentials from a request and
+says who the caller is (``g.caller``, a :class:`Caller`).
+
+Every route says which credential it takes with one of this module's
+decorators, which resolves it before the view runs and marks the view
+(``caller_rule``), so that a test can check every route of the app:
+
+- ``account``: a signed-in session's JSON Web Token or a personal access
+  token, as ``Authorization: Bearer`` or ``?token=`` (the tutorial's pages);
+  with the scopes the route needs (authentication.check_for_token);
+- ``password``: a username and password to sign in with, Basic credentials
+  on ``GET /login`` and the body on ``POST /login``;
+- ``refresh_token``: a refresh token, as Bearer, ``?token=`` or in the body;
+- ``link``: a share link in the path, with what its holder may bring: the
+  link's password (Basic, or the page's form), the page's unlock cookie, a
+  download's claim (its cookie or ``?claim=``);
+- ``upload_key``: a resumable upload's key in the path, and optionally the
+  owner's account token;
+- ``metrics``: the metrics token, as Bearer;
+- ``nobody``: no credential at all (liveness, the API description, the
+  capabilities of the tus server).
+
+Each kind of credential is checked by a module of its own (credentials.py
+lists them); no other module reads ``Authorization``, the ``token`` query
+argument or a credential cookie. ``g.user`` is always the caller's own
+account, or None: an upload key opens its upload for whoever holds it, and
+the upload's owner is ``g.upload_owner``.
+"""
+
+import functools
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from flask import g, has_request_context, request
+
+import metrics_token
+import personal_tokens
+import session_tokens
+import share_links
+import upload_keys
+from errors import ApiError
+from models import Share, StoredFile, User
+from passwords import canonical_username
+from request_data import request_body
+
+# The kinds of caller.
+SESSION = "session"
+ACCESS_TOKEN = "access_token"
+PASSWORD = "password"
+REFRESH_TOKEN = "refresh_token"
+LINK = "link"
+UPLOAD_KEY = "upload_key"
+METRICS = "metrics"
+NOBODY = "nobody"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, by what credential, and what it may do."""
+
+    kind: str
+    # The account behind the credential; None for whoever holds a link or an
+    # upload key without signing in, or for nobody.
+    user: User | None = None
+    # What an API token may do; None: whatever the kind of caller may.
+    scopes: frozenset[str] | None = None
+    # What stands behind the credential: a session's claims, an API token's
+    # row, a link's LinkAccess, an upload.
+    record: Any = None
+
+    @property
+    def is_session(self) -> bool:
+        """A signed-in session (not an API token): it may manage tokens."""
+        return self.kind == SESSION
+
+
+@dataclass(frozen=True)
+class LinkAccess:
+    """What the holder of a share link brought, checked."""
+
+    link: str
+    share: Share
+    stored_file: StoredFile
+    owner: User
+    # A download's claim to this very link, within its resume window: it
+    # resumes without counting and without the password.
+    claimed: bool
+    # The link has no password, or the right one came (Basic, the page's
+    # form, the unlock cookie), or a claim did.
+    unlocked: bool
+    # A password came, and it was wrong.
+    wrong_password: bool
+
+
+class SignInAttempt(NamedTuple):
+    """The credentials a sign-in is checked with."""
+
+    username: str | None  # canonical, or None when nobody can have it
+    password: str
+    typed: str  # the name as it came, to show back on the sign-in page
+
+
+# --- what the request carries ------------------------------------------------
+
+
+def _basic():
+    """The request's HTTP Basic credentials, or None."""
+    auth = request.authorization
+    return auth if auth is not None and auth.type == "basic" else None
+
+
+def _bearer() -> str | None:
+    """``Authorization: Bearer``'s value; a 401 when it is empty."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    value = value.strip()
+    if not value:
+        raise session_tokens.invalid_token()
+    return value
+
+
+def account_token() -> str | None:
+    """An account's token: ``Authorization: Bearer`` first, then ``?token=``."""
+    return _bearer() or request.args.get("token") or None
+
+
+def page_token() -> str | None:
+    """The ``?token=`` a page was opened with, which its links carry on."""
+    return request.args.get("token") if has_request_context() else None
+
+
+def token_in_url() -> bool:
+    """Whether the URL carries a token (its answer must not be stored)."""
+    # The raw query string is searched first: parsing it costs more, and
+    # almost no request has one.
+    return b"token" in request.query_string and "token" in request.args
+
+
+def sign_in_attempt() -> SignInAttempt:
+    """The canonical username and the password this sign-in is checked with.
+
+    ``GET /login`` takes HTTP Basic credentials, ``POST /login`` its form or
+    JSON body and nothing else; the limits count against this same username,
+    whatever else the request carries. Worked out once per request.
+    """
+    if "sign_in_attempt" not in g:
+        username = password = None
+        if request.method == "GET":
+            basic = _basic()
+            if basic is not None:
+                username, password = basic.username, basic.password
+        else:
+            try:
+                body = request_body()
+            except ApiError:
+                body = {}  # the view answers 400
+            username, password = body.get("username"), body.get("password")
+        g.sign_in_attempt = SignInAttempt(
+            canonical_username(username),
+            password if isinstance(password, str) else "",
+            username if isinstance(username, str) else "",
+        )
+    return g.sign_in_attempt
+
+
+def checks_a_sign_in_password() -> bool:
+    """Whether this sign-in request will check a password: a ``GET`` with
+    Basic credentials, or any ``POST`` (the sign-in page itself checks none)."""
+    return request.method != "GET" or _basic() is not None
+
+
+def refresh_token(in_body: str | None) -> str | None:
+    """The refresh token a request brings: Bearer or ``?token=``, else the
+    body's ``refresh_token`` (already parsed by the view)."""
+    return account_token() or in_body
+
+
+def _claim() -> str:
+    """The download claim a request brings: ``?claim=``, else its cookie."""
+    return request.args.get("claim") or request.cookies.get(
+        share_links.CLAIM_COOKIE, ""
+    )
+
+
+def _link_password() -> str | None:
+    """The link password a request brings: the page's form field on a POST,
+    Basic credentials (any username) otherwise; None when none came."""
+    if request.method == "POST":
+        return request.form.get("password", "")
+    basic = _basic()
+    return None if basic is None else basic.password or ""
+
+
+def link_checks_no_password() -> bool:
+    """Whether this request on a share link will check no password, and so
+    counts against no password limit: only a form post of the page, or Basic
+    credentials without a claim (whose holder needs no password), make it
+    check one. Worked out from the request alone, before any query."""
+    if request.method == "POST":
+        return False
+    if _basic() is None:
+        return True
+    public_id = share_links.public_id_of((request.view_args or {}).get("link", ""))
+    return public_id is not None and share_links.claim_names(public_id, _claim())
+
+
+# --- who it is -------------------------------------------------------------
+
+
+def _identify(token: str) -> Caller:
+    """The caller an account token makes, whatever it may do; a 401 for a
+    token that opens nothing."""
+    if token.startswith(personal_tokens.PAT_PREFIX):
+        user, access_token = personal_tokens.verify_access_token(token)
+        return Caller(
+            ACCESS_TOKEN, user, frozenset(access_token.scope_list), access_token
+        )
+    user, claims = session_tokens.verify_token(token)
+    return Caller(SESSION, user, None, claims)
+
+
+def _account(scopes: tuple[str, ...] | None) -> Caller:
+    """The caller an account token makes, allowed the ``scopes`` (None: a
+    signed-in session only); a 401 or 403 otherwise."""
+    token = account_token()
+    if token is None:
+        raise session_tokens.invalid_token("missing")
+    caller = _identify(token)
+    if caller.kind == ACCESS_TOKEN:
+        if scopes is None:
+            raise ApiError(403, "This needs a signed-in session, not an API token")
+        for name in scopes:
+            if name not in caller.scopes:
+                raise ApiError(403, f"Token lacks the {name} scope")
+    return caller
+
+
+def _link(link: str) -> Caller:
+    """The holder of a share link, and what they brought; 404 or 410 for a
+    link that opens nothing (share_links.open_link)."""
+    share, stored_file, owner = share_links.open_link(link)
+    claimed = share_links.claim_names(share.public_id, _claim())
+    unlocked, wrong = True, False
+    if share.password_hash is not None and not claimed:
+        password = _link_password()
+        if password is not None:
+            unlocked = share_links.password_opens(share, password)
+            wrong = not unlocked
+        else:
+            cookie = request.cookies.get(share_links.UNLOCK_COOKIE, "")
+            unlocked = share_links.unlock_cookie_opens(share, cookie)
+    access = LinkAccess(link, share, stored_file, owner, claimed, unlocked, wrong)
+    return Caller(LINK, None, None, access)
+
+
+def _upload_key(key: str) -> Caller:
+    """Whoever holds an upload's key: the upload and its owner on ``g``; the
+    caller's own account when a valid token came along (it must be the
+    owner's), else nobody's."""
+    account = None
+    try:
+        token = account_token()
+        if token is not None:
+            account = _identify(token).user
+    except ApiError:
+        account = None  # an expired token: the key still opens the upload
+    upload, owner = upload_keys.open_upload(key, account)
+    g.upload, g.upload_owner = upload, owner
+    return Caller(UPLOAD_KEY, account, None, upload)
+
+
+def _metrics() -> Caller:
+    """The metrics scraper: 404 while metrics are off, 401 without the token."""
+    metrics_token.check(_bearer_or_nothing())
+    return Caller(METRICS)
+
+
+def _bearer_or_nothing() -> str:
+    """``Authorization: Bearer``'s value, or "" (an empty one too)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _decorate(view, rule: str, resolve):
+    """``view``, run once ``resolve(**view_args)`` has said who the caller is
+    (``g.caller``, and ``g.user``), and marked with ``rule``."""
+
+    @functools.wraps(view)
+    def wrapped_view(*args, **kwargs):
+        caller = resolve(**kwargs)
+        g.caller, g.user = caller, caller.user
+        return view(*args, **kwargs)
+
+    wrapped_view.caller_rule = rule
+    return wrapped_view
+
+
+def account(scope: str | tuple[str, ...] | None = None, when_refused=None):
+    """A view for an account's token: a signed-in session, or (when the view
+    names its ``scope``, or several) a personal access token that has every
+    scope named; a 403 naming the first one it lacks, before the view looks
+    anything up. ``when_refused(error)``, when given, may answer a refusal
+    itself (a page that sends a browser to sign in); None lets it through."""
+    needed = (scope,) if isinstance(scope, str) else scope
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped_view(*args, **kwargs):
+            try:
+                caller = _account(needed)
+            except ApiError as error:
+                answer = None if when_refused is None else when_refused(error)
+                if answer is None:
+                    raise
+                return answer
+            g.caller, g.user = caller, caller.user
+            return view(*args, **kwargs)
+
+        wrapped_view.caller_rule = "account"
+        wrapped_view.scopes = needed
+        return wrapped_view
+
+    return decorate
+
+
+def password(view):
+    """A view that signs someone in with a username and password
+    (``sign_in_attempt`` has them)."""
+    return _decorate(view, "password", lambda **_: Caller(PASSWORD))
+
+
+def refresh_token_holder(view):
+    """A view for a refresh token (``refresh_token`` reads it; the view
+    checks it, since a refresh token used twice revokes its whole family)."""
+    return _decorate(view, "refresh_token", lambda **_: Caller(REFRESH_TOKEN))
+
+
+def link(view):
+    """A view for the holder of a share link (the ``link`` path argument)."""
+    return _decorate(view, "link", lambda link, **_: _link(link))
+
+
+def upload_key(view):
+    """A view for the holder of an upload's key (the ``key`` path argument)."""
+    return _decorate(view, "upload_key", lambda key, **_: _upload_key(key))
+
+
+def metrics(view):
+    """A view for the metrics scraper."""
+    return _decorate(view, "metrics", lambda **_: _metrics())
+
+
+def nobody(view):
+    """A view that takes no credential at all."""
+    return _decorate(view, "nobody", lambda **_: Caller(NOBODY))
+
+
+def is_account_view(view) -> bool:
+    """Whether ``view`` takes an account's token (its links carry ``?token=``)."""
+    return getattr(view, "caller_rule", None) == "account"

@@ -1,0 +1,27 @@
+"""What every bearer credential has in common: a secret kept only as its
+hash, and an owner whose trust it needs.
+
+Each kind of credential has a module of its own that owns its format, its
+hash, its check and the pattern that keeps it out of the logs (registered
+with logs.py): session_tokens (JSON Web Tokens), personal_tokens, share_links,
+upload_keys, and the metrics token (monitoring). caller.py is the one place
+that reads them from a request and says who is asking.
+"""
+
+import hashlib
+
+from models import User
+
+
+def secret_hash(secret: str) -> str:
+    """What is stored of a random secret (an API token, an upload's key): its
+    SHA-256. A fast hash is enough for a secret with nothing to guess from."""
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def owner_still_trusts(record, owner: User) -> bool:
+    """Whether ``owner`` still stands by a credential they made (an API token,
+    a share link, an upload's key): it carries the account's token version
+    from when it was made, and signing out everywhere or a new password
+    replaces that version, ending them all at once."""
+    return record.owner_version == owner.token_version

@@ -1,0 +1,194 @@
+"""The share link credential: a random public id signed with the app's key
+(itsdangerous, HMAC-SHA256), ``/s/<link>``. The database keeps only the
+public id, so a copy of it opens nothing, and a changed character fails the
+signature before any query; a tampered link and one that never existed get
+the same 404. A link its owner revoked, or no longer trusts (signed out
+everywhere, a new password: credentials.owner_still_trusts), or that has
+expired, is 410; deleting the file, or its owner, deletes its links.
+
+What a link's holder may bring besides the link (caller.py reads them all):
+its password, checked against an scrypt hash (passwords.py), as Basic
+credentials or the page's form; the cookie that says the page was unlocked
+(signed, an hour, scoped to the link); and a download's claim (signed, good
+for SHARE_RESUME_SECONDS), which ``DownloadCounter`` hands to the client that
+took a count, so that it alone resumes without counting again.
+"""
+
+import hashlib
+import re
+import secrets
+
+from flask import current_app, url_for
+from itsdangerous import BadSignature, Signer, TimestampSigner
+
+import logs
+from credentials import owner_still_trusts
+from errors import ApiError
+from models import Share, ShareDownload, StoredFile, User, db, retry_on_conflict, utcnow
+from passwords import password_matches
+
+# 96 random bits of public id (16 characters) and a 43-character signature:
+# "/s/" and 60 characters in all.
+PUBLIC_ID_BYTES = 12
+SIGNER_SALT = "lockbox.share"
+UNLOCK_SALT = "lockbox.share.unlock"
+UNLOCK_COOKIE = "lockbox_share"
+UNLOCK_SECONDS = 3600
+CLAIM_SALT = "lockbox.share.claim"
+CLAIM_COOKIE = "lockbox_claim"
+NOT_FOUND = "Link not found"
+GONE = {
+    "expired": "This link has expired",
+    "revoked": "This link was revoked by its owner",
+    "used_up": "This link has reached its download limit",
+}
+
+
+def _keys() -> list:
+    """The signing keys, newest last (itsdangerous signs with the last)."""
+    config = current_app.config
+    return [*reversed(config.get("SECRET_KEY_FALLBACKS", [])), config["SECRET_KEY"]]
+
+
+def _signer() -> Signer:
+    """Signs and checks link tokens, with SECRET_KEY or a fallback key."""
+    return Signer(_keys(), salt=SIGNER_SALT, digest_method=hashlib.sha256)
+
+
+def _unlock_signer() -> TimestampSigner:
+    """Signs and checks the cookie that says a link's password was given."""
+    return TimestampSigner(_keys(), salt=UNLOCK_SALT, digest_method=hashlib.sha256)
+
+
+def _claim_signer() -> TimestampSigner:
+    """Signs and checks a download's claim."""
+    return TimestampSigner(_keys(), salt=CLAIM_SALT, digest_method=hashlib.sha256)
+
+
+def new_public_id() -> str:
+    """A fresh public id for a link."""
+    return secrets.token_urlsafe(PUBLIC_ID_BYTES)
+
+
+def link_url(share: Share) -> str:
+    """The link itself, absolute."""
+    token = _signer().sign(share.public_id).decode("ascii")
+    return url_for("shares.share_page", link=token, _external=True)
+
+
+def status_of(share: Share, owner: User) -> str:
+    """active, expired, revoked or used_up."""
+    if share.revoked_at is not None or not owner_still_trusts(share, owner):
+        return "revoked"
+    if share.expires_at <= utcnow():
+        return "expired"
+    if share.max_downloads is not None and share.downloads >= share.max_downloads:
+        return "used_up"
+    return "active"
+
+
+def public_id_of(link: str) -> str | None:
+    """The public id a link token carries, if its signature is ours."""
+    try:
+        return _signer().unsign(link).decode("ascii")
+    except (BadSignature, UnicodeDecodeError):
+        return None
+
+
+def open_link(link: str) -> tuple[Share, StoredFile, User]:
+    """The share a link opens, its file and owner: 404 when there is no such
+    link (or it was tampered with, the same answer), 410 when it has expired
+    or was revoked. Whether it is used up is the caller's to say."""
+    public_id = public_id_of(link)
+    found = None
+    if public_id is not None:
+        found = db.session.execute(
+            db.select(Share, StoredFile, User)
+            .join(StoredFile, StoredFile.id == Share.file_id)
+            .join(User, User.id == StoredFile.owner_id)
+            .where(Share.public_id == public_id, StoredFile.complete.is_(True))
+        ).one_or_none()
+    if found is None:
+        raise ApiError(404, NOT_FOUND)
+    share, stored_file, owner = found
+    status = status_of(share, owner)
+    if status in ("expired", "revoked"):
+        raise ApiError(410, GONE[status])
+    return share, stored_file, owner
+
+
+def password_opens(share: Share, password: str) -> bool:
+    """Whether ``password`` is the link's (an scrypt check)."""
+    return password_matches(share.password_hash, password)
+
+
+def unlock_cookie_value(share: Share) -> str:
+    """What the unlock cookie of this link holds once its password was given."""
+    return _unlock_signer().sign(share.public_id).decode("ascii")
+
+
+def unlock_cookie_opens(share: Share, cookie: str) -> bool:
+    """Whether an unlock cookie is this link's, signed within the hour."""
+    try:
+        value = _unlock_signer().unsign(cookie, max_age=UNLOCK_SECONDS)
+    except BadSignature:
+        return False
+    return value.decode("ascii", "replace") == share.public_id
+
+
+def claim_names(public_id: str, claim: str) -> bool:
+    """Whether a download's claim is valid, within the resume window, and of
+    this link."""
+    if not claim:
+        return False
+    try:
+        value = _claim_signer().unsign(
+            claim, max_age=current_app.config["SHARE_RESUME_SECONDS"]
+        )
+    except BadSignature:
+        return False
+    return value.decode("ascii", "replace").partition(":")[0] == public_id
+
+
+class DownloadCounter:
+    """Takes a share's download count for the body ``file_response`` is
+    about to send (never for HEAD or a 304), and keeps it: ``claim`` is then
+    the signed claim its client resumes with."""
+
+    def __init__(self, share: Share):
+        self.share_id, self.public_id = share.id, share.public_id
+        self.claim: str | None = None
+
+    def __call__(self, body):
+        """The body, once the count is taken (a 410 when none is left)."""
+        download = self._claim_in_transaction()
+        value = f"{self.public_id}:{download.id}"
+        self.claim = _claim_signer().sign(value).decode("ascii")
+        return body
+
+    @retry_on_conflict
+    def _claim_in_transaction(self) -> ShareDownload:
+        """Count one download, or answer 410 when none is left: one UPDATE
+        whose condition the database checks under the row's lock (run again
+        if, on a Galera cluster, a count through another node conflicted)."""
+        now = utcnow()
+        claimed = db.session.execute(
+            db.update(Share)
+            .where(
+                Share.id == self.share_id,
+                Share.max_downloads.is_(None) | (Share.downloads < Share.max_downloads),
+            )
+            .values(downloads=Share.downloads + 1, last_download_at=now)
+        ).rowcount
+        if claimed != 1:
+            db.session.rollback()
+            raise ApiError(410, GONE["used_up"])
+        download = ShareDownload(share_id=self.share_id, started_at=now)
+        db.session.add(download)
+        db.session.flush()
+        return download
+
+
+# Wherever a link, or a download's claim, appears in a log line.
+logs.redact_secret(re.compile(r"(/s/)[A-Za-z0-9_.-]{8,}"))
+logs.redact_secret(re.compile(r"((?:^|[?&\s])claim=)[^&\s\"']+"))
