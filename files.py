@@ -39,8 +39,8 @@ bp = Blueprint("files", __name__)
 
 # A page of the caller's finished files, newest first. The page's ids come
 # from the listing index alone (it holds the id too), so rows skipped for an
-# offset cost an index entry each, not a read of the file's row (a deep page of
-# 100,000 files: 110 -> 15 ms, docs/benchmarks.md); then those rows are read.
+# offset cost an index entry each, not a read of the file's row (deep pages,
+# docs/benchmarks.md); then those rows are read.
 # Built once and run with parameters: building a statement costs more than
 # running it.
 NEWEST_FIRST = (StoredFile.created_at.desc(), StoredFile.id.desc())
@@ -62,8 +62,8 @@ OWNED_PAGE = (
 class OwnedFilesPagination(Pagination):
     """Flask-SQLAlchemy's pagination over OWNED_PAGE, in one query. The total
     is the account's count of finished files, which came with the account
-    when the request's token was checked: counting them on every page read
-    every file of the account (14 ms at 100,000 files, docs/benchmarks.md)."""
+    when the request's token was checked: counting them on every page would
+    read every file of the account (docs/benchmarks.md, the listing)."""
 
     def _query_items(self) -> list[Row]:
         """The page's rows."""

@@ -24,11 +24,11 @@ import queue
 import re
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from flask import current_app
-from sqlalchemy import bindparam, func
+from sqlalchemy import Connection, Engine, Executable, bindparam, func
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.http import parse_options_header
@@ -147,27 +147,23 @@ class ConcurrentAppend(RuntimeError):
 class ChunkWriter:
     """Appends bytes at the end of a file that is not finished yet.
 
-    The request thread hashes the bytes and cuts them into chunks; a storing
-    thread, on a connection of its own, inserts them. The two overlap, so
-    reading the request and the database's work proceed side by side; a queue
-    of one chunk between them keeps memory at a few chunks whatever the size,
-    and what is left to store once the last byte is read (which every piece
-    of a resumable upload waits for) at two chunks at most.
+    The request thread (this class) hashes the bytes and cuts them into
+    chunks; a ChunkStorer, on a thread and a connection of its own, inserts
+    them. The two overlap, so reading the request and the database's work
+    proceed side by side; the storer's queue of one chunk between them keeps
+    memory at a few chunks whatever the size, and what is left to store once
+    the last byte is read (which every piece of a resumable upload waits for)
+    at two chunks at most.
 
     With a ``limit`` (quotas.SizeLimit) every write is admitted by it first:
     the file grows only as far as MAX_FILE_SIZE and the owner's quota allow,
     and the write that would go further is refused with the limit's 413.
 
-    Chunks are committed every few, and before the storer waits for the client:
-    no transaction stays open while a slow or stalled client keeps the next
-    chunk coming (on SQLite an open one would hold the database's only write
-    lock, and every other writer would wait for it). With ``record_progress``
-    each commit also records the size and the hash so far on the file, so that
-    what was stored survives a dropped connection or a crash; without it they
-    are recorded by ``finish(keep=True)`` only, and ``finish(keep=False)``
-    returns the file to where it was. Progress is recorded only over the size
-    this writer last saw: if another request appended to the file meanwhile,
-    the commit fails (ConcurrentAppend) and nothing of this writer's stays.
+    With ``record_progress`` each of the storer's commits also records the
+    size and the hash so far on the file, so that what was stored survives a
+    dropped connection or a crash; without it they are recorded by
+    ``finish(keep=True)`` only, and ``finish(keep=False)`` returns the file
+    to where it was.
     """
 
     def __init__(
@@ -179,9 +175,8 @@ class ChunkWriter:
         self.stored_file = stored_file
         self.file_id = stored_file.id
         self.chunk_size = stored_file.chunk_size
-        self.record_progress = record_progress
         self.limit = limit
-        self.start = self.size = self._committed_size = stored_file.size
+        self.start = self.size = stored_file.size
         self._start_state = stored_file.hash_state
         self._hasher = ResumableSHA256.from_state(stored_file.hash_state)
         self._engine = db.engine
@@ -192,12 +187,9 @@ class ChunkWriter:
         db.session.commit()  # no transaction left open while the client sends
         self._pieces: list[bytes] = [self._tail] if self._tail else []
         self._buffered = len(self._tail)
-        self._error: BaseException | None = None
-        # Whether the storer has taken the end (or abort) marker.
-        self._ended = False
-        self._queue: queue.Queue[tuple] = queue.Queue(maxsize=1)
-        self._thread = threading.Thread(target=self._store_chunks, daemon=True)
-        self._thread.start()
+        self._storer = ChunkStorer(
+            self._engine, self.file_id, self.size, record_progress
+        )
 
     def _stored_tail(self) -> bytes:
         """The stored bytes of the file's last, partly filled chunk (if any)."""
@@ -216,7 +208,7 @@ class ChunkWriter:
         """The digest of the file's bytes so far."""
         return self._hasher.hexdigest()
 
-    def write(self, data) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes to the file, handing every chunk that fills to the storer."""
         view = memoryview(data)
         if self.limit is not None:
@@ -234,21 +226,123 @@ class ChunkWriter:
                 self._hand_over(self._take())
 
     def _take(self) -> bytes:
-        """The buffered bytes as one chunk (a single copy), and the seq it goes to."""
+        """The buffered bytes as one chunk (a single copy)."""
         chunk = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
         self._pieces, self._buffered = [], 0
         return chunk
 
     def _hand_over(self, chunk: bytes | None) -> None:
         """Queue a chunk (None: the end), with the size and hash it completes."""
-        if self._error is not None:
-            raise self._error
-        self._queue.put((self._seq, chunk, self.size, self._hasher.state()))
+        self._storer.put(self._seq, chunk, self.size, self._hasher.state())
         if chunk is not None:
             self._seq += 1
 
+    def finish(self, keep: bool = True) -> None:
+        """Store what is buffered, then record size and hash (committed).
+
+        With ``keep`` false (a piece that failed its checksum), everything this
+        writer appended is undone instead and the file is as it was.
+        """
+        if not keep:
+            self.close()
+            self._undo()
+            return
+        if self._buffered:
+            self._hand_over(self._take())
+        self._hand_over(None)
+        self._storer.join()
+        self.stored_file.size = self.size
+        self.stored_file.hash_state = self._hasher.state()
+
+    def _undo(self) -> None:
+        """Put back the rows, size and hash the file had before this writer."""
+        written = list(range(self._first_seq, self._seq + 1))
+        with self._engine.begin() as connection:
+            # By primary key, not a range: a range delete locks the gap after
+            # the file's last row, where another upload's rows go (a deadlock).
+            connection.execute(
+                db.delete(FileChunk).where(
+                    FileChunk.file_id == self.file_id, FileChunk.seq.in_(written)
+                )
+            )
+            if self._tail:
+                insert_chunk(
+                    connection,
+                    db.insert(FileChunk),
+                    self.file_id,
+                    self._first_seq,
+                    self._tail,
+                )
+            connection.execute(
+                db.update(StoredFile)
+                .where(StoredFile.id == self.file_id)
+                .values(size=self.start, hash_state=self._start_state)
+            )
+        self.stored_file.size = self.start
+        self.stored_file.hash_state = self._start_state
+
+    def close(self) -> None:
+        """Stop the storer, keeping nothing it had not committed; safe to call
+        more than once."""
+        self._storer.abort()
+
+
+class ChunkStorer:
+    """The storing side of a ChunkWriter: a thread with a connection of its
+    own that inserts the chunks it is handed, in order.
+
+    Everything here but the queue and ``error`` belongs to the storing
+    thread; the request thread only puts chunks in the queue (``put``), waits
+    for the end (``join``) or stops it (``abort``), and ``error`` is written
+    once, by the storing thread, before it stops taking chunks for good.
+
+    Chunks are committed every few, and before the storer waits for the next
+    one: no transaction stays open while a slow or stalled client keeps the
+    next chunk coming (on SQLite an open one would hold the database's only
+    write lock, and every other writer would wait for it). With
+    ``record_progress`` each commit also records the size and hash so far.
+    Progress is recorded only over the size the file had when it was last
+    seen: if another request appended to the file meanwhile, the commit fails
+    (ConcurrentAppend) and nothing of this writer's stays.
+    """
+
+    def __init__(self, engine: Engine, file_id: int, size: int, record_progress: bool):
+        self.file_id = file_id
+        self.record_progress = record_progress
+        self.error: BaseException | None = None
+        self._engine = engine
+        self._committed_size = size
+        # Whether the storer has taken the end (or abort) marker.
+        self._ended = False
+        self._queue: queue.Queue[tuple] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._store_chunks, daemon=True)
+        self._thread.start()
+
+    # --- the request thread's side ---------------------------------------
+
+    def put(self, seq: int, chunk: bytes | None, size: int, state: bytes) -> None:
+        """Hand over chunk ``seq`` (None: the end), with the file's size and
+        hash state once it is stored; the storer's error, if it failed."""
+        if self.error is not None:
+            raise self.error
+        self._queue.put((seq, chunk, size, state))
+
+    def join(self) -> None:
+        """Wait for the storer to commit the end; its error, if it failed."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        """Stop the storer, rolling back what it had not committed."""
+        if self._thread.is_alive():
+            self._queue.put(ABORT)
+            self._thread.join()
+
+    # --- the storing thread ----------------------------------------------
+
     def _store_chunks(self) -> None:
-        """The storing thread: insert chunks in order until the end marker."""
+        """Insert chunks in order until the end marker."""
         insert = chunk_upsert(self._engine.dialect.name)
         try:
             with self._engine.connect() as connection:
@@ -261,14 +355,14 @@ class ChunkWriter:
                     connection.invalidate()
                     raise
         except BaseException as error:
-            self._error = error
+            self.error = error
             # Keep taking chunks so the request thread never blocks on a full
             # queue, up to its end or abort marker (unless that came already:
             # the last commit is what failed).
             while not self._ended:
                 self._ended = self._queue.get()[1] is None
 
-    def _store_in(self, connection, insert) -> None:
+    def _store_in(self, connection: Connection, insert: Executable) -> None:
         """Insert the queued chunks on ``connection``, committing as they come,
         until the end marker (commit with the final size and hash) or the abort
         marker (roll back what is not committed).
@@ -279,7 +373,7 @@ class ChunkWriter:
         batch: list[tuple[int, bytes]] = []
         progress = None
 
-        def commit(progress) -> None:
+        def commit(progress: tuple[int, bytes] | None) -> None:
             self._retrying(
                 connection, insert, batch, lambda: self._commit(connection, progress)
             )
@@ -300,8 +394,8 @@ class ChunkWriter:
                 connection,
                 insert,
                 batch,
-                lambda seq=seq, chunk=chunk: self._insert_chunk(
-                    connection, insert, seq, chunk
+                lambda seq=seq, chunk=chunk: insert_chunk(
+                    connection, insert, self.file_id, seq, chunk
                 ),
             )
             if self.record_progress:
@@ -314,7 +408,13 @@ class ChunkWriter:
             commit((size, state))
         # else: the last commit recorded this very size (a commit is an fsync)
 
-    def _retrying(self, connection, insert, batch, action) -> None:
+    def _retrying(
+        self,
+        connection: Connection,
+        insert: Executable,
+        batch: list[tuple[int, bytes]],
+        action: Callable[[], None],
+    ) -> None:
         """Run ``action``; when the database undid the transaction for a
         conflict or a cluster change, roll back, insert ``batch`` again (what
         the transaction held) and run it again."""
@@ -330,12 +430,14 @@ class ChunkWriter:
             retry_pause(attempt)
             attempt += 1
             for seq, chunk in batch:
-                self._insert_chunk(connection, insert, seq, chunk)
+                insert_chunk(connection, insert, self.file_id, seq, chunk)
 
-    def _commit(self, connection, progress: tuple[int, bytes] | None) -> None:
+    def _commit(
+        self, connection: Connection, progress: tuple[int, bytes] | None
+    ) -> None:
         """Commit the chunks so far, with the progress that lets `files gc` tell a
         slow upload from a stalled one, and (when recorded) size and hash."""
-        values = {"updated_at": utcnow()}
+        values: dict[str, object] = {"updated_at": utcnow()}
         where = [StoredFile.id == self.file_id]
         if progress is not None:
             values["size"], values["hash_state"] = progress
@@ -347,58 +449,13 @@ class ChunkWriter:
         if progress is not None:
             self._committed_size = progress[0]
 
-    def _insert_chunk(self, connection, insert, seq: int, chunk: bytes) -> None:
-        """Insert one chunk row (or replace the one stored with that seq)."""
-        connection.execute(insert, {"file_id": self.file_id, "seq": seq, "data": chunk})
 
-    def finish(self, keep: bool = True) -> None:
-        """Store what is buffered, then record size and hash (committed).
-
-        With ``keep`` false (a piece that failed its checksum), everything this
-        writer appended is undone instead and the file is as it was.
-        """
-        if not keep:
-            self.close()
-            self._undo()
-            return
-        if self._buffered:
-            self._hand_over(self._take())
-        self._hand_over(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        self.stored_file.size = self.size
-        self.stored_file.hash_state = self._hasher.state()
-
-    def _undo(self) -> None:
-        """Put back the rows, size and hash the file had before this writer."""
-        written = list(range(self._first_seq, self._seq + 1))
-        with self._engine.begin() as connection:
-            # By primary key, not a range: a range delete locks the gap after
-            # the file's last row, where another upload's rows go (a deadlock).
-            connection.execute(
-                db.delete(FileChunk).where(
-                    FileChunk.file_id == self.file_id, FileChunk.seq.in_(written)
-                )
-            )
-            if self._tail:
-                self._insert_chunk(
-                    connection, db.insert(FileChunk), self._first_seq, self._tail
-                )
-            connection.execute(
-                db.update(StoredFile)
-                .where(StoredFile.id == self.file_id)
-                .values(size=self.start, hash_state=self._start_state)
-            )
-        self.stored_file.size = self.start
-        self.stored_file.hash_state = self._start_state
-
-    def close(self) -> None:
-        """Stop the storing thread, keeping nothing it had not committed; safe to
-        call more than once."""
-        if self._thread.is_alive():
-            self._queue.put(ABORT)
-            self._thread.join()
+def insert_chunk(
+    connection: Connection, insert: Executable, file_id: int, seq: int, chunk: bytes
+) -> None:
+    """Insert one chunk row (or, with chunk_upsert, replace the one stored
+    with that seq)."""
+    connection.execute(insert, {"file_id": file_id, "seq": seq, "data": chunk})
 
 
 def chunk_upsert(dialect: str):

@@ -420,8 +420,8 @@ def explain(app, statements: dict) -> dict:
 
 def measure(args, scratch: Path) -> dict:
     """Fill the database count by count, and time the listing at each."""
-    from authentication import hash_password
     from models import db
+    from passwords import hash_password
 
     results = {
         "date": datetime.now(UTC).date().isoformat(),

@@ -248,8 +248,8 @@ def load_user(url: str, secret_key: str, remove: bool):
     With ``remove``, the user and its files are deleted on the way out.
     """
     from app import create_app
-    from authentication import hash_password
     from models import User, db
+    from passwords import hash_password
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": secret_key})
     app.logger.setLevel(logging.WARNING)

@@ -163,7 +163,7 @@ def test_chunks_of_a_commit_the_cluster_refused_are_stored_again(
     # A Galera node refuses a commit while the cluster changes shape ("Error
     # during COMMIT", 1180): nothing of the transaction was kept. The writer
     # rolls back, inserts the same chunks again and commits.
-    real_commit = storage.ChunkWriter._commit
+    real_commit = storage.ChunkStorer._commit
     refused = []
 
     def refuse_once(self, connection, progress):
@@ -174,7 +174,7 @@ def test_chunks_of_a_commit_the_cluster_refused_are_stored_again(
             )
         return real_commit(self, connection, progress)
 
-    monkeypatch.setattr(storage.ChunkWriter, "_commit", refuse_once)
+    monkeypatch.setattr(storage.ChunkStorer, "_commit", refuse_once)
     content = random_bytes(BIG, seed=12)
     file_id = uploaded(client, token, content, "refused.bin")["id"]
     assert refused == [True]
@@ -188,7 +188,7 @@ def test_an_error_that_is_not_a_conflict_is_not_retried(client, token, monkeypat
         attempts.append(True)
         raise OperationalError("COMMIT", {}, Exception(1146, "Table doesn't exist"))
 
-    monkeypatch.setattr(storage.ChunkWriter, "_commit", fail)
+    monkeypatch.setattr(storage.ChunkStorer, "_commit", fail)
     answer = multipart_upload(client, token, random_bytes(BIG, seed=13))
     assert answer.status_code == 503
     assert len(attempts) == 1

@@ -257,14 +257,14 @@ def test_forty_mebibyte_upload_reassembles_byte_identical(app, client, token):
 
 @pytest.mark.parametrize("app_settings", [{"CHUNK_SIZE": 4096}])
 def test_database_failure_mid_upload_keeps_nothing(app, client, token, monkeypatch):
-    real_insert = storage.ChunkWriter._insert_chunk
+    real_insert = storage.insert_chunk
 
-    def failing_insert(self, connection, insert, seq, chunk):
+    def failing_insert(connection, insert, file_id, seq, chunk):
         if seq == 2:
             raise OperationalError("INSERT", {}, Exception("server has gone away"))
-        real_insert(self, connection, insert, seq, chunk)
+        real_insert(connection, insert, file_id, seq, chunk)
 
-    monkeypatch.setattr(storage.ChunkWriter, "_insert_chunk", failing_insert)
+    monkeypatch.setattr(storage, "insert_chunk", failing_insert)
     response = form_upload(client, token, os.urandom(5 * 4096))
     assert response.status_code == 503
     assert response.get_json() == {"message": "Database unavailable"}
@@ -276,14 +276,14 @@ def test_storer_reports_the_failure_not_the_rollback_after_it(app, auth, monkeyp
     # When the server goes away, the rollback that closes the storing thread's
     # connection fails as well; the error the upload reports is the first one.
     lost = OperationalError("INSERT", {}, Exception("server has gone away"))
-    real_insert = storage.ChunkWriter._insert_chunk
+    real_insert = storage.insert_chunk
 
-    def failing_insert(self, connection, insert, seq, chunk):
+    def failing_insert(connection, insert, file_id, seq, chunk):
         if seq == 1:
             raise lost
-        real_insert(self, connection, insert, seq, chunk)
+        real_insert(connection, insert, file_id, seq, chunk)
 
-    monkeypatch.setattr(storage.ChunkWriter, "_insert_chunk", failing_insert)
+    monkeypatch.setattr(storage, "insert_chunk", failing_insert)
     owner_id = auth.create_user()
     with app.app_context():
         dialect = db.engine.dialect
