@@ -6,6 +6,7 @@ here (test modules never import each other).
 
 import base64
 import contextlib
+import functools
 import hashlib
 import http.client
 import io
@@ -23,11 +24,11 @@ import jwt
 import pytest
 import requests
 from sqlalchemy import event
+from werkzeug.security import generate_password_hash
 
 import storage
 from app import create_app
 from models import FileChunk, StoredFile, User, db
-from passwords import hash_password
 
 # A test key: long and varied enough to pass the same checks production keys do.
 SECRET_KEY = "test-signing-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOP"
@@ -91,7 +92,7 @@ class AuthActions:
     def create_user(self, username="alice", password=PASSWORD) -> int:
         """Add a user directly in the database; return its id."""
         with self._app.app_context():
-            user = User(username=username, password_hash=hash_password(password))
+            user = User(username=username, password_hash=quick_hash(password))
             db.session.add(user)
             db.session.commit()
             return user.id
@@ -112,6 +113,16 @@ class AuthActions:
         response = self.login(username, password)
         assert response.status_code == 200, response.get_json()
         return response.get_json()["token"]
+
+
+@functools.cache
+def quick_hash(password: str) -> str:
+    """A scrypt hash of ``password`` with a small work factor, for the users
+    tests put straight into the database: checking the app's default one
+    costs about 0.1 s, twice for most tests. Sign-in checks it like any other
+    (the hash says its parameters); the app's own hashing keeps the default
+    (test_auth.py)."""
+    return generate_password_hash(password, method="scrypt:1024:8:1")
 
 
 def bearer(token: str, **headers) -> dict:
