@@ -4,17 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 
-.PHONY: run test lint format system-deps clean serve bench
+.PHONY: run test check lint format system-deps clean serve bench
 
 run: $(VENV)/.installed .env
 	$(FLASK) init-db
 	$(FLASK) users bootstrap
 	$(FLASK) run --host 127.0.0.1 --port 5000
 
+# The app's modules, for the type checker.
+MODULES := $(filter-out gunicorn.conf.py,$(wildcard *.py))
+# What the tests need on the machine: Chromium, nginx, wrk, Galera... (apt),
+# installed once; remove the stamp to look again.
+TEST_SETUP := $(VENV)/.installed-dev node_modules/.installed $(VENV)/.system-deps
+
 # The linters, then the whole suite under coverage (the real servers it starts
 # included), then the branch coverage of the app's modules.
-test: lint node_modules/.installed
-	scripts/system-deps --test
+test: lint $(TEST_SETUP)
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage combine --quiet
@@ -27,9 +32,19 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# For the edit loop, in well under a minute: the linters, then the tests that
+# need no server, on SQLite only.
+check: lint
+	$(BIN)/pytest -q -n 2 -m "not slow" -k "not mysqlclient and not mariadb" \
+		--ignore=tests/server --ignore=tests/cluster -p no:cacheprovider
+
+# ruff, the type checker over the app's modules, and the import order
+# (pyproject.toml's layers).
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(MODULES)
+	$(BIN)/python scripts/check-layers
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
@@ -42,14 +57,23 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: requirements.txt | $(VENV)/bin/python system-deps
+$(VENV)/.installed: requirements.txt $(VENV)/.build-deps
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
-	scripts/system-deps --test
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.build-deps
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.installed
+
+# The Debian packages the drivers build with, then those the tests need:
+# looked for once (remove a stamp to look again).
+$(VENV)/.build-deps: scripts/system-deps | $(VENV)/bin/python
+	scripts/system-deps
+	touch $@
+
+$(VENV)/.system-deps: scripts/system-deps | $(VENV)/bin/python
+	scripts/system-deps --test
+	touch $@
 
 # A random signing key for this checkout, kept in .env (which git ignores).
 .env:

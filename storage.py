@@ -7,7 +7,8 @@ download) goes through here; one module owns a file's life, as 0x0's
 - ``begin()`` makes the file's row, hidden (``complete`` false) and committed;
 - a ``ChunkWriter`` appends bytes at the file's end, in one request or many,
   cutting them into chunk rows of the file's ``chunk_size`` and keeping the
-  stored size and the SHA-256 so far on the row;
+  stored size and the SHA-256 so far on the row (its ``ChunkStorer`` inserts
+  the rows on a thread and a connection of its own);
 - ``finish()`` checks the digest and makes the file visible;
 - ``discard()`` and ``delete_stored_files()`` remove files with every chunk;
 - ``read_range()`` streams bytes ``start`` to ``stop`` back out.
