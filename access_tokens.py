@@ -8,6 +8,8 @@ cannot make another one. Signing out everywhere, or a new password, ends them
 all; deleting the account deletes them.
 """
 
+from typing import Any
+
 from flask import (
     Blueprint,
     current_app,
@@ -19,6 +21,7 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 
 from authentication import check_for_token
 from errors import ApiError, no_content, wants_html
@@ -36,12 +39,12 @@ bp = Blueprint("access_tokens", __name__)
 TOKEN_ID = "<int:token_id>"
 
 
-def _token_request() -> dict:
+def _token_request() -> dict[str, Any]:
     """The new token's settings, from JSON or the page's form."""
     body = request_body()
     if not request.is_json:
         # The form: scopes are checkboxes; an empty or "never" expiry select.
-        form = body
+        form = request.form
         body = {"name": form.get("name", ""), "scopes": form.getlist("scopes")}
         expires_in = form.get("expires_in", "").strip()
         if expires_in == "never":
@@ -58,7 +61,7 @@ def _token_request() -> dict:
 
 @bp.post("/tokens")
 @check_for_token
-def create_token():
+def create_token() -> ResponseReturnValue:
     """Make a personal access token; the token is in this answer only.
     ---
     post:
@@ -99,7 +102,7 @@ def create_token():
 
 @bp.get("/tokens")
 @check_for_token
-def list_tokens():
+def list_tokens() -> ResponseReturnValue:
     """Your personal access tokens, newest first (a page for browsers).
     ---
     get:
@@ -120,7 +123,7 @@ def list_tokens():
 
 @bp.delete(f"/tokens/{TOKEN_ID}")
 @check_for_token
-def revoke_token(token_id):
+def revoke_token(token_id: int) -> ResponseReturnValue:
     """Revoke a personal access token: it is refused (401) from now on.
     ---
     delete:
@@ -137,7 +140,7 @@ def revoke_token(token_id):
 
 @bp.post(f"/tokens/{TOKEN_ID}/revoke")
 @check_for_token
-def revoke_token_form(token_id):
+def revoke_token_form(token_id: int) -> ResponseReturnValue:
     """Revoke a personal access token from the page (HTML).
     ---
     post:

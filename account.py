@@ -1,7 +1,7 @@
 """``GET /account``: who the caller is, what their files take and what they
 may keep (quotas.py works it out)."""
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, Response, g, jsonify
 
 from authentication import check_for_token
 from quotas import account_usage
@@ -12,7 +12,7 @@ bp = Blueprint("account", __name__)
 
 @bp.get("/account")
 @check_for_token(scope="files:read")
-def account():
+def account() -> Response:
     """The caller's name, storage used, quota and the largest file allowed.
     ---
     get:

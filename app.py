@@ -67,7 +67,9 @@ def load_config(app: Flask, test_config: dict | None) -> None:
         # limits and the logs), scheme, host and port (for the links written
         # out) from their X-Forwarded-* headers.
         hops = app.config["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(
+        # Flask's documented way to add WSGI middleware; mypy refuses any
+        # assignment to a method.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
 

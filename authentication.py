@@ -6,10 +6,13 @@ view that needs an account's token carries (caller.py says who is asking)."""
 
 import functools
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import (
     Blueprint,
+    Response,
     current_app,
     flash,
     g,
@@ -19,6 +22,8 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response as BaseResponse
 
 import caller
 import rate_limits
@@ -69,7 +74,7 @@ limit_per_address = rate_limits.per_address(
 )
 
 
-def _send_to_sign_in(error: ApiError):
+def _send_to_sign_in(error: ApiError) -> BaseResponse | None:
     """A browser whose token was refused goes to the sign-in page, told why
     when its token expired or is no longer valid; anything else is answered
     as it is (None)."""
@@ -81,7 +86,11 @@ def _send_to_sign_in(error: ApiError):
     return redirect(url_for("auth.login"), 303)
 
 
-def check_for_token(view=None, *, scope: str | tuple[str, ...] | None = None):
+def check_for_token(
+    view: Callable[..., Any] | None = None,
+    *,
+    scope: str | tuple[str, ...] | None = None,
+) -> Callable[..., Any]:
     """Let the view run only for a valid token; its user is ``g.user``, the
     caller ``g.caller`` (caller.py).
 
@@ -101,7 +110,7 @@ def check_for_token(view=None, *, scope: str | tuple[str, ...] | None = None):
 
 
 @bp.app_url_defaults
-def keep_the_page_token(endpoint: str, values: dict) -> None:
+def keep_the_page_token(endpoint: str, values: dict[str, Any]) -> None:
     """Links and forms on a page carry the ``?token=`` the page was opened with,
     to every view that needs a token: the tutorial's browser flow, in one place
     instead of every ``url_for`` (which can still say ``token=None``)."""
@@ -115,7 +124,7 @@ def keep_the_page_token(endpoint: str, values: dict) -> None:
         values.update(token=token, **others)
 
 
-def token_response(user: User, family: str | None = None):
+def token_response(user: User, family: str | None = None) -> Response:
     """The JSON answer to a sign-in or a refresh: an access and a refresh token."""
     family = family or uuid.uuid4().hex
     refresh_token = issue_token(user, REFRESH, family)
@@ -138,7 +147,7 @@ def token_response(user: User, family: str | None = None):
 @limit_per_username
 @limit_per_address
 @caller.password
-def login():
+def login() -> ResponseReturnValue:
     """Exchange HTTP Basic credentials for tokens; browsers get the sign-in page.
     ---
     get:
@@ -154,8 +163,9 @@ def login():
         401: BadCredentials
     """
     if not caller.checks_a_sign_in_password() and wants_html():
-        if request.args.get("expired"):
-            flash(TOKEN_PROBLEMS["expired"][1], "error")
+        told = TOKEN_PROBLEMS["expired"][1]
+        if request.args.get("expired") and told:
+            flash(told, "error")
         return render_template("login.html")
     attempt = caller.sign_in_attempt()
     user = authenticate(attempt.username, attempt.password)
@@ -168,7 +178,7 @@ def login():
 @limit_per_username
 @limit_per_address
 @caller.password
-def login_form():
+def login_form() -> ResponseReturnValue:
     """Sign in with a username and password, as a form or a JSON body.
 
     A browser is sent on to its files with the token in the URL; an API client
@@ -213,7 +223,7 @@ def login_form():
 
 @bp.post("/logout")
 @check_for_token
-def logout():
+def logout() -> ResponseReturnValue:
     """Revoke the token and its sign-in's refresh tokens (everywhere=1: all).
 
     With ``?everywhere=1``, every token the user holds, on every device.
@@ -231,7 +241,7 @@ def logout():
     everywhere = load_or_400(logout_query_schema, request.args.to_dict())["everywhere"]
 
     @retry_on_conflict
-    def sign_out():
+    def sign_out() -> None:
         if everywhere:
             revoke_all_tokens(g.user)
         else:
@@ -250,7 +260,7 @@ def logout():
 
 @bp.post("/refresh")
 @caller.refresh_token_holder
-def refresh():
+def refresh() -> Response:
     """Trade a refresh token for a new pair; the old one is retired.
 
     Presenting a retired one again means it was copied: the whole family

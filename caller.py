@@ -28,10 +28,13 @@ the upload's owner is ``g.upload_owner``.
 """
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from flask import g, has_request_context, request
+from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import Authorization
 
 import metrics_token
 import personal_tokens
@@ -52,6 +55,9 @@ LINK = "link"
 UPLOAD_KEY = "upload_key"
 METRICS = "metrics"
 NOBODY = "nobody"
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ class SignInAttempt(NamedTuple):
 # --- what the request carries ------------------------------------------------
 
 
-def _basic():
+def _basic() -> Authorization | None:
     """The request's HTTP Basic credentials, or None."""
     auth = request.authorization
     return auth if auth is not None and auth.type == "basic" else None
@@ -232,6 +238,7 @@ def _account(scopes: tuple[str, ...] | None) -> Caller:
         if scopes is None:
             raise ApiError(403, "This needs a signed-in session, not an API token")
         for name in scopes:
+            assert caller.scopes is not None  # an API token always has its scopes
             if name not in caller.scopes:
                 raise ApiError(403, f"Token lacks the {name} scope")
     return caller
@@ -284,21 +291,32 @@ def _bearer_or_nothing() -> str:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
-def _decorate(view, rule: str, resolve):
+def _mark(view: Callable[P, R], **marks: object) -> Callable[P, R]:
+    """``view``, with ``marks`` set as its attributes (``caller_rule``, which
+    the tests read back, and ``scopes``)."""
+    vars(view).update(marks)
+    return view
+
+
+def _decorate(
+    view: Callable[P, R], rule: str, resolve: Callable[..., Caller]
+) -> Callable[P, R]:
     """``view``, run once ``resolve(**view_args)`` has said who the caller is
     (``g.caller``, and ``g.user``), and marked with ``rule``."""
 
     @functools.wraps(view)
-    def wrapped_view(*args, **kwargs):
+    def wrapped_view(*args: P.args, **kwargs: P.kwargs) -> R:
         caller = resolve(**kwargs)
         g.caller, g.user = caller, caller.user
         return view(*args, **kwargs)
 
-    wrapped_view.caller_rule = rule
-    return wrapped_view
+    return _mark(wrapped_view, caller_rule=rule)
 
 
-def account(scope: str | tuple[str, ...] | None = None, when_refused=None):
+def account(
+    scope: str | tuple[str, ...] | None = None,
+    when_refused: Callable[[ApiError], ResponseReturnValue | None] | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R | ResponseReturnValue]]:
     """A view for an account's token: a signed-in session, or (when the view
     names its ``scope``, or several) a personal access token that has every
     scope named; a 403 naming the first one it lacks, before the view looks
@@ -306,9 +324,9 @@ def account(scope: str | tuple[str, ...] | None = None, when_refused=None):
     itself (a page that sends a browser to sign in); None lets it through."""
     needed = (scope,) if isinstance(scope, str) else scope
 
-    def decorate(view):
+    def decorate(view: Callable[P, R]) -> Callable[P, R | ResponseReturnValue]:
         @functools.wraps(view)
-        def wrapped_view(*args, **kwargs):
+        def wrapped_view(*args: P.args, **kwargs: P.kwargs) -> R | ResponseReturnValue:
             try:
                 caller = _account(needed)
             except ApiError as error:
@@ -319,45 +337,43 @@ def account(scope: str | tuple[str, ...] | None = None, when_refused=None):
             g.caller, g.user = caller, caller.user
             return view(*args, **kwargs)
 
-        wrapped_view.caller_rule = "account"
-        wrapped_view.scopes = needed
-        return wrapped_view
+        return _mark(wrapped_view, caller_rule="account", scopes=needed)
 
     return decorate
 
 
-def password(view):
+def password(view: Callable[P, R]) -> Callable[P, R]:
     """A view that signs someone in with a username and password
     (``sign_in_attempt`` has them)."""
     return _decorate(view, "password", lambda **_: Caller(PASSWORD))
 
 
-def refresh_token_holder(view):
+def refresh_token_holder(view: Callable[P, R]) -> Callable[P, R]:
     """A view for a refresh token (``refresh_token`` reads it; the view
     checks it, since a refresh token used twice revokes its whole family)."""
     return _decorate(view, "refresh_token", lambda **_: Caller(REFRESH_TOKEN))
 
 
-def link(view):
+def link(view: Callable[P, R]) -> Callable[P, R]:
     """A view for the holder of a share link (the ``link`` path argument)."""
     return _decorate(view, "link", lambda link, **_: _link(link))
 
 
-def upload_key(view):
+def upload_key(view: Callable[P, R]) -> Callable[P, R]:
     """A view for the holder of an upload's key (the ``key`` path argument)."""
     return _decorate(view, "upload_key", lambda key, **_: _upload_key(key))
 
 
-def metrics(view):
+def metrics(view: Callable[P, R]) -> Callable[P, R]:
     """A view for the metrics scraper."""
     return _decorate(view, "metrics", lambda **_: _metrics())
 
 
-def nobody(view):
+def nobody(view: Callable[P, R]) -> Callable[P, R]:
     """A view that takes no credential at all."""
     return _decorate(view, "nobody", lambda **_: Caller(NOBODY))
 
 
-def is_account_view(view) -> bool:
+def is_account_view(view: Callable[..., Any] | None) -> bool:
     """Whether ``view`` takes an account's token (its links carry ``?token=``)."""
     return getattr(view, "caller_rule", None) == "account"

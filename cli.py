@@ -6,7 +6,7 @@ import sys
 from datetime import timedelta
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from flask_migrate import stamp, upgrade
 from sqlalchemy import func
@@ -21,6 +21,7 @@ from models import (
     StoredFile,
     User,
     db,
+    rowcount,
     utcnow,
 )
 from passwords import canonical_username, hash_password
@@ -43,7 +44,7 @@ tokens_cli = AppGroup(
 
 @click.command("init-db")
 @with_appcontext
-def init_db_command():
+def init_db_command() -> None:
     """Bring the database schema up to date (safe to run again): ``db upgrade``."""
     existing = set(db.inspect(db.engine).get_table_names())
     model_tables = set(db.metadata.tables)
@@ -98,7 +99,7 @@ def _check_username(name: str) -> None:
 
 @users_cli.command("create")
 @click.argument("name")
-def create_user(name):
+def create_user(name: str) -> None:
     """Create a user; the password is prompted for (or read from stdin)."""
     _check_username(name)
     if db.session.execute(db.select(User.id).filter_by(username=name)).first():
@@ -110,7 +111,7 @@ def create_user(name):
 
 @users_cli.command("bootstrap")
 @click.option("--name", default="admin", show_default=True)
-def bootstrap_user(name):
+def bootstrap_user(name: str) -> None:
     """Create a first user with a generated password when there is no user at all."""
     if db.session.execute(db.select(User.id).limit(1)).first():
         click.echo("Users exist already; nothing to do.")
@@ -123,7 +124,7 @@ def bootstrap_user(name):
 
 
 @users_cli.command("list")
-def list_users():
+def list_users() -> None:
     """List users with their file counts, storage used and quota."""
     rows = db.session.execute(
         db.select(User, func.count(StoredFile.id))
@@ -147,7 +148,7 @@ def list_users():
 @users_cli.command("set-quota")
 @click.argument("name")
 @click.argument("size")
-def set_quota(name, size):
+def set_quota(name: str, size: str) -> None:
     """Set how much a user may store: e.g. 10GiB or 500MB; 0 for no limit,
     "default" for STORAGE_QUOTA_BYTES."""
     user = _find_user(name)
@@ -168,7 +169,7 @@ def set_quota(name, size):
 @users_cli.command("delete")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def delete_user(name, yes):
+def delete_user(name: str, yes: bool) -> None:
     """Delete a user and every file they own."""
     user = _find_user(name)
     if not yes and _stdin_is_terminal():
@@ -181,7 +182,7 @@ def delete_user(name, yes):
 
 @users_cli.command("set-password")
 @click.argument("name")
-def set_password(name):
+def set_password(name: str) -> None:
     """Give a user a new password (prompted for, or read from stdin)."""
     user = _find_user(name)
     user.password_hash = hash_password(_read_password())
@@ -199,7 +200,7 @@ def set_password(name):
     type=click.IntRange(min=0),
     help="Seconds an unfinished form upload may sit without new chunks before removal.",
 )
-def collect_garbage(idle):
+def collect_garbage(idle: int) -> None:
     """Remove unfinished uploads (and their chunks) left by crashes or outages,
     and resumable uploads past their expiry."""
     now = utcnow()
@@ -209,17 +210,21 @@ def collect_garbage(idle):
     # File rows first: a writer still adding chunks then fails on the foreign key
     # instead of leaving chunks behind. A resumable upload that has not expired
     # stays, however long it has been idle.
-    removed = db.session.execute(
-        db.delete(StoredFile).where(
-            StoredFile.complete.is_(False),
-            # Idle form uploads, and resumable uploads that expired.
-            (StoredFile.updated_at <= cutoff) | StoredFile.id.in_(upload_files),
-            StoredFile.id.not_in(live_uploads),
+    removed = rowcount(
+        db.session.execute(
+            db.delete(StoredFile).where(
+                StoredFile.complete.is_(False),
+                # Idle form uploads, and resumable uploads that expired.
+                (StoredFile.updated_at <= cutoff) | StoredFile.id.in_(upload_files),
+                StoredFile.id.not_in(live_uploads),
+            )
         )
-    ).rowcount
-    orphans = db.session.execute(
-        db.delete(FileChunk).where(~FileChunk.file_id.in_(db.select(StoredFile.id)))
-    ).rowcount
+    )
+    orphans = rowcount(
+        db.session.execute(
+            db.delete(FileChunk).where(~FileChunk.file_id.in_(db.select(StoredFile.id)))
+        )
+    )
     # A finished upload's URL lives as long as it would have: then only the
     # URL goes, the file stays.
     db.session.execute(
@@ -274,7 +279,7 @@ def _lifetime(value: str) -> int | None:
     show_default=True,
     help='e.g. 3600, 12h, 30d, 52w; "never" only with PAT_ALLOW_NO_EXPIRY.',
 )
-def create_token(name, token_name, scopes, expires_in):
+def create_token(name: str, token_name: str, scopes: str, expires_in: str) -> None:
     """Make a personal access token for a user and print it (shown once)."""
     user = _find_user(name)
     scope_list = _scopes(scopes)
@@ -300,7 +305,7 @@ def create_token(name, token_name, scopes, expires_in):
 
 @tokens_cli.command("list")
 @click.argument("name")
-def list_tokens(name):
+def list_tokens(name: str) -> None:
     """List a user's personal access tokens (never the tokens themselves)."""
     tokens = tokens_of(_find_user(name))
     if not tokens:
@@ -320,7 +325,7 @@ def list_tokens(name):
 @tokens_cli.command("revoke")
 @click.argument("name")
 @click.argument("token_id", type=int)
-def revoke_token(name, token_id):
+def revoke_token(name: str, token_id: int) -> None:
     """Revoke one of a user's personal access tokens, by its id."""
     try:
         access_token = revoke(_find_user(name), token_id)
@@ -330,14 +335,14 @@ def revoke_token(name, token_id):
 
 
 @tokens_cli.command("prune")
-def prune_tokens():
+def prune_tokens() -> None:
     """Forget revocations of tokens that have expired anyway."""
     removed = prune_revoked()
     db.session.commit()
     click.echo(f"Removed {removed} expired revocations")
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(tokens_cli)
     app.cli.add_command(init_db_command)

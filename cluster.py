@@ -43,8 +43,11 @@ is not.
 
 import time
 
-from flask import current_app, g, has_app_context
-from sqlalchemy import create_engine, event, text
+from flask import Flask, current_app, g, has_app_context
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from models import CLUSTER_CHANGE_ERROR_CODES, db, error_code
 
@@ -60,11 +63,11 @@ GALERA = "lockbox.galera"
 CAUGHT_UP = "galera_caught_up"
 
 
-def _is_mysql(engine) -> bool:
+def _is_mysql(engine: Engine) -> bool:
     return engine.dialect.name in ("mysql", "mariadb")
 
 
-def init_app(app) -> None:
+def init_app(app: Flask) -> None:
     """On MariaDB: local reads on every connection, one bounded causal read
     before each request's first statement, and connections to a node that is
     not ready treated as lost."""
@@ -74,13 +77,17 @@ def init_app(app) -> None:
         return
     logger = app.logger
 
-    def read_locally(dbapi_connection, connection_record) -> None:
+    def read_locally(
+        dbapi_connection: DBAPIConnection, connection_record: ConnectionPoolEntry
+    ) -> None:
         """Note whether the server is a Galera node; if so, this connection's
         reads wait for nobody (the request's causal read did)."""
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("SELECT @@wsrep_on")
-            galera = bool(cursor.fetchone()[0])
+            row = cursor.fetchone()
+            assert row is not None  # a SELECT of one value answers one row
+            galera = bool(row[0])
             if galera:
                 cursor.execute("SET SESSION wsrep_sync_wait = 0")
         except Exception as error:  # noqa: BLE001 - each driver has its own class
@@ -99,7 +106,11 @@ def init_app(app) -> None:
     catch_up = CatchUp(app, sync_wait)
     app.extensions["lockbox.catch_up"] = catch_up
 
-    def catch_up_first(dbapi_connection, connection_record, connection_proxy):
+    def catch_up_first(
+        dbapi_connection: DBAPIConnection,
+        connection_record: ConnectionPoolEntry,
+        connection_proxy: PoolProxiedConnection,
+    ) -> None:
         """Before the request's first statement on a Galera node: the causal
         read, once per request (or command)."""
         if (
@@ -134,7 +145,7 @@ class CatchUp:
     # Failing faster than this means a broken connection, not a timeout.
     STALE_SECONDS = 1.0
 
-    def __init__(self, app, sync_wait: int):
+    def __init__(self, app: Flask, sync_wait: int) -> None:
         options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
         options.update(
             connect_args={
@@ -181,7 +192,7 @@ class CatchUp:
                 ) from error
 
 
-def _not_ready_is_lost(context) -> None:
+def _not_ready_is_lost(context: ExceptionContext) -> None:
     """A node that is not ready (1047, 1180) refuses the connection's every
     statement, its rollback too: SQLAlchemy is told to replace the
     connection (ExceptionContext.is_disconnect), not the whole pool."""
@@ -204,7 +215,7 @@ def node_state() -> tuple[bool, str | None]:
         return True, None
     if not db.session.execute(text("SELECT @@wsrep_on")).scalar():
         return True, None
-    status = dict(db.session.execute(STATE_QUERY).all())
+    status: dict[str, str] = dict(db.session.execute(STATE_QUERY).all())
     cluster = status.get("wsrep_cluster_status", "unknown")
     local = status.get("wsrep_local_state_comment", "unknown")
     current_app.logger.debug("Galera node: %s, %s", cluster, local)

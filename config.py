@@ -159,8 +159,8 @@ SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
 def parse_size(text: str) -> int:
     """A byte count written as people write it: 1048576, 500MB, 10GiB, 1.5 TiB."""
     match = SIZE_RE.fullmatch(text)
-    unit = match and SIZE_UNITS.get(match.group(2).lower())
-    if not unit:
+    unit = SIZE_UNITS.get(match.group(2).lower()) if match else None
+    if match is None or not unit:
         raise ValueError(f"{text!r} is not a size (say e.g. 500MB or 10GiB)")
     return int(float(match.group(1)) * unit)
 

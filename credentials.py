@@ -10,7 +10,7 @@ that reads them from a request and says who is asking.
 
 import hashlib
 
-from models import User
+from models import AccessToken, ResumableUpload, Share, User
 
 
 def secret_hash(secret: str) -> str:
@@ -19,7 +19,9 @@ def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
-def owner_still_trusts(record, owner: User) -> bool:
+def owner_still_trusts(
+    record: AccessToken | Share | ResumableUpload, owner: User
+) -> bool:
     """Whether ``owner`` still stands by a credential they made (an API token,
     a share link, an upload's key): it carries the account's token version
     from when it was made, and signing out everywhere or a new password

@@ -38,7 +38,7 @@ _libcrypto.SHA256_Final.argtypes = [ctypes.c_char_p, _CONTEXT]
 class ResumableSHA256:
     """hashlib's ``sha256()`` interface, plus ``state()`` and ``from_state()``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._context = _SHA256Context()
         _libcrypto.SHA256_Init(ctypes.byref(self._context))
 
@@ -52,7 +52,7 @@ class ResumableSHA256:
             digest._context = _SHA256Context.from_buffer_copy(state)
         return digest
 
-    def update(self, data) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         """Hash more bytes (bytes, bytearray or a memoryview of either)."""
         if not data:
             return

@@ -4,9 +4,11 @@ an attachment disposition that cannot inject a header."""
 
 import re
 import unicodedata
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from urllib.parse import quote
 
-from flask import current_app, request
+from flask import Response, current_app, request
 
 from errors import ApiError
 from models import StoredFile
@@ -63,12 +65,15 @@ def _range_for(stored_file: StoredFile, etag: str) -> tuple[int, int] | None:
     return start, stop
 
 
-def _last_modified(stored_file: StoredFile):
+def _last_modified(stored_file: StoredFile) -> datetime:
     """Last-Modified as HTTP carries it: whole seconds."""
     return stored_file.created_at.replace(microsecond=0)
 
 
-def file_response(stored_file: StoredFile, transfer=None):
+def file_response(
+    stored_file: StoredFile,
+    transfer: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
+) -> Response:
     """A streamed response with a file's bytes, whole or one range, or a 304.
 
     ``transfer``, when given, is called with the body about to be sent (a
@@ -76,6 +81,7 @@ def file_response(stored_file: StoredFile, transfer=None):
     their downloads this way. Never for HEAD, a 304 or a 416.
     """
     etag = stored_file.sha256
+    assert etag is not None  # every finished file has its digest
     headers = {
         "Content-Disposition": content_disposition(stored_file.filename),
         "X-Content-Type-Options": "nosniff",

@@ -1,6 +1,8 @@
 """One error shape: JSON ``{"message": ...}`` for API clients, a page for browsers."""
 
-from flask import current_app, jsonify, render_template, request
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -24,7 +26,9 @@ def wants_html() -> bool:
     return best == "text/html" and accept["text/html"] > accept["application/json"]
 
 
-def error_response(status: int, message: str, headers: dict | None = None):
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
     """Build the error response for this request, negotiated from ``Accept``."""
     if wants_html():
         body = render_template("error.html", status=status, message=message)
@@ -48,20 +52,24 @@ class ApiError(HTTPException):
         self,
         status: int,
         message: str,
-        headers: dict | None = None,
+        headers: dict[str, str] | None = None,
         reason: str | None = None,
-    ):
+    ) -> None:
         super().__init__(description=message)
         self.code = status
         self.reason = reason
         self.extra_headers = headers or {}
 
-    def get_headers(self, environ=None, scope=None) -> list[tuple[str, str]]:
+    def get_headers(
+        self,
+        environ: dict[str, Any] | None = None,
+        scope: dict[str, Any] | None = None,
+    ) -> list[tuple[str, str]]:
         """Werkzeug's headers for the error, and ours."""
         return [*super().get_headers(environ, scope), *self.extra_headers.items()]
 
 
-def no_content():
+def no_content() -> Response:
     """An empty 204, without the text/html type Flask gives every response."""
     response = current_app.response_class(status=204)
     del response.headers["Content-Type"]
@@ -78,7 +86,7 @@ def _message_for(error: HTTPException) -> str:
     return error.name
 
 
-def handle_http_error(error: HTTPException):
+def handle_http_error(error: HTTPException) -> Response:
     """Render any HTTP error (404, 405, 413, our own ApiError...) in our shape,
     with the headers it carries (Allow, WWW-Authenticate, Content-Range...)."""
     headers = {
@@ -101,7 +109,7 @@ def rollback_quietly() -> None:
         db.session().invalidate()
 
 
-def handle_unexpected_error(error: Exception):
+def handle_unexpected_error(error: Exception) -> Response:
     """Log a bug, undo the half-done transaction, and answer 500 without details.
 
     HTTP errors never reach here: Flask picks the more specific handler above.
@@ -132,7 +140,9 @@ def database_unavailable(error: Exception) -> bool:
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
-def handle_database_error(error: DBAPIError | DisconnectionError | PoolTimeoutError):
+def handle_database_error(
+    error: DBAPIError | DisconnectionError | PoolTimeoutError,
+) -> Response:
     """The database did not answer: a 503 the client may retry, not a 500."""
     if not database_unavailable(error):
         return handle_unexpected_error(error)
@@ -151,7 +161,7 @@ def handle_database_error(error: DBAPIError | DisconnectionError | PoolTimeoutEr
     return error_response(503, "Database unavailable", {"Retry-After": "5"})
 
 
-def end_transaction(exception=None) -> None:
+def end_transaction(exception: BaseException | None = None) -> None:
     """At the end of every request and command, before Flask-SQLAlchemy puts
     the session away: close it quietly. A rollback that fails there (a Galera
     node that stopped being ready during the request) would otherwise escape
@@ -164,7 +174,7 @@ def end_transaction(exception=None) -> None:
         db.session().invalidate()
 
 
-def handle_not_caught_up(error: NotCaughtUp):
+def handle_not_caught_up(error: NotCaughtUp) -> Response:
     """A Galera node that did not catch up with the cluster in time (the
     cluster waits for a node that died): a 503 the client may retry, and
     nginx tries the next instance."""
@@ -173,7 +183,7 @@ def handle_not_caught_up(error: NotCaughtUp):
     return error_response(503, str(error), {"Retry-After": "5"})
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Register the error handlers on the app, and the end of each request's
     transaction (after Flask-SQLAlchemy's own teardown is registered, so that
     it runs first)."""

@@ -1,6 +1,8 @@
 """Numbers as people read them: byte counts and lifetimes, for the pages
 (template filters ``filesize`` and ``duration``) and the command line."""
 
+from flask import Flask
+
 
 def human_size(size: int) -> str:
     """A byte count as people read it: 512 B, 1.5 KiB, 3.2 MiB."""
@@ -28,7 +30,7 @@ def human_duration(seconds: int) -> str:
     return f"{seconds} seconds"
 
 
-def init_app(app) -> None:
+def init_app(app: Flask) -> None:
     """The template filters."""
     app.add_template_filter(human_size, "filesize")
     app.add_template_filter(human_duration, "duration")

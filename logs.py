@@ -16,9 +16,10 @@ import random
 import re
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from datetime import timedelta
+from typing import Any, NamedTuple
 
-from flask import current_app, g, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from gunicorn.glogging import Logger as GunicornBaseLogger
 from pythonjsonlogger.json import JsonFormatter
 
@@ -107,7 +108,9 @@ def redact(text: str) -> str:
 class RequestLine(logging.LogRecord):
     """The record of a request's line, already redacted."""
 
-    def __init__(self, name: str, level: int, pathname: str, lineno: int, msg: str):
+    def __init__(
+        self, name: str, level: int, pathname: str, lineno: int, msg: str
+    ) -> None:
         super().__init__(name, level, pathname, lineno, msg, None, None)
 
 
@@ -170,13 +173,13 @@ class Answered(NamedTuple):
     seconds: float  # from the request's start to its answer's last byte
 
 
-def after_each_answer(app, observer: Callable[[Answered], None]) -> None:
+def after_each_answer(app: Flask, observer: Callable[[Answered], None]) -> None:
     """Call ``observer`` with each request's :class:`Answered`, right after its
     line is logged: one closure per request serves them all."""
     app.extensions.setdefault(OBSERVERS, []).append(observer)
 
 
-def _finish_request(response):
+def _finish_request(response: Response) -> Response:
     """Echo the request id; log the request's one line once the answer is sent.
 
     Written when the server closes the response, so that a streamed download's
@@ -190,7 +193,8 @@ def _finish_request(response):
     route = None if rule is None else rule.rule
     method, path, address = request.method, request.path, request.remote_addr
     status, length = response.status_code, response.content_length
-    app = current_app._get_current_object()
+    # current_app is a LocalProxy; Flask types it as the app it stands for.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     logger, observers = app.logger, app.extensions.get(OBSERVERS, ())
 
     def answered() -> None:
@@ -232,12 +236,14 @@ class GunicornLogger(GunicornBaseLogger):
     (worker starts and stops, invalid requests) redacted like everything else.
     Its access log stays off: each request's line is the app's."""
 
-    def setup(self, cfg):
+    def setup(self, cfg: Any) -> None:
         """gunicorn's handlers, with every error-log record redacted."""
         super().setup(cfg)
         self.error_log.addFilter(RedactingFilter())
 
-    def atoms(self, resp, req, environ, request_time):
+    def atoms(
+        self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta
+    ) -> dict[str, Any]:
         """The access log's fields redacted, should someone turn it on."""
         atoms = super().atoms(resp, req, environ, request_time)
         return {
@@ -246,7 +252,7 @@ class GunicornLogger(GunicornBaseLogger):
         }
 
 
-def init_app(app) -> None:
+def init_app(app: Flask) -> None:
     """One handler on the app's logger, request ids, and the per-request line."""
     app.logger.handlers = [_handler(app.config.get("LOG_FORMAT", "text"))]
     app.logger.setLevel(logging.DEBUG if app.debug else logging.INFO)

@@ -14,6 +14,7 @@ the process.
 import functools
 import os
 
+from flask import Flask
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -60,7 +61,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 @functools.lru_cache(maxsize=1024)
-def _series(route: str, method: str, status: int | str) -> tuple:
+def _series(route: str, method: str, status: int | str) -> tuple[Counter, Histogram]:
     """The request counter and the latency histogram of one kind of request.
 
     Looked up once, not on every request: ``labels()`` checks its values and
@@ -68,7 +69,7 @@ def _series(route: str, method: str, status: int | str) -> tuple:
     return REQUESTS.labels(route, method, str(status)), LATENCY.labels(route, method)
 
 
-def _count(answered) -> None:
+def _count(answered: logs.Answered) -> None:
     """Count a request once its answer has been sent (logs.after_each_answer)."""
     route = UNMATCHED if answered.route is None else answered.route
     method = answered.method if answered.method in METHODS else OTHER
@@ -78,7 +79,7 @@ def _count(answered) -> None:
     latency.observe(answered.seconds)
 
 
-def registry():
+def registry() -> CollectorRegistry:
     """Every worker's numbers (multiprocess mode), or this process's."""
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         return REGISTRY
@@ -87,6 +88,6 @@ def registry():
     return registry
 
 
-def init_app(app) -> None:
+def init_app(app: Flask) -> None:
     """Count every request (monitoring.py serves /metrics)."""
     logs.after_each_answer(app, _count)

@@ -8,10 +8,14 @@ import functools
 import random
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
+from flask import Flask
 from flask_marshmallow import Marshmallow
 from flask_sqlalchemy import SQLAlchemy
+from flask_sqlalchemy.model import Model as FlaskModel
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -25,8 +29,12 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import CursorResult, Dialect, Result
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeEngine
 
 from metrics import RETRIES
 
@@ -64,7 +72,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """A point in time stored as naive UTC and read back timezone-aware.
 
     MySQL's DATETIME and SQLite keep no offset; this keeps every value the
@@ -74,19 +82,23 @@ class UTCDateTime(TypeDecorator):
     impl = DateTime
     cache_ok = True
 
-    def load_dialect_impl(self, dialect):
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         """Use DATETIME(6) on MySQL, whose DATETIME drops fractions of a second."""
         if dialect.name in ("mysql", "mariadb"):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime())
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
         """Convert an aware datetime to naive UTC for storage."""
         if value is not None and value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         return value
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
         """Mark a stored naive datetime as UTC."""
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
@@ -98,21 +110,25 @@ class HexLiteral:
 
     __slots__ = ("data",)
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes) -> None:
         self.data = data
 
 
-def hex_literal(value: HexLiteral, encoders) -> bytes:
+def hex_literal(value: HexLiteral, encoders: object) -> bytes:
     """``X'<hex digits>'``: mysqlclient's encoder for :class:`HexLiteral`."""
     return b"X'" + binascii.hexlify(value.data) + b"'"
 
 
-def _teach_hex_literals(dbapi_connection, connection_record) -> None:
+def _teach_hex_literals(
+    dbapi_connection: Any, connection_record: ConnectionPoolEntry
+) -> None:
     """Let a mysqlclient connection encode :class:`HexLiteral` parameters."""
     dbapi_connection.encoders[HexLiteral] = hex_literal
 
 
-def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
+def _sqlite_pragmas(
+    dbapi_connection: DBAPIConnection, connection_record: ConnectionPoolEntry
+) -> None:
     """Enforce foreign keys and use write-ahead logging on SQLite."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -135,12 +151,14 @@ class MediumBlob(mysql.MEDIUMBLOB):
     from the data. MariaDB Connector sends bytes as they are and keeps them.
     """
 
-    def bind_processor(self, dialect):
+    def bind_processor(
+        self, dialect: Dialect
+    ) -> Callable[[bytes | None], HexLiteral | None] | None:
         """Wrap the bytes for mysqlclient; anything else binds them as usual."""
         if dialect.driver != "mysqldb":
             return super().bind_processor(dialect)
 
-        def process(value):
+        def process(value: bytes | None) -> HexLiteral | None:
             return None if value is None else HexLiteral(value)
 
         return process
@@ -160,8 +178,18 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 ma = Marshmallow()
 
+if TYPE_CHECKING:
+    # The tables' base class, db.Model, is made when ``db`` is: a type checker
+    # cannot take an attribute as a base class. It is Base with Flask-SQLAlchemy's
+    # Model mixed in.
+    class Model(FlaskModel, Base):
+        """What ``db.Model`` is, for the type checker."""
 
-def init_app(app) -> None:
+else:
+    Model = db.Model
+
+
+def init_app(app: Flask) -> None:
     """The database for ``app``, and what each of its engine's new connections
     needs from its driver: SQLite's pragmas, mysqlclient's hexadecimal
     literals. Attached to this app's engine, not to every engine the process
@@ -189,7 +217,7 @@ CLUSTER_CHANGE_ERROR_CODES = {1180, 1047}
 CONFLICT_ATTEMPTS = 6
 
 
-def error_code(error: DBAPIError) -> int | None:
+def error_code(error: StatementError) -> int | None:
     """The database's own number for the error (MySQL/MariaDB), if any."""
     orig = error.orig
     code = getattr(orig, "errno", None)  # MariaDB Connector/Python
@@ -217,7 +245,11 @@ def retry_pause(attempt: int) -> None:
     time.sleep(random.uniform(0.5, 1) * 0.02 * 2**attempt)
 
 
-def retry_on_conflict(work):
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def retry_on_conflict(work: Callable[P, R]) -> Callable[P, R]:
     """Run ``work`` and commit, running both again when the database undid the
     transaction for a conflict or a cluster change (up to CONFLICT_ATTEMPTS in
     all).
@@ -227,7 +259,7 @@ def retry_on_conflict(work):
     """
 
     @functools.wraps(work)
-    def in_transaction(*args, **kwargs):
+    def in_transaction(*args: P.args, **kwargs: P.kwargs) -> R:
         attempt = 1
         while True:
             try:
@@ -244,12 +276,21 @@ def retry_on_conflict(work):
     return in_transaction
 
 
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an INSERT, UPDATE or DELETE (without RETURNING) matched.
+
+    The session answers such a statement with a CursorResult, which counts
+    them, though ``Session.execute`` is typed to return any Result.
+    """
+    return cast(CursorResult[Any], result).rowcount
+
+
 def new_token_version() -> str:
     """A random token version, unguessable and different for every account."""
     return secrets.token_urlsafe(16)
 
 
-class User(db.Model):
+class User(Model):
     """Someone who can sign in; owns files."""
 
     __tablename__ = "user"
@@ -283,7 +324,7 @@ class User(db.Model):
         return f"<User {self.id} {self.username!r}>"
 
 
-class StoredFile(db.Model):
+class StoredFile(Model):
     """One uploaded file's metadata; its bytes live in FileChunk rows.
 
     A file is visible only once ``complete`` is true: an upload in progress, or
@@ -326,7 +367,7 @@ class StoredFile(db.Model):
         return f"<StoredFile {self.id} {self.filename!r}>"
 
 
-class ResumableUpload(db.Model):
+class ResumableUpload(Model):
     """A tus upload: the URL it is reached at, and what the protocol keeps.
 
     Its bytes are an unfinished StoredFile's, stored through storage.py like
@@ -355,7 +396,7 @@ class ResumableUpload(db.Model):
     stored_file: Mapped[StoredFile] = relationship()
 
 
-class Share(db.Model):
+class Share(Model):
     """A link that opens one file to anyone who has it, no account needed.
 
     The link's token is ``public_id`` signed with the app's key (shares.py):
@@ -386,7 +427,7 @@ class Share(db.Model):
     stored_file: Mapped[StoredFile] = relationship()
 
 
-class ShareDownload(db.Model):
+class ShareDownload(Model):
     """A counted download of a share link: the claim its client resumes with
     names it (shares.py). Kept for SHARE_RESUME_SECONDS, then forgotten by
     ``files gc``; the count itself stays on the share."""
@@ -401,7 +442,7 @@ class ShareDownload(db.Model):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
-class AccessToken(db.Model):
+class AccessToken(Model):
     """A personal access token: an opaque, scoped credential for scripts.
 
     Only the SHA-256 of the token is kept (authentication.py checks it); the
@@ -437,7 +478,7 @@ class AccessToken(db.Model):
         return self.scopes.split()
 
 
-class RevokedToken(db.Model):
+class RevokedToken(Model):
     """A token id (``jti``) or a refresh family (``family:<id>``) no longer honoured.
 
     Shared by every app instance through the database; a row is kept only until
@@ -451,7 +492,7 @@ class RevokedToken(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
-class FileChunk(db.Model):
+class FileChunk(Model):
     """A slice of a file's bytes, at most CHUNK_SIZE long, in order by ``seq``."""
 
     __tablename__ = "file_chunk"

@@ -5,7 +5,8 @@ and the Prometheus metrics (metrics.py counts them).
 then only to ``Authorization: Bearer <METRICS_TOKEN>`` (metrics_token.py).
 """
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,7 +24,7 @@ ALIVE = liveness_schema.dump({"status": "ok"})
 
 @bp.get("/livez")
 @caller.nobody
-def livez():
+def livez() -> Response:
     """Liveness: the process answers (no token, no database).
 
     For a supervisor deciding whether to restart the process: a database outage
@@ -43,7 +44,7 @@ def livez():
 
 @bp.get("/healthz")
 @caller.nobody
-def healthz():
+def healthz() -> ResponseReturnValue:
     """Liveness, database reachability and, on a Galera cluster, whether this
     node may serve: in the primary component and synced (no token).
     ---
@@ -88,7 +89,7 @@ def healthz():
 
 @bp.get("/metrics")
 @caller.metrics
-def metrics():
+def metrics() -> Response:
     """Prometheus metrics; only with METRICS_TOKEN as a Bearer token.
     ---
     get:
@@ -116,6 +117,6 @@ def metrics():
     )
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Register the liveness and health checks and the metrics."""
     app.register_blueprint(bp)

@@ -2,6 +2,7 @@
 into storage, the text fields checked, nothing half-written left behind."""
 
 import re
+from typing import Any
 
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -18,7 +19,7 @@ from werkzeug.sansio.multipart import (
 import quotas
 import storage
 from errors import ApiError
-from models import StoredFile, db
+from models import StoredFile, User, db
 from request_data import load_or_400
 from schemas import upload_form_schema
 
@@ -68,7 +69,7 @@ class UploadReceiver:
     at most) and validated. Whatever goes wrong, nothing half-written stays visible.
     """
 
-    def __init__(self, owner):
+    def __init__(self, owner: User) -> None:
         self.owner = owner
         self.expected_sha256 = _expected_sha256_header()
         self.fields: dict[str, bytearray] = {}
@@ -95,7 +96,10 @@ class UploadReceiver:
         try:
             complete = False
             while not complete:
-                count = stream.readinto(buffer)
+                # Werkzeug types the stream IO[bytes], which declares no
+                # readinto; every stream it gives (a LimitedStream, or a BytesIO
+                # for a body without a length) has one.
+                count = stream.readinto(buffer)  # type: ignore[attr-defined]
                 if not count:
                     self._feed(decoder, None)
                     self._drain(decoder)
@@ -112,10 +116,12 @@ class UploadReceiver:
             raise
 
     @staticmethod
-    def _feed(decoder: MultipartDecoder, data) -> None:
+    def _feed(decoder: MultipartDecoder, data: bytes | memoryview | None) -> None:
         """Hand the decoder more of the body (None: the end)."""
         try:
-            decoder.receive_data(data)
+            # Typed bytes, but it extends a bytearray with it: any bytes-like
+            # object will do, a memoryview of the read buffer too.
+            decoder.receive_data(data)  # type: ignore[arg-type]
         except RequestEntityTooLarge:
             # The decoder's word for part headers longer than its buffer: not
             # the body's size, which MAX_CONTENT_LENGTH alone limits.
@@ -142,7 +148,7 @@ class UploadReceiver:
             # A new part: the file, a text field, or a file we do not know (skipped).
             self._in_file = isinstance(event, File) and event.name == FILE_FIELD
             self._field = event.name if isinstance(event, Field) else None
-            if self._in_file:
+            if isinstance(event, File) and self._in_file:
                 self._start_file(event)
             elif self._field is not None:
                 self.fields[self._field] = bytearray()
@@ -150,6 +156,7 @@ class UploadReceiver:
     def _take(self, event: Data) -> None:
         """Route a piece of part data to the file writer or a text field."""
         if self._in_file:
+            assert self.writer is not None  # _start_file made it, or refused
             self.writer.write(event.data)
         elif self._field is not None:
             self.field_bytes += len(event.data)
@@ -178,7 +185,7 @@ class UploadReceiver:
             stored_file, limit=quotas.SizeLimit(stored_file)
         )
 
-    def _form(self) -> dict:
+    def _form(self) -> dict[str, Any]:
         """The text fields, validated; a 400 when they do not fit."""
         try:
             text = {name: value.decode("utf-8") for name, value in self.fields.items()}

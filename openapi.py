@@ -8,10 +8,12 @@ summary (the docstring's first line), and the answers any layer may give
 (gunicorn's and nginx's as well as the app's), in the one error shape.
 """
 
+from typing import Any
+
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec_webframeworks.flask import FlaskPlugin
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Config, Flask, Response, current_app, jsonify
 
 import caller
 from caller import is_account_view
@@ -89,19 +91,24 @@ TOKEN_RESPONSES = {
 CROSS_SITE = {"403": ("CrossSite", "Cross-site request refused")}
 UNSAFE_METHODS = {"post", "put", "patch", "delete"}
 # Every operation needs a token, unless its docstring says otherwise.
-TOKEN_SECURITY = [{"bearer": []}, {"queryToken": []}]
+TOKEN_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"queryToken": []}]
 
 
 class ViewsPlugin(FlaskPlugin):
     """apispec's Flask plugin, adding what every operation shares."""
 
-    def operation_helper(self, path=None, operations=None, **kwargs):
+    def operation_helper(
+        self,
+        path: str | None = None,
+        operations: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Summary from the docstring's first line; the shared answers."""
         view = kwargs.get("view")
         summary = (view.__doc__ or "").strip().splitlines()[0]
         for method, operation in (operations or {}).items():
             operation.setdefault("summary", summary)
-            shared = dict(SHARED_RESPONSES)
+            shared: dict[str, tuple[str, str | None]] = dict(SHARED_RESPONSES)
             if method in UNSAFE_METHODS:
                 shared.update(CROSS_SITE)
             if is_account_view(view):  # check_for_token
@@ -111,7 +118,7 @@ class ViewsPlugin(FlaskPlugin):
                 responses.setdefault(status, name)
 
 
-def build_spec(app) -> dict:
+def build_spec(app: Flask) -> dict[str, Any]:
     """The whole OpenAPI document, as a dict, for ``app``'s routes."""
     spec = APISpec(
         title="Lockbox",
@@ -191,7 +198,7 @@ def build_spec(app) -> dict:
     for name, description in [*SHARED_RESPONSES.values(), *CROSS_SITE.values()]:
         named[name] = description
     for name, description in named.items():
-        response = {"description": description}
+        response: dict[str, Any] = {"description": description}
         if name != "SignInAgain":
             response["content"] = ERROR
         spec.components.response(name, response)
@@ -203,7 +210,7 @@ def build_spec(app) -> dict:
     return document
 
 
-def _describe_settings(document: dict, config) -> None:
+def _describe_settings(document: dict[str, Any], config: Config) -> None:
     """Limits that are this server's settings, in the schemas that they bound."""
     schemas = document["components"]["schemas"]
     share_expiry = schemas["ShareRequest"]["properties"]["expires_in"]
@@ -214,7 +221,7 @@ def _describe_settings(document: dict, config) -> None:
 
 @bp.get("/openapi.json")
 @caller.nobody
-def openapi_document():
+def openapi_document() -> Response:
     """This description (OpenAPI 3.1).
     ---
     get:

@@ -16,7 +16,7 @@ from models import User, db
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,79}")
 
 
-def canonical_username(name) -> str | None:
+def canonical_username(name: object) -> str | None:
     """The one spelling a username is looked up and rate-limited by, or None
     when ``name`` cannot be anybody's (not a string, or outside USERNAME_RE)."""
     if isinstance(name, str) and USERNAME_RE.fullmatch(name):

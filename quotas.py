@@ -107,7 +107,7 @@ def reserve(stored_file: StoredFile, length: int) -> None:
     if length > current_app.config["MAX_FILE_SIZE"]:
         raise too_large()
     stored_file.reserved = length
-    quota = quota_of(db.session.get(User, stored_file.owner_id))
+    quota = quota_of(db.session.get_one(User, stored_file.owner_id))
     if quota is None:
         return
     claim(stored_file.owner_id)
@@ -127,14 +127,14 @@ class SizeLimit:
         stored_file: StoredFile,
         cap: int | None = None,
         cap_error: ApiError | None = None,
-    ):
+    ) -> None:
         self.file_id, self.owner_id = stored_file.id, stored_file.owner_id
         self.chunk_size = stored_file.chunk_size
         self.max_size = current_app.config["MAX_FILE_SIZE"]
         self.error: ApiError = too_large()
         if cap is not None and cap_error is not None and cap <= self.max_size:
             self.max_size, self.error = cap, cap_error
-        self.quota = quota_of(db.session.get(User, stored_file.owner_id))
+        self.quota = quota_of(db.session.get_one(User, stored_file.owner_id))
         # What the account already counts for the file.
         self.held = max(stored_file.size, stored_file.reserved)
 
@@ -151,13 +151,15 @@ class SizeLimit:
         """Hold room for ``size`` bytes and a little more (committed); what the
         file holds now. When it does not fit, the file gives back what it
         held (it ends) and NoRoom is raised."""
+        quota = self.quota
+        assert quota is not None  # asked only of a file whose owner has a quota
         set_reserved = db.update(StoredFile).where(StoredFile.id == self.file_id)
 
         @retry_on_conflict
         def hold() -> tuple[int, int]:
             claim(self.owner_id)
             others = usage_of(self.owner_id, self.file_id, locked=True)
-            room = min(self.quota - others, self.max_size)
+            room = min(quota - others, self.max_size)
             if size > room:
                 db.session.execute(set_reserved.values(reserved=0))
                 return 0, others
@@ -169,7 +171,7 @@ class SizeLimit:
 
         held, others = hold()
         if not held:
-            raise over_quota(others, self.quota)
+            raise over_quota(others, quota)
         return held
 
 

@@ -16,8 +16,8 @@ route says which of its requests check one.
 
 from collections.abc import Callable
 
-from flask import current_app
-from flask_limiter import Limiter
+from flask import Flask, current_app
+from flask_limiter import Limiter, RouteLimit
 from flask_limiter.util import get_remote_address
 
 # Storage comes from RATELIMIT_STORAGE_URI (and RATELIMIT_KEY_PREFIX).
@@ -27,7 +27,9 @@ TOO_MANY_SIGN_INS = "Too many sign-in attempts; wait a minute and try again"
 TOO_MANY_PASSWORDS = "Too many password attempts; wait a minute and try again"
 
 
-def per_username(username_key: Callable[[], str], exempt: Callable[[], bool]):
+def per_username(
+    username_key: Callable[[], str], exempt: Callable[[], bool]
+) -> RouteLimit:
     """Sign-in attempts per username (LOGIN_LIMIT_PER_USERNAME): a decorator.
     ``username_key`` names the username the attempt is for; ``exempt`` says
     when a request checks nobody's password."""
@@ -40,7 +42,7 @@ def per_username(username_key: Callable[[], str], exempt: Callable[[], bool]):
     )
 
 
-def per_address(checks_no_password: Callable[[], bool]):
+def per_address(checks_no_password: Callable[[], bool]) -> RouteLimit:
     """Password attempts per client address, sign-ins and share links
     together (LOGIN_LIMIT_PER_ADDRESS): a decorator for a route whose requests
     ``checks_no_password`` tells apart."""
@@ -52,7 +54,9 @@ def per_address(checks_no_password: Callable[[], bool]):
     )
 
 
-def per_link(link_key: Callable[[], str], checks_no_password: Callable[[], bool]):
+def per_link(
+    link_key: Callable[[], str], checks_no_password: Callable[[], bool]
+) -> RouteLimit:
     """Password attempts per share link (SHARE_PASSWORD_LIMIT): a decorator."""
     return limiter.shared_limit(
         lambda: current_app.config["SHARE_PASSWORD_LIMIT"],
@@ -63,6 +67,6 @@ def per_link(link_key: Callable[[], str], checks_no_password: Callable[[], bool]
     )
 
 
-def init_app(app) -> None:
+def init_app(app: Flask) -> None:
     """Flask-Limiter on ``app``, as its documentation sets it up."""
     limiter.init_app(app)

@@ -2,9 +2,12 @@
 arguments and form fields validated by a schema, and the app's JSON parser.
 Anything malformed is a 400 that says what is wrong (errors.ApiError)."""
 
-from flask import current_app, request
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from errors import ApiError
 
@@ -20,7 +23,7 @@ class JSONProvider(DefaultJSONProvider):
     (a 500 at a password check or in the database).
     """
 
-    def loads(self, s, **kwargs):
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         """Parse JSON; too deep a document, or a lone surrogate in any string,
         raises ValueError like bad syntax."""
         try:
@@ -34,7 +37,7 @@ class JSONProvider(DefaultJSONProvider):
         return document
 
 
-def _holds_surrogate(document) -> bool:
+def _holds_surrogate(document: Any) -> bool:
     """Whether any string in a parsed JSON document, key or value, holds half
     of a UTF-16 surrogate pair (json joins whole pairs into one character)."""
     pending = [document]
@@ -53,7 +56,7 @@ def _holds_surrogate(document) -> bool:
     return False
 
 
-def request_body():
+def request_body() -> dict[str, Any]:
     """The JSON object or the form of a POST; 400 for a body that is not valid
     JSON (saying why) or not an object."""
     if not request.is_json:
@@ -67,7 +70,7 @@ def request_body():
     return body
 
 
-def load_or_400(schema, data: dict) -> dict:
+def load_or_400(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``data`` with a marshmallow schema; a 400 naming the first problem."""
     try:
         return schema.load(data)
@@ -80,6 +83,6 @@ def load_or_400(schema, data: dict) -> dict:
         raise ApiError(400, f"{field}: {message}") from None
 
 
-def init_app(app) -> None:
+def init_app(app: Flask) -> None:
     """The app's JSON parser."""
     app.json = JSONProvider(app)

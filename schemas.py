@@ -6,31 +6,37 @@ description cannot drift from what the app does (tests/conftest.py checks
 every JSON answer of the test suite against it).
 """
 
+from typing import Any
+
+from flask_marshmallow import Schema
+from flask_marshmallow.sqla import SQLAlchemySchema
+from flask_sqlalchemy.pagination import Pagination
 from marshmallow import EXCLUDE, fields, validate
+from marshmallow_sqlalchemy import auto_field
 
 from config import PAT_MAX_SECONDS
-from models import StoredFile, ma
+from models import StoredFile
 
 # What a personal access token may be allowed to do (authentication.py checks).
 SCOPES = ("files:read", "files:write", "shares:write")
 
 
-class StoredFileSchema(ma.SQLAlchemySchema):
+class StoredFileSchema(SQLAlchemySchema):
     """A file's public metadata, as every API response shows it."""
 
     class Meta:
         model = StoredFile
 
-    id = ma.auto_field(dump_only=True)
-    filename = ma.auto_field(dump_only=True)
-    description = ma.auto_field(dump_only=True)
-    content_type = ma.auto_field(dump_only=True)
-    size = ma.auto_field(dump_only=True)
-    sha256 = ma.auto_field(dump_only=True)
-    created_at = ma.auto_field(dump_only=True)
+    id = auto_field(dump_only=True)
+    filename = auto_field(dump_only=True)
+    description = auto_field(dump_only=True)
+    content_type = auto_field(dump_only=True)
+    size = auto_field(dump_only=True)
+    sha256 = auto_field(dump_only=True)
+    created_at = auto_field(dump_only=True)
 
 
-class AccountSchema(ma.Schema):
+class AccountSchema(Schema):
     """``GET /account``: storage used and the limits that apply."""
 
     username = fields.String(dump_only=True)
@@ -41,7 +47,7 @@ class AccountSchema(ma.Schema):
     max_file_size = fields.Integer(dump_only=True)
 
 
-class RequestSchema(ma.Schema):
+class RequestSchema(Schema):
     """What a request may carry: fields it does not name are ignored, not refused
     (and the OpenAPI description, made from these schemas, says so)."""
 
@@ -122,13 +128,13 @@ class CredentialsSchema(RequestSchema):
     password = fields.String(required=True)
 
 
-class ErrorSchema(ma.Schema):
+class ErrorSchema(Schema):
     """The one error shape, whatever the status and whichever layer answers."""
 
     message = fields.String(required=True)
 
 
-class TokenPairSchema(ma.Schema):
+class TokenPairSchema(Schema):
     """What signing in and refreshing answer: an access and a refresh token."""
 
     token = fields.String(required=True)
@@ -148,7 +154,7 @@ class UploadedSchema(StoredFileSchema):
     )
 
 
-class FilePageSchema(ma.Schema):
+class FilePageSchema(Schema):
     """One page of a listing: the files, and where the page stands."""
 
     items = fields.List(fields.Nested(StoredFileSchema), required=True)
@@ -156,7 +162,7 @@ class FilePageSchema(ma.Schema):
     per_page = fields.Integer(required=True)
     total = fields.Integer(required=True)
 
-    def dump_page(self, page) -> dict:
+    def dump_page(self, page: Pagination) -> dict[str, Any]:
         """A Flask-SQLAlchemy page of listed rows, as ``dump`` would give it.
 
         Built directly: marshmallow's work per field was half the cost of a
@@ -201,7 +207,7 @@ class ShareRequestSchema(RequestSchema):
 SHARE_STATUSES = ["active", "expired", "revoked", "used_up"]
 
 
-class ShareSchema(ma.Schema):
+class ShareSchema(Schema):
     """A share link, as its owner sees it."""
 
     id = fields.Integer(required=True)
@@ -216,13 +222,13 @@ class ShareSchema(ma.Schema):
     has_password = fields.Boolean(required=True)
 
 
-class ShareListSchema(ma.Schema):
+class ShareListSchema(Schema):
     """A file's share links, newest first."""
 
     items = fields.List(fields.Nested(ShareSchema), required=True)
 
 
-class SharedFileSchema(ma.Schema):
+class SharedFileSchema(Schema):
     """What a share link shows anyone who has it (and its password)."""
 
     filename = fields.String(required=True)
@@ -267,7 +273,7 @@ class AccessTokenRequestSchema(RequestSchema):
     )
 
 
-class AccessTokenSchema(ma.Schema):
+class AccessTokenSchema(Schema):
     """A personal access token as listed: never the token itself."""
 
     id = fields.Integer(required=True)
@@ -289,19 +295,19 @@ class NewAccessTokenSchema(AccessTokenSchema):
     token = fields.String(required=True)
 
 
-class AccessTokenListSchema(ma.Schema):
+class AccessTokenListSchema(Schema):
     """The caller's personal access tokens, newest first."""
 
     items = fields.List(fields.Nested(AccessTokenSchema), required=True)
 
 
-class LivenessSchema(ma.Schema):
+class LivenessSchema(Schema):
     """``GET /livez``: the process answers."""
 
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 
 
-class HealthSchema(ma.Schema):
+class HealthSchema(Schema):
     """``GET /healthz``: the process and its database."""
 
     status = fields.String(required=True)

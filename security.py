@@ -1,8 +1,12 @@
 """Browser-facing protections: response headers (CSP, no-store for token URLs,
 Referrer-Policy), cross-site requests refused, and the session cookie's flags."""
 
-from flask import request
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, Response, request
+from flask.sessions import (
+    SecureCookieSession,
+    SecureCookieSessionInterface,
+    SessionMixin,
+)
 
 from caller import token_in_url
 from errors import ApiError
@@ -14,7 +18,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def add_security_headers(response):
+def add_security_headers(response: Response) -> Response:
     """Headers for every response, and more for pages and for URLs with a token."""
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -35,7 +39,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OWN_SITE_FETCHES = frozenset({"same-origin", "none"})
 
 
-def refuse_cross_site_requests():
+def refuse_cross_site_requests() -> None:
     """Refuse a state-changing request a browser sent on behalf of another site.
 
     Browsers say where a request comes from: ``Sec-Fetch-Site`` (every current
@@ -61,11 +65,11 @@ class SessionInterface(SecureCookieSessionInterface):
     ``Secure`` whenever the request came over HTTPS, as well as when
     SESSION_COOKIE_SECURE says so."""
 
-    def get_cookie_secure(self, app) -> bool:
+    def get_cookie_secure(self, app: Flask) -> bool:
         """Secure when configured, or when this request is HTTPS."""
         return super().get_cookie_secure(app) or request.is_secure
 
-    def open_session(self, app, request):
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         """An empty session at once for a request without the session cookie,
         as every API client's is: Flask would first build the cookie's signer,
         with nothing to verify."""
@@ -73,14 +77,16 @@ class SessionInterface(SecureCookieSessionInterface):
             return self.session_class()
         return super().open_session(app, request)
 
-    def save_session(self, app, session, response) -> None:
+    def save_session(
+        self, app: Flask, session: SessionMixin, response: Response
+    ) -> None:
         """Nothing at all for a session nobody looked at and that stays empty:
         Flask would first work out every flag of a cookie it then does not set."""
         if session or session.modified or session.accessed:
             super().save_session(app, session, response)
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Register the headers, the cross-site check and the session cookie."""
     app.session_interface = SessionInterface()
     app.before_request(refuse_cross_site_requests)

@@ -10,14 +10,23 @@ them), which logs.py redacts wherever they appear.
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import jwt
 from flask import current_app
-from sqlalchemy import bindparam, func
+from sqlalchemy import ColumnElement, bindparam, func
 from sqlalchemy.dialects import mysql, sqlite
 
 from errors import ApiError
-from models import AccessToken, RevokedToken, User, db, new_token_version, utcnow
+from models import (
+    AccessToken,
+    RevokedToken,
+    User,
+    db,
+    new_token_version,
+    rowcount,
+    utcnow,
+)
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "typ", "ver"]
@@ -153,6 +162,8 @@ def _record_revocation(name: str, expires_at: datetime, extend: bool) -> int:
     cannot both insert, and neither fails on the primary key.
     """
     dialect = db.session.get_bind().dialect.name
+    insert: sqlite.Insert | mysql.Insert
+    later: ColumnElement[Any]
     if dialect == "sqlite":
         insert = sqlite.insert(RevokedToken).values(jti=name, expires_at=expires_at)
         if extend:
@@ -171,7 +182,7 @@ def _record_revocation(name: str, expires_at: datetime, extend: bool) -> int:
             insert = insert.prefix_with("IGNORE")
     else:
         raise NotImplementedError(f"No upsert for the {dialect} dialect")
-    return db.session.execute(insert).rowcount
+    return rowcount(db.session.execute(insert))
 
 
 def retire_token(jti: str, expires_at: datetime) -> bool:
@@ -212,4 +223,4 @@ def prune_revoked() -> int:
     result = db.session.execute(
         db.delete(RevokedToken).where(RevokedToken.expires_at < cutoff)
     )
-    return result.rowcount
+    return rowcount(result)

@@ -17,6 +17,7 @@ took a count, so that it alone resumes without counting again.
 import hashlib
 import re
 import secrets
+from collections.abc import Iterator
 
 from flask import current_app, url_for
 from itsdangerous import BadSignature, Signer, TimestampSigner
@@ -24,7 +25,16 @@ from itsdangerous import BadSignature, Signer, TimestampSigner
 import logs
 from credentials import owner_still_trusts
 from errors import ApiError
-from models import Share, ShareDownload, StoredFile, User, db, retry_on_conflict, utcnow
+from models import (
+    Share,
+    ShareDownload,
+    StoredFile,
+    User,
+    db,
+    retry_on_conflict,
+    rowcount,
+    utcnow,
+)
 from passwords import password_matches
 
 # 96 random bits of public id (16 characters) and a 43-character signature:
@@ -119,6 +129,7 @@ def open_link(link: str) -> tuple[Share, StoredFile, User]:
 
 def password_opens(share: Share, password: str) -> bool:
     """Whether ``password`` is the link's (an scrypt check)."""
+    assert share.password_hash is not None  # asked only of a link with a password
     return password_matches(share.password_hash, password)
 
 
@@ -155,11 +166,11 @@ class DownloadCounter:
     about to send (never for HEAD or a 304), and keeps it: ``claim`` is then
     the signed claim its client resumes with."""
 
-    def __init__(self, share: Share):
+    def __init__(self, share: Share) -> None:
         self.share_id, self.public_id = share.id, share.public_id
         self.claim: str | None = None
 
-    def __call__(self, body):
+    def __call__(self, body: Iterator[bytes]) -> Iterator[bytes]:
         """The body, once the count is taken (a 410 when none is left)."""
         download = self._claim_in_transaction()
         value = f"{self.public_id}:{download.id}"
@@ -172,14 +183,17 @@ class DownloadCounter:
         whose condition the database checks under the row's lock (run again
         if, on a Galera cluster, a count through another node conflicted)."""
         now = utcnow()
-        claimed = db.session.execute(
-            db.update(Share)
-            .where(
-                Share.id == self.share_id,
-                Share.max_downloads.is_(None) | (Share.downloads < Share.max_downloads),
+        claimed = rowcount(
+            db.session.execute(
+                db.update(Share)
+                .where(
+                    Share.id == self.share_id,
+                    Share.max_downloads.is_(None)
+                    | (Share.downloads < Share.max_downloads),
+                )
+                .values(downloads=Share.downloads + 1, last_download_at=now)
             )
-            .values(downloads=Share.downloads + 1, last_download_at=now)
-        ).rowcount
+        )
         if claimed != 1:
             db.session.rollback()
             raise ApiError(410, GONE["used_up"])

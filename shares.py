@@ -27,9 +27,11 @@ claim to a used-up one.
 """
 
 from datetime import timedelta
+from typing import Any
 
 from flask import (
     Blueprint,
+    Response,
     current_app,
     flash,
     g,
@@ -39,7 +41,9 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
+from werkzeug.wrappers import Response as BaseResponse
 
 import caller
 import rate_limits
@@ -79,7 +83,7 @@ PASSWORD_NEEDED = "This link needs its password"
 WRONG_PASSWORD = "Wrong password for this link"
 
 
-def _describe(share: Share, owner: User) -> dict:
+def _describe(share: Share, owner: User) -> dict[str, Any]:
     """A share as its owner sees it (ShareSchema)."""
     return {
         "id": share.id,
@@ -106,7 +110,7 @@ def _shares_of(file_id: int) -> list[Share]:
     )
 
 
-def _share_request() -> dict:
+def _share_request() -> dict[str, Any]:
     """The new link's settings, from JSON or the page's form (where an empty
     field means "not set")."""
     body = request_body()
@@ -131,7 +135,7 @@ MAKE_OR_LIST_LINKS = ("files:read", "shares:write")
 
 @bp.post(f"/files/{FILE_ID}/shares")
 @check_for_token(scope=MAKE_OR_LIST_LINKS)
-def create_share(file_id):
+def create_share(file_id: int) -> ResponseReturnValue:
     """Make a share link to one of your files.
     ---
     post:
@@ -197,7 +201,7 @@ def create_share(file_id):
 
 @bp.get(f"/files/{FILE_ID}/shares")
 @check_for_token(scope=MAKE_OR_LIST_LINKS)
-def list_shares(file_id):
+def list_shares(file_id: int) -> ResponseReturnValue:
     """A file's share links, newest first (a page for browsers).
     ---
     get:
@@ -245,7 +249,7 @@ def _revoke(share: Share) -> None:
 
 @bp.delete(f"/shares/{SHARE_ID}")
 @check_for_token(scope="shares:write")
-def revoke_share(share_id):
+def revoke_share(share_id: int) -> Response:
     """Revoke a share link: it answers 410 from now on.
     ---
     delete:
@@ -262,7 +266,7 @@ def revoke_share(share_id):
 
 @bp.post(f"/shares/{SHARE_ID}/revoke")
 @check_for_token(scope="shares:write")
-def revoke_share_form(share_id):
+def revoke_share_form(share_id: int) -> BaseResponse:
     """Revoke a share link from the page (HTML).
     ---
     post:
@@ -294,7 +298,7 @@ limit_per_address = rate_limits.per_address(caller.link_checks_no_password)
 
 
 @bp.after_request
-def never_stored(response):
+def never_stored(response: Response) -> Response:
     """A link is a secret in the URL: no cache keeps its answers, no search
     engine lists it."""
     response.headers["Cache-Control"] = "no-store"
@@ -306,7 +310,7 @@ def never_stored(response):
 @limit_per_link
 @limit_per_address
 @caller.link
-def share_page(link):
+def share_page(link: str) -> ResponseReturnValue:
     """A shared file: a page with its name, size, description and a Download
     button, or its details as JSON; the password first when it has one.
     ---
@@ -370,7 +374,9 @@ def share_page(link):
     return page, 401
 
 
-def _details(share: Share, stored_file: StoredFile, owner: User, link: str):
+def _details(
+    share: Share, stored_file: StoredFile, owner: User, link: str
+) -> str | Response:
     """The open link: the page, or the same details as JSON."""
     details = {
         "filename": stored_file.filename,
@@ -390,7 +396,7 @@ def _details(share: Share, stored_file: StoredFile, owner: User, link: str):
     return jsonify(shared_file_schema.dump(details))
 
 
-def _set_unlock_cookie(response, share: Share, link: str) -> None:
+def _set_unlock_cookie(response: BaseResponse, share: Share, link: str) -> None:
     """Remember, for this link only, that its password was given."""
     response.set_cookie(
         UNLOCK_COOKIE,
@@ -407,7 +413,7 @@ def _set_unlock_cookie(response, share: Share, link: str) -> None:
 @limit_per_link
 @limit_per_address
 @caller.link
-def share_download(link):
+def share_download(link: str) -> Response:
     """A shared file's bytes; Range, If-Range and If-None-Match honoured.
     ---
     get:
@@ -463,7 +469,7 @@ def share_download(link):
     return response
 
 
-def _hand_over_claim(response, claim: str, link: str) -> None:
+def _hand_over_claim(response: BaseResponse, claim: str, link: str) -> None:
     """Give the client that took a count its claim: a cookie for browsers,
     and the URL to resume from for clients without cookies (curl)."""
     path = url_for("shares.share_download", link=link)

@@ -21,9 +21,11 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from flask import Blueprint, current_app, g, request, url_for
+from flask import Blueprint, Response, current_app, g, request, url_for
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import http_date, parse_options_header
 
@@ -35,6 +37,9 @@ from authentication import check_for_token
 from errors import ApiError, no_content
 from models import ResumableUpload, StoredFile, db, retry_on_conflict, utcnow
 from schemas import DESCRIPTION_MAX
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 bp = Blueprint("uploads", __name__)
 
@@ -50,10 +55,12 @@ FILE_ID_HEADER = "Lockbox-File-Id"
 DIGITS_RE = re.compile(r"[0-9]{1,19}")
 MAX_METADATA = 4096
 READ_SIZE = 1024 * 1024
+# An Upload-Checksum: the hash's constructor, and the digest the piece must have.
+Checksum = tuple[Callable[[], "_Hash"], bytes]
 
 
 @bp.before_request
-def require_tus_version():
+def require_tus_version() -> None:
     """Every request but OPTIONS says which protocol version it speaks."""
     if request.method == "OPTIONS":
         return
@@ -66,7 +73,7 @@ def require_tus_version():
 
 
 @bp.after_app_request
-def tus_resumable(response):
+def tus_resumable(response: Response) -> Response:
     """Every answer on /uploads but OPTIONS says the protocol version (a 405,
     which no view of the blueprint answers, included)."""
     if request.path != "/uploads" and not request.path.startswith("/uploads/"):
@@ -109,7 +116,7 @@ def _metadata() -> tuple[str, dict[str, str]]:
     return raw, decoded
 
 
-def _checksum():
+def _checksum() -> Checksum | None:
     """Upload-Checksum as (algorithm, digest), or None; a 400 when unusable."""
     value = request.headers.get("Upload-Checksum")
     if value is None:
@@ -129,14 +136,14 @@ def _checksum():
     return algorithm, digest
 
 
-def _expiry_headers(upload: ResumableUpload) -> dict:
+def _expiry_headers(upload: ResumableUpload) -> dict[str, str]:
     """Upload-Expires, for an upload that is not finished."""
     if upload.stored_file.complete:
         return {}
     return {"Upload-Expires": http_date(upload.expires_at)}
 
 
-def _file_headers(upload: ResumableUpload) -> dict:
+def _file_headers(upload: ResumableUpload) -> dict[str, str]:
     """Where a finished upload's file is: its id, and its metadata URL."""
     stored_file = upload.stored_file
     if not stored_file.complete:
@@ -166,7 +173,7 @@ def _set_length(upload: ResumableUpload, length: int) -> None:
     quotas.reserve(stored_file, length)
 
 
-def _receive(upload: ResumableUpload, checksum) -> None:
+def _receive(upload: ResumableUpload, checksum: Checksum | None) -> None:
     """Append the request body at the upload's offset; finish at its length.
 
     Every byte read is stored as it comes, so a broken connection keeps what
@@ -202,7 +209,10 @@ def _receive(upload: ResumableUpload, checksum) -> None:
         stream = request.stream
         while True:
             try:
-                count = stream.readinto(buffer)
+                # Werkzeug types the stream IO[bytes], which declares no
+                # readinto; every stream it gives (a LimitedStream, or a BytesIO
+                # for a body without a length) has one.
+                count = stream.readinto(buffer)  # type: ignore[attr-defined]
             except OSError:  # the server's word for a body cut short
                 raise ClientDisconnected() from None
             except RequestEntityTooLarge:  # a chunked body past the limit
@@ -236,7 +246,7 @@ def _receive(upload: ResumableUpload, checksum) -> None:
     except BaseException:
         writer.close()
         raise
-    if digest is not None and digest.digest() != checksum[1]:
+    if digest is not None and checksum is not None and digest.digest() != checksum[1]:
         writer.finish(keep=False)
         raise ApiError(460, "Checksum mismatch: the piece was not kept")
     try:
@@ -275,7 +285,7 @@ def _offset_stream() -> None:
 
 @bp.route("/uploads", methods=["OPTIONS"], provide_automatic_options=False)
 @caller.nobody
-def upload_capabilities():
+def upload_capabilities() -> Response:
     """What this tus server supports: version, extensions, size, checksums.
     ---
     options:
@@ -298,7 +308,7 @@ def upload_capabilities():
 
 @bp.route("/uploads", methods=["POST"], provide_automatic_options=False)
 @check_for_token(scope="files:write")
-def create_upload():
+def create_upload() -> Response:
     """Create a resumable upload (tus creation); its URL is in Location.
     ---
     post:
@@ -382,7 +392,7 @@ def create_upload():
 
 @bp.route("/uploads/<key>", methods=["HEAD"])
 @caller.upload_key
-def upload_status(key):
+def upload_status(key: str) -> Response:
     """An upload's offset and length: where to resume from.
     ---
     head:
@@ -412,7 +422,7 @@ def upload_status(key):
 
 @bp.route("/uploads/<key>", methods=["PATCH"], provide_automatic_options=False)
 @caller.upload_key
-def upload_piece(key):
+def upload_piece(key: str) -> Response:
     """Append a piece at Upload-Offset; the last byte makes the file.
     ---
     patch:
@@ -482,7 +492,7 @@ def upload_piece(key):
 
 @bp.route("/uploads/<key>", methods=["DELETE"], provide_automatic_options=False)
 @caller.upload_key
-def terminate_upload(key):
+def terminate_upload(key: str) -> Response:
     """Terminate an upload: what it stored is removed (tus termination).
 
     A finished upload's file stays: the URL is forgotten.
