@@ -13,8 +13,9 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import Row, bindparam
+from sqlalchemy import bindparam
 from werkzeug.exceptions import ClientDisconnected
 
 import storage
@@ -37,65 +38,53 @@ from storage import delete_stored_files
 bp = Blueprint("files", __name__)
 
 
-# A page of the caller's finished files, newest first. The page's ids come
-# from the listing index alone (it holds the id too), so rows skipped for an
-# offset cost an index entry each, not a read of the file's row (deep pages,
-# docs/benchmarks.md); then those rows are read.
-# Built once and run with parameters: building a statement costs more than
-# running it.
+# A page of the caller's finished files, newest first, in two steps. The
+# page's ids come from the listing index alone (it holds the id too), so rows
+# skipped for an offset cost an index entry each, not a read of the file's row
+# (deep pages, docs/benchmarks.md); then those rows are read by id.
 NEWEST_FIRST = (StoredFile.created_at.desc(), StoredFile.id.desc())
-PAGE_IDS = (
-    db.select(StoredFile.id)
-    .filter_by(owner_id=bindparam("owner_id"), complete=True)
-    .order_by(*NEWEST_FIRST)
-    .limit(bindparam("limit"))
-    .offset(bindparam("offset"))
-    .subquery("page")
-)
-OWNED_PAGE = (
+ROWS_BY_ID = (
     db.select(*LISTED_COLUMNS)
-    .join(PAGE_IDS, StoredFile.id == PAGE_IDS.c.id)
+    .where(StoredFile.id.in_(bindparam("ids", expanding=True)))
     .order_by(*NEWEST_FIRST)
 )
 
 
-class OwnedFilesPagination(Pagination):
-    """Flask-SQLAlchemy's pagination over OWNED_PAGE, in one query. The total
-    is the account's count of finished files, which came with the account
-    when the request's token was checked: counting them on every page would
-    read every file of the account (docs/benchmarks.md, the listing)."""
+def owned_files_page(page: int, per_page: int) -> Pagination:
+    """One page of the caller's finished files, newest first (no bytes loaded).
 
-    def _query_items(self) -> list[Row]:
-        """The page's rows."""
-        return db.session.execute(
-            OWNED_PAGE,
-            {
-                "owner_id": self._query_args["owner"].id,
-                "limit": self.per_page,
-                "offset": self._query_offset,
-            },
-        ).all()
-
-    def _query_count(self) -> int:
-        """The account's finished files (storage.recount_files keeps it)."""
-        return self._query_args["owner"].file_count
-
-
-def owned_files_page(page: int, per_page: int) -> OwnedFilesPagination:
-    """One page of the caller's finished files, newest first (no bytes loaded)."""
+    Flask-SQLAlchemy's ``db.paginate`` pages through the ids; its total is
+    not counted but set, as its documentation offers, to the account's count
+    of finished files, which came with the account when the request's token
+    was checked (counting them on every page would read every file of the
+    account); its items are then the rows of those ids.
+    """
+    owner = g.user
+    ids = (
+        db.select(StoredFile.id)
+        .filter_by(owner_id=owner.id, complete=True)
+        .order_by(*NEWEST_FIRST)
+    )
     # per_page was validated already (PageQuerySchema): no second cap here.
-    return OwnedFilesPagination(
+    pagination = db.paginate(
+        ids,
         page=page,
         per_page=per_page,
         max_per_page=None,
         error_out=False,
-        owner=g.user,
+        count=False,
     )
+    pagination.total = owner.file_count
+    page_ids = list(pagination.items)
+    pagination.items = (
+        list(db.session.execute(ROWS_BY_ID, {"ids": page_ids})) if page_ids else []
+    )
+    return pagination
 
 
 @bp.get("/")
 @check_for_token(scope="files:read")
-def index():
+def index() -> ResponseReturnValue:
     """The upload page and the caller's files (HTML).
     ---
     get:
@@ -115,7 +104,7 @@ def index():
 
 @bp.post("/upload")
 @check_for_token(scope="files:write")
-def upload():
+def upload() -> ResponseReturnValue:
     """Upload one file (multipart/form-data, the file in inputFile).
     ---
     post:
@@ -172,7 +161,7 @@ def owned_file_or_404(file_id: int) -> StoredFile:
 
 @bp.get("/files")
 @check_for_token(scope="files:read")
-def list_files():
+def list_files() -> ResponseReturnValue:
     """The caller's files, newest first, a page at a time.
     ---
     get:
@@ -193,7 +182,7 @@ def list_files():
 
 @bp.get(f"/files/{FILE_ID}")
 @check_for_token(scope="files:read")
-def file_metadata(file_id):
+def file_metadata(file_id: int) -> ResponseReturnValue:
     """One file's metadata.
     ---
     get:
@@ -211,7 +200,7 @@ def file_metadata(file_id):
 
 @bp.delete(f"/files/{FILE_ID}")
 @check_for_token(scope="files:write")
-def delete_file(file_id):
+def delete_file(file_id: int) -> ResponseReturnValue:
     """Delete a file and all its chunks, in one transaction.
     ---
     delete:
@@ -237,7 +226,7 @@ def delete_owned_file(file_id: int) -> StoredFile:
 
 @bp.post(f"/files/{FILE_ID}/delete")
 @check_for_token(scope="files:write")
-def delete_file_form(file_id):
+def delete_file_form(file_id: int) -> ResponseReturnValue:
     """Delete from the page: asks on a page first unless confirm=yes (HTML).
     ---
     post:
@@ -261,7 +250,7 @@ def delete_file_form(file_id):
 
 @bp.get(f"/files/{FILE_ID}/download")
 @check_for_token(scope="files:read")
-def download_file(file_id):
+def download_file(file_id: int) -> ResponseReturnValue:
     """The file's bytes; Range, If-Range and If-None-Match honoured.
     ---
     get:

@@ -144,9 +144,9 @@ class MediumBlob(mysql.MEDIUMBLOB):
     mysqlclient (``mysql://``) has no binary protocol: every parameter becomes
     SQL text. For bytes that text is an escaped string, which it escapes byte
     by byte with the connection's character set and the server parses again:
-    about 25 MiB/s. A hexadecimal literal, ``X'…'``, is twice as long but made
-    at GB/s (binascii) and parsed by the server without a character set, about
-    twice as fast (docs/benchmarks.md). Only hex digits reach the
+    slow. A hexadecimal literal, ``X'…'``, is twice as long but made by
+    binascii and parsed by the server without a character set, and so much
+    faster (docs/benchmarks.md has the figures). Only hex digits reach the
     statement, through the driver's own encoder table: the SQL is never built
     from the data. MariaDB Connector sends bytes as they are and keeps them.
     """

@@ -20,16 +20,17 @@ last, short row is rebuilt whenever more bytes follow it). Only the first
 rows past the end, which the next append replaces.
 """
 
+import functools
 import mimetypes
 import queue
 import re
 import threading
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from flask import current_app
-from sqlalchemy import Connection, Engine, Executable, bindparam, func
+from sqlalchemy import ColumnElement, Connection, Engine, Executable, bindparam, func
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.http import parse_options_header
@@ -48,6 +49,7 @@ from models import (
     is_retryable,
     retry_on_conflict,
     retry_pause,
+    rowcount,
     utcnow,
 )
 
@@ -220,7 +222,9 @@ class ChunkWriter:
             self._hasher.update(piece)
             # The caller may reuse its buffer: keep a copy, unless it is bytes.
             whole = isinstance(data, bytes) and len(piece) == len(data)
-            self._pieces.append(data if whole else bytes(piece))
+            self._pieces.append(
+                data if whole and isinstance(data, bytes) else bytes(piece)
+            )
             self._buffered += len(piece)
             self.size += len(piece)
             if self._buffered == self.chunk_size:
@@ -395,8 +399,8 @@ class ChunkStorer:
                 connection,
                 insert,
                 batch,
-                lambda seq=seq, chunk=chunk: insert_chunk(
-                    connection, insert, self.file_id, seq, chunk
+                functools.partial(
+                    insert_chunk, connection, insert, self.file_id, seq, chunk
                 ),
             )
             if self.record_progress:
@@ -459,7 +463,7 @@ def insert_chunk(
     connection.execute(insert, {"file_id": file_id, "seq": seq, "data": chunk})
 
 
-def chunk_upsert(dialect: str):
+def chunk_upsert(dialect: str) -> Executable:
     """An INSERT of a chunk row that replaces a stored row with the same seq.
 
     Appending rebuilds a file's last, short chunk, and may meet rows a crash
@@ -473,13 +477,15 @@ def chunk_upsert(dialect: str):
             index_elements=["file_id", "seq"], set_={"data": insert.excluded.data}
         )
     if dialect in ("mysql", "mariadb"):
-        insert = mysql.insert(FileChunk)
-        return insert.on_duplicate_key_update(data=insert.inserted.data)
+        upsert = mysql.insert(FileChunk)
+        return upsert.on_duplicate_key_update(data=upsert.inserted.data)
     raise NotImplementedError(f"No upsert for the {dialect} dialect")
 
 
 def finish(
-    stored_file: StoredFile, description: str | None = None, expected=()
+    stored_file: StoredFile,
+    description: str | None = None,
+    expected: Iterable[str | None] = (),
 ) -> StoredFile:
     """Check the digest against each ``expected`` one, then make the file
     visible (committed). A mismatch is a 400; the caller discards the file."""
@@ -558,7 +564,7 @@ def finished_file_of(owner: User, file_id: int) -> StoredFile:
     return stored_file
 
 
-def delete_stored_files(*where) -> int:
+def delete_stored_files(*where: ColumnElement[bool]) -> int:
     """Delete the files matching ``where`` with all their chunks, and recount
     their owners' finished files; the caller commits."""
     owners = list(
@@ -569,7 +575,7 @@ def delete_stored_files(*where) -> int:
     lock_owners(*owners)
     file_ids = db.select(StoredFile.id).where(*where)
     db.session.execute(db.delete(FileChunk).where(FileChunk.file_id.in_(file_ids)))
-    deleted = db.session.execute(db.delete(StoredFile).where(*where)).rowcount
+    deleted = rowcount(db.session.execute(db.delete(StoredFile).where(*where)))
     recount_files(*owners)
     return deleted
 
