@@ -8,7 +8,7 @@ import pytest
 from flask import g
 
 from harness.server import ROOT
-from helpers import bearer, uploaded
+from helpers import bearer, create_upload, tus_headers, uploaded
 
 pytestmark = pytest.mark.one_database
 
@@ -39,10 +39,14 @@ def test_every_route_gets_its_caller_from_the_resolver(app):
 def test_the_caller_is_who_the_credential_says(app, client, auth):
     callers = []
 
+    owners = []
+
     @app.after_request
     def note(response):
         caller = g.get("caller")
         callers.append((caller.kind, caller.user and caller.user.username))
+        owner = g.get("upload_owner")
+        owners.append(owner and owner.username)
         return response
 
     auth.create_user()
@@ -58,6 +62,12 @@ def test_the_caller_is_who_the_credential_says(app, client, auth):
     share = client.post(f"/files/{file_id}/shares", json={}, headers=bearer(token))
     link = share.get_json()["url"].removeprefix("http://localhost")
     client.get(link)
+    upload = create_upload(client, token, length=5).headers["Location"]
+    key_path = upload.removeprefix("http://localhost")
+    # The key alone opens the upload for whoever holds it: the caller is
+    # nobody's account, and the upload's owner goes by another name.
+    client.head(key_path, headers=tus_headers())
+    client.head(key_path, headers=tus_headers(token))
     assert callers == [
         ("session", "alice"),
         ("nobody", None),
@@ -65,7 +75,11 @@ def test_the_caller_is_who_the_credential_says(app, client, auth):
         ("access_token", "alice"),
         ("session", "alice"),
         ("link", None),
+        ("session", "alice"),
+        ("upload_key", None),
+        ("upload_key", "alice"),
     ]
+    assert owners[-3:] == [None, "alice", "alice"]
 
 
 # What a request carries that only the resolver may read.
