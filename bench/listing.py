@@ -418,12 +418,9 @@ def explain(app, statements: dict) -> dict:
     return plans
 
 
-def measure(args, scratch: Path) -> dict:
-    """Fill the database count by count, and time the listing at each."""
-    from models import db
-    from passwords import hash_password
-
-    results = {
+def initial_results(args) -> dict:
+    """The results before any count: the date, the machine, the run's options."""
+    return {
         "date": datetime.now(UTC).date().isoformat(),
         "machine": machine(),
         "config": {
@@ -435,98 +432,159 @@ def measure(args, scratch: Path) -> dict:
         },
         "steps": [],
     }
+
+
+def database_name(url: str) -> str:
+    """The database's backend and driver, as the report names them."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return f"{parsed.get_backend_name()} ({parsed.get_driver_name()})"
+
+
+def make_users(filler: Filler) -> tuple:
+    """The user whose files are counted, and the others: (username, password,
+    the user's id, the others' ids)."""
+    from passwords import hash_password
+
+    password = secrets.token_urlsafe(16)
+    username = f"listing-{uuid.uuid4().hex[:8]}"
+    [owner_id] = filler.users([(username, hash_password(password))])
+    # The others never sign in: any string will do for their hash.
+    others = filler.users(
+        (f"other-{number}-{uuid.uuid4().hex[:6]}", "unused")
+        for number in range(OTHER_USERS)
+    )
+    return username, password, owner_id, others
+
+
+def fill_others(filler: Filler, args, owner_id: int, others: list) -> float:
+    """The others' files and the user's unfinished ones; the seconds it took.
+
+    The others' files spread over the same span of time as the user's largest
+    count (odd seconds; the user's take the even ones); one in ten unfinished.
+    """
+    started = time.perf_counter()
+    span = 2 * max(args.counts)
+    step = max(1, span // max(args.others, 1))
+    other_files = [
+        (others[number % OTHER_USERS], second(1 + (number * step) % span))
+        for number in range(args.others)
+    ]
+    filler.files(f for n, f in enumerate(other_files) if n % 10)
+    filler.files((f for n, f in enumerate(other_files) if n % 10 == 0), False)
+    filler.files(((owner_id, second(2 * n)) for n in range(HIDDEN_OWN_FILES)), False)
+    return time.perf_counter() - started
+
+
+def sign_in(app, username: str, password: str) -> str:
+    """A Bearer token from ``GET /login`` with HTTP Basic credentials."""
+    client = app.test_client()
+    basic = base64.b64encode(f"{username}:{password}".encode()).decode()
+    signed_in = client.get("/login", headers={"Authorization": f"Basic {basic}"})
+    if signed_in.status_code != 200:
+        raise SetupError(f"GET /login answered {signed_in.status_code}")
+    return signed_in.get_json()["token"]
+
+
+class Listing:
+    """The user's listing, signed in, timed as its files are added count by
+    count; the statements of the last count timed, to be explained."""
+
+    def __init__(self, app, filler: Filler, token: str, owner_id: int):
+        """No files of the user's yet."""
+        self.app = app
+        self.filler = filler
+        self.token = token
+        self.owner_id = owner_id
+        self.owned = 0
+        self.statements = {}
+        self.part_statements = {}
+
+    def fill_to(self, count: int) -> float:
+        """Add the user's finished files up to ``count``; the seconds it took."""
+        filler, owner_id, owned = self.filler, self.owner_id, self.owned
+        started = time.perf_counter()
+        filler.files((owner_id, second(2 * n)) for n in range(owned, count))
+        filler.analyze()
+        fill_seconds = time.perf_counter() - started
+        self.owned = count
+        return fill_seconds
+
+    def time_at(self, clock, count: int, requests: int, fill_seconds: float) -> dict:
+        """The first and last pages' requests, and their parts timed apart, at
+        ``count`` files: the count's step of the results."""
+        last_page = math.ceil(count / per_page())
+        paths = {"first": "/files", "last": f"/files?page={last_page}"}
+        timed, self.statements, last_body = time_requests(
+            self.app, clock, self.token, paths, requests
+        )
+        if last_body["total"] != count or not last_body["items"]:
+            raise SetupError(f"GET /files does not list {count} files")
+        parts, self.part_statements = time_parts(
+            self.app,
+            clock,
+            self.owner_id,
+            {"first": 0, "last": (last_page - 1) * per_page()},
+            requests,
+        )
+        return {
+            "files": count,
+            "fill_seconds": fill_seconds,
+            "last_page": last_page,
+            **timed,
+            "parts_ms": parts,
+        }
+
+    def chosen_statements(self, last_page: int) -> dict:
+        """The statements of the last count timed whose plans are kept."""
+        return {
+            "page statement, page 1 (as the app sends it)": self.statements[
+                ("first", "page")
+            ],
+            f"page statement, page {last_page} (as the app sends it)": (
+                self.statements[("last", "page")]
+            ),
+            "OWNED_COUNT alone": self.part_statements["count_alone"],
+        }
+
+
+def print_step(step: dict) -> None:
+    """One count's figures, as they come."""
+    print(
+        f"  {step['files']:,} files (filled in {step['fill_seconds']:.1f} s): page 1 "
+        f"{step['first']['request']['median_ms']:.2f} ms, last page "
+        f"{step['last']['request']['median_ms']:.2f} ms, count alone "
+        f"{step['parts_ms']['count_alone']['median_ms']:.2f} ms",
+        flush=True,
+    )
+
+
+def measure(args, scratch: Path) -> dict:
+    """Fill the database count by count, and time the listing at each."""
+    from models import db
+
+    results = initial_results(args)
     with contextlib.ExitStack() as stack, hard_timeout(args.timeout):
         url = stack.enter_context(new_database(args, scratch, "lockbox_listing"))
         app = stack.enter_context(lockbox(url))
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(url)
-        results["config"]["database"] = (
-            f"{parsed.get_backend_name()} ({parsed.get_driver_name()})"
-        )
+        results["config"]["database"] = database_name(url)
         filler = Filler(app)
-        password = secrets.token_urlsafe(16)
-        username = f"listing-{uuid.uuid4().hex[:8]}"
-        [owner_id] = filler.users([(username, hash_password(password))])
-        # The others never sign in: any string will do for their hash.
-        others = filler.users(
-            (f"other-{number}-{uuid.uuid4().hex[:6]}", "unused")
-            for number in range(OTHER_USERS)
-        )
-        # The others' files spread over the same span of time as the user's
-        # largest count (odd seconds; the user's take the even ones); one in ten
-        # unfinished.
-        started = time.perf_counter()
-        span = 2 * max(args.counts)
-        step = max(1, span // max(args.others, 1))
-        other_files = [
-            (others[number % OTHER_USERS], second(1 + (number * step) % span))
-            for number in range(args.others)
-        ]
-        filler.files(f for n, f in enumerate(other_files) if n % 10)
-        filler.files((f for n, f in enumerate(other_files) if n % 10 == 0), False)
-        filler.files(
-            ((owner_id, second(2 * n)) for n in range(HIDDEN_OWN_FILES)), False
-        )
-        filled_seconds = time.perf_counter() - started
+        username, password, owner_id, others = make_users(filler)
+        filled_seconds = fill_others(filler, args, owner_id, others)
         with app.app_context():
             engine = db.engine
-        client = app.test_client()
-        basic = base64.b64encode(f"{username}:{password}".encode()).decode()
-        signed_in = client.get("/login", headers={"Authorization": f"Basic {basic}"})
-        if signed_in.status_code != 200:
-            raise SetupError(f"GET /login answered {signed_in.status_code}")
-        token = signed_in.get_json()["token"]
-        owned = 0
+        listing = Listing(app, filler, sign_in(app, username, password), owner_id)
         plans = {}
         with StatementClock(engine) as clock:
             for count in args.counts:
-                started = time.perf_counter()
-                filler.files((owner_id, second(2 * n)) for n in range(owned, count))
-                filler.analyze()
-                fill_seconds = time.perf_counter() - started
+                fill_seconds = listing.fill_to(count)
                 filled_seconds += fill_seconds
-                owned = count
-                last_page = math.ceil(count / per_page())
-                paths = {"first": "/files", "last": f"/files?page={last_page}"}
-                timed, statements, last_body = time_requests(
-                    app, clock, token, paths, args.requests
-                )
-                if last_body["total"] != count or not last_body["items"]:
-                    raise SetupError(f"GET /files does not list {count} files")
-                parts, part_statements = time_parts(
-                    app,
-                    clock,
-                    owner_id,
-                    {"first": 0, "last": (last_page - 1) * per_page()},
-                    args.requests,
-                )
-                step_result = {
-                    "files": count,
-                    "fill_seconds": fill_seconds,
-                    "last_page": last_page,
-                    **timed,
-                    "parts_ms": parts,
-                }
-                results["steps"].append(step_result)
-                print(
-                    f"  {count:,} files (filled in {fill_seconds:.1f} s): page 1 "
-                    f"{timed['first']['request']['median_ms']:.2f} ms, last page "
-                    f"{timed['last']['request']['median_ms']:.2f} ms, count alone "
-                    f"{parts['count_alone']['median_ms']:.2f} ms",
-                    flush=True,
-                )
+                step = listing.time_at(clock, count, args.requests, fill_seconds)
+                results["steps"].append(step)
+                print_step(step)
                 if count == args.counts[-1]:
-                    chosen = {
-                        "page statement, page 1 (as the app sends it)": statements[
-                            ("first", "page")
-                        ],
-                        f"page statement, page {last_page} (as the app sends it)": (
-                            statements[("last", "page")]
-                        ),
-                        "OWNED_COUNT alone": part_statements["count_alone"],
-                    }
-                    plans = explain(app, chosen)
+                    plans = explain(app, listing.chosen_statements(step["last_page"]))
         results["plans_at_files"] = args.counts[-1]
         results["plans"] = plans
         results["fill_seconds_total"] = filled_seconds
@@ -562,15 +620,10 @@ def full_pages(steps: list) -> str:
     )
 
 
-def report(results: dict) -> str:
-    """A ready-to-paste Markdown summary."""
-    config, host, steps = results["config"], results["machine"], results["steps"]
-    first, last = steps[0], steps[-1]
-    met = (
-        last["first"]["request"]["median_ms"]
-        <= TARGET_RATIO * first["first"]["request"]["median_ms"]
-    )
-    lines = [
+def report_intro(results: dict) -> str:
+    """The paragraph that says how, where and on what the run measured."""
+    config, host = results["config"], results["machine"]
+    return (
         f"Measured {results['date']} on {host['cpus']} cores ({host['cpu_model']}; "
         f"load average {host['load_average_at_start']} at the start), "
         f"{config['database']}, in-process (Flask test client). The user's "
@@ -579,8 +632,15 @@ def report(results: dict) -> str:
         f"{config['requests']} timed requests per page and count, page 1 and the "
         f"last page taking turns, after {config['warmup_requests']} untimed; "
         "median (p90) in ms. Statement times are the driver's cursor.execute, "
-        "from SQLAlchemy's cursor-execute events.",
-        "",
+        "from SQLAlchemy's cursor-execute events."
+    )
+
+
+def growth_table(steps: list) -> list[str]:
+    """The requests' and the statements' times at each count, and how many
+    times their time at the first count."""
+    first = steps[0]
+    lines = [
         "| files | page 1 ms | last page ms | count statement ms (alone) "
         "| page statement ms (page 1) | page 1 ÷ first count | last page ÷ first "
         "| count ÷ first | page statement ÷ first |",
@@ -608,8 +668,12 @@ def report(results: dict) -> str:
             + " | ".join(ratio(*cell) for cell in cells.values())
             + " |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def statement_table(steps: list) -> list[str]:
+    """Each statement of a request at each count, and the parts timed apart."""
+    lines = [
         "Each statement of a request, and the page statement's parts timed apart "
         "(median (p90) ms):",
         "",
@@ -630,8 +694,13 @@ def report(results: dict) -> str:
             f"| {ms(parts['count_alone'])} | {ms(parts['rows_only_first'])} "
             f"| {ms(parts['rows_only_last'])} | {ms(other)} |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def cpu_table(steps: list) -> list[str]:
+    """The requesting thread's CPU time at each count."""
+    first = steps[0]
+    lines = [
         "CPU time of the requesting thread (median (p90) ms; with SQLite it holds "
         "the database's work too, with MariaDB only the app's and the driver's):",
         "",
@@ -644,34 +713,68 @@ def report(results: dict) -> str:
             f"| {ms(step['last']['request_cpu'])} "
             f"| {ratio(step['first']['request_cpu'], first['first']['request_cpu'])} |"
         )
+    return lines
+
+
+def target_line(results: dict) -> str:
+    """Page 1's growth from the first count to the last, against the target,
+    and how long filling took."""
+    steps = results["steps"]
+    first, last = steps[0], steps[-1]
+    met = (
+        last["first"]["request"]["median_ms"]
+        <= TARGET_RATIO * first["first"]["request"]["median_ms"]
+    )
     verdict = "met" if met else "missed"
     growth = (
         last["first"]["request"]["median_ms"] / first["first"]["request"]["median_ms"]
     )
-    lines += [
-        "",
+    return (
         f"Page 1 at {last['files']:,} files ÷ at {first['files']:,}: "
         f"**{growth:.2f}×** "
         f"(target ≤ {TARGET_RATIO}×: {verdict})." + full_pages(steps) + " Filling took "
         f"{results['fill_seconds_total']:.1f} s for {results['rows_inserted']:,} "
-        "rows.",
+        "rows."
+    )
+
+
+def plan_lines(results: dict) -> list[str]:
+    """The plans kept at the largest count: each statement, its parameters, and
+    a table per kind of plan (EXPLAIN, ANALYZE, EXPLAIN QUERY PLAN)."""
+    lines = [f"Plans at {results['plans_at_files']:,} files:"]
+    for name, plan in results["plans"].items():
+        lines += ["", f"{name}:", "", "```sql", plan["sql"], "```"]
+        lines.append(f"parameters: `{plan['parameters']}`")
+        for prefix, table in plan.items():
+            if prefix in ("sql", "parameters"):
+                continue
+            lines += [
+                "",
+                f"`{prefix}`:",
+                "",
+                "| " + " | ".join(table["columns"]) + " |",
+                "|" + " --- |" * len(table["columns"]),
+            ]
+            lines += ["| " + " | ".join(row) + " |" for row in table["rows"]]
+    return lines
+
+
+def report(results: dict) -> str:
+    """A ready-to-paste Markdown summary."""
+    steps = results["steps"]
+    lines = [
+        report_intro(results),
+        "",
+        *growth_table(steps),
+        "",
+        *statement_table(steps),
+        "",
+        *cpu_table(steps),
+        "",
+        target_line(results),
     ]
     if results["plans"]:
-        lines += ["", f"Plans at {results['plans_at_files']:,} files:"]
-        for name, plan in results["plans"].items():
-            lines += ["", f"{name}:", "", "```sql", plan["sql"], "```"]
-            lines.append(f"parameters: `{plan['parameters']}`")
-            for prefix, table in plan.items():
-                if prefix in ("sql", "parameters"):
-                    continue
-                lines += [
-                    "",
-                    f"`{prefix}`:",
-                    "",
-                    "| " + " | ".join(table["columns"]) + " |",
-                    "|" + " --- |" * len(table["columns"]),
-                ]
-                lines += ["| " + " | ".join(row) + " |" for row in table["rows"]]
+        lines += ["", *plan_lines(results)]
     return "\n".join(lines)
 
 

@@ -160,8 +160,8 @@ COMPARISONS = (
 )
 
 
-def parse_args(argv=None):
-    """Command-line options, with the load budget checked."""
+def option_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--database-url",
@@ -210,6 +210,12 @@ def parse_args(argv=None):
         default=ROOT / "bench" / "results" / "load.json",
         help="where the JSON results go (default: bench/results/load.json)",
     )
+    return parser
+
+
+def parse_args(argv=None):
+    """Command-line options, with the load budget checked."""
+    parser = option_parser()
     args = parser.parse_args(argv)
     if min(args.rounds, args.seconds, args.connections, args.threads) < 1:
         parser.error("--rounds, --seconds, --connections and --threads must be >= 1")
@@ -461,12 +467,11 @@ def running_note(config: dict) -> str:
     return f" (workers seen running: {counts})"
 
 
-def report(results: dict) -> str:
-    """A ready-to-paste Markdown summary of the run."""
-    summary, config, host = results["summary"], results["config"], results["machine"]
+def report_intro(results: dict) -> str:
+    """The paragraph that says how, where and against what the run measured."""
+    config, host = results["config"], results["machine"]
     gunicorn = config["gunicorn"]
-    statements = results["statements"]
-    lines = [
+    return (
         f"Measured {results['date']} on {host['cpus']} cores ({host['cpu_model']}; "
         f"load average {host['load_average_at_start']} at the start), with "
         f"{config['database']}. Each app served by the same command line, "
@@ -481,8 +486,14 @@ def report(results: dict) -> str:
         "Bearer token. Baselines: bench/bare_app.py (Flask alone) for `/livez`; "
         "bench/peer_app.py for `/files` (Flask-SQLAlchemy `db.paginate`, a "
         "flask-marshmallow schema, Flask-JWT-Extended `@jwt_required()`, on the "
-        "same database).",
-        "",
+        "same database)."
+    )
+
+
+def comparison_table(results: dict) -> list[str]:
+    """The table of the comparisons: Lockbox's figures beside its baseline's."""
+    summary, statements = results["summary"], results["statements"]
+    lines = [
         "| Lockbox vs baseline | Lockbox requests/s | baseline requests/s "
         "| Lockbox ÷ baseline | target | p50 latency (Lockbox / baseline) "
         "| p99 latency | gunicorn CPU a request | SQL statements a request "
@@ -506,6 +517,11 @@ def report(results: dict) -> str:
             f"| {mine['requests']:,} / {theirs['requests']:,} "
             f"| {mine['errors'] + theirs['errors']} |"
         )
+    return lines
+
+
+def rounds_and_errors(results: dict) -> str:
+    """The ratios of each round, and the errors seen by wrk and in the logs."""
     by_round = "; ".join(
         f"`{comparison.name}` "
         + ", ".join(
@@ -519,23 +535,159 @@ def report(results: dict) -> str:
         f"{name} {problems['server_5xx']} / {problems['tracebacks']}"
         for name, problems in servers.items()
     )
-    lines += [
-        "",
+    return (
         f"Ratios by round: {by_round}. Errors: {results['errors']} (non-2xx, "
         "socket errors and timeouts seen by wrk; 5xx answers / tracebacks in "
         f"the servers' logs: {in_logs}, from "
         f"{servers['lockbox']['access_log_lines']:,} request lines of Lockbox's "
-        "and the tracebacks alone of the others, which log no requests).",
+        "and the tracebacks alone of the others, which log no requests)."
+    )
+
+
+def report(results: dict) -> str:
+    """A ready-to-paste Markdown summary of the run."""
+    lines = [
+        report_intro(results),
+        "",
+        *comparison_table(results),
+        "",
+        rounds_and_errors(results),
     ]
     return "\n".join(lines)
 
 
-def measure(args, scratch: Path) -> dict:
-    """Set everything up, load the four endpoints in turns, gather the results."""
+def shipped_environment(secret_key: str, url: str) -> dict:
+    """The committed gunicorn.conf.py, its worker count included: with sign-in
+    limits shared through Redis, as several workers need. The same for every
+    app, which reads what it needs of it."""
+    environment = {name: None for name in CONFIG_OVERRIDES}
+    environment.update(SECRET_KEY=secret_key, DATABASE_URL=url, **SHARED_LIMIT_STORAGE)
+    return environment
+
+
+def start_servers(stack: contextlib.ExitStack, environment: dict) -> dict:
+    """Every app under gunicorn, the same way, stopped when ``stack`` closes."""
+    return {
+        name: stack.enter_context(LiveServer(environment, shipped=True, target=target))
+        for name, target in APPS.items()
+    }
+
+
+def sign_in_and_fill(servers: dict, username: str, password: str) -> dict:
+    """Tokens from Lockbox and the peer, the user's files uploaded through
+    Lockbox, and both listings checked to be the same page."""
     import requests
 
+    lockbox_url = servers["lockbox"].url
+    lockbox_token = sign_in(lockbox_url, username, password)
+    upload_files(lockbox_url, lockbox_token)
+    tokens = {
+        "lockbox": lockbox_token,
+        "peer": sign_in(servers["peer"].url, username, password),
+    }
+    pages = {}
+    for name, token in tokens.items():
+        listed = requests.get(
+            servers[name].url + LISTING,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        if listed.status_code != 200:
+            raise SetupError(f"{name}'s GET {LISTING}: {listed.status_code}")
+        pages[name] = listed.json()
+    check_same_listing(pages["lockbox"], pages["peer"])
+    return tokens
+
+
+def count_statements(app, peer, peer_db, tokens: dict) -> dict:
+    """SQL statements a request of each endpoint sends, counted in-process."""
     from models import db
 
+    return {
+        "lockbox_livez": statements_per_request(app, db, "/livez", None),
+        # No database at all.
+        "bare_livez": 0,
+        "lockbox_files": statements_per_request(app, db, LISTING, tokens["lockbox"]),
+        "peer_files": statements_per_request(peer, peer_db, LISTING, tokens["peer"]),
+    }
+
+
+def wrk_targets(servers: dict, tokens: dict) -> dict:
+    """Per endpoint: its server, its URL, and wrk's headers (a token if signed in)."""
+    targets = {}
+    for name, (server_name, path, signed_in) in ENDPOINTS.items():
+        headers = (f"Authorization: Bearer {tokens[server_name]}",) if signed_in else ()
+        targets[name] = (
+            servers[server_name],
+            servers[server_name].url + path,
+            headers,
+        )
+    return targets
+
+
+def load_in_turns(args, script: Path, targets: dict) -> dict:
+    """The warm-up, then the rounds of every endpoint in turns, each run printed;
+    per endpoint, each round's wrk result with the server's CPU a request."""
+    if args.warmup:
+        for _, target, headers in targets.values():
+            run_wrk(args, script, target, args.warmup, headers)
+    runs: dict[str, list] = {name: [] for name in ENDPOINTS}
+    for round_number in range(args.rounds):
+        # The order is reversed every other round: no endpoint always
+        # follows the same one.
+        order = list(ENDPOINTS)
+        if round_number % 2:
+            order.reverse()
+        for name in order:
+            server, target, headers = targets[name]
+            cpu_before = server.cpu_seconds()
+            result = run_wrk(args, script, target, args.seconds, headers)
+            cpu = server.cpu_seconds() - cpu_before
+            result["server_cpu_ms"] = cpu * 1e3 / max(result["requests"], 1)
+            runs[name].append(result)
+            print(
+                f"  round {round_number + 1}, {name}: "
+                f"{result['requests_per_s']:,.0f} requests/s, "
+                f"p99 {result['latency_us']['p99'] / 1e3:.1f} ms, "
+                f"{result['server_cpu_ms']:.2f} ms of server CPU each, "
+                f"{result['errors']} errors",
+                flush=True,
+            )
+    return runs
+
+
+def run_config(args, url: str, environment: dict, workers: dict) -> dict:
+    """How the run was made: the database, gunicorn's settings and the workers
+    seen running, the apps, and wrk's options."""
+    from sqlalchemy.engine import make_url
+
+    database_url = make_url(url)
+    return {
+        "database": f"{database_url.get_backend_name()} "
+        f"({database_url.get_driver_name()})",
+        "gunicorn": gunicorn_settings(environment),
+        "workers_running": workers,
+        "apps": APPS,
+        "threads": args.threads,
+        "connections": args.connections,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "files": FILE_COUNT,
+        "listing": LISTING,
+    }
+
+
+def error_count(summary: dict, server_problems: dict) -> int:
+    """Every error: wrk's, and the 5xx answers and tracebacks in the logs."""
+    return sum(row["errors"] for row in summary.values()) + sum(
+        problems["server_5xx"] + problems["tracebacks"]
+        for problems in server_problems.values()
+    )
+
+
+def measure(args, scratch: Path) -> dict:
+    """Set everything up, load the four endpoints in turns, gather the results."""
     host = machine()
     secret_key = secrets.token_urlsafe(48)
     script = scratch / "count.lua"
@@ -546,121 +698,29 @@ def measure(args, scratch: Path) -> dict:
         app, username, password = stack.enter_context(
             load_user(url, secret_key, remove=not made_here)
         )
-        # The committed gunicorn.conf.py, its worker count included: with sign-in
-        # limits shared through Redis, as several workers need. The same for
-        # every app, which reads what it needs of it.
-        environment = {name: None for name in CONFIG_OVERRIDES}
-        environment.update(
-            SECRET_KEY=secret_key, DATABASE_URL=url, **SHARED_LIMIT_STORAGE
-        )
-        servers = {
-            name: stack.enter_context(
-                LiveServer(environment, shipped=True, target=target)
-            )
-            for name, target in APPS.items()
-        }
-        lockbox_url = servers["lockbox"].url
-        lockbox_token = sign_in(lockbox_url, username, password)
-        upload_files(lockbox_url, lockbox_token)
-        tokens = {
-            "lockbox": lockbox_token,
-            "peer": sign_in(servers["peer"].url, username, password),
-        }
-        pages = {}
-        for name, token in tokens.items():
-            listed = requests.get(
-                servers[name].url + LISTING,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=30,
-            )
-            if listed.status_code != 200:
-                raise SetupError(f"{name}'s GET {LISTING}: {listed.status_code}")
-            pages[name] = listed.json()
-        check_same_listing(pages["lockbox"], pages["peer"])
+        environment = shipped_environment(secret_key, url)
+        servers = start_servers(stack, environment)
+        tokens = sign_in_and_fill(servers, username, password)
         # What each server really runs, beside what gunicorn.conf.py says.
         workers = {name: len(server.worker_pids()) for name, server in servers.items()}
         peer, peer_db = stack.enter_context(peer_app(url, secret_key))
-        statements = {
-            "lockbox_livez": statements_per_request(app, db, "/livez", None),
-            # No database at all.
-            "bare_livez": 0,
-            "lockbox_files": statements_per_request(
-                app, db, LISTING, tokens["lockbox"]
-            ),
-            "peer_files": statements_per_request(
-                peer, peer_db, LISTING, tokens["peer"]
-            ),
-        }
-        targets = {}
-        for name, (server_name, path, signed_in) in ENDPOINTS.items():
-            headers = (
-                (f"Authorization: Bearer {tokens[server_name]}",) if signed_in else ()
-            )
-            targets[name] = (
-                servers[server_name],
-                servers[server_name].url + path,
-                headers,
-            )
-        if args.warmup:
-            for _, target, headers in targets.values():
-                run_wrk(args, script, target, args.warmup, headers)
-        runs: dict[str, list] = {name: [] for name in ENDPOINTS}
-        for round_number in range(args.rounds):
-            # The order is reversed every other round: no endpoint always
-            # follows the same one.
-            order = list(ENDPOINTS)
-            if round_number % 2:
-                order.reverse()
-            for name in order:
-                server, target, headers = targets[name]
-                cpu_before = server.cpu_seconds()
-                result = run_wrk(args, script, target, args.seconds, headers)
-                cpu = server.cpu_seconds() - cpu_before
-                result["server_cpu_ms"] = cpu * 1e3 / max(result["requests"], 1)
-                runs[name].append(result)
-                print(
-                    f"  round {round_number + 1}, {name}: "
-                    f"{result['requests_per_s']:,.0f} requests/s, "
-                    f"p99 {result['latency_us']['p99'] / 1e3:.1f} ms, "
-                    f"{result['server_cpu_ms']:.2f} ms of server CPU each, "
-                    f"{result['errors']} errors",
-                    flush=True,
-                )
+        statements = count_statements(app, peer, peer_db, tokens)
+        runs = load_in_turns(args, script, wrk_targets(servers, tokens))
     # gunicorn has stopped: the logs are complete.
     server_problems = {
         name: server_log_problems(server.output) for name, server in servers.items()
     }
     summary = summarize(runs)
-    from sqlalchemy.engine import make_url
-
-    database_url = make_url(url)
     return {
         "date": datetime.now(UTC).date().isoformat(),
         "machine": host,
-        "config": {
-            "database": f"{database_url.get_backend_name()} "
-            f"({database_url.get_driver_name()})",
-            "gunicorn": gunicorn_settings(environment),
-            "workers_running": workers,
-            "apps": APPS,
-            "threads": args.threads,
-            "connections": args.connections,
-            "rounds": args.rounds,
-            "seconds": args.seconds,
-            "warmup": args.warmup,
-            "files": FILE_COUNT,
-            "listing": LISTING,
-        },
+        "config": run_config(args, url, environment, workers),
         "statements": statements,
         "runs": runs,
         "summary": summary,
         "comparisons": compare(runs, summary),
         "servers": server_problems,
-        "errors": sum(row["errors"] for row in summary.values())
-        + sum(
-            problems["server_5xx"] + problems["tracebacks"]
-            for problems in server_problems.values()
-        ),
+        "errors": error_count(summary, server_problems),
     }
 
 

@@ -60,6 +60,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -428,6 +429,154 @@ def prepare_app_database(url, env):
     )
 
 
+def sign_in(server):
+    """The bench user's token, from the app's ``GET /login``."""
+    import requests
+
+    return requests.get(
+        server.url + "/login", auth=("bench", PASSWORD), timeout=30
+    ).json()["token"]
+
+
+@dataclass
+class SingleStream:
+    """The app under gunicorn with its one worker, signed in: the single-stream
+    rows' transfers, each with the worker watched, and their checks."""
+
+    server: LiveServer
+    token: str
+    worker: int
+    temp_dir: str
+
+    def watch(self):
+        """The worker's RSS and temporary files, sampled while a transfer runs."""
+        return WorkerWatch(self.worker, self.temp_dir)
+
+    def warm_up(self, blocks):
+        """A small upload, download and delete: the worker's first requests open
+        its database connections, before its idle size is read."""
+        import requests
+
+        _, warm = upload(self.server.port, self.token, blocks, MIB)
+        download(self.server.port, self.token, warm["id"])
+        requests.delete(
+            f"{self.server.url}/files/{warm['id']}", params={"token": self.token}
+        )
+
+    def turn(self, server_db, blocks, size):
+        """One repetition through the app, each transfer timed on a quiet database
+        with the worker watched: a form upload, the same file as a tus upload, a
+        download; then the untimed checks and the deletes.
+
+        Returns ``{"upload" | "tus" | "download": (seconds, watch)}``.
+        """
+        port, token = self.server.port, self.token
+        wait_for_quiet_database(server_db)
+        with self.watch() as up_watch:
+            up_seconds, body = upload(port, token, blocks, size)
+        if body["sha256"] != expected_sha256(blocks, size):
+            raise RuntimeError("stored sha256 differs from the bytes sent")
+        # The same file as a resumable upload, in 8 MiB PATCHes, right
+        # after the form upload (before any delete, whose purge would slow it).
+        wait_for_quiet_database(server_db)
+        with self.watch() as tus_watch:
+            tus_seconds, tus_id = tus_upload(port, token, blocks, size)
+        self.check_tus(tus_id, body)
+        # The download reads the file written last, as the raw read reads
+        # the rows just inserted: the form upload's file has been pushed
+        # out of a default 128 MiB buffer pool by the tus upload's 100 MiB
+        # (InnoDB keeps a large scan from taking over the pool), and
+        # reading it would time the disk, not the app.
+        wait_for_quiet_database(server_db)
+        with self.watch() as down_watch:
+            down_seconds, _ = download(port, token, tus_id)
+        _, sha = download(port, token, tus_id, hashlib.sha256())
+        if sha != body["sha256"]:
+            raise RuntimeError("downloaded bytes differ from the upload")
+        self.delete((body["id"], tus_id))
+        return {
+            "upload": (up_seconds, up_watch),
+            "tus": (tus_seconds, tus_watch),
+            "download": (down_seconds, down_watch),
+        }
+
+    def check_tus(self, tus_id, body):
+        """The tus upload stored the same bytes as the form upload (``body``)."""
+        import requests
+
+        stored = requests.get(
+            f"{self.server.url}/files/{tus_id}",
+            params={"token": self.token},
+            timeout=60,
+        ).json()
+        if stored["sha256"] != body["sha256"]:
+            raise RuntimeError("the tus upload stored other bytes")
+
+    def delete(self, file_ids):
+        """Delete a repetition's files (their answers unchecked)."""
+        import requests
+
+        for file_id in file_ids:
+            requests.delete(
+                f"{self.server.url}/files/{file_id}",
+                params={"token": self.token},
+                timeout=600,
+            )
+
+
+class StreamTimes:
+    """Over the repetitions, per kind of transfer (upload, tus, download): the
+    seconds of each and the largest RSS the worker reached; and the largest
+    temporary file it had open during any."""
+
+    def __init__(self):
+        """Nothing measured yet."""
+        self.seconds = {"upload": [], "tus": [], "download": []}
+        self.peak_rss = dict.fromkeys(self.seconds, 0)
+        self.temp_bytes = 0
+
+    def add(self, turn):
+        """One repetition's ``{kind: (seconds, watch)}``."""
+        for kind, (seconds, watch) in turn.items():
+            self.seconds[kind].append(seconds)
+            self.peak_rss[kind] = max(self.peak_rss[kind], watch.peak_rss)
+            self.temp_bytes = max(self.temp_bytes, watch.temp_bytes)
+
+    def mib_s(self, kind, size):
+        """MiB/s of a ``size``-byte transfer in the median time."""
+        return size / MIB / statistics.median(self.seconds[kind])
+
+    def growth_mib(self, kind, idle):
+        """The worker's largest RSS during ``kind`` above its ``idle`` size, MiB."""
+        return (self.peak_rss[kind] - idle) / MIB
+
+
+def raw_row(driver, size, raw_runs):
+    """The raw database's single-stream row: median insert and read MiB/s."""
+    return {
+        "driver": driver,
+        "size_mib": size // MIB,
+        "insert_mib_s": statistics.median(insert for insert, _ in raw_runs),
+        "read_mib_s": statistics.median(read for _, read in raw_runs),
+    }
+
+
+def app_row(driver, size, times, idle):
+    """The app's single-stream row: median MiB/s and the worker's growth."""
+    return {
+        "driver": driver,
+        "size_mib": size // MIB,
+        "upload_mib_s": times.mib_s("upload", size),
+        "tus_upload_mib_s": times.mib_s("tus", size),
+        "tus_rss_growth_mib": times.growth_mib("tus", idle),
+        "download_mib_s": times.mib_s("download", size),
+        "idle_rss_mib": idle / MIB,
+        "upload_rss_growth_mib": times.growth_mib("upload", idle),
+        "download_rss_growth_mib": times.growth_mib("download", idle),
+        "temp_file_bytes": times.temp_bytes,
+    }
+
+
 def measure(driver, server_db, url, blocks, size, temp_dir):
     """Raw database and app, turn about, for one driver and size.
 
@@ -435,8 +584,6 @@ def measure(driver, server_db, url, blocks, size, temp_dir):
     download through the app under gunicorn, so that a busy spell on this shared
     machine hits both sides of a ratio. Returns (raw row, app row), medians.
     """
-    import requests
-
     env = {
         "SECRET_KEY": "bench-" + uuid.uuid4().hex + uuid.uuid4().hex,
         "DATABASE_URL": url,
@@ -445,77 +592,16 @@ def measure(driver, server_db, url, blocks, size, temp_dir):
     }
     prepare_app_database(url, env)
     with LiveServer(env) as server:
-        token = requests.get(
-            server.url + "/login", auth=("bench", PASSWORD), timeout=30
-        ).json()["token"]
+        token = sign_in(server)
         [worker] = server.worker_pids()
-        # Warm up: the worker's first requests open its database connections.
-        _, warm = upload(server.port, token, blocks, MIB)
-        download(server.port, token, warm["id"])
-        requests.delete(f"{server.url}/files/{warm['id']}", params={"token": token})
+        app = SingleStream(server, token, worker, temp_dir)
+        app.warm_up(blocks)
         idle = proc_status(worker, "VmRSS")
-        up_times, down_times, tus_times, raw_runs = [], [], [], []
-        up_peak, down_peak, tus_peak, temp_bytes = 0, 0, 0, 0
+        raw_runs, times = [], StreamTimes()
         for _ in range(repeats_for(size)):
             raw_runs.append(raw_once(driver, server_db, blocks, size))
-            wait_for_quiet_database(server_db)
-            with WorkerWatch(worker, temp_dir) as up_watch:
-                up_seconds, body = upload(server.port, token, blocks, size)
-            if body["sha256"] != expected_sha256(blocks, size):
-                raise RuntimeError("stored sha256 differs from the bytes sent")
-            # The same file as a resumable upload, in 8 MiB PATCHes, right
-            # after the form upload (before any delete, whose purge would slow it).
-            wait_for_quiet_database(server_db)
-            with WorkerWatch(worker, temp_dir) as tus_watch:
-                tus_seconds, tus_id = tus_upload(server.port, token, blocks, size)
-            stored = requests.get(
-                f"{server.url}/files/{tus_id}", params={"token": token}, timeout=60
-            ).json()
-            if stored["sha256"] != body["sha256"]:
-                raise RuntimeError("the tus upload stored other bytes")
-            # The download reads the file written last, as the raw read reads
-            # the rows just inserted: the form upload's file has been pushed
-            # out of a default 128 MiB buffer pool by the tus upload's 100 MiB
-            # (InnoDB keeps a large scan from taking over the pool), and
-            # reading it would time the disk, not the app.
-            wait_for_quiet_database(server_db)
-            with WorkerWatch(worker, temp_dir) as down_watch:
-                down_seconds, _ = download(server.port, token, tus_id)
-            _, sha = download(server.port, token, tus_id, hashlib.sha256())
-            if sha != body["sha256"]:
-                raise RuntimeError("downloaded bytes differ from the upload")
-            for file_id in (body["id"], tus_id):
-                requests.delete(
-                    f"{server.url}/files/{file_id}",
-                    params={"token": token},
-                    timeout=600,
-                )
-            tus_times.append(tus_seconds)
-            tus_peak = max(tus_peak, tus_watch.peak_rss)
-            temp_bytes = max(temp_bytes, tus_watch.temp_bytes)
-            up_times.append(up_seconds)
-            down_times.append(down_seconds)
-            up_peak = max(up_peak, up_watch.peak_rss)
-            down_peak = max(down_peak, down_watch.peak_rss)
-            temp_bytes = max(temp_bytes, up_watch.temp_bytes, down_watch.temp_bytes)
-    raw = {
-        "driver": driver,
-        "size_mib": size // MIB,
-        "insert_mib_s": statistics.median(insert for insert, _ in raw_runs),
-        "read_mib_s": statistics.median(read for _, read in raw_runs),
-    }
-    return raw, {
-        "driver": driver,
-        "size_mib": size // MIB,
-        "upload_mib_s": size / MIB / statistics.median(up_times),
-        "tus_upload_mib_s": size / MIB / statistics.median(tus_times),
-        "tus_rss_growth_mib": (tus_peak - idle) / MIB,
-        "download_mib_s": size / MIB / statistics.median(down_times),
-        "idle_rss_mib": idle / MIB,
-        "upload_rss_growth_mib": (up_peak - idle) / MIB,
-        "download_rss_growth_mib": (down_peak - idle) / MIB,
-        "temp_file_bytes": temp_bytes,
-    }
+            times.add(app.turn(server_db, blocks, size))
+    return raw_row(driver, size, raw_runs), app_row(driver, size, times, idle)
 
 
 def run_parallel(count, work, setup=None):
@@ -603,6 +689,193 @@ def raw_parallel_once(driver, server, blocks, size, count):
     return total / write_seconds, total / read_seconds
 
 
+def parallel_env(url, options):
+    """The app's environment for the concurrency rows: gunicorn.conf.py's own
+    worker settings (no overrides), sign-in limits in Redis."""
+    env = {name: None for name in CONFIG_OVERRIDES}
+    env.update(
+        SECRET_KEY="bench-" + uuid.uuid4().hex + uuid.uuid4().hex,
+        DATABASE_URL=url,
+        MAX_CONTENT_LENGTH=str(2048 * MIB),
+        TMPDIR=str(options["temp_dir"]),
+        RATELIMIT_STORAGE_URI=options["redis"],
+    )
+    return env
+
+
+@dataclass
+class ParallelApp:
+    """The app as committed, signed in, and its workers: ``count`` transfers at
+    once with every worker watched, their checks and their clean-ups."""
+
+    server: LiveServer
+    token: str
+    workers: list
+    count: int
+    blocks: list
+    temp_dir: str
+
+    def watch(self):
+        """Every worker's RSS, temporary files and client connections."""
+        return WorkerWatch(self.workers, self.temp_dir, self.server.port)
+
+    def upload_all(self, file_size):
+        """``count`` uploads at once: (their bodies, wall seconds)."""
+        server, token, blocks = self.server, self.token, self.blocks
+        return run_parallel(
+            self.count,
+            lambda index, _: upload(server.port, token, blocks, file_size)[1],
+        )
+
+    def download_all(self, bodies, check=False):
+        """``count`` downloads at once: (sha256s when ``check``, wall seconds)."""
+        server, token = self.server, self.token
+
+        def fetch(index, file_id):
+            """One download, hashed when ``check``."""
+            digest = hashlib.sha256() if check else None
+            return download(server.port, token, file_id, digest)[1]
+
+        file_ids = [body["id"] for body in bodies]
+        return run_parallel(self.count, fetch, setup=file_ids.__getitem__)
+
+    def delete(self, file_ids):
+        """Delete files one after the other; a failure raises."""
+        import requests
+
+        for file_id in file_ids:
+            requests.delete(
+                f"{self.server.url}/files/{file_id}",
+                params={"token": self.token},
+                timeout=600,
+            ).raise_for_status()
+
+    def warm_up(self):
+        """Warm up every worker and thread: small transfers at once, twice, so
+        that each worker has opened its database connections before its idle
+        size is read."""
+        for _ in range(2):
+            warm, _ = self.upload_all(MIB)
+            self.download_all(warm)
+            self.delete(body["id"] for body in warm)
+
+    def transfer_round(self, server_db, size, expected):
+        """One round through the app: ``count`` uploads at once, then as many
+        downloads, each timed on a quiet database with the workers watched; the
+        integrity checks and the deletes untimed.
+
+        Returns ``{"upload" | "download": (aggregate MiB/s, watch)}``.
+        """
+        wait_for_quiet_database(server_db)
+        with self.watch() as up_watch:
+            bodies, up_seconds = self.upload_all(size)
+        if any(body["sha256"] != expected for body in bodies):
+            raise RuntimeError("a stored sha256 differs from the bytes sent")
+        wait_for_quiet_database(server_db)
+        with self.watch() as down_watch:
+            _, down_seconds = self.download_all(bodies)
+        # Integrity, untimed: hashing here would time this process's CPU.
+        checked, _ = self.download_all(bodies, check=True)
+        if checked != [expected] * self.count:
+            raise RuntimeError("downloaded bytes differ from the uploads")
+        self.delete(body["id"] for body in bodies)
+        return {
+            "upload": (size * self.count / MIB / up_seconds, up_watch),
+            "download": (size * self.count / MIB / down_seconds, down_watch),
+        }
+
+
+class WorkerPeaks:
+    """Per worker, over the rounds, in one direction (uploads or downloads): the
+    most it grew above its idle RSS and the most transfers it served at once;
+    and the largest temporary file any had open."""
+
+    def __init__(self, idle):
+        """Nothing seen yet of the workers whose ``idle`` RSS is given, by pid."""
+        self.idle = idle
+        self.growth = {}
+        self.streams = {}
+        self.temp_bytes = 0
+
+    def add(self, watch):
+        """One round's watch of every worker."""
+        for pid, idle in self.idle.items():
+            self.growth[pid] = max(self.growth.get(pid, 0), watch.peaks[pid] - idle)
+            self.streams[pid] = max(self.streams.get(pid, 0), watch.connections[pid])
+        self.temp_bytes = max(self.temp_bytes, watch.temp_bytes)
+
+    @property
+    def max_growth(self):
+        """The most any worker grew, in bytes."""
+        return max(self.growth.values())
+
+
+class ParallelRounds:
+    """What the rounds of the concurrency rows gather: each round's raw and app
+    aggregate MiB/s, and the workers' idle sizes and peaks each way."""
+
+    def __init__(self, idle):
+        """No round yet, the workers' ``idle`` RSS given, by pid."""
+        self.idle = idle
+        self.raw_runs = []
+        self.rates = {"upload": [], "download": []}
+        self.peaks = {"upload": WorkerPeaks(idle), "download": WorkerPeaks(idle)}
+
+    def add_app(self, transfers):
+        """One app round's ``{direction: (aggregate MiB/s, watch)}``."""
+        for direction, (rate, watch) in transfers.items():
+            self.rates[direction].append(rate)
+            self.peaks[direction].add(watch)
+
+    def speeds(self):
+        """The row's aggregate MiB/s, medians and each round's, and ratios."""
+        raw_write = statistics.median(write for write, _ in self.raw_runs)
+        raw_read = statistics.median(read for _, read in self.raw_runs)
+        app_upload = statistics.median(self.rates["upload"])
+        app_download = statistics.median(self.rates["download"])
+        return {
+            "raw_write_mib_s": raw_write,
+            "app_upload_mib_s": app_upload,
+            "upload_ratio": app_upload / raw_write,
+            "raw_read_mib_s": raw_read,
+            "app_download_mib_s": app_download,
+            "download_ratio": app_download / raw_read,
+            "raw_runs_mib_s": self.raw_runs,
+            "app_upload_runs_mib_s": self.rates["upload"],
+            "app_download_runs_mib_s": self.rates["download"],
+        }
+
+    def memory(self):
+        """The row's worker sizes: idle, growth and streams per worker, the
+        largest growth against the limit, and the largest temporary file."""
+        idle, up, down = self.idle, self.peaks["upload"], self.peaks["download"]
+        growth = max(up.max_growth, down.max_growth)
+        return {
+            "idle_rss_mib": {str(pid): rss / MIB for pid, rss in idle.items()},
+            "worker_growth_mib": {
+                str(pid): max(up.growth[pid], down.growth[pid]) / MIB for pid in idle
+            },
+            # Per worker: its growth and the most transfers it served at once.
+            "workers": [
+                {
+                    "pid": pid,
+                    "idle_rss_mib": idle[pid] / MIB,
+                    "upload_growth_mib": up.growth[pid] / MIB,
+                    "upload_streams_at_once": up.streams[pid],
+                    "download_growth_mib": down.growth[pid] / MIB,
+                    "download_streams_at_once": down.streams[pid],
+                }
+                for pid in idle
+            ],
+            "upload_max_worker_growth_mib": up.max_growth / MIB,
+            "download_max_worker_growth_mib": down.max_growth / MIB,
+            "max_worker_growth_mib": growth / MIB,
+            "growth_limit_mib": PARALLEL_GROWTH_LIMIT // MIB,
+            "growth_limit_met": growth <= PARALLEL_GROWTH_LIMIT,
+            "temp_file_bytes": max(up.temp_bytes, down.temp_bytes),
+        }
+
+
 def measure_parallel(driver, server_db, url, blocks, size, count, rounds, options):
     """Raw database and app, turn about, ``count`` transfers at once each.
 
@@ -611,141 +884,37 @@ def measure_parallel(driver, server_db, url, blocks, size, count, rounds, option
     row: aggregate MiB/s raw and through the app (medians over ``rounds``), and
     the largest growth of any worker's RSS above its idle size.
     """
-    import requests
-
-    temp_dir, redis_url = options["temp_dir"], options["redis"]
-    env = {name: None for name in CONFIG_OVERRIDES}
-    env.update(
-        SECRET_KEY="bench-" + uuid.uuid4().hex + uuid.uuid4().hex,
-        DATABASE_URL=url,
-        MAX_CONTENT_LENGTH=str(2048 * MIB),
-        TMPDIR=str(temp_dir),
-        RATELIMIT_STORAGE_URI=redis_url,
-    )
+    env = parallel_env(url, options)
     prepare_app_database(url, {k: v for k, v in env.items() if v is not None})
     expected = expected_sha256(blocks, size)
-    raw_runs, up_rates, down_rates = [], [], []
-    up_growth, down_growth, temp_bytes = 0, 0, 0
-    up_peaks, down_peaks, up_streams, down_streams = {}, {}, {}, {}
     with LiveServer(env, shipped=True) as server:
-        token = requests.get(
-            server.url + "/login", auth=("bench", PASSWORD), timeout=30
-        ).json()["token"]
+        token = sign_in(server)
         workers = sorted(server.worker_pids())
-
-        def upload_all(file_size):
-            """``count`` uploads at once: (their bodies, wall seconds)."""
-            return run_parallel(
-                count, lambda index, _: upload(server.port, token, blocks, file_size)[1]
-            )
-
-        def download_all(bodies, check=False):
-            """``count`` downloads at once: (sha256s when ``check``, wall seconds)."""
-
-            def fetch(index, file_id):
-                digest = hashlib.sha256() if check else None
-                return download(server.port, token, file_id, digest)[1]
-
-            file_ids = [body["id"] for body in bodies]
-            return run_parallel(count, fetch, setup=file_ids.__getitem__)
-
-        def delete(file_ids):
-            for file_id in file_ids:
-                requests.delete(
-                    f"{server.url}/files/{file_id}",
-                    params={"token": token},
-                    timeout=600,
-                ).raise_for_status()
-
-        # Warm up every worker and thread: small transfers at once, twice, so
-        # that each worker has opened its database connections before its idle
-        # size is read.
-        for _ in range(2):
-            warm, _ = upload_all(MIB)
-            download_all(warm)
-            delete(body["id"] for body in warm)
-        idle = {pid: proc_status(pid, "VmRSS") for pid in workers}
+        app = ParallelApp(server, token, workers, count, blocks, options["temp_dir"])
+        app.warm_up()
+        gathered = ParallelRounds({pid: proc_status(pid, "VmRSS") for pid in workers})
         for _ in range(rounds):
-            raw_runs.append(raw_parallel_once(driver, server_db, blocks, size, count))
-            wait_for_quiet_database(server_db)
-            with WorkerWatch(workers, temp_dir, server.port) as up_watch:
-                bodies, up_seconds = upload_all(size)
-            if any(body["sha256"] != expected for body in bodies):
-                raise RuntimeError("a stored sha256 differs from the bytes sent")
-            wait_for_quiet_database(server_db)
-            with WorkerWatch(workers, temp_dir, server.port) as down_watch:
-                _, down_seconds = download_all(bodies)
-            # Integrity, untimed: hashing here would time this process's CPU.
-            checked, _ = download_all(bodies, check=True)
-            if checked != [expected] * count:
-                raise RuntimeError("downloaded bytes differ from the uploads")
-            delete(body["id"] for body in bodies)
-            up_rates.append(size * count / MIB / up_seconds)
-            down_rates.append(size * count / MIB / down_seconds)
-            for pid in workers:
-                up_peaks[pid] = max(
-                    up_peaks.get(pid, 0), up_watch.peaks[pid] - idle[pid]
-                )
-                down_peaks[pid] = max(
-                    down_peaks.get(pid, 0), down_watch.peaks[pid] - idle[pid]
-                )
-                up_streams[pid] = max(up_streams.get(pid, 0), up_watch.connections[pid])
-                down_streams[pid] = max(
-                    down_streams.get(pid, 0), down_watch.connections[pid]
-                )
-            up_growth = max(up_peaks.values())
-            down_growth = max(down_peaks.values())
-            temp_bytes = max(temp_bytes, up_watch.temp_bytes, down_watch.temp_bytes)
+            gathered.raw_runs.append(
+                raw_parallel_once(driver, server_db, blocks, size, count)
+            )
+            gathered.add_app(app.transfer_round(server_db, size, expected))
         if sorted(server.worker_pids()) != workers:
             raise RuntimeError("a gunicorn worker was restarted during the run")
         wait_for_quiet_database(server_db)
-    raw_write = statistics.median(write for write, _ in raw_runs)
-    raw_read = statistics.median(read for _, read in raw_runs)
-    app_upload = statistics.median(up_rates)
-    app_download = statistics.median(down_rates)
-    growth = max(up_growth, down_growth)
     return {
         "driver": driver,
         "streams": count,
         "size_mib": size // MIB,
         "rounds": rounds,
         "gunicorn": {**gunicorn_settings(env), "worker_pids": len(workers)},
-        "raw_write_mib_s": raw_write,
-        "app_upload_mib_s": app_upload,
-        "upload_ratio": app_upload / raw_write,
-        "raw_read_mib_s": raw_read,
-        "app_download_mib_s": app_download,
-        "download_ratio": app_download / raw_read,
-        "raw_runs_mib_s": raw_runs,
-        "app_upload_runs_mib_s": up_rates,
-        "app_download_runs_mib_s": down_rates,
-        "idle_rss_mib": {str(pid): rss / MIB for pid, rss in idle.items()},
-        "worker_growth_mib": {
-            str(pid): max(up_peaks[pid], down_peaks[pid]) / MIB for pid in workers
-        },
-        # Per worker: its growth and the most transfers it served at once.
-        "workers": [
-            {
-                "pid": pid,
-                "idle_rss_mib": idle[pid] / MIB,
-                "upload_growth_mib": up_peaks[pid] / MIB,
-                "upload_streams_at_once": up_streams[pid],
-                "download_growth_mib": down_peaks[pid] / MIB,
-                "download_streams_at_once": down_streams[pid],
-            }
-            for pid in workers
-        ],
-        "upload_max_worker_growth_mib": up_growth / MIB,
-        "download_max_worker_growth_mib": down_growth / MIB,
-        "max_worker_growth_mib": growth / MIB,
-        "growth_limit_mib": PARALLEL_GROWTH_LIMIT // MIB,
-        "growth_limit_met": growth <= PARALLEL_GROWTH_LIMIT,
-        "temp_file_bytes": temp_bytes,
+        **gathered.speeds(),
+        **gathered.memory(),
     }
 
 
-def main():
-    """Run every measurement and print the tables."""
+def parse_args():
+    """Command-line options, checked; ``sizes`` in bytes and ``drivers`` as
+    lists."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,1024", help="MiB, comma-separated")
     parser.add_argument("--drivers", default=",".join(DRIVERS))
@@ -778,8 +947,48 @@ def main():
     args = parser.parse_args()
     if args.parallel < 0 or args.parallel_size < 1 or args.parallel_rounds < 1:
         parser.error("--parallel >= 0, --parallel-size and --parallel-rounds >= 1")
-    sizes = [int(s) * MIB for s in args.sizes.split(",")]
-    drivers = args.drivers.split(",")
+    args.sizes = [int(s) * MIB for s in args.sizes.split(",")]
+    args.drivers = args.drivers.split(",")
+    return args
+
+
+def app_url(args, server, driver):
+    """The app's database URL for ``driver``: the bench database on --mysql."""
+    return f"{DRIVERS[driver]}://{args.mysql}/{server[3]}"
+
+
+def single_stream_rows(args, server, blocks, temp_dir, results):
+    """Every size through every driver, raw and app, each row printed as done."""
+    for size in args.sizes:
+        for driver in args.drivers:
+            url = app_url(args, server, driver)
+            raw, app = measure(driver, server, url, blocks, size, temp_dir)
+            results["raw"].append(raw)
+            results["app"].append(app)
+            print(f"  {driver} {size // MIB} MiB: {raw} {app}", flush=True)
+
+
+def concurrency_rows(args, server, blocks, temp_dir, results):
+    """Every driver's concurrency row (none with --parallel 0), printed as done."""
+    for driver in args.drivers if args.parallel else []:
+        url = app_url(args, server, driver)
+        row = measure_parallel(
+            driver,
+            server,
+            url,
+            blocks,
+            args.parallel_size * MIB,
+            args.parallel,
+            args.parallel_rounds,
+            {"temp_dir": temp_dir, "redis": args.redis},
+        )
+        results["parallel"].append(row)
+        print(f"  {driver} {args.parallel} × {args.parallel_size} MiB: {row}")
+
+
+def main():
+    """Run every measurement and print the tables."""
+    args = parse_args()
     parts = urlsplit("mysql://" + args.mysql)
     database = f"lockbox_bench_{uuid.uuid4().hex[:8]}"
     server = (parts.hostname, parts.port or 3306, parts.username or "root", database)
@@ -792,27 +1001,8 @@ def main():
     results = {"raw": [], "app": [], "parallel": [], "machine": os.uname().nodename}
     try:
         with tempfile.TemporaryDirectory(prefix="lockbox-bench-") as temp_dir:
-            for size in sizes:
-                for driver in drivers:
-                    url = f"{DRIVERS[driver]}://{args.mysql}/{database}"
-                    raw, app = measure(driver, server, url, blocks, size, temp_dir)
-                    results["raw"].append(raw)
-                    results["app"].append(app)
-                    print(f"  {driver} {size // MIB} MiB: {raw} {app}", flush=True)
-            for driver in drivers if args.parallel else []:
-                url = f"{DRIVERS[driver]}://{args.mysql}/{database}"
-                row = measure_parallel(
-                    driver,
-                    server,
-                    url,
-                    blocks,
-                    args.parallel_size * MIB,
-                    args.parallel,
-                    args.parallel_rounds,
-                    {"temp_dir": temp_dir, "redis": args.redis},
-                )
-                results["parallel"].append(row)
-                print(f"  {driver} {args.parallel} × {args.parallel_size} MiB: {row}")
+            single_stream_rows(args, server, blocks, temp_dir, results)
+            concurrency_rows(args, server, blocks, temp_dir, results)
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
         admin.close()
