@@ -514,14 +514,19 @@ class SingleStream:
 
     def delete(self, file_ids):
         """Delete a repetition's files (their answers unchecked)."""
-        import requests
+        delete_files(self.server, self.token, file_ids, check=False)
 
-        for file_id in file_ids:
-            requests.delete(
-                f"{self.server.url}/files/{file_id}",
-                params={"token": self.token},
-                timeout=600,
-            )
+
+def delete_files(server, token, file_ids, check):
+    """Delete files one after the other; with ``check``, a failure raises."""
+    import requests
+
+    for file_id in file_ids:
+        answer = requests.delete(
+            f"{server.url}/files/{file_id}", params={"token": token}, timeout=600
+        )
+        if check:
+            answer.raise_for_status()
 
 
 class StreamTimes:
@@ -741,14 +746,7 @@ class ParallelApp:
 
     def delete(self, file_ids):
         """Delete files one after the other; a failure raises."""
-        import requests
-
-        for file_id in file_ids:
-            requests.delete(
-                f"{self.server.url}/files/{file_id}",
-                params={"token": self.token},
-                timeout=600,
-            ).raise_for_status()
+        delete_files(self.server, self.token, file_ids, check=True)
 
     def warm_up(self):
         """Warm up every worker and thread: small transfers at once, twice, so
