@@ -2,6 +2,9 @@
 downloads and deletion; bytes go through storage.py, the form is read by
 multipart.py and downloads are answered by downloads.py."""
 
+from dataclasses import dataclass
+from typing import Any
+
 from flask import (
     Blueprint,
     current_app,
@@ -14,8 +17,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import bindparam
+from sqlalchemy import Row, bindparam
 from werkzeug.exceptions import ClientDisconnected
 
 import storage
@@ -38,48 +40,81 @@ from storage import delete_stored_files
 bp = Blueprint("files", __name__)
 
 
-# A page of the caller's finished files, newest first, in two steps. The
+# A page of the caller's finished files, newest first, in one statement. The
 # page's ids come from the listing index alone (it holds the id too), so rows
 # skipped for an offset cost an index entry each, not a read of the file's row
-# (deep pages, docs/benchmarks.md); then those rows are read by id.
+# (deep pages, docs/benchmarks.md); then those rows are read. Built once and
+# run with parameters: building a statement costs more than running it.
 NEWEST_FIRST = (StoredFile.created_at.desc(), StoredFile.id.desc())
-ROWS_BY_ID = (
+PAGE_IDS = (
+    db.select(StoredFile.id)
+    .filter_by(owner_id=bindparam("owner_id"), complete=True)
+    .order_by(*NEWEST_FIRST)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+    .subquery("page")
+)
+OWNED_PAGE = (
     db.select(*LISTED_COLUMNS)
-    .where(StoredFile.id.in_(bindparam("ids", expanding=True)))
+    .join(PAGE_IDS, StoredFile.id == PAGE_IDS.c.id)
     .order_by(*NEWEST_FIRST)
 )
 
 
-def owned_files_page(page: int, per_page: int) -> Pagination:
+@dataclass(frozen=True)
+class FilePage:
+    """One page of listed rows, and where it sits among the account's files.
+
+    Flask-SQLAlchemy's ``db.paginate`` pages ORM entities, one query for the
+    items and one to count; a listing page is plain rows from one statement
+    through the listing index, and its total is the account's kept count.
+    """
+
+    items: list[Row[Any]]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        """How many pages the account's files fill."""
+        return -(-self.total // self.per_page)
+
+    @property
+    def has_prev(self) -> bool:
+        """Whether a newer page comes before this one."""
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        """Whether an older page follows this one."""
+        return self.page < self.pages
+
+    @property
+    def prev_num(self) -> int:
+        """The number of the page before."""
+        return self.page - 1
+
+    @property
+    def next_num(self) -> int:
+        """The number of the page after."""
+        return self.page + 1
+
+
+def owned_files_page(page: int, per_page: int) -> FilePage:
     """One page of the caller's finished files, newest first (no bytes loaded).
 
-    Flask-SQLAlchemy's ``db.paginate`` pages through the ids; its total is
-    not counted but set, as its documentation offers, to the account's count
-    of finished files, which came with the account when the request's token
-    was checked (counting them on every page would read every file of the
-    account); its items are then the rows of those ids.
+    The total is the account's count of finished files, which came with the
+    account when the request's token was checked: counting them on every page
+    would read every file of the account (docs/benchmarks.md, the listing).
+    per_page was validated already (PageQuerySchema).
     """
     owner = g.user
-    ids = (
-        db.select(StoredFile.id)
-        .filter_by(owner_id=owner.id, complete=True)
-        .order_by(*NEWEST_FIRST)
-    )
-    # per_page was validated already (PageQuerySchema): no second cap here.
-    pagination = db.paginate(
-        ids,
-        page=page,
-        per_page=per_page,
-        max_per_page=None,
-        error_out=False,
-        count=False,
-    )
-    pagination.total = owner.file_count
-    page_ids = list(pagination.items)
-    pagination.items = (
-        list(db.session.execute(ROWS_BY_ID, {"ids": page_ids})) if page_ids else []
-    )
-    return pagination
+    rows = db.session.execute(
+        OWNED_PAGE,
+        {"owner_id": owner.id, "limit": per_page, "offset": (page - 1) * per_page},
+    ).all()
+    return FilePage(list(rows), page, per_page, owner.file_count)
 
 
 @bp.get("/")

@@ -6,13 +6,13 @@ description cannot drift from what the app does (tests/conftest.py checks
 every JSON answer of the test suite against it).
 """
 
-from typing import Any
+from typing import Any, Protocol
 
 from flask_marshmallow import Schema
 from flask_marshmallow.sqla import SQLAlchemySchema
-from flask_sqlalchemy.pagination import Pagination
 from marshmallow import EXCLUDE, fields, validate
 from marshmallow_sqlalchemy import auto_field
+from sqlalchemy import Row
 
 from config import PAT_MAX_SECONDS
 from models import StoredFile
@@ -154,6 +154,26 @@ class UploadedSchema(StoredFileSchema):
     )
 
 
+class RowPage(Protocol):
+    """A page of listed rows (files.FilePage)."""
+
+    @property
+    def items(self) -> list[Row[Any]]:
+        """The page's rows, in LISTED_FIELDS order."""
+
+    @property
+    def page(self) -> int:
+        """The page's number, from 1."""
+
+    @property
+    def per_page(self) -> int:
+        """The most rows a page holds."""
+
+    @property
+    def total(self) -> int:
+        """The rows of every page together."""
+
+
 class FilePageSchema(Schema):
     """One page of a listing: the files, and where the page stands."""
 
@@ -162,8 +182,8 @@ class FilePageSchema(Schema):
     per_page = fields.Integer(required=True)
     total = fields.Integer(required=True)
 
-    def dump_page(self, page: Pagination) -> dict[str, Any]:
-        """A Flask-SQLAlchemy page of listed rows, as ``dump`` would give it.
+    def dump_page(self, page: "RowPage") -> dict[str, Any]:
+        """A page of listed rows (files.FilePage), as ``dump`` would give it.
 
         Built directly: marshmallow's work per field was half the cost of a
         listing. Each row holds the file's listed fields in LISTED_FIELDS

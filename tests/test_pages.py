@@ -160,6 +160,11 @@ def test_home_pages_through_many_files(client, token):
     assert "Page 1 of 2" in page
     assert "file2.txt" in page and "file0.txt" not in page
     assert f'href="/?token={token}&amp;page=2"' in page
+    assert 'rel="prev"' not in page
+    last = client.get(f"/?token={token}&per_page=2&page=2", headers=HTML)
+    last = last.get_data(as_text=True)
+    assert "Page 2 of 2" in last and "file0.txt" in last
+    assert f'href="/?token={token}&amp;page=1"' in last and 'rel="next"' not in last
 
 
 def test_delete_form_without_confirmation_asks_on_a_page(app, client, token):
