@@ -258,3 +258,12 @@ def test_the_upload_page_loads_the_vendored_tus_client_before_its_script(client,
 )
 def test_sizes_read_as_people_read_them(size, shown):
     assert human_size(size) == shown
+
+
+@pytest.mark.one_database
+def test_every_page_names_the_favicon_and_it_is_served(client):
+    page = client.get("/login", headers=HTML).get_data(as_text=True)
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+    with client.get("/static/favicon.svg") as icon:
+        assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+        assert b"<svg" in icon.data and b"<script" not in icon.data
