@@ -259,7 +259,10 @@ def init_app(app: Flask) -> None:
     # Records also reach pytest's capture and any root handler an operator adds.
     app.logger.propagate = True
     werkzeug = logging.getLogger("werkzeug")
-    for log_filter in (RedactingFilter, DropRequestLines):
+    # Request lines are dropped before anything else looks at them: the
+    # redaction rewrites a record whose text it changes (escaping the colours
+    # werkzeug gives a 404), and the line would no longer be recognised.
+    for log_filter in (DropRequestLines, RedactingFilter):
         if not any(isinstance(f, log_filter) for f in werkzeug.filters):
             werkzeug.addFilter(log_filter())
     app.before_request(_start_request)

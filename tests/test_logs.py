@@ -2,8 +2,12 @@
 (tests/server/test_server.py runs gunicorn)."""
 
 import logging
+import threading
+import urllib.error
+import urllib.request
 
 import pytest
+from werkzeug.serving import make_server
 
 from logs import redact
 
@@ -46,6 +50,39 @@ def test_development_server_request_log_is_redacted(app, caplog):
     logging.getLogger("werkzeug").info('"%s" %s', "GET /?token=secret.jwt.value", 200)
     assert "secret.jwt.value" not in caplog.text
     assert "token=[redacted]" in caplog.text
+
+
+@pytest.mark.one_database
+def test_the_development_servers_own_request_lines_are_dropped(app, caplog):
+    # werkzeug's own server, as `flask run` starts it: its line for each
+    # request (coloured for a 404) never shows beside the app's.
+    caplog.set_level(logging.INFO)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    statuses = []
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        for path in ("/livez", "/nothing-here", "/?token=secret.jwt.value"):
+            try:
+                with urllib.request.urlopen(base + path, timeout=10) as answer:
+                    statuses.append(answer.status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+                error.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert statuses == [200, 404, 401]
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert lines == []
+    app_lines = [r.getMessage() for r in caplog.records if r.name == "app"]
+    assert [line.split()[:3] for line in app_lines if line.startswith("GET")] == [
+        ["GET", "/livez", "200"],
+        ["GET", "/nothing-here", "404"],
+        ["GET", "/", "401"],
+    ]
+    assert "secret.jwt.value" not in caplog.text
 
 
 @pytest.mark.one_database
