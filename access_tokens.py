@@ -19,7 +19,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -38,11 +37,6 @@ from schemas import (
 bp = Blueprint("access_tokens", __name__)
 
 TOKEN_ID = "<int:token_id>"
-# Where a token made on the page waits for the page that shows it: the
-# browser's session cookie, from the form's answer (a redirect) to the next
-# view of the tokens page, which takes it out. Reloading that page shows it
-# no more, and makes no second token.
-SHOWN_ONCE = "new_access_token"
 
 
 def _token_request() -> dict[str, Any]:
@@ -68,8 +62,7 @@ def _token_request() -> dict[str, Any]:
 @bp.post("/tokens")
 @check_for_token
 def create_token() -> ResponseReturnValue:
-    """Make a personal access token; the token is in this answer only (for a
-    browser's form, on the tokens page it is sent to).
+    """Make a personal access token; the token is in this answer only.
     ---
     post:
       requestBody:
@@ -85,9 +78,7 @@ def create_token() -> ResponseReturnValue:
           content:
             application/json:
               schema: NewAccessTokenSchema
-        303:
-          description: A browser's form is sent to the tokens page, which
-            shows the new token this once (a reload makes no second token)
+            text/html: {}
         403: Forbidden
         409:
           description: The account holds as many tokens as it may
@@ -101,8 +92,10 @@ def create_token() -> ResponseReturnValue:
     except ValueError as error:
         raise ApiError(400, str(error)) from None
     if wants_html():
-        session[SHOWN_ONCE] = {"user": g.user.id, "token": token}
-        return redirect(url_for("access_tokens.list_tokens"), 303)
+        page = render_template(
+            "tokens.html", tokens=tokens_of(g.user), new_token=token, scopes=SCOPES
+        )
+        return page, 201, {"Cache-Control": "no-store"}
     body = new_access_token_schema.dump(access_token) | {"token": token}
     return jsonify(body), 201, {"Cache-Control": "no-store"}
 
@@ -124,15 +117,7 @@ def list_tokens() -> ResponseReturnValue:
     """
     tokens = tokens_of(g.user)
     if wants_html():
-        waiting = session.pop(SHOWN_ONCE, None)
-        # Only to the account that made it (another may have signed in since).
-        new_token = (
-            waiting["token"] if waiting and waiting["user"] == g.user.id else None
-        )
-        page = render_template(
-            "tokens.html", tokens=tokens, new_token=new_token, scopes=SCOPES
-        )
-        return page, 200, {"Cache-Control": "no-store"}
+        return render_template("tokens.html", tokens=tokens, scopes=SCOPES)
     return jsonify(access_token_list_schema.dump({"items": tokens}))
 
 
