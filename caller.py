@@ -24,7 +24,7 @@ Each kind of credential is checked by a module of its own (credentials.py
 lists them); no other module reads ``Authorization``, the ``token`` query
 argument or a credential cookie. ``g.user`` is always the caller's own
 account, or None: an upload key opens its upload for whoever holds it, and
-the upload's owner is ``g.upload_owner``.
+the upload's owner is the caller's record's ``owner`` (an UploadAccess).
 """
 
 import functools
@@ -42,7 +42,7 @@ import session_tokens
 import share_links
 import upload_keys
 from errors import ApiError
-from models import Share, StoredFile, User
+from models import ResumableUpload, Share, StoredFile, User
 from passwords import canonical_username
 from request_data import request_body
 
@@ -96,6 +96,15 @@ class LinkAccess:
     unlocked: bool
     # A password came, and it was wrong.
     wrong_password: bool
+
+
+@dataclass(frozen=True)
+class UploadAccess:
+    """What the holder of an upload's key opened: the upload, and its owner
+    (who is not the caller unless the owner's own token came along)."""
+
+    upload: ResumableUpload
+    owner: User
 
 
 class SignInAttempt(NamedTuple):
@@ -274,8 +283,7 @@ def _upload_key(key: str) -> Caller:
     except ApiError:
         account = None  # an expired token: the key still opens the upload
     upload, owner = upload_keys.open_upload(key, account)
-    g.upload, g.upload_owner = upload, owner
-    return Caller(UPLOAD_KEY, account, None, upload)
+    return Caller(UPLOAD_KEY, account, None, UploadAccess(upload, owner))
 
 
 def _metrics() -> Caller:

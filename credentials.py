@@ -4,7 +4,7 @@ hash, and an owner whose trust it needs.
 Each kind of credential has a module of its own that owns its format, its
 hash, its check and the pattern that keeps it out of the logs (registered
 with logs.py): session_tokens (JSON Web Tokens), personal_tokens, share_links,
-upload_keys, and the metrics token (monitoring). caller.py is the one place
+upload_keys, metrics_token, and passwords. caller.py is the one place
 that reads them from a request and says who is asking.
 """
 

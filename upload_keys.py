@@ -3,8 +3,10 @@
 URL: it alone resumes, inspects and terminates the upload, for as long as the
 upload lives, so that an upload outlasts the 20-minute access token it began
 with. Only the key's SHA-256 is stored. A token that comes along must be the
-owner's (anyone else gets 404), and signing out everywhere or a new password
-ends the key too (credentials.owner_still_trusts).
+owner's (anyone else gets 404). Signing out everywhere or a new password ends
+the key for whoever holds it alone (credentials.owner_still_trusts); the
+owner, signed in again, may still resume it with the new token
+(tests/test_resumable.py::test_signing_out_everywhere_ends_the_key).
 """
 
 import re

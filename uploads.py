@@ -23,7 +23,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from flask import Blueprint, Response, current_app, g, request, url_for
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -37,9 +37,6 @@ from authentication import check_for_token
 from errors import ApiError, no_content
 from models import ResumableUpload, StoredFile, db, retry_on_conflict, utcnow
 from schemas import DESCRIPTION_MAX
-
-if TYPE_CHECKING:
-    from hashlib import _Hash
 
 bp = Blueprint("uploads", __name__)
 
@@ -55,8 +52,20 @@ FILE_ID_HEADER = "Lockbox-File-Id"
 DIGITS_RE = re.compile(r"[0-9]{1,19}")
 MAX_METADATA = 4096
 READ_SIZE = 1024 * 1024
+
+
+class Hash(Protocol):
+    """What a piece's checksum needs of a hashlib hash."""
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        """Hash more bytes."""
+
+    def digest(self) -> bytes:
+        """The digest of the bytes so far."""
+
+
 # An Upload-Checksum: the hash's constructor, and the digest the piece must have.
-Checksum = tuple[Callable[[], "_Hash"], bytes]
+Checksum = tuple[Callable[[], Hash], bytes]
 
 
 @bp.before_request
@@ -84,9 +93,9 @@ def tus_resumable(response: Response) -> Response:
     return response
 
 
-def _number(name: str) -> int | None:
-    """A header holding a non-negative integer; None when absent, else a 400."""
-    value = request.headers.get(name)
+def _number(name: str, value: str | None) -> int | None:
+    """Header ``name``'s ``value``, a non-negative integer; None when absent,
+    else a 400."""
     if value is None:
         return None
     if not DIGITS_RE.fullmatch(value.strip()):
@@ -329,7 +338,7 @@ def create_upload() -> Response:
         415: TusMediaType
         460: ChecksumMismatch
     """
-    length = _number("Upload-Length")
+    length = _number("Upload-Length", request.headers.get("Upload-Length"))
     deferred = request.headers.get("Upload-Defer-Length")
     if deferred is not None and deferred.strip() != "1":
         raise ApiError(400, "Upload-Defer-Length must be 1")
@@ -406,7 +415,7 @@ def upload_status(key: str) -> Response:
         410: UploadExpired
         412: TusVersion
     """
-    upload = g.upload
+    upload = g.caller.record.upload
     headers = {"Upload-Offset": str(upload.stored_file.size)}
     if upload.length is None:
         headers["Upload-Defer-Length"] = "1"
@@ -457,17 +466,17 @@ def upload_piece(key: str) -> Response:
         415: TusMediaType
         460: ChecksumMismatch
     """
-    upload = g.upload
+    upload = g.caller.record.upload
     stored_file = upload.stored_file
     _offset_stream()
-    offset = _number("Upload-Offset")
+    offset = _number("Upload-Offset", request.headers.get("Upload-Offset"))
     if offset is None:
         raise ApiError(400, "Upload-Offset is required")
     if offset != stored_file.size:
         raise ApiError(
             409, f"Upload-Offset is {offset}, the upload is at {stored_file.size}"
         )
-    length = _number("Upload-Length")
+    length = _number("Upload-Length", request.headers.get("Upload-Length"))
     if length is not None and upload.length is None:
         _set_length(upload, length)
     elif length is not None and length != upload.length:
@@ -507,8 +516,9 @@ def terminate_upload(key: str) -> Response:
         410: UploadExpired
         412: TusVersion
     """
-    upload_id, file_id = g.upload.id, g.upload.file_id
-    finished = g.upload.stored_file.complete
+    upload = g.caller.record.upload
+    upload_id, file_id = upload.id, upload.file_id
+    finished = upload.stored_file.complete
 
     @retry_on_conflict
     def terminate() -> None:
