@@ -109,6 +109,13 @@ def check_for_token(
     return caller.account(scope, when_refused=_send_to_sign_in)(view)
 
 
+@bp.app_context_processor
+def page_token_for_templates() -> dict[str, Callable[[], str | None]]:
+    """``page_token()`` for templates: whether the page was opened with a
+    token (an error page then leads back to the files)."""
+    return {"page_token": caller.page_token}
+
+
 @bp.app_url_defaults
 def keep_the_page_token(endpoint: str, values: dict[str, Any]) -> None:
     """Links and forms on a page carry the ``?token=`` the page was opened with,

@@ -2,7 +2,15 @@
 
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+)
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -12,8 +20,10 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
 
 from cluster import NotCaughtUp
+from formats import human_size
 from metrics import DATABASE_ERRORS
 from models import db, is_conflict
 from schemas import error_schema
@@ -26,12 +36,72 @@ def wants_html() -> bool:
     return best == "text/html" and accept["text/html"] > accept["application/json"]
 
 
+# A browser's error page says what happened in a few words, and what to do
+# next. Whoever opened a share link has no account here: their next step is
+# the person who sent it.
+TITLES = {
+    400: "Something in the request is not right",
+    401: "Please sign in",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not possible here",
+    409: "Already there",
+    410: "No longer available",
+    413: "Too large",
+    429: "Too many tries",
+    500: "Something went wrong",
+    502: "The server is not answering",
+    503: "Busy right now",
+    504: "The server took too long",
+}
+NEXT_STEPS = {
+    400: "Go back, check what you entered, and try again.",
+    401: "Sign in again, then try once more.",
+    403: "Sign in with an account that may do this, or ask the account's owner.",
+    404: "Check the address, or go back to your files.",
+    405: "Go back to your files and use the buttons there.",
+    409: "Reload the page to see how things stand now.",
+    410: "It has ended or was removed; go back to your files.",
+    413: "Free some space by deleting files you no longer need, or ask your "
+    "admin for a larger quota. One file may be at most {max_file}.",
+    429: "Wait a minute, then try again.",
+    500: "Try again in a moment; if it keeps happening, tell your admin and "
+    "quote the request id below.",
+    503: "Try again in a moment: the server is busy, or being looked after.",
+}
+LINK_STEPS = {
+    401: "This link has a password: ask the person who sent it.",
+    404: "Check that the whole link was copied, or ask the person who sent it "
+    "for a new one.",
+    410: "Ask the person who sent you the link for a new one.",
+}
+# The views a share link's holder sees.
+LINK_VIEWS = {"shares.share_page", "shares.share_download"}
+
+
+def _error_page(status: int, message: str) -> str:
+    """The error page: what happened, what to do next, the way back."""
+    for_link = request.endpoint in LINK_VIEWS
+    steps = {**NEXT_STEPS, **LINK_STEPS} if for_link else NEXT_STEPS
+    step = steps.get(status) or NEXT_STEPS.get(status // 100 * 100, "")
+    max_file = human_size(current_app.config.get("MAX_FILE_SIZE") or 0)
+    return render_template(
+        "error.html",
+        status=status,
+        title=TITLES.get(status) or HTTP_STATUS_CODES.get(status, "Error"),
+        message=message,
+        next_step=step.format(max_file=max_file),
+        for_link=for_link,
+        request_id=g.get("request_id"),
+    )
+
+
 def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> Response:
     """Build the error response for this request, negotiated from ``Accept``."""
     if wants_html():
-        body = render_template("error.html", status=status, message=message)
+        body = _error_page(status, message)
         response = current_app.response_class(body, status=status, mimetype="text/html")
     else:
         response = jsonify(error_schema.dump({"message": message}))

@@ -1,5 +1,6 @@
 """One error shape: JSON {"message": ...} for API clients, a page for browsers."""
 
+import io
 import socket
 import time
 
@@ -60,8 +61,42 @@ def test_browser_gets_an_html_error_page(client):
     assert response.status_code == 404
     assert response.mimetype == "text/html"
     page = response.get_data(as_text=True)
-    assert "404" in page
+    assert "Error 404" in page
     assert "Not Found" in page
+
+
+@pytest.mark.one_database
+def test_an_error_page_says_what_to_do_next_and_leads_back(client):
+    page = client.get("/no/such/page", headers={"Accept": BROWSER_ACCEPT})
+    text = page.get_data(as_text=True)
+    assert '<h1 id="error-title">Not found</h1>' in text
+    assert "Check the address, or go back to your files." in text
+    assert 'href="/">Go to your files</a>' in text
+    # The request id, to quote to an admin, is the one the answer carries.
+    assert f"request id <code>{page.headers['X-Request-ID']}</code>" in text
+
+
+@pytest.mark.one_database
+def test_a_signed_in_error_page_leads_back_to_the_files_with_the_token(client):
+    token = make_token()
+    page = client.get(f"/nowhere?token={token}", headers={"Accept": BROWSER_ACCEPT})
+    text = page.get_data(as_text=True)
+    assert f'href="/?token={token}">Back to your files</a>' in text
+
+
+@pytest.mark.one_database
+def test_an_upload_over_the_size_limit_says_how_to_make_room(app, client, token):
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    page = client.post(
+        f"/upload?token={token}",
+        data={"inputFile": (io.BytesIO(b"x" * 5000), "big.bin")},
+        headers={"Accept": BROWSER_ACCEPT},
+    )
+    assert page.status_code == 413
+    text = page.get_data(as_text=True)
+    assert '<h1 id="error-title">Too large</h1>' in text
+    assert "Free some space by deleting files you no longer need" in text
+    assert "One file may be at most 10.0 GiB." in text
 
 
 @pytest.mark.one_database

@@ -812,3 +812,20 @@ def test_the_share_page_offers_only_lifetimes_the_server_allows(
     text = page.get_data(as_text=True)
     assert "Default (1 hour)" in text and 'value="86400"' in text
     assert 'value="604800"' not in text and 'value="2592000"' not in text
+
+
+def test_the_page_of_an_ended_link_tells_its_holder_whom_to_ask(
+    client, token, shared_file
+):
+    share = make_share(client, token, shared_file[0])
+    client.delete(f"/shares/{share['id']}", headers=bearer(token))
+    page = client.get(link_path(share), headers=HTML)
+    assert page.status_code == 410
+    text = page.get_data(as_text=True)
+    assert "No longer available" in text
+    assert "This link was revoked by its owner" in text
+    assert "Ask the person who sent you the link for a new one." in text
+    # Whoever holds a link has no account here: no way into one.
+    assert "your files" not in text and "Sign in" not in text
+    missing = client.get("/s/" + "x" * 60, headers=HTML).get_data(as_text=True)
+    assert "Check that the whole link was copied" in missing
