@@ -44,7 +44,8 @@ import upload_keys
 from errors import ApiError
 from models import ResumableUpload, Share, StoredFile, User
 from passwords import canonical_username
-from request_data import request_body
+from request_data import load_or_400, request_body
+from schemas import refresh_body_schema
 
 # The kinds of caller.
 SESSION = "session"
@@ -184,12 +185,6 @@ def checks_a_sign_in_password() -> bool:
     """Whether this sign-in request will check a password: a ``GET`` with
     Basic credentials, or any ``POST`` (the sign-in page itself checks none)."""
     return request.method != "GET" or _basic() is not None
-
-
-def refresh_token(in_body: str | None) -> str | None:
-    """The refresh token a request brings: Bearer or ``?token=``, else the
-    body's ``refresh_token`` (already parsed by the view)."""
-    return account_token() or in_body
 
 
 def _claim() -> str:
@@ -356,10 +351,22 @@ def password(view: Callable[P, R]) -> Callable[P, R]:
     return _decorate(view, "password", lambda **_: Caller(PASSWORD))
 
 
+def _refresh_token() -> Caller:
+    """The holder of a refresh token (Bearer or ``?token=``, else the body's
+    ``refresh_token``), its signature and claims checked; a 400 for a body
+    that is not one, a 401 for a token that is missing or refused. Who it
+    belongs to, and whether it was used before, is the rotation's to say
+    (a refresh token used twice revokes its whole family)."""
+    body = load_or_400(refresh_body_schema, request_body())
+    token = account_token() or body.get("refresh_token")
+    if token is None:
+        raise session_tokens.invalid_token("missing")
+    return Caller(REFRESH_TOKEN, None, None, session_tokens.decode(token))
+
+
 def refresh_token_holder(view: Callable[P, R]) -> Callable[P, R]:
-    """A view for a refresh token (``refresh_token`` reads it; the view
-    checks it, since a refresh token used twice revokes its whole family)."""
-    return _decorate(view, "refresh_token", lambda **_: Caller(REFRESH_TOKEN))
+    """A view for a refresh token; its verified claims are the caller's record."""
+    return _decorate(view, "refresh_token", lambda **_: _refresh_token())
 
 
 def link(view: Callable[P, R]) -> Callable[P, R]:

@@ -18,6 +18,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterator
+from datetime import timedelta
 
 from flask import current_app, url_for
 from itsdangerous import BadSignature, Signer, TimestampSigner
@@ -35,7 +36,7 @@ from models import (
     rowcount,
     utcnow,
 )
-from passwords import password_matches
+from passwords import hash_password, password_matches
 
 # 96 random bits of public id (16 characters) and a 43-character signature:
 # "/s/" and 60 characters in all.
@@ -78,6 +79,29 @@ def _claim_signer() -> TimestampSigner:
 def new_public_id() -> str:
     """A fresh public id for a link."""
     return secrets.token_urlsafe(PUBLIC_ID_BYTES)
+
+
+def new_share(
+    stored_file: StoredFile,
+    owner: User,
+    expires_in: int,
+    password: str | None = None,
+    max_downloads: int | None = None,
+) -> Share:
+    """A new link to ``stored_file`` (not added to the session): a fresh
+    public id, the password's hash, and the owner's token version of now,
+    which signing out everywhere replaces (owner_still_trusts)."""
+    now = utcnow()
+    return Share(
+        public_id=new_public_id(),
+        stored_file=stored_file,
+        created_at=now,
+        expires_at=now + timedelta(seconds=expires_in),
+        password_hash=hash_password(password) if password else None,
+        max_downloads=max_downloads,
+        downloads=0,
+        owner_version=owner.token_version,
+    )
 
 
 def link_url(share: Share) -> str:

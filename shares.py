@@ -26,7 +26,6 @@ own. HEAD and 304 answers never count. An expired, revoked or used-up link is
 claim to a used-up one.
 """
 
-from datetime import timedelta
 from typing import Any
 
 from flask import (
@@ -52,7 +51,6 @@ from authentication import check_for_token
 from downloads import file_response
 from errors import ApiError, no_content, wants_html
 from models import MAX_INT_ID, Share, StoredFile, User, db, utcnow
-from passwords import hash_password
 from request_data import load_or_400, request_body
 from schemas import (
     share_list_schema,
@@ -67,7 +65,7 @@ from share_links import (
     UNLOCK_SECONDS,
     DownloadCounter,
     link_url,
-    new_public_id,
+    new_share,
     status_of,
     unlock_cookie_value,
 )
@@ -172,17 +170,12 @@ def create_share(file_id: int) -> ResponseReturnValue:
         raise ApiError(
             409, f"A file may have {MAX_SHARES_PER_FILE} links; delete some first"
         )
-    password = settings.get("password")
-    now = utcnow()
-    share = Share(
-        public_id=new_public_id(),
-        stored_file=stored_file,
-        created_at=now,
-        expires_at=now + timedelta(seconds=settings["expires_in"]),
-        password_hash=hash_password(password) if password else None,
-        max_downloads=settings.get("max_downloads"),
-        downloads=0,
-        owner_version=g.user.token_version,
+    share = new_share(
+        stored_file,
+        g.user,
+        settings["expires_in"],
+        settings.get("password"),
+        settings.get("max_downloads"),
     )
     db.session.add(share)
     try:

@@ -11,7 +11,9 @@ owner, signed in again, may still resume it with the new token
 
 import re
 import secrets
+from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy.orm import contains_eager
 
 import logs
@@ -33,6 +35,28 @@ def new_key() -> str:
 def key_hash(key: str) -> str:
     """What is stored of an upload's key."""
     return secret_hash(key)
+
+
+def new_upload(
+    key: str,
+    stored_file: StoredFile,
+    owner: User,
+    length: int | None,
+    upload_metadata: str,
+) -> ResumableUpload:
+    """The upload ``key`` will open (not added to the session): the key's
+    hash, and the owner's token version of now, which signing out everywhere
+    replaces (owner_still_trusts); it expires UPLOAD_EXPIRY_SECONDS from now
+    unless a piece brings bytes."""
+    lifetime = current_app.config["UPLOAD_EXPIRY_SECONDS"]
+    return ResumableUpload(
+        key_hash=key_hash(key),
+        stored_file=stored_file,
+        length=length,
+        upload_metadata=upload_metadata,
+        owner_version=owner.token_version,
+        expires_at=utcnow() + timedelta(seconds=lifetime),
+    )
 
 
 def open_upload(key: str, account: User | None) -> tuple[ResumableUpload, User]:

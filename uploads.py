@@ -362,15 +362,7 @@ def create_upload() -> Response:
             reserve=length or 0,
             commit=False,
         )
-        upload = ResumableUpload(
-            key_hash=upload_keys.key_hash(key),
-            stored_file=stored_file,
-            length=length,
-            upload_metadata=raw_metadata,
-            owner_version=g.user.token_version,
-            expires_at=utcnow()
-            + timedelta(seconds=current_app.config["UPLOAD_EXPIRY_SECONDS"]),
-        )
+        upload = upload_keys.new_upload(key, stored_file, g.user, length, raw_metadata)
         db.session.add(upload)
         return upload
 

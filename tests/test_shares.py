@@ -10,7 +10,7 @@ import pytest
 from itsdangerous import Signer
 
 import formats
-import shares
+import share_links
 from helpers import (
     PASSWORD,
     SECRET_KEY,
@@ -752,7 +752,7 @@ def test_a_file_deleted_while_its_link_is_made_is_a_404(
     app, client, token, monkeypatch
 ):
     file_id = uploaded(client, token)["id"]
-    real_hash = shares.hash_password
+    real_hash = share_links.hash_password
 
     def hash_then_delete(password):
         # The file goes, from another request, while the password is hashed.
@@ -762,7 +762,7 @@ def test_a_file_deleted_while_its_link_is_made_is_a_404(
             db.session.commit()
         return real_hash(password)
 
-    monkeypatch.setattr(shares, "hash_password", hash_then_delete)
+    monkeypatch.setattr(share_links, "hash_password", hash_then_delete)
     answer = client.post(
         f"/files/{file_id}/shares",
         json={"password": SHARE_PASSWORD},
