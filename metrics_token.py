@@ -1,6 +1,8 @@
 """The metrics token credential: METRICS_TOKEN, which alone opens
 ``GET /metrics`` (monitoring.py), compared in constant time. Unset, metrics
-are off and the route answers 404 to everybody."""
+are off and the route answers 404 to everybody. It travels only as
+``Authorization: Bearer``, whose credentials logs.py hides whatever they are:
+an operator's own secret has no shape of its own to register."""
 
 import hmac
 

@@ -8,6 +8,7 @@ Tokens travel as ``Authorization: Bearer`` or ``?token=`` (caller.py reads
 them), which logs.py redacts wherever they appear.
 """
 
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from flask import current_app
 from sqlalchemy import ColumnElement, bindparam, func
 from sqlalchemy.dialects import mysql, sqlite
 
+import logs
 from errors import ApiError
 from models import (
     AccessToken,
@@ -224,3 +226,12 @@ def prune_revoked() -> int:
         db.delete(RevokedToken).where(RevokedToken.expires_at < cutoff)
     )
     return rowcount(result)
+
+
+# A JSON Web Token wherever it appears (its header always begins {"alg" or
+# {"typ", "eyJ" in base64url): logs.py already hides ?token=, refresh_token=
+# and Authorization credentials, the ways a token travels; this hides one
+# anywhere else a line may quote it.
+logs.redact_secret(
+    re.compile(r"(eyJ)[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+)

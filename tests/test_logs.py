@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 from werkzeug.serving import make_server
 
+from helpers import make_token
 from logs import redact
 
 
@@ -123,3 +124,12 @@ def test_control_characters_are_escaped_in_every_record(app, caplog, message, wr
         app.logger.info("seen: %s", message)
     records = [r for r in caplog.records if "seen:" in r.getMessage()]
     assert [r.getMessage() for r in records] == [f"seen: {written}"]
+
+
+@pytest.mark.one_database
+def test_a_json_web_token_is_hidden_wherever_a_line_quotes_it(app, caplog):
+    caplog.set_level(logging.INFO)
+    token = make_token()
+    app.logger.warning("refresh body was {'refresh_token': '%s'}", token)
+    assert token not in caplog.text and token.split(".")[1] not in caplog.text
+    assert "eyJ[redacted]" in caplog.text
