@@ -147,13 +147,25 @@
     return path + "?token=" + encodeURIComponent(token);
   }
 
-  function cell(content, className) {
+  // A cell, labelled with its column's header for the phone layout.
+  function cell(content, className, label) {
     const td = document.createElement("td");
     td.textContent = content;
     if (className) {
       td.className = className;
     }
+    if (label) {
+      td.dataset.label = label;
+    }
     return td;
+  }
+
+  // A button's text, with the file it acts on for screen readers.
+  function named(element, text, filename) {
+    const hidden = document.createElement("span");
+    hidden.className = "visually-hidden";
+    hidden.textContent = " " + filename;
+    element.append(text, hidden);
   }
 
   // A new row for a file the server just stored; text only, never HTML.
@@ -161,11 +173,12 @@
     const tr = document.createElement("tr");
     tr.dataset.fileId = file.id;
     tr.append(
-      cell(file.filename, "name"),
-      cell(file.description, "description"),
-      cell(humanSize(file.size), "num"),
+      cell(file.filename, "name", "Name"),
+      cell(file.description, "description", "Description"),
+      cell(humanSize(file.size), "num", "Size"),
     );
     const when = document.createElement("td");
+    when.dataset.label = "Uploaded";
     const time = document.createElement("time");
     time.dateTime = file.created_at;
     time.textContent = file.created_at.slice(0, 16).replace("T", " ") + " UTC";
@@ -178,11 +191,11 @@
     link.className = "button secondary";
     link.href = withToken("/files/" + file.id + "/download");
     link.setAttribute("download", "");
-    link.textContent = "Download";
+    named(link, "Download", file.filename);
     const share = document.createElement("a");
     share.className = "button secondary share-link";
     share.href = withToken("/files/" + file.id + "/shares");
-    share.textContent = "Share";
+    named(share, "Share", file.filename);
     const del = document.createElement("form");
     del.className = "delete-form";
     del.method = "post";
@@ -191,7 +204,7 @@
     const button = document.createElement("button");
     button.type = "submit";
     button.className = "danger";
-    button.textContent = "Delete";
+    named(button, "Delete", file.filename);
     del.append(button);
     confirmDeletes(del);
     actions.append(link, share, del);

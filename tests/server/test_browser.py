@@ -153,7 +153,7 @@ def test_file_downloads_from_the_table_byte_for_byte(page, site, tmp_path):
     name = f"download-{uuid.uuid4().hex[:6]}.bin"
     upload_through_page(page, name, content)
     with page.expect_download() as info:
-        row_for(page, name).get_by_role("link", name="Download").click()
+        row_for(page, name).get_by_role("link", name=f"Download {name}").click()
     saved = tmp_path / "saved.bin"
     info.value.save_as(saved)
     assert info.value.suggested_filename == name
@@ -168,7 +168,7 @@ def test_delete_asks_first_and_keeps_the_file_when_cancelled(page, site):
     page.once(
         "dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss())
     )
-    row_for(page, name).get_by_role("button", name="Delete").click()
+    row_for(page, name).get_by_role("button", name=f"Delete {name}").click()
     assert page.dialogs == [f"Delete {name}?"]
     expect(row_for(page, name)).to_have_count(1)
 
@@ -178,7 +178,7 @@ def test_delete_after_confirming_removes_the_row(page, site):
     name = f"gone-{uuid.uuid4().hex[:6]}.txt"
     upload_through_page(page, name, b"delete me")
     page.once("dialog", lambda dialog: dialog.accept())
-    row_for(page, name).get_by_role("button", name="Delete").click()
+    row_for(page, name).get_by_role("button", name=f"Delete {name}").click()
     expect(page.locator(".flash-success")).to_have_text(f"file {name} deleted")
     expect(row_for(page, name)).to_have_count(0)
     screenshot(page, "deleted")
@@ -263,7 +263,9 @@ def test_upload_form_works_without_javascript(browser, site):
             "file plain-form.txt uploaded successfully"
         )
         # Without a script, deleting asks on a page of its own.
-        row_for(page, "plain-form.txt").get_by_role("button", name="Delete").click()
+        row_for(page, "plain-form.txt").get_by_role(
+            "button", name="Delete plain-form.txt"
+        ).click()
         expect(page.get_by_role("heading", name="Delete this file?")).to_be_visible()
         screenshot(page, "confirm-delete")
         page.get_by_role("button", name="Delete").click()
@@ -320,7 +322,7 @@ def patch_offsets(page) -> list[int]:
 def downloaded_sha256(page, site, name, tmp_path) -> str:
     """Download a file from the table and hash what arrived."""
     with page.expect_download() as info:
-        row_for(page, name).get_by_role("link", name="Download").click()
+        row_for(page, name).get_by_role("link", name=f"Download {name}").click()
     saved = tmp_path / f"downloaded-{uuid.uuid4().hex[:6]}"
     info.value.save_as(saved)
     return hashlib.sha256(saved.read_bytes()).hexdigest()
@@ -547,7 +549,7 @@ def test_a_password_link_opens_in_a_fresh_browser_and_dies_when_revoked(
     name = f"shared-{uuid.uuid4().hex[:6]}.bin"
     content = os.urandom(300 * 1024)
     upload_through_page(page, name, content)
-    row_for(page, name).get_by_role("link", name="Share").click()
+    row_for(page, name).get_by_role("link", name=f"Share {name}").click()
     expect(page.get_by_role("heading", name=f"Share {name}")).to_be_visible()
     page.locator("#share-expiry").select_option("86400")
     page.locator("#share-password").fill("correct horse battery")
@@ -661,3 +663,70 @@ def test_a_token_made_on_the_page_is_shown_once_and_works(page, site):
     expect(row).to_have_count(0)
     answer = requests.get(f"{site.url}/files", headers=bearer, timeout=30)
     assert answer.status_code == 401, answer.text
+
+
+# --- phones ---------------------------------------------------------------------
+
+PHONE = {"width": 360, "height": 740}
+
+
+def assert_no_sideways_scroll(page, what):
+    """The page fits the screen's width: nothing makes it scroll sideways."""
+    wide = page.evaluate(
+        "() => [document.documentElement.scrollWidth,"
+        " document.documentElement.clientWidth]"
+    )
+    assert wide[0] <= wide[1], f"{what}: {wide[0]} px wide on a {wide[1]} px screen"
+
+
+def test_every_page_fits_a_phone_and_its_tables_become_labelled_cards(
+    page, browser, site
+):
+    page.set_viewport_size(PHONE)
+    page.goto(site.url + "/login")
+    assert_no_sideways_scroll(page, "sign-in")
+    sign_in(page, site)
+    # A long name without spaces, a long description, and a link to the file.
+    name = "quarterly-report-" + "x" * 60 + ".pdf"
+    upload_through_page(page, name, os.urandom(2048), "figures " * 20)
+    page.reload()
+    assert_no_sideways_scroll(page, "files")
+    row = row_for(page, name)
+    # The size sits under its own label, read from the column's header.
+    size = row.locator("td.num")
+    expect(size).to_have_attribute("data-label", "Size")
+    label = size.evaluate("td => getComputedStyle(td, '::before').content")
+    assert label == '"Size"'
+    # Each row's buttons say which file they act on.
+    expect(row.get_by_role("button", name=f"Delete {name}")).to_have_count(1)
+    screenshot(page, "phone-files")
+
+    row.get_by_role("link", name=f"Share {name}").click()
+    page.locator("#create-share").click()
+    expect(page.locator(".flash-success")).to_contain_text("Link created: ")
+    assert_no_sideways_scroll(page, "shares")
+    expect(page.locator("#share-table td.downloads")).to_be_visible()
+    screenshot(page, "phone-shares")
+    url = page.locator("#share-table input.share-url").input_value()
+
+    page.get_by_role("navigation", name="Account").get_by_role(
+        "link", name="API tokens"
+    ).click()
+    page.locator("#token-name").fill("phone")
+    with page.expect_navigation():
+        page.locator("#create-token").click()
+    assert_no_sideways_scroll(page, "tokens")
+    screenshot(page, "phone-tokens")
+
+    visitor_context = browser.new_context(viewport=PHONE)
+    try:
+        visitor = visitor_context.new_page()
+        visitor.goto(url)
+        expect(visitor.locator(".digest")).to_be_visible()
+        assert_no_sideways_scroll(visitor, "share page")
+        screenshot(visitor, "phone-share-page")
+        visitor.goto(site.url + "/s/" + "x" * 60)
+        assert_no_sideways_scroll(visitor, "error page")
+        screenshot(visitor, "phone-error")
+    finally:
+        visitor_context.close()
