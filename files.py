@@ -2,7 +2,8 @@
 downloads and deletion; bytes go through storage.py, the form is read by
 multipart.py and downloads are answered by downloads.py."""
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import (
@@ -17,7 +18,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Row, bindparam
+from sqlalchemy import Row, Select, bindparam, func
 from werkzeug.exceptions import ClientDisconnected
 
 import storage
@@ -30,8 +31,8 @@ from quotas import account_usage
 from request_data import load_or_400
 from schemas import (
     LISTED_COLUMNS,
+    file_list_query_schema,
     file_page_schema,
-    page_query_schema,
     stored_file_schema,
     uploaded_schema,
 )
@@ -40,30 +41,62 @@ from storage import delete_stored_files
 bp = Blueprint("files", __name__)
 
 
-# A page of the caller's finished files, newest first, in one statement. The
-# page's ids come from the listing index alone (it holds the id too), so rows
-# skipped for an offset cost an index entry each, not a read of the file's row
-# (deep pages, docs/benchmarks.md); then those rows are read. Built once and
-# run with parameters: building a statement costs more than running it.
-NEWEST_FIRST = (StoredFile.created_at.desc(), StoredFile.id.desc())
-PAGE_IDS = (
-    db.select(StoredFile.id)
-    .filter_by(owner_id=bindparam("owner_id"), complete=True)
-    .order_by(*NEWEST_FIRST)
-    .limit(bindparam("limit"))
-    .offset(bindparam("offset"))
-    .subquery("page")
+# A page of the caller's finished files, in one statement. The page's ids
+# come first, from the listing index alone when the files come newest first
+# (it holds the id too), so rows skipped for an offset cost an index entry
+# each, not a read of the file's row (deep pages, docs/benchmarks.md); then
+# those rows are read. Each order, with or without a search, is built once
+# and run with parameters: building a statement costs more than running it.
+SORT_KEYS = {
+    "date": StoredFile.created_at,
+    # Names in one order on every database, whatever its collation.
+    "name": func.lower(StoredFile.filename),
+    "size": StoredFile.size,
+}
+DEFAULT_ORDER = {"date": "desc", "name": "asc", "size": "desc"}
+# A search looks for its text anywhere in the name, in any case; %, _ and
+# the escape character itself are matched as they are.
+LIKE_ESCAPE = "/"
+NAME_MATCHES = func.lower(StoredFile.filename).like(
+    bindparam("pattern"), escape=LIKE_ESCAPE
 )
-OWNED_PAGE = (
-    db.select(*LISTED_COLUMNS)
-    .join(PAGE_IDS, StoredFile.id == PAGE_IDS.c.id)
-    .order_by(*NEWEST_FIRST)
-)
+OWNED = (StoredFile.owner_id == bindparam("owner_id"), StoredFile.complete.is_(True))
+MATCHING_COUNT = db.select(func.count()).where(*OWNED, NAME_MATCHES)
+
+
+@functools.cache
+def listing(sort: str, order: str, searching: bool) -> Select[Any]:
+    """The statement of a page of files in this order, matching a search's
+    ``pattern`` or not; it takes ``owner_id``, ``limit`` and ``offset``."""
+    key, tie = SORT_KEYS[sort], StoredFile.id
+    by = (key.desc(), tie.desc()) if order == "desc" else (key.asc(), tie.asc())
+    ids = db.select(StoredFile.id).where(*OWNED)
+    if searching:
+        ids = ids.where(NAME_MATCHES)
+    page_ids = (
+        ids.order_by(*by)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+        .subquery("page")
+    )
+    return (
+        db.select(*LISTED_COLUMNS)
+        .join(page_ids, StoredFile.id == page_ids.c.id)
+        .order_by(*by)
+    )
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern that finds ``text`` anywhere, in any case, as it is."""
+    for special in (LIKE_ESCAPE, "%", "_"):
+        text = text.replace(special, LIKE_ESCAPE + special)
+    return f"%{text.lower()}%"
 
 
 @dataclass(frozen=True)
 class FilePage:
-    """One page of listed rows, and where it sits among the account's files.
+    """One page of listed rows, and where it sits among the account's files
+    (or among those a search found).
 
     Flask-SQLAlchemy's ``db.paginate`` pages ORM entities, one query for the
     items and one to count; a listing page is plain rows from one statement
@@ -74,6 +107,11 @@ class FilePage:
     page: int
     per_page: int
     total: int
+    # The search, the order, and the query the page's links carry on.
+    search: str = ""
+    sort: str = "date"
+    order: str = "desc"
+    kept: dict[str, str] = field(default_factory=dict)
 
     @property
     def pages(self) -> int:
@@ -82,12 +120,12 @@ class FilePage:
 
     @property
     def has_prev(self) -> bool:
-        """Whether a newer page comes before this one."""
+        """Whether a page comes before this one."""
         return self.page > 1
 
     @property
     def has_next(self) -> bool:
-        """Whether an older page follows this one."""
+        """Whether a page follows this one."""
         return self.page < self.pages
 
     @property
@@ -101,20 +139,35 @@ class FilePage:
         return self.page + 1
 
 
-def owned_files_page(page: int, per_page: int) -> FilePage:
-    """One page of the caller's finished files, newest first (no bytes loaded).
+def owned_files_page(query: dict[str, Any]) -> FilePage:
+    """A page of the caller's finished files (no bytes loaded), as a listing's
+    validated query asks for it (FileListQuerySchema).
 
-    The total is the account's count of finished files, which came with the
-    account when the request's token was checked: counting them on every page
-    would read every file of the account (docs/benchmarks.md, the listing).
-    per_page was validated already (PageQuerySchema).
+    Without a search the total is the account's count of finished files,
+    which came with the account when the request's token was checked:
+    counting them on every page would read every file of the account
+    (docs/benchmarks.md, the listing). A search counts what it found.
     """
-    owner = g.user
-    rows = db.session.execute(
-        OWNED_PAGE,
-        {"owner_id": owner.id, "limit": per_page, "offset": (page - 1) * per_page},
-    ).all()
-    return FilePage(list(rows), page, per_page, owner.file_count)
+    owner, page, per_page = g.user, query["page"], query["per_page"]
+    sort = query["sort"]
+    order = query["order"] or DEFAULT_ORDER[sort]
+    search = query["q"]
+    values: dict[str, Any] = {
+        "owner_id": owner.id,
+        "limit": per_page,
+        "offset": (page - 1) * per_page,
+    }
+    total = owner.file_count
+    if search:
+        values["pattern"] = like_pattern(search)
+        total = db.session.execute(MATCHING_COUNT, values).scalar_one()
+    rows = db.session.execute(listing(sort, order, bool(search)), values).all()
+    # What the page's own links carry on: the choices that are not defaults.
+    chosen = {"q": search, "sort": sort if sort != "date" else None}
+    if query["order"] and query["order"] != DEFAULT_ORDER[sort]:
+        chosen["order"] = query["order"]
+    kept = {name: value for name, value in chosen.items() if value}
+    return FilePage(list(rows), page, per_page, total, search, sort, order, kept)
 
 
 @bp.get("/")
@@ -125,15 +178,15 @@ def index() -> ResponseReturnValue:
     get:
       parameters:
       - in: query
-        schema: PageQuerySchema
+        schema: FileListQuerySchema
       responses:
         200:
           description: The page
           content:
             text/html: {}
     """
-    query = load_or_400(page_query_schema, request.args.to_dict())
-    page = owned_files_page(query["page"], query["per_page"])
+    query = load_or_400(file_list_query_schema, request.args.to_dict())
+    page = owned_files_page(query)
     return render_template("index.html", page=page, account=account_usage(g.user))
 
 
@@ -202,7 +255,7 @@ def list_files() -> ResponseReturnValue:
     get:
       parameters:
       - in: query
-        schema: PageQuerySchema
+        schema: FileListQuerySchema
       responses:
         200:
           description: A page of files
@@ -210,8 +263,8 @@ def list_files() -> ResponseReturnValue:
             application/json:
               schema: FilePageSchema
     """
-    query = load_or_400(page_query_schema, request.args.to_dict())
-    page = owned_files_page(query["page"], query["per_page"])
+    query = load_or_400(file_list_query_schema, request.args.to_dict())
+    page = owned_files_page(query)
     return jsonify(file_page_schema.dump_page(page))
 
 

@@ -95,6 +95,29 @@ class PageQuerySchema(RequestSchema):
     )
 
 
+# The orders a file listing comes in: by upload time, name or size.
+FILE_SORTS = ("date", "name", "size")
+
+
+class FileListQuerySchema(PageQuerySchema):
+    """A page of the caller's files: which page, which files, in what order."""
+
+    q = fields.String(
+        load_default="",
+        validate=validate.Length(max=255, error="q is at most {max} characters"),
+        metadata={"description": "Only files whose name holds this (any case)"},
+    )
+    sort = fields.String(
+        load_default="date",
+        validate=validate.OneOf(FILE_SORTS, error="sort must be date, name or size"),
+    )
+    order = fields.String(
+        load_default=None,
+        validate=validate.OneOf(("asc", "desc"), error="order must be asc or desc"),
+        metadata={"description": "Default: newest and largest first, names A-Z"},
+    )
+
+
 class LogoutQuerySchema(RequestSchema):
     """``POST /logout?everywhere=1``: sign out of every device."""
 
@@ -341,7 +364,7 @@ class HealthSchema(Schema):
 stored_file_schema = StoredFileSchema()
 uploaded_schema = UploadedSchema()
 file_page_schema = FilePageSchema()
-page_query_schema = PageQuerySchema()
+file_list_query_schema = FileListQuerySchema()
 upload_form_schema = UploadFormSchema()
 logout_query_schema = LogoutQuerySchema()
 refresh_body_schema = RefreshBodySchema()

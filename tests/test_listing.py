@@ -19,6 +19,8 @@ from helpers import (
 )
 from models import StoredFile, User, db
 
+HTML = {"Accept": "text/html"}
+
 # --- authentication ----------------------------------------------------------
 
 
@@ -228,3 +230,71 @@ def test_the_total_follows_uploads_deletions_and_failed_uploads(app, client, tok
     # Deleting the same file again changes nothing.
     assert client.delete(f"/files/{ids[0]}", headers=bearer(token)).status_code == 404
     assert stored_count(app, owner) == (2, 2)
+
+
+# --- search and sort -------------------------------------------------------------
+
+
+def names(client, token, query) -> tuple[list[str], int]:
+    """The file names a listing with ``query`` gives, and its total."""
+    answer = client.get(f"/files?{query}", headers=bearer(token))
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    return [item["filename"] for item in body["items"]], body["total"]
+
+
+def test_a_search_finds_names_holding_the_text_in_any_case(client, token):
+    for name in ("Report-Q3.pdf", "photo.jpg", "old report.txt", "100%_done.txt"):
+        uploaded(client, token, b"x", name)
+    found, total = names(client, token, "q=REPORT")
+    assert sorted(found) == ["Report-Q3.pdf", "old report.txt"] and total == 2
+    # % and _ are matched as themselves, not as wildcards.
+    assert names(client, token, "q=%25_")[0] == ["100%_done.txt"]
+    assert names(client, token, "q=_")[0] == ["100%_done.txt"]
+    assert names(client, token, "q=nothing-like-it") == ([], 0)
+    # Without a search, the account's own count.
+    assert names(client, token, "q=")[1] == 4
+
+
+def test_files_sort_by_name_size_and_date_either_way(client, token):
+    for name, size in (("b.txt", 30), ("A.txt", 10), ("c.txt", 20)):
+        uploaded(client, token, b"x" * size, name)
+    assert names(client, token, "sort=name")[0] == ["A.txt", "b.txt", "c.txt"]
+    assert names(client, token, "sort=name&order=desc")[0] == [
+        "c.txt",
+        "b.txt",
+        "A.txt",
+    ]
+    assert names(client, token, "sort=size")[0] == ["b.txt", "c.txt", "A.txt"]
+    assert names(client, token, "sort=size&order=asc")[0] == ["A.txt", "c.txt", "b.txt"]
+    assert names(client, token, "")[0] == ["c.txt", "A.txt", "b.txt"]
+    assert names(client, token, "sort=date&order=asc")[0] == ["b.txt", "A.txt", "c.txt"]
+    # Paged, searched and sorted at once.
+    assert names(client, token, "q=.txt&sort=name&per_page=2&page=2") == (["c.txt"], 3)
+
+
+@pytest.mark.one_database
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [("sort=colour", "sort"), ("order=up", "order"), (f"q={'x' * 256}", "q")],
+)
+def test_a_bad_search_or_order_is_a_400_naming_it(client, token, query, named):
+    answer = client.get(f"/files?{query}", headers=bearer(token))
+    assert answer.status_code == 400
+    assert answer.get_json()["message"].startswith(named)
+
+
+def test_the_page_searches_sorts_and_keeps_both_in_its_links(client, token):
+    for number in range(3):
+        uploaded(client, token, b"x", f"match-{number}.txt")
+    uploaded(client, token, b"x", "other.bin")
+    page = client.get(
+        f"/?token={token}&q=match&sort=name&per_page=2", headers=HTML
+    ).get_data(as_text=True)
+    assert "3 files named like “match”" in page
+    assert "match-0.txt" in page and "match-1.txt" in page
+    assert "match-2.txt" not in page and "other.bin" not in page
+    assert f'href="/?token={token}&amp;page=2&amp;q=match&amp;sort=name"' in page
+    # Without JavaScript the search is a plain form that keeps the token.
+    assert f'<input type="hidden" name="token" value="{token}">' in page
+    assert '<option value="name" selected>' in page
