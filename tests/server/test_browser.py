@@ -7,6 +7,7 @@ import re
 import signal
 import time
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -730,3 +731,86 @@ def test_every_page_fits_a_phone_and_its_tables_become_labelled_cards(
         screenshot(visitor, "phone-error")
     finally:
         visitor_context.close()
+
+
+# --- themes, times and contrast ---------------------------------------------------
+
+
+def luminance(rgb: str) -> float:
+    """The relative luminance (WCAG) of a computed ``rgb(r, g, b)`` colour."""
+    channels = [int(part) / 255 for part in re.findall(r"\d+", rgb)[:3]]
+    linear = [
+        c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels
+    ]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(one: str, other: str) -> float:
+    """The contrast ratio of two computed colours."""
+    light, dark = sorted((luminance(one), luminance(other)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def style_of(locator, prop):
+    """A computed style property of the element."""
+    return locator.evaluate(f"e => getComputedStyle(e).{prop}")
+
+
+def borders_and_focus_stand_out(page):
+    """Field borders, the drop zone's and the focus ring: 3:1 at least
+    against the card they sit on (WCAG 1.4.11)."""
+    card = style_of(page.locator("section.card").first, "backgroundColor")
+    for selector in ("#description", ".drop-zone"):
+        border = style_of(page.locator(selector), "borderTopColor")
+        assert contrast(border, card) >= 3, (selector, border, card)
+    page.locator("#description").focus()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")
+    ring = style_of(page.locator("#description"), "outlineColor")
+    assert contrast(ring, card) >= 3, (ring, card)
+
+
+def test_dark_mode_follows_the_system_and_the_toggle_is_remembered(browser, site):
+    context = browser.new_context(color_scheme="dark", timezone_id="Asia/Tokyo")
+    try:
+        page = context.new_page()
+        sign_in(page, site)
+        body = style_of(page.locator("html"), "backgroundColor")
+        assert luminance(body) < 0.1, body
+        text = style_of(page.locator("h1, h2").first, "color")
+        assert contrast(text, body) >= 4.5
+        borders_and_focus_stand_out(page)
+        screenshot(page, "dark-files")
+
+        toggle = page.get_by_role("button", name="Dark mode")
+        expect(toggle).to_have_attribute("aria-pressed", "true")
+        toggle.click()
+        expect(toggle).to_have_attribute("aria-pressed", "false")
+        assert luminance(style_of(page.locator("html"), "backgroundColor")) > 0.8
+        # Kept: the next page opens light although the system is dark.
+        page.reload()
+        expect(page.get_by_role("button", name="Dark mode")).to_have_attribute(
+            "aria-pressed", "false"
+        )
+        assert luminance(style_of(page.locator("html"), "backgroundColor")) > 0.8
+        borders_and_focus_stand_out(page)
+    finally:
+        context.close()
+
+
+def test_times_show_in_the_readers_own_time_zone(browser, site):
+    context = browser.new_context(timezone_id="Asia/Tokyo", locale="en-GB")
+    try:
+        page = context.new_page()
+        sign_in(page, site)
+        name = f"when-{uuid.uuid4().hex[:6]}.txt"
+        upload_through_page(page, name, b"tick")
+        page.reload()
+        when = row_for(page, name).locator("time")
+        utc = datetime.fromisoformat(when.get_attribute("datetime")).replace(tzinfo=UTC)
+        tokyo = utc.astimezone(timezone(timedelta(hours=9)))
+        # Shown in Tokyo's time, the UTC kept in the tooltip.
+        expect(when).to_contain_text(tokyo.strftime("%H:%M"))
+        expect(when).to_have_attribute("title", utc.strftime("%Y-%m-%d %H:%M") + " UTC")
+    finally:
+        context.close()
