@@ -814,3 +814,70 @@ def test_times_show_in_the_readers_own_time_zone(browser, site):
         expect(when).to_have_attribute("title", utc.strftime("%Y-%m-%d %H:%M") + " UTC")
     finally:
         context.close()
+
+
+# --- the keyboard alone ----------------------------------------------------------
+
+
+def tab_to(page, name, limit=60):
+    """Press Tab until the focused element's accessible name (or, for a
+    field, its label) is ``name``; the presses it took."""
+    seen = []
+    for presses in range(1, limit + 1):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "() => { const e = document.activeElement;"
+            " const label = e.labels && e.labels[0] ? e.labels[0].innerText : '';"
+            " return (e.getAttribute('aria-label') || label || e.innerText"
+            " || e.value || '').trim(); }"
+        )
+        focused = " ".join(focused.split())
+        seen.append(focused[:40])
+        if focused == name:
+            return presses
+    raise AssertionError(f"{name!r} never took the focus: {seen}")
+
+
+def test_sign_in_upload_share_and_sign_out_with_the_keyboard_alone(page, site):
+    page.goto(site.url + "/login")
+    # The first stop is the skip link, straight to the page's content.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to the page")).to_be_focused()
+    tab_to(page, "Username")
+    page.keyboard.type("alice")
+    tab_to(page, "Password")
+    page.keyboard.type(PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    # The page's script too, so that Upload is the script's, as for a person.
+    page.wait_for_load_state("load")
+    expect(page.get_by_role("heading", name="Upload a file")).to_be_visible()
+
+    name = f"keys-{uuid.uuid4().hex[:6]}.txt"
+    tab_to(page, "File")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(
+        {"name": name, "mimeType": "text/plain", "buffer": b"typed, not clicked"}
+    )
+    tab_to(page, "Upload")
+    page.keyboard.press("Enter")
+    expect(page.locator("#upload-result")).to_contain_text("uploaded successfully")
+
+    tab_to(page, f"Share {name}")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_load_state("load")
+    tab_to(page, "Create link")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_load_state("load")
+    # What the page says after the action has the focus.
+    expect(page.locator(".flash-success")).to_be_focused()
+    expect(page.locator(".flash-success")).to_contain_text("Link created: ")
+
+    page.keyboard.press("Shift+Tab")
+    tab_to(page, "Sign out")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    expect(page.locator(".flash-success")).to_have_text("You are signed out")

@@ -1,3 +1,6 @@
+// What every page does once loaded: times in the reader's time zone, and
+// focus on what the page says after an action.
+//
 // Times in the reader's own time zone. The server writes each one in UTC
 // inside <time datetime="...">, which is what a page without JavaScript
 // shows; here it becomes local time, with the UTC kept in its tooltip.
@@ -44,3 +47,15 @@
     }).observe(document.body, { childList: true, subtree: true });
   });
 })();
+
+// After an action the page says what happened (a flash message): focus goes
+// there, so that a keyboard or screen reader user hears it and goes on from
+// it, instead of from the top of the page.
+document.addEventListener("DOMContentLoaded", function () {
+  "use strict";
+  const said = document.querySelector("main .flash");
+  if (said && !document.querySelector("[autofocus]")) {
+    said.tabIndex = -1;
+    said.focus();
+  }
+});

@@ -1,0 +1,75 @@
+"""axe-core's WCAG 2.1 A and AA rules find nothing on any page, at a phone's
+and a desktop's width, in the light and the dark theme (axe_pages.mjs runs
+@axe-core/playwright in Debian's Chromium)."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness.server import ROOT
+from helpers import PASSWORD, bearer
+
+AXE = Path(__file__).with_name("axe_pages.mjs")
+
+pytestmark = pytest.mark.slow
+
+
+def pages_of(site) -> list[dict]:
+    """Every kind of page, with what it shows: a signed-in account with a
+    file, its links and a token; an open and a locked share page; an error."""
+    token = requests.get(site.url + "/login", auth=("alice", PASSWORD), timeout=30)
+    token = token.json()["token"]
+    made = requests.post(
+        site.url + "/upload",
+        files={"inputFile": ("report.pdf", b"%PDF-1.4 figures")},
+        data={"description": "Q3 figures"},
+        headers=bearer(token),
+        timeout=30,
+    ).json()
+    file_id = made["id"]
+
+    def share(**settings) -> str:
+        answer = requests.post(
+            f"{site.url}/files/{file_id}/shares",
+            json=settings,
+            headers=bearer(token),
+            timeout=30,
+        )
+        return answer.json()["url"]
+
+    open_link, locked_link = share(), share(password="correct horse")
+    requests.post(
+        site.url + "/tokens",
+        json={"name": "backup", "scopes": ["files:read"]},
+        headers=bearer(token),
+        timeout=30,
+    )
+    return [
+        {"name": "sign-in", "url": site.url + "/login"},
+        {"name": "files", "url": f"{site.url}/?token={token}"},
+        {"name": "links", "url": f"{site.url}/files/{file_id}/shares?token={token}"},
+        {"name": "tokens", "url": f"{site.url}/tokens?token={token}"},
+        {"name": "share", "url": open_link},
+        {"name": "locked share", "url": locked_link},
+        {"name": "error", "url": site.url + "/s/" + "x" * 60},
+    ]
+
+
+def test_no_page_breaks_a_wcag_rule(sqlite_site):
+    pages = pages_of(sqlite_site)
+    done = subprocess.run(
+        ["node", str(AXE), json.dumps(pages)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    # Every page, at both widths, in both themes.
+    assert len(results) == len(pages) * 4
+    broken = [result for result in results if result["violations"]]
+    assert broken == [], json.dumps(broken, indent=1)
