@@ -237,10 +237,10 @@ class Filler:
 
 
 def per_page() -> int:
-    """GET /files's default page size (schemas.py PageQuerySchema)."""
-    from schemas import page_query_schema
+    """GET /files's default page size (schemas.py FileListQuerySchema)."""
+    from schemas import file_list_query_schema
 
-    return page_query_schema.fields["per_page"].load_default
+    return file_list_query_schema.fields["per_page"].load_default
 
 
 def second(n: int) -> datetime:
