@@ -125,14 +125,17 @@ def _basic() -> Authorization | None:
     return auth if auth is not None and auth.type == "basic" else None
 
 
+def _bearer_value() -> str | None:
+    """``Authorization: Bearer``'s value, perhaps empty; None for another
+    scheme or none."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
 def _bearer() -> str | None:
     """``Authorization: Bearer``'s value; a 401 when it is empty."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    value = value.strip()
-    if not value:
+    value = _bearer_value()
+    if value == "":
         raise session_tokens.invalid_token()
     return value
 
@@ -283,15 +286,8 @@ def _upload_key(key: str) -> Caller:
 
 def _metrics() -> Caller:
     """The metrics scraper: 404 while metrics are off, 401 without the token."""
-    metrics_token.check(_bearer_or_nothing())
+    metrics_token.check(_bearer_value() or "")
     return Caller(METRICS)
-
-
-def _bearer_or_nothing() -> str:
-    """``Authorization: Bearer``'s value, or "" (an empty one too)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
 
 
 def _mark(view: Callable[P, R], **marks: object) -> Callable[P, R]:

@@ -27,18 +27,37 @@ TOO_MANY_SIGN_INS = "Too many sign-in attempts; wait a minute and try again"
 TOO_MANY_PASSWORDS = "Too many password attempts; wait a minute and try again"
 
 
+def _limit(
+    setting: str,
+    scope: str,
+    exempt: Callable[[], bool],
+    message: str,
+    key: Callable[[], str] | None = None,
+) -> RouteLimit:
+    """A limit shared by every route that carries it: ``setting`` names its
+    rate in the app's config, ``key`` what it counts per (the client's
+    address unless given), ``exempt`` the requests it does not count."""
+    return limiter.shared_limit(
+        lambda: current_app.config[setting],
+        scope=scope,
+        key_func=key,
+        exempt_when=exempt,
+        error_message=message,
+    )
+
+
 def per_username(
     username_key: Callable[[], str], exempt: Callable[[], bool]
 ) -> RouteLimit:
     """Sign-in attempts per username (LOGIN_LIMIT_PER_USERNAME): a decorator.
     ``username_key`` names the username the attempt is for; ``exempt`` says
     when a request checks nobody's password."""
-    return limiter.shared_limit(
-        lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"],
-        scope="login-username",
-        key_func=username_key,
-        exempt_when=exempt,
-        error_message=TOO_MANY_SIGN_INS,
+    return _limit(
+        "LOGIN_LIMIT_PER_USERNAME",
+        "login-username",
+        exempt,
+        TOO_MANY_SIGN_INS,
+        username_key,
     )
 
 
@@ -46,11 +65,11 @@ def per_address(checks_no_password: Callable[[], bool]) -> RouteLimit:
     """Password attempts per client address, sign-ins and share links
     together (LOGIN_LIMIT_PER_ADDRESS): a decorator for a route whose requests
     ``checks_no_password`` tells apart."""
-    return limiter.shared_limit(
-        lambda: current_app.config["LOGIN_LIMIT_PER_ADDRESS"],
-        scope="login-address",
-        exempt_when=checks_no_password,
-        error_message=TOO_MANY_PASSWORDS,
+    return _limit(
+        "LOGIN_LIMIT_PER_ADDRESS",
+        "login-address",
+        checks_no_password,
+        TOO_MANY_PASSWORDS,
     )
 
 
@@ -58,12 +77,12 @@ def per_link(
     link_key: Callable[[], str], checks_no_password: Callable[[], bool]
 ) -> RouteLimit:
     """Password attempts per share link (SHARE_PASSWORD_LIMIT): a decorator."""
-    return limiter.shared_limit(
-        lambda: current_app.config["SHARE_PASSWORD_LIMIT"],
-        scope="share-password",
-        key_func=link_key,
-        exempt_when=checks_no_password,
-        error_message=TOO_MANY_PASSWORDS,
+    return _limit(
+        "SHARE_PASSWORD_LIMIT",
+        "share-password",
+        checks_no_password,
+        TOO_MANY_PASSWORDS,
+        link_key,
     )
 
 
