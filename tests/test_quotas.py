@@ -25,7 +25,7 @@ from helpers import (
     upload_row,
     uploaded,
 )
-from models import db
+from models import StoredFile, db
 
 QUOTA = 10000
 WITH_QUOTA = pytest.mark.parametrize(
@@ -260,6 +260,26 @@ def test_a_deferred_upload_going_over_the_quota_is_removed(app, client, token, p
     assert upload_count(app) == 0
     assert rows_of(app, file_id) == (0, 0)
     assert account(client, token)["used_bytes"] == 0
+
+
+@WITH_QUOTA
+def test_an_upload_refused_for_room_stops_counting_before_it_is_removed(
+    app, client, token
+):
+    """Between the refusal and the removal of its chunks, the refused upload
+    holds nothing: uploads growing at the same moment, each refused in turn
+    while the others' bytes still counted, would otherwise all fail."""
+    path = new_upload(client, token)
+    assert send_piece(client, path, 0, b"x" * 3000).status_code == 204
+    file_id = upload_row(app, path).file_id
+    with app.app_context():
+        stored_file = db.session.get_one(StoredFile, file_id)
+        limit = quotas.SizeLimit(stored_file)
+        with pytest.raises(quotas.NoRoom):
+            limit.admit(QUOTA + 1)
+        db.session.rollback()
+        assert quotas.usage_of(stored_file.owner_id) == 0
+    assert rows_of(app, file_id)[1] > 0  # its chunks are still there
 
 
 @WITH_QUOTA
