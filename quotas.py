@@ -5,7 +5,8 @@ still arriving, the larger of what it has stored and what it holds
 (``reserved``): the length a resumable upload announced, a form upload's
 Content-Length or, for a file whose length is not known beforehand, what it
 has stored and a little more, held as it grows (``SizeLimit``). An unfinished
-resumable upload past its expiry holds nothing: it can never finish.
+resumable upload past its expiry holds nothing: it can never finish; nor
+does a file refused for room, from the moment it is refused.
 
 Every change to what an account holds (a file beginning, a deferred upload's
 length fixed, a file of unknown length growing past what it holds) is one
@@ -25,10 +26,16 @@ from sqlalchemy import bindparam, case, func
 from errors import ApiError
 from models import ResumableUpload, StoredFile, User, db, retry_on_conflict, utcnow
 
+# ``reserved`` of a file refused for room: it can never finish and holds
+# nothing from the refusal on, while its request removes its chunks. Were its
+# stored bytes still counted until then, uploads growing together near the
+# quota could each be refused for the others' bytes, and none would finish.
+ENDED = -1
 # What an account's files take, finished or on their way.
 TAKEN = case(
     (StoredFile.complete.is_(True), StoredFile.size),
     (ResumableUpload.expires_at <= bindparam("now"), 0),
+    (StoredFile.reserved == ENDED, 0),
     (StoredFile.size > StoredFile.reserved, StoredFile.size),
     else_=StoredFile.reserved,
 )
@@ -149,8 +156,8 @@ class SizeLimit:
 
     def _hold(self, size: int) -> int:
         """Hold room for ``size`` bytes and a little more (committed); what the
-        file holds now. When it does not fit, the file gives back what it
-        held (it ends) and NoRoom is raised."""
+        file holds now. When it does not fit, the file ends: from that commit
+        on it holds nothing (``ENDED``), and NoRoom is raised."""
         quota = self.quota
         assert quota is not None  # asked only of a file whose owner has a quota
         set_reserved = db.update(StoredFile).where(StoredFile.id == self.file_id)
@@ -161,7 +168,7 @@ class SizeLimit:
             others = usage_of(self.owner_id, self.file_id, locked=True)
             room = min(quota - others, self.max_size)
             if size > room:
-                db.session.execute(set_reserved.values(reserved=0))
+                db.session.execute(set_reserved.values(reserved=ENDED))
                 return 0, others
             ahead = min(
                 HOLD_AHEAD_CHUNKS * self.chunk_size, (room - size) // HOLD_AHEAD_SHARE
