@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import (
     Blueprint,
@@ -35,15 +36,15 @@ from schemas import logout_query_schema, token_pair_schema
 from session_tokens import (
     ACCESS,
     REFRESH,
+    RENEW_COOKIE,
     TOKEN_PROBLEMS,
     invalid_token,
-    is_revoked,
     issue_token,
     prune_revoked,
     retire_token,
     revoke_all_tokens,
     revoke_family,
-    user_for,
+    rotate,
 )
 
 bp = Blueprint("auth", __name__)
@@ -73,16 +74,109 @@ limit_per_address = rate_limits.per_address(
 )
 
 
+# --- pages that stay signed in ---------------------------------------------
+#
+# Signing in through the page also sets the renewal cookie: a refresh token
+# of the same sign-in, HttpOnly, SameSite=Lax and sent to the renewal route
+# only. A page opened with an expired ``?token=`` (or none) goes there and
+# comes back with a fresh one; the person never sees the sign-in page while
+# the cookie is good. API clients and the tutorial's ``?token=`` are as before.
+
+# Page renewals with the same cookie this close together are one person with
+# several tabs, not a stolen copy (session_tokens.rotate).
+RENEWAL_GRACE_SECONDS = 30
+# Why a token may be renewed rather than the person sent to sign in.
+RENEWABLE = frozenset({"expired", "missing"})
+SUBMIT_AGAIN = "Your session had expired, so nothing was done. Please submit again."
+# Where a browser goes when it names no page of its own: its files.
+FRONT_PAGE = "/"
+
+
+def safe_target(value: str | None) -> str:
+    """Where to send a browser after a sign-in or a renewal: ``value`` when it
+    is a path on this site (relative to the app's root), without any
+    ``token=`` (a fresh one is added); else the front page."""
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return FRONT_PAGE
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or "\\" in value or not value.isprintable():
+        return FRONT_PAGE
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(name, item) for name, item in query if name != "token"]
+    return urlunsplit(("", "", parts.path, urlencode(kept), ""))
+
+
+def with_token(target: str, token: str | None) -> str:
+    """The URL of ``target`` (a safe_target, which is relative to the app's
+    root), with ``token`` first in its query string as the pages always write
+    it."""
+    path, _, query = target.partition("?")
+    if token is not None:
+        query = urlencode({"token": token}) + (f"&{query}" if query else "")
+    return request.script_root + path + (f"?{query}" if query else "")
+
+
+def this_page() -> str:
+    """The page being asked for, as a safe_target (its token left out)."""
+    return safe_target(caller.page_address())
+
+
+def _cookie_secure() -> bool:
+    """The renewal cookie is Secure over HTTPS, or when configured so."""
+    return bool(current_app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+def set_renewal_cookie(response: BaseResponse, refresh_token: str, keep: bool) -> None:
+    """Give the browser a page session's refresh token: until the browser
+    closes, or (``keep``) for the refresh token's life, which each renewal
+    starts again."""
+    response.set_cookie(
+        RENEW_COOKIE,
+        refresh_token,
+        max_age=current_app.config["REFRESH_TTL_SECONDS"] if keep else None,
+        path=url_for("auth.renew"),
+        secure=_cookie_secure(),
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def end_renewal_cookie(response: BaseResponse) -> None:
+    """Take the renewal cookie back from the browser."""
+    response.delete_cookie(
+        RENEW_COOKIE,
+        path=url_for("auth.renew"),
+        secure=_cookie_secure(),
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def _is_navigation() -> bool:
+    """A page the person is going to (not a script's fetch): Fetch Metadata
+    says so, or the browser is too old to send it."""
+    return request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
+
+
 def _send_to_sign_in(error: ApiError) -> BaseResponse | None:
-    """A browser whose token was refused goes to the sign-in page, told why
-    when its token expired or is no longer valid; anything else is answered
-    as it is (None)."""
+    """A browser whose token was refused: a page it is going to renews its
+    token (expired, or none came); a form it posted with an expired token
+    does nothing and goes back to its page, which renews; anything else goes
+    to the sign-in page, told why. API clients are answered as they are
+    (None)."""
     if error.code != 401 or error.reason not in TOKEN_PROBLEMS or not wants_html():
         return None
+    if error.reason in RENEWABLE and request.method == "GET" and _is_navigation():
+        renewal = url_for("auth.renew", token=caller.page_token(), next=this_page())
+        return redirect(renewal, 303)
+    if error.reason in RENEWABLE and request.method == "POST":
+        flash(SUBMIT_AGAIN, "error")
+        return redirect(with_token(safe_target(request.args.get("back")), None), 303)
     told = TOKEN_PROBLEMS[error.reason][1]
     if told:
         flash(told, "error")
-    return redirect(url_for("auth.login"), 303)
+    target = this_page() if request.method == "GET" else None
+    return redirect(url_for("auth.login", next=target), 303)
 
 
 def check_for_token(
@@ -100,8 +194,9 @@ def check_for_token(
     personal access token without them gets a 403 naming the first one it
     lacks, before the view looks anything up.
 
-    API clients get the 401 JSON error; a browser is sent to the sign-in page,
-    told why when its token has expired or is no longer valid.
+    API clients get the 401 JSON error. A browser going to a page with an
+    expired token, or none, is sent to renew it (the renewal cookie) and comes
+    back; else to the sign-in page, told why.
     """
     if view is None:
         return functools.partial(check_for_token, scope=scope)
@@ -128,12 +223,21 @@ def keep_the_page_token(endpoint: str, values: dict[str, Any]) -> None:
         others = dict(values)
         values.clear()
         values.update(token=token, **others)
+        rules = current_app.url_map.iter_rules(endpoint)
+        page = this_page()
+        if page != FRONT_PAGE and not any("GET" in (r.methods or ()) for r in rules):
+            # A form's target: where to come back to if the token has
+            # expired by the time it is sent (_send_to_sign_in).
+            values.setdefault("back", page)
 
 
-def token_response(user: User, family: str | None = None) -> Response:
-    """The JSON answer to a sign-in or a refresh: an access and a refresh token."""
+def token_response(
+    user: User, family: str | None = None, refresh_id: str | None = None
+) -> Response:
+    """The JSON answer to a sign-in or a refresh: an access and a refresh
+    token (whose id is ``refresh_id`` when given: a rotated token's successor)."""
     family = family or uuid.uuid4().hex
-    refresh_token = issue_token(user, REFRESH, family)
+    refresh_token = issue_token(user, REFRESH, family, jti=refresh_id)
     response = jsonify(
         token_pair_schema.dump(
             {
@@ -172,7 +276,8 @@ def login() -> ResponseReturnValue:
         told = TOKEN_PROBLEMS["expired"][1]
         if request.args.get("expired") and told:
             flash(told, "error")
-        return render_template("login.html")
+        next_page = _next_after_sign_in(request.args.get("next"))
+        return render_template("login.html", next=next_page)
     attempt = caller.sign_in_attempt()
     user = authenticate(attempt.username, attempt.password)
     if user is None:
@@ -187,8 +292,11 @@ def login() -> ResponseReturnValue:
 def login_form() -> ResponseReturnValue:
     """Sign in with a username and password, as a form or a JSON body.
 
-    A browser is sent on to its files with the token in the URL; an API client
-    gets the same JSON as ``GET /login``.
+    A browser is sent on where it was going (``next``, a path on this site;
+    else its files) with the token in the URL, and given the renewal cookie:
+    for this browser session, or with ``remember`` ("keep me signed in") for
+    REFRESH_TTL_SECONDS from its last use. An API client gets the same JSON
+    as ``GET /login``.
     ---
     post:
       security: []
@@ -209,12 +317,11 @@ def login_form() -> ResponseReturnValue:
           description: A browser, sent on to its files
         401: BadCredentials
     """
-    request_body()  # a body that is not an object is a 400
+    body = request_body()  # a body that is not an object is a 400
     attempt = caller.sign_in_attempt()
     user = authenticate(attempt.username, attempt.password)
     if user is not None and wants_html():
-        token = issue_token(user, ACCESS, uuid.uuid4().hex)
-        return redirect(url_for("files.index", token=token), 303)
+        return _page_session(user, body)
     if user is not None:
         return token_response(user)
     if wants_html():
@@ -222,13 +329,113 @@ def login_form() -> ResponseReturnValue:
             "login.html",
             error="Wrong username or password",
             username=attempt.typed,
+            next=_next_after_sign_in(body.get("next")),
+            remember=bool(body.get("remember")),
         )
         return page, 401
     raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
 
 
+def _next_after_sign_in(value: object) -> str | None:
+    """Where the sign-in page sends the person once signed in: the ``next``
+    it was opened with or posted (``value``), when it is a path on this site."""
+    if not isinstance(value, str) or not value:
+        return None
+    return safe_target(value)
+
+
+def _page_session(user: User, body: dict) -> BaseResponse:
+    """A browser signed in with the page: on to where it was going with an
+    access token in the URL, and the renewal cookie of the same sign-in."""
+    family = uuid.uuid4().hex
+    keep = bool(body.get("remember"))
+    target = safe_target(
+        body.get("next") if isinstance(body.get("next"), str) else None
+    )
+    response = redirect(with_token(target, issue_token(user, ACCESS, family)), 303)
+    set_renewal_cookie(response, issue_token(user, REFRESH, family, keep=keep), keep)
+    return response
+
+
+@bp.get("/renew")
+@caller.renewal
+def renew() -> ResponseReturnValue:
+    """Renew a page's session with the renewal cookie, and go back to the page.
+
+    A browser comes here when a page it opens has an expired token or none;
+    it goes back (303) to ``next`` with a fresh token, the cookie rotated.
+    Without a good cookie, or with the cookie of another account than the
+    page's token, it goes to the sign-in page, which then sends it on to
+    ``next``.
+    ---
+    get:
+      security: []
+      parameters:
+      - in: query
+        schema: RenewQuerySchema
+      responses:
+        303:
+          description: Back to the page with a fresh token, or to sign in
+    """
+    target = safe_target(request.args.get("next"))
+    attempt = g.caller.record
+    claims = attempt.cookie
+    same_person = attempt.page_user is None or (
+        claims is not None and attempt.page_user == claims["sub"]
+    )
+    rotated = None
+    if claims is not None and same_person:
+        try:
+            rotated = rotate(claims, RENEWAL_GRACE_SECONDS)
+        except ApiError:
+            rotated = None  # signed out, or every token of the account ended
+        if rotated is None:
+            current_app.logger.info("Renewal cookie refused")
+    if rotated is None:
+        if attempt.page_user is not None:
+            told = TOKEN_PROBLEMS["expired"][1]
+            if told:
+                flash(told, "error")
+        response = redirect(url_for("auth.login", next=target), 303)
+        if claims is not None and same_person:
+            end_renewal_cookie(response)
+        return response
+    user, successor = rotated
+    keep = claims.get("keep") is True
+    family = claims["fam"]
+    response = redirect(with_token(target, issue_token(user, ACCESS, family)), 303)
+    refresh_token = issue_token(user, REFRESH, family, jti=successor, keep=keep)
+    set_renewal_cookie(response, refresh_token, keep)
+    return response
+
+
+def _sign_out_expired(error: ApiError) -> BaseResponse | None:
+    """Signing out from a page whose token has expired still signs out: the
+    sign-in the token came from ends (its signature says it is ours), and the
+    browser gives back its renewal cookie. Anything else is refused as usual."""
+    if error.reason not in RENEWABLE or not wants_html():
+        return _send_to_sign_in(error)
+    claims = caller.expired_session_claims()
+    if claims is not None:
+
+        @retry_on_conflict
+        def end_sign_in() -> None:
+            revoke_family(claims["fam"])
+
+        end_sign_in()
+    return _signed_out()
+
+
+def _signed_out() -> BaseResponse:
+    """A browser, signed out: to the sign-in page, its renewal cookie ended."""
+    flash("You are signed out", "success")
+    response = redirect(url_for("auth.login"), 303)
+    end_renewal_cookie(response)
+    return response
+
+
 @bp.post("/logout")
-@check_for_token
+@caller.account(when_refused=_sign_out_expired)
 def logout() -> ResponseReturnValue:
     """Revoke the token and its sign-in's refresh tokens (everywhere=1: all).
 
@@ -259,8 +466,7 @@ def logout() -> ResponseReturnValue:
 
     sign_out()
     if wants_html():
-        flash("You are signed out", "success")
-        return redirect(url_for("auth.login"), 303)
+        return _signed_out()
     return no_content()
 
 
@@ -291,24 +497,9 @@ def refresh() -> Response:
         401: TokenError
     """
     claims = g.caller.record  # signature and claims checked (caller.py)
-
-    @retry_on_conflict
-    def rotate() -> User | None:
-        """Retire the token and return its user; None when it was retired before."""
-        if claims.get("typ") == REFRESH and isinstance(claims.get("fam"), str):
-            if is_revoked(str(claims["jti"])):
-                revoke_family(claims["fam"])
-                return None
-        user = user_for(claims, REFRESH)
-        expiry = datetime.fromtimestamp(claims["exp"], UTC)
-        if not retire_token(str(claims["jti"]), expiry):
-            # Another request retired the same token a moment ago: a reuse too.
-            revoke_family(claims["fam"])
-            return None
-        return user
-
-    user = rotate()
-    if user is None:
+    rotated = rotate(claims)
+    if rotated is None:
         current_app.logger.warning("Refresh token reused; family revoked")
         raise invalid_token("revoked")
-    return token_response(user, claims["fam"])
+    user, successor = rotated
+    return token_response(user, claims["fam"], successor)

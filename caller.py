@@ -11,6 +11,8 @@ decorators, which resolves it before the view runs and marks the view
 - ``password``: a username and password to sign in with, Basic credentials
   on ``GET /login`` and the body on ``POST /login``;
 - ``refresh_token``: a refresh token, as Bearer, ``?token=`` or in the body;
+- ``renewal``: a page session's renewal cookie (a refresh token), with the
+  page's own ``?token=``, expired or not, to say whose page it is;
 - ``link``: a share link in the path, with what its holder may bring: the
   link's password (Basic, or the page's form), the page's unlock cookie, a
   download's claim (its cookie or ``?claim=``);
@@ -31,6 +33,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, ParamSpec, TypeVar
+from urllib.parse import urlencode
 
 from flask import g, has_request_context, request
 from flask.typing import ResponseReturnValue
@@ -52,6 +55,7 @@ SESSION = "session"
 ACCESS_TOKEN = "access_token"
 PASSWORD = "password"
 REFRESH_TOKEN = "refresh_token"
+RENEWAL = "renewal"
 LINK = "link"
 UPLOAD_KEY = "upload_key"
 METRICS = "metrics"
@@ -108,6 +112,18 @@ class UploadAccess:
     owner: User
 
 
+@dataclass(frozen=True)
+class Renewal:
+    """What a page's renewal brings, checked."""
+
+    # The renewal cookie's claims (signature, expiry and issuer checked, not
+    # yet whether it was used before); None when no good cookie came.
+    cookie: dict | None
+    # The account of the page's own ``?token=``, expired or not; None when
+    # the page had no token, "" when it had one that is not ours.
+    page_user: str | None
+
+
 class SignInAttempt(NamedTuple):
     """The credentials a sign-in is checked with."""
 
@@ -148,6 +164,13 @@ def account_token() -> str | None:
 def page_token() -> str | None:
     """The ``?token=`` a page was opened with, which its links carry on."""
     return request.args.get("token") if has_request_context() else None
+
+
+def page_address() -> str:
+    """The page asked for, relative to the app's root, with its query string
+    but not its ``token=``: where a browser comes back to."""
+    query = [(name, v) for name, v in request.args.items(multi=True) if name != "token"]
+    return request.path + (f"?{urlencode(query)}" if query else "")
 
 
 def token_in_url() -> bool:
@@ -363,6 +386,45 @@ def _refresh_token() -> Caller:
 def refresh_token_holder(view: Callable[P, R]) -> Callable[P, R]:
     """A view for a refresh token; its verified claims are the caller's record."""
     return _decorate(view, "refresh_token", lambda **_: _refresh_token())
+
+
+def _renewal() -> Caller:
+    """Whoever holds a renewal cookie, and whose page it is renewing."""
+    cookie = request.cookies.get(session_tokens.RENEW_COOKIE, "")
+    claims = None
+    if cookie:
+        try:
+            claims = session_tokens.decode(cookie)
+        except ApiError:
+            claims = None  # expired, or not ours: nothing to renew with
+    page_user = None
+    if request.args.get("token"):
+        expired = expired_session_claims()
+        page_user = "" if expired is None else str(expired["sub"])
+    return Caller(RENEWAL, None, None, Renewal(claims, page_user))
+
+
+def renewal(view: Callable[P, R]) -> Callable[P, R]:
+    """A view for a page session's renewal cookie (a Renewal is the record)."""
+    return _decorate(view, "renewal", lambda **_: _renewal())
+
+
+def expired_session_claims() -> dict | None:
+    """The claims of the request's signed-in session token, whether or not it
+    has expired (its signature and issuer checked); None for none or another
+    kind of token. It opens nothing: it says whose session it was."""
+    token = account_token()
+    if token is None or token.startswith(personal_tokens.PAT_PREFIX):
+        return None
+    try:
+        claims = session_tokens.decode(token, expired_ok=True)
+    except ApiError:
+        return None
+    if claims.get("typ") != session_tokens.ACCESS or not isinstance(
+        claims.get("fam"), str
+    ):
+        return None
+    return claims
 
 
 def link(view: Callable[P, R]) -> Callable[P, R]:

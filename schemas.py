@@ -149,6 +149,26 @@ class CredentialsSchema(RequestSchema):
 
     username = fields.String(required=True)
     password = fields.String(required=True)
+    remember = fields.String(
+        metadata={
+            "description": "The sign-in form's 'keep me signed in': any value "
+            "keeps the page session's renewal cookie beyond the browser session"
+        }
+    )
+    next = fields.String(
+        metadata={"description": "The page (a path on this site) to go on to"}
+    )
+
+
+class RenewQuerySchema(RequestSchema):
+    """``GET /renew``: the page to go back to, and the token it had."""
+
+    next = fields.String(
+        metadata={"description": "The page (a path on this site) to go back to"}
+    )
+    token = fields.String(
+        metadata={"description": "The page's own token, expired or not: whose page"}
+    )
 
 
 class ErrorSchema(Schema):

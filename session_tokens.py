@@ -8,9 +8,10 @@ Tokens travel as ``Authorization: Bearer`` or ``?token=`` (caller.py reads
 them), which logs.py redacts wherever they appear.
 """
 
+import hashlib
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -26,6 +27,7 @@ from models import (
     User,
     db,
     new_token_version,
+    retry_on_conflict,
     rowcount,
     utcnow,
 )
@@ -43,22 +45,31 @@ BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="Lockbox"'}
 ACCESS = "access"
 REFRESH = "refresh"
 
+# A page session's refresh token, kept by the browser (authentication.py sets
+# it, caller.py reads it).
+RENEW_COOKIE = "lockbox_renew"
 
-def issue_token(user: User, kind: str, family: str) -> str:
+
+def issue_token(
+    user: User, kind: str, family: str, jti: str | None = None, keep: bool = False
+) -> str:
     """Sign a token for ``user``: a short-lived access token or a refresh token.
 
     ``ver`` ties it to the account's random token version, checked on every
     request: the token opens this account only, and dies with the version when
     every token of the account is revoked; ``fam`` names the chain of
     refresh tokens it descends from, so that a reused refresh token can revoke
-    the whole chain with the access tokens issued alongside it.
+    the whole chain with the access tokens issued alongside it. ``jti`` is
+    random unless given (a refresh token's successor, see ``rotate``);
+    ``keep`` marks a page session's refresh token that the browser keeps
+    beyond its own session ("keep me signed in"), and its successors with it.
     """
     now = utcnow()
     lifetime = current_app.config[
         "TOKEN_TTL_SECONDS" if kind == ACCESS else "REFRESH_TTL_SECONDS"
     ]
-    jti = uuid.uuid4().hex
-    claims = {
+    jti = jti or uuid.uuid4().hex
+    claims: dict[str, Any] = {
         "sub": str(user.id),
         "iat": now,
         "exp": now + timedelta(seconds=lifetime),
@@ -68,6 +79,8 @@ def issue_token(user: User, kind: str, family: str) -> str:
         "ver": user.token_version,
         "fam": family,
     }
+    if keep:
+        claims["keep"] = True
     return jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm=ALGORITHM)
 
 
@@ -86,8 +99,12 @@ def invalid_token(reason: str = "invalid") -> ApiError:
     return ApiError(401, TOKEN_PROBLEMS[reason][0], BEARER_CHALLENGE, reason=reason)
 
 
-def decode(token: str) -> dict:
-    """Verify signature and registered claims with the current key or an old one."""
+def decode(token: str, expired_ok: bool = False) -> dict:
+    """Verify signature and registered claims with the current key or an old one.
+
+    ``expired_ok``: a token past its expiry is accepted too, to learn whose it
+    was (a page renewed, a session signed out); it opens nothing.
+    """
     if len(token) > MAX_TOKEN_LENGTH:
         raise invalid_token()
     config = current_app.config
@@ -99,7 +116,7 @@ def decode(token: str) -> dict:
                 algorithms=[ALGORITHM],
                 issuer=current_app.config["JWT_ISSUER"],
                 leeway=LEEWAY_SECONDS,
-                options={"require": REQUIRED_CLAIMS},
+                options={"require": REQUIRED_CLAIMS, "verify_exp": not expired_ok},
             )
         except jwt.InvalidSignatureError:
             continue
@@ -136,14 +153,18 @@ def verify_token(token: str, kind: str = ACCESS) -> tuple[User, dict]:
     return user_for(claims, kind), claims
 
 
-def user_for(claims: dict, kind: str) -> User:
-    """The user of verified claims of this kind, unless revoked; else a 401."""
+def user_for(claims: dict, kind: str, retired_ok: bool = False) -> User:
+    """The user of verified claims of this kind, unless revoked; else a 401.
+    ``retired_ok``: the token itself may have been retired (its family and
+    the account's token version are still checked)."""
     subject = claims["sub"]
     if not (subject.isascii() and subject.isdigit() and len(subject) <= 18):
         raise invalid_token()
     if claims["typ"] != kind or not isinstance(claims.get("fam"), str):
         raise invalid_token()
-    names = [str(claims["jti"]), "family:" + claims["fam"]]
+    names = ["family:" + claims["fam"]]
+    if not retired_ok:
+        names.append(str(claims["jti"]))
     found = db.session.execute(
         USER_AND_REVOKED, {"user_id": int(subject), "names": names}
     ).one_or_none()
@@ -191,6 +212,66 @@ def retire_token(jti: str, expires_at: datetime) -> bool:
     """Revoke one token id until ``expires_at``; False when it was revoked
     already, by this request's rival too (not committed)."""
     return _record_revocation(jti, expires_at, extend=False) == 1
+
+
+# A refresh token retired by a page's renewal is recorded a second time under
+# this prefix, kept for the grace window only.
+RENEWED = "renewed:"
+
+
+def successor_id(jti: str) -> str:
+    """The id of the refresh token that replaces refresh token ``jti``. Always
+    the same for the same token, so that pages renewing with it at the same
+    moment all get the one successor, and the chain does not fork."""
+    return hashlib.sha256(f"successor:{jti}".encode("ascii")).hexdigest()[:32]
+
+
+def rotate(claims: dict, grace_seconds: int = 0) -> tuple[User, str] | None:
+    """Retire a verified refresh token: its user, and its successor's id.
+
+    A token retired before means a copy is in use: None, and its whole family
+    is revoked, unless (``grace_seconds``) a renewal retired it less than that
+    long ago and its successor is still unused: then the same successor again.
+    Pages (tabs, or a browser restoring them) renewing at the same moment with
+    the same cookie are one person, not a thief. Anything else wrong with the
+    token (its family revoked, the account's tokens all ended) is a 401.
+    """
+    if claims.get("typ") != REFRESH or not isinstance(claims.get("fam"), str):
+        raise invalid_token()
+    jti, family = str(claims["jti"]), claims["fam"]
+    expiry = datetime.fromtimestamp(claims["exp"], UTC)
+
+    @retry_on_conflict
+    def retire() -> User | None:
+        """The user, once the token is retired here; None if it was before."""
+        if is_revoked(jti):
+            return None
+        # Whether the token was retired is the INSERT's to say: a rival may
+        # retire it between these reads (SQLite reads without a snapshot).
+        user = user_for(claims, REFRESH, retired_ok=True)
+        if not retire_token(jti, expiry):
+            return None  # another request retired it a moment ago
+        if grace_seconds:
+            until = utcnow() + timedelta(seconds=grace_seconds)
+            _record_revocation(RENEWED + jti, until, extend=False)
+        return user
+
+    @retry_on_conflict
+    def retired_before() -> User | None:
+        """In a transaction of its own, which sees the retirement that came
+        first: the user within the grace window, else None and the family
+        revoked."""
+        renewed_until = db.session.execute(
+            db.select(RevokedToken.expires_at).where(RevokedToken.jti == RENEWED + jti)
+        ).scalar_one_or_none()
+        in_grace = renewed_until is not None and renewed_until > utcnow()
+        if grace_seconds and in_grace and not is_revoked(successor_id(jti)):
+            return user_for(claims, REFRESH, retired_ok=True)
+        revoke_family(family)
+        return None
+
+    user = retire() or retired_before()
+    return None if user is None else (user, successor_id(jti))
 
 
 def revoke_family(family: str) -> None:

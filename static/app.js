@@ -314,7 +314,14 @@
         self.item.classList.add("failed");
         const response = error.originalResponse;
         if (response && response.getStatus() === 401) {
-          window.location.assign("/login?expired=1");
+          // The page's token has expired: renew it (the renewal cookie) and
+          // come back to this page, or sign in and come back to it.
+          const here = new URL(window.location.href);
+          here.searchParams.delete("token");
+          const renewal = new URL("/renew", window.location.href);
+          renewal.searchParams.set("token", token);
+          renewal.searchParams.set("next", here.pathname + here.search);
+          window.location.assign(renewal.pathname + renewal.search);
           return;
         }
         self.state.textContent = "failed: " + reasonOf(error);

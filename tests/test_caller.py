@@ -17,6 +17,7 @@ RULES = {
     "account",
     "password",
     "refresh_token",
+    "renewal",
     "link",
     "upload_key",
     "metrics",
@@ -91,8 +92,9 @@ CREDENTIAL_KEYS = {
     "args": {"token", "claim", "refresh_token"},
     "environ": {"http_authorization", "http_cookie", "query_string"},
 }
-# Parts of the request that hold credentials, or hand out everything at once.
-NEVER_READ = {"authorization", "values"}
+# Parts of the request that hold credentials, or hand out everything at once
+# (the whole URL, its query string with any ?token= in it).
+NEVER_READ = {"authorization", "values", "full_path", "url", "query_string"}
 MAPPINGS = {"headers", "args", "cookies", "environ"}
 # Reads with a key that is not a constant, each checked by hand: what it reads.
 CHECKED_BY_HAND = {

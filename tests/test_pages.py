@@ -109,17 +109,23 @@ def test_post_login_with_json_that_is_not_an_object_is_400(auth, client):
 
 @pytest.mark.one_database
 def test_browser_without_token_is_sent_to_sign_in(client):
-    response = client.get("/", headers=HTML)
+    # It tries to renew first; without the renewal cookie, it signs in, and
+    # will then come back here.
+    response = client.get("/files?page=2", headers=HTML)
     assert response.status_code == 303
-    assert response.headers["Location"] == "/login"
+    assert response.headers["Location"] == "/renew?next=/files?page%3D2"
+    response = client.get(response.headers["Location"], headers=HTML)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/login?next=/files?page%3D2"
 
 
 def test_browser_with_expired_token_is_told_to_sign_in_again(auth, client):
     user_id = auth.create_user()
-    response = client.get(f"/?token={expired_token(str(user_id))}", headers=HTML)
-    assert response.status_code == 303
-    page = client.get(response.headers["Location"], headers=HTML)
-    assert "Your session expired — sign in again" in page.get_data(as_text=True)
+    response = client.get(
+        f"/?token={expired_token(str(user_id))}", headers=HTML, follow_redirects=True
+    )
+    assert response.request.path == "/login"
+    assert "Your session expired — sign in again" in response.get_data(as_text=True)
 
 
 @pytest.mark.one_database

@@ -73,11 +73,13 @@ def screenshot(page, name):
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def sign_in(page, site, password=PASSWORD, username="alice"):
+def sign_in(page, site, password=PASSWORD, username="alice", remember=False):
     """Sign in (as alice) through the sign-in page."""
     page.goto(site.url + "/login")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
+    if remember:
+        page.get_by_label("Keep me signed in").check()
     # Wait for the next page and its script, so that no click races them.
     with page.expect_navigation():
         page.get_by_role("button", name="Sign in").click()
@@ -193,6 +195,61 @@ def test_expired_session_goes_to_the_sign_in_page(page, site):
     )
     assert "token=" not in page.url
     screenshot(page, "session-expired")
+
+
+# The access token of short_site lives this long; the server accepts a token
+# for its leeway (session_tokens.LEEWAY_SECONDS) past that.
+SHORT_TOKEN_SECONDS = 2
+PAST_A_SHORT_TOKEN = SHORT_TOKEN_SECONDS + 10 + 1.5
+
+
+@pytest.fixture
+def short_site(tmp_path):
+    """gunicorn whose page tokens expire after SHORT_TOKEN_SECONDS."""
+    url = f"sqlite:///{tmp_path / 'short.db'}"
+    app = make_app(url)
+    AuthActions(app, app.test_client()).create_user("alice")
+    env = {
+        "SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": url,
+        "TOKEN_TTL_SECONDS": str(SHORT_TOKEN_SECONDS),
+        **FREQUENT_SIGN_INS,
+    }
+    with LiveServer(env) as server:
+        yield server
+    empty_tables(app)
+
+
+def test_kept_signed_in_the_pages_go_on_past_the_tokens_life(page, short_site):
+    sign_in(page, short_site, remember=True)
+    expect(page.get_by_role("heading", name="Upload a file")).to_be_visible()
+    first = page.url
+    page.get_by_role("link", name="API tokens").click()
+    page.wait_for_load_state("load")
+    time.sleep(PAST_A_SHORT_TOKEN)
+    # The page's token has expired: the form does nothing, and the page it
+    # came back to (renewed, never the sign-in page) says to submit again.
+    page.get_by_label("Name").fill("backup script")
+    page.get_by_role("button", name="Create token").click()
+    page.wait_for_load_state("load")
+    expect(page.get_by_role("heading", name="API tokens")).to_be_visible()
+    expect(page.locator(".flash-error")).to_contain_text("Please submit again")
+    expect(page.get_by_text("backup script")).to_have_count(0)
+    page.get_by_label("Name").fill("backup script")
+    page.get_by_role("button", name="Create token").click()
+    page.wait_for_load_state("load")
+    expect(page.locator("td.name", has_text="backup script")).to_have_count(1)
+    # A link of a page left open past the token's life opens its page too.
+    time.sleep(PAST_A_SHORT_TOKEN)
+    page.get_by_role("link", name="Files", exact=True).click()
+    page.wait_for_load_state("load")
+    expect(page.get_by_role("heading", name="Upload a file")).to_be_visible()
+    assert "token=" in page.url and page.url != first
+    # Signing out ends it: an old page's link now leads to the sign-in page.
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_load_state("load")
+    page.goto(first)
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 
 def test_hostile_filename_is_shown_as_text(page, site):

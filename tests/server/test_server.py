@@ -8,6 +8,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import jwt
 import pytest
 import requests
 
@@ -358,6 +359,52 @@ def test_concurrent_refreshes_of_one_token_let_exactly_one_through(server):
     statuses = sorted(status for status, _ in answers)
     assert statuses == [200] + [401] * (CONCURRENT_REFRESHES - 1), answers
     assert all(body == {"message": "Token revoked"} for s, body in answers if s == 401)
+    assert "Traceback" not in server.output_so_far()
+
+
+def test_tabs_renewing_at_once_all_come_back_signed_in(server):
+    # A browser restoring its tabs renews them all at the same moment with
+    # the one renewal cookie: none of them may look like a stolen copy.
+    signed_in = requests.post(
+        server.url + "/login",
+        data={"username": "alice", "password": PASSWORD, "remember": "1"},
+        headers={"Accept": "text/html"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert signed_in.status_code == 303
+    cookie = signed_in.cookies["lockbox_renew"]
+    barrier = threading.Barrier(CONCURRENT_REFRESHES)
+
+    def renew(_):
+        barrier.wait()
+        return requests.get(
+            server.url + "/renew?next=/",
+            cookies={"lockbox_renew": cookie},
+            headers={"Accept": "text/html"},
+            allow_redirects=False,
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(CONCURRENT_REFRESHES) as pool:
+        answers = list(pool.map(renew, range(CONCURRENT_REFRESHES)))
+    places = [answer.headers["Location"].partition("?")[0] for answer in answers]
+    assert places == ["/"] * CONCURRENT_REFRESHES, places
+    successors = {
+        jwt.decode(a.cookies["lockbox_renew"], options={"verify_signature": False})[
+            "jti"
+        ]
+        for a in answers
+    }
+    assert len(successors) == 1
+    for answer in answers:
+        token = answer.headers["Location"].partition("token=")[2].partition("&")[0]
+        assert (
+            requests.get(
+                server.url + "/files", headers=bearer(token), timeout=30
+            ).status_code
+            == 200
+        )
     assert "Traceback" not in server.output_so_far()
 
 
