@@ -16,6 +16,7 @@ from flask import (
     flash,
     g,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -23,9 +24,18 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from authentication import check_for_token
+import caller
+from authentication import check_for_token, cookie_secure
 from errors import ApiError, no_content, wants_html
-from personal_tokens import create_access_token, revoke, tokens_of
+from personal_tokens import (
+    NEW_TOKEN_COOKIE,
+    SHOWN_ONCE_SECONDS,
+    create_access_token,
+    revoke,
+    seal_new_token,
+    tokens_of,
+    unseal_new_token,
+)
 from request_data import load_or_400, request_body
 from schemas import (
     SCOPES,
@@ -78,7 +88,8 @@ def create_token() -> ResponseReturnValue:
           content:
             application/json:
               schema: NewAccessTokenSchema
-            text/html: {}
+        303:
+          description: A browser, sent to the tokens page that shows it once
         403: Forbidden
         409:
           description: The account holds as many tokens as it may
@@ -92,10 +103,19 @@ def create_token() -> ResponseReturnValue:
     except ValueError as error:
         raise ApiError(400, str(error)) from None
     if wants_html():
-        page = render_template(
-            "tokens.html", tokens=tokens_of(g.user), new_token=token, scopes=SCOPES
+        # On to the tokens page, which shows the token once: a reload of
+        # that page makes no second one.
+        response = redirect(url_for("access_tokens.list_tokens"), 303)
+        response.set_cookie(
+            NEW_TOKEN_COOKIE,
+            seal_new_token(access_token, token),
+            max_age=SHOWN_ONCE_SECONDS,
+            path=url_for("access_tokens.list_tokens", token=None),
+            secure=cookie_secure(),
+            httponly=True,
+            samesite="Strict",
         )
-        return page, 201, {"Cache-Control": "no-store"}
+        return response
     body = new_access_token_schema.dump(access_token) | {"token": token}
     return jsonify(body), 201, {"Cache-Control": "no-store"}
 
@@ -116,9 +136,26 @@ def list_tokens() -> ResponseReturnValue:
         403: Forbidden
     """
     tokens = tokens_of(g.user)
-    if wants_html():
-        return render_template("tokens.html", tokens=tokens, scopes=SCOPES)
-    return jsonify(access_token_list_schema.dump({"items": tokens}))
+    if not wants_html():
+        return jsonify(access_token_list_schema.dump({"items": tokens}))
+    sealed = caller.new_token_cookie()
+    new_token = unseal_new_token(sealed, g.user) if sealed else None
+    response = make_response(
+        render_template(
+            "tokens.html", tokens=tokens, scopes=SCOPES, new_token=new_token
+        )
+    )
+    if sealed:
+        # Shown this once: the next view of the page has nothing to show.
+        response.delete_cookie(
+            NEW_TOKEN_COOKIE,
+            path=url_for("access_tokens.list_tokens", token=None),
+            secure=cookie_secure(),
+            httponly=True,
+            samesite="Strict",
+        )
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.delete(f"/tokens/{TOKEN_ID}")

@@ -121,8 +121,8 @@ def this_page() -> str:
     return safe_target(caller.page_address())
 
 
-def _cookie_secure() -> bool:
-    """The renewal cookie is Secure over HTTPS, or when configured so."""
+def cookie_secure() -> bool:
+    """Lockbox's own cookies are Secure over HTTPS, or when configured so."""
     return bool(current_app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
 
 
@@ -135,7 +135,7 @@ def set_renewal_cookie(response: BaseResponse, refresh_token: str, keep: bool) -
         refresh_token,
         max_age=current_app.config["REFRESH_TTL_SECONDS"] if keep else None,
         path=url_for("auth.renew"),
-        secure=_cookie_secure(),
+        secure=cookie_secure(),
         httponly=True,
         samesite="Lax",
     )
@@ -146,7 +146,7 @@ def end_renewal_cookie(response: BaseResponse) -> None:
     response.delete_cookie(
         RENEW_COOKIE,
         path=url_for("auth.renew"),
-        secure=_cookie_secure(),
+        secure=cookie_secure(),
         httponly=True,
         samesite="Lax",
     )

@@ -173,6 +173,12 @@ def page_address() -> str:
     return request.path + (f"?{urlencode(query)}" if query else "")
 
 
+def new_token_cookie() -> str:
+    """The sealed new API token the page after the token form carries
+    (personal_tokens.seal_new_token), or ""."""
+    return request.cookies.get(personal_tokens.NEW_TOKEN_COOKIE, "")
+
+
 def token_in_url() -> bool:
     """Whether the URL carries a token (its answer must not be stored)."""
     # The raw query string is searched first: parsing it costs more, and

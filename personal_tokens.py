@@ -7,11 +7,15 @@ owner who signed out everywhere or changed their password is no longer
 trusted (credentials.owner_still_trusts), nor one past its expiry.
 """
 
+import base64
 import re
 import secrets
 import zlib
 from datetime import timedelta
 
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from sqlalchemy import bindparam
 from sqlalchemy.exc import DBAPIError
@@ -178,3 +182,44 @@ def revoke(user: User, token_id: int) -> AccessToken:
 
 # Wherever one appears in a log line, sent any way at all.
 logs.redact_secret(re.compile(r"(lbx_)[A-Za-z0-9]{8,}"))
+
+
+# A token made with the page's form is shown by the page its redirect leads to
+# (post/redirect/get: a reload makes no second token). It travels there in a
+# cookie of its own, sealed with Fernet (AES-CBC and HMAC-SHA256) under a key
+# derived from SECRET_KEY: the browser holds ciphertext that opens nothing,
+# good for SHOWN_ONCE_SECONDS and taken back by the one page view that shows
+# it.
+NEW_TOKEN_COOKIE = "lockbox_new_token"
+SHOWN_ONCE_SECONDS = 120
+
+
+def _sealer() -> Fernet:
+    """The Fernet key of new tokens on their way to the page, from SECRET_KEY."""
+    secret = current_app.config["SECRET_KEY"]
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"lockbox new token"
+    ).derive(secret.encode() if isinstance(secret, str) else secret)
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def seal_new_token(access_token: AccessToken, token: str) -> str:
+    """``token``, just made as ``access_token``, sealed for its one showing."""
+    sealed = _sealer().encrypt(f"{access_token.id}:{token}".encode("ascii"))
+    return sealed.decode("ascii")
+
+
+def unseal_new_token(sealed: str, user: User) -> str | None:
+    """The new token a sealed cookie holds, if it is ``user``'s, still exists
+    and was made less than SHOWN_ONCE_SECONDS ago; else None."""
+    try:
+        plain = _sealer().decrypt(sealed.encode("ascii"), ttl=SHOWN_ONCE_SECONDS)
+        token_id, _, token = plain.decode("ascii").partition(":")
+        access_token = db.session.get(AccessToken, int(token_id))
+    except (InvalidToken, UnicodeError, ValueError):
+        return None
+    if access_token is None or access_token.user_id != user.id:
+        return None
+    if access_token.token_hash != access_token_hash(token):
+        return None
+    return token

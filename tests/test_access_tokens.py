@@ -3,6 +3,7 @@ stored as a hash, and ended by revocation, expiry, signing out everywhere, a
 new password or the account's deletion."""
 
 import re
+import time
 import zlib
 from datetime import datetime, timedelta
 
@@ -335,19 +336,63 @@ def test_the_tokens_page_makes_shows_once_and_revokes(client, token):
         },
         headers=HTML,
     )
-    assert made.status_code == 201
-    text = made.get_data(as_text=True)
+    # Post/redirect/get: the answer is a redirect to the page that shows it.
+    assert made.status_code == 303
+    assert made.headers["Location"] == f"/tokens?token={token}"
+    # The browser carries it there sealed: the token is nowhere in the clear.
+    cookie = made.headers["Set-Cookie"]
+    assert cookie.startswith("lockbox_new_token=") and "lbx_" not in cookie
+    assert "HttpOnly" in cookie and "Path=/tokens" in cookie and "Max-Age=120" in cookie
+    shown = client.get(made.headers["Location"], headers=HTML)
+    text = shown.get_data(as_text=True)
     value = re.search(r'value="(lbx_[0-9A-Za-z]{46})"', text)[1]
-    assert "shown this once" in text and made.headers["Cache-Control"] == "no-store"
+    assert "shown this once" in text and shown.headers["Cache-Control"] == "no-store"
     assert client.get("/files", headers=bearer(value)).status_code == 200
+    # A reload makes no second token, and no longer shows this one.
     again = client.get(f"/tokens?token={token}", headers=HTML).get_data(as_text=True)
     assert value not in again and value[:12] in again and "backup" in again
+    assert len(client.get("/tokens", headers=bearer(token)).get_json()["items"]) == 1
     listed = client.get("/tokens", headers=bearer(token)).get_json()["items"]
     revoked = client.post(
         f"/tokens/{listed[0]['id']}/revoke?token={token}", headers=HTML
     )
     assert revoked.status_code == 303
     assert client.get("/files", headers=bearer(value)).status_code == 401
+
+
+def test_a_sealed_new_token_shows_only_to_its_owner_and_only_fresh(
+    app, client, auth, token, monkeypatch
+):
+    made = client.post(
+        f"/tokens?token={token}",
+        data={"name": "backup", "scopes": "files:read"},
+        headers=HTML,
+    )
+    sealed = made.headers["Set-Cookie"].split(";")[0].partition("=")[2]
+    # Bob, handed alice's sealed cookie, sees nothing.
+    auth.create_user("bob")
+    bob = app.test_client()
+    bob.set_cookie("lockbox_new_token", sealed, path="/tokens")
+    page = bob.get(f"/tokens?token={auth.token('bob')}", headers=HTML)
+    assert 'id="new-token"' not in page.get_data(as_text=True)
+    # Nor does alice once the seal is older than two minutes, nor a forged one.
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 121)
+    late = app.test_client()
+    late.set_cookie("lockbox_new_token", sealed, path="/tokens")
+    page = late.get(f"/tokens?token={token}", headers=HTML)
+    assert 'id="new-token"' not in page.get_data(as_text=True)
+    monkeypatch.setattr(time, "time", real_time)
+    forged = app.test_client()
+    forged.set_cookie("lockbox_new_token", sealed[:-4] + "AAAA", path="/tokens")
+    page = forged.get(f"/tokens?token={token}", headers=HTML)
+    assert page.status_code == 200
+    assert 'id="new-token"' not in page.get_data(as_text=True)
+    # Alice's own, in time, shows.
+    fresh = app.test_client()
+    fresh.set_cookie("lockbox_new_token", sealed, path="/tokens")
+    page = fresh.get(f"/tokens?token={token}", headers=HTML)
+    assert 'id="new-token"' in page.get_data(as_text=True)
 
 
 def test_a_bad_form_on_the_tokens_page_is_a_readable_400(client, token):
