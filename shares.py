@@ -47,7 +47,7 @@ from werkzeug.wrappers import Response as BaseResponse
 import caller
 import rate_limits
 import storage
-from authentication import check_for_token
+from authentication import check_for_token, cookie_secure
 from downloads import file_response
 from errors import ApiError, no_content, wants_html
 from models import MAX_INT_ID, Share, StoredFile, User, db, utcnow
@@ -396,7 +396,7 @@ def _set_unlock_cookie(response: BaseResponse, share: Share, link: str) -> None:
         unlock_cookie_value(share),
         max_age=UNLOCK_SECONDS,
         path=url_for("shares.share_page", link=link),
-        secure=request.is_secure or current_app.config["SESSION_COOKIE_SECURE"],
+        secure=cookie_secure(),
         httponly=True,
         samesite="Strict",
     )
@@ -471,7 +471,7 @@ def _hand_over_claim(response: BaseResponse, claim: str, link: str) -> None:
         claim,
         max_age=current_app.config["SHARE_RESUME_SECONDS"],
         path=path,
-        secure=request.is_secure or current_app.config["SESSION_COOKIE_SECURE"],
+        secure=cookie_secure(),
         httponly=True,
         samesite="Lax",
     )
