@@ -18,14 +18,15 @@ from storage import read_range
 DISPOSITION_UNSAFE_RE = re.compile(r"[^A-Za-z0-9 !#$&'()+,.;=@\[\]^_`{}~-]")
 
 
-def content_disposition(filename: str) -> str:
-    """An RFC 6266 attachment header: an ASCII ``filename`` and, when needed,
-    ``filename*`` in UTF-8. No quote, backslash or control character gets through."""
+def content_disposition(filename: str, disposition: str = "attachment") -> str:
+    """An RFC 6266 header (an attachment, or ``inline``): an ASCII ``filename``
+    and, when needed, ``filename*`` in UTF-8. No quote, backslash or control
+    character gets through."""
     fallback = (
         unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
     )
     fallback = DISPOSITION_UNSAFE_RE.sub("_", fallback).strip() or "download"
-    value = f'attachment; filename="{fallback}"'
+    value = f'{disposition}; filename="{fallback}"'
     if fallback != filename:
         value += "; filename*=UTF-8''" + quote(filename, safe="")
     return value
@@ -73,17 +74,23 @@ def _last_modified(stored_file: StoredFile) -> datetime:
 def file_response(
     stored_file: StoredFile,
     transfer: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
+    inline_as: str | None = None,
 ) -> Response:
     """A streamed response with a file's bytes, whole or one range, or a 304.
 
     ``transfer``, when given, is called with the body about to be sent (a
     whole file or a range) and returns the body to send: share links count
     their downloads this way. Never for HEAD, a 304 or a 416.
+
+    ``inline_as``: shown in the page as this type (previews.inline_type)
+    rather than saved as an attachment in its stored type; still sandboxed
+    and never sniffed.
     """
     etag = stored_file.sha256
     assert etag is not None  # every finished file has its digest
+    disposition = "attachment" if inline_as is None else "inline"
     headers = {
-        "Content-Disposition": content_disposition(stored_file.filename),
+        "Content-Disposition": content_disposition(stored_file.filename, disposition),
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "sandbox",
         "Accept-Ranges": "bytes",
@@ -92,7 +99,7 @@ def file_response(
     # content_type, not mimetype: Flask would add "charset=utf-8" to text types,
     # a claim about bytes Lockbox never looked at.
     response = current_app.response_class(
-        content_type=stored_file.content_type, headers=headers
+        content_type=inline_as or stored_file.content_type, headers=headers
     )
     response.set_etag(etag)
     response.last_modified = _last_modified(stored_file)

@@ -27,6 +27,7 @@ from downloads import file_response
 from errors import no_content, wants_html
 from models import StoredFile, db, retry_on_conflict
 from multipart import UploadReceiver
+from previews import asked_inline, preview_kind
 from quotas import account_usage
 from request_data import load_or_400
 from schemas import (
@@ -342,7 +343,9 @@ def download_file(file_id: int) -> ResponseReturnValue:
     """The file's bytes; Range, If-Range and If-None-Match honoured.
     ---
     get:
-      parameters: [FileId]
+      parameters:
+      - FileId
+      - Inline
       responses:
         200:
           description: The whole file, in its stored content type
@@ -362,4 +365,28 @@ def download_file(file_id: int) -> ResponseReturnValue:
               schema: ErrorSchema
     """
     stored_file = owned_file_or_404(file_id)
-    return file_response(stored_file)
+    return file_response(stored_file, inline_as=asked_inline(stored_file))
+
+
+@bp.get("/files/<int:file_id>/preview")
+@check_for_token(scope="files:read")
+def preview_file(file_id: int) -> ResponseReturnValue:
+    """A file's page: the file shown (an image, a film, a sound, a PDF or
+    text), its details and its Download and Share buttons (HTML).
+    ---
+    get:
+      parameters: [FileId]
+      responses:
+        200:
+          description: The page
+          content:
+            text/html: {}
+        404: NotFound
+    """
+    stored_file = owned_file_or_404(file_id)
+    return render_template(
+        "preview.html",
+        file=stored_file,
+        kind=preview_kind(stored_file),
+        src=url_for("files.download_file", file_id=file_id, inline=1),
+    )

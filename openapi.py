@@ -182,6 +182,18 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "description": "The share link's token, from its url",
         },
     )
+    spec.components.parameter(
+        "Inline",
+        "query",
+        {
+            "name": "inline",
+            "required": False,
+            "schema": {"type": "string", "enum": ["1"]},
+            "description": "Show the file in a page (Content-Disposition: inline)"
+            " when its type is one a page may show (images, video, audio, PDF;"
+            " text of every kind as text/plain); any other file downloads",
+        },
+    )
     for name, parameter in TUS_PARAMETERS.items():
         spec.components.parameter(name, "header", parameter)
     spec.components.parameter(

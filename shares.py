@@ -16,8 +16,8 @@ What counts against ``max_downloads``: a download takes its count when its
 first byte is about to go out (whole file or a range, claimed atomically, so
 that of two last downloads at once exactly one is sent) and never gives it
 back, however little of the file it sent. The answer hands the client a
-claim, as a cookie scoped to the link's download URL and, for clients that
-keep no cookies, in a ``Content-Location`` URL (``?claim=...``). For
+claim, as a cookie scoped to the link (its page and its download) and, for
+clients that keep no cookies, in a ``Content-Location`` URL (``?claim=...``). For
 SHARE_RESUME_SECONDS the client holding the claim fetches any ranges of the
 file (resumes, the whole file again) without counting and without the
 password, even once the link is used up; anyone else needs a count of their
@@ -51,6 +51,7 @@ from authentication import check_for_token, cookie_secure
 from downloads import file_response
 from errors import ApiError, no_content, wants_html
 from models import MAX_INT_ID, Share, StoredFile, User, db, utcnow
+from previews import asked_inline, preview_kind
 from request_data import load_or_400, request_body
 from schemas import (
     share_list_schema,
@@ -352,7 +353,9 @@ def share_page(link: str) -> ResponseReturnValue:
     """
     access = g.caller.record
     share, stored_file, owner = access.share, access.stored_file, access.owner
-    if status_of(share, owner) == "used_up":
+    if status_of(share, owner) == "used_up" and not access.claimed:
+        # The visitor whose download (or preview) used it up still sees it
+        # while their claim lasts.
         raise ApiError(410, GONE["used_up"])
     if request.method == "POST" and access.unlocked:
         response = redirect(url_for("shares.share_page", link=link), 303)
@@ -385,7 +388,21 @@ def _details(
         "download_url": url_for("shares.share_download", link=link, _external=True),
     }
     if wants_html():
-        return render_template("share.html", locked=False, link=link, **details)
+        kind = preview_kind(stored_file)
+        # A link with a download limit shows its file only when asked: the
+        # preview takes the visitor's download (and its claim, so that the
+        # download after it is the same one).
+        asked = request.args.get("preview") == "1" or g.caller.record.claimed
+        shown = kind is not None and (share.max_downloads is None or asked)
+        return render_template(
+            "share.html",
+            locked=False,
+            link=link,
+            kind=kind if shown else None,
+            can_preview=kind is not None,
+            src=url_for("shares.share_download", link=link, inline=1),
+            **details,
+        )
     return jsonify(shared_file_schema.dump(details))
 
 
@@ -415,6 +432,7 @@ def share_download(link: str) -> Response:
       - sharePassword: []
       parameters:
       - Link
+      - Inline
       - name: claim
         in: query
         required: false
@@ -448,29 +466,30 @@ def share_download(link: str) -> Response:
     """
     access = g.caller.record
     share, stored_file, owner = access.share, access.stored_file, access.owner
+    inline_as = asked_inline(stored_file)
     if access.claimed:
-        return file_response(stored_file)
+        return file_response(stored_file, inline_as=inline_as)
     if status_of(share, owner) == "used_up":
         raise ApiError(410, GONE["used_up"])
     if not access.unlocked:
         message = WRONG_PASSWORD if access.wrong_password else PASSWORD_NEEDED
         raise ApiError(401, message, SHARE_CHALLENGE)
     counter = DownloadCounter(share)
-    response = file_response(stored_file, transfer=counter)
+    response = file_response(stored_file, transfer=counter, inline_as=inline_as)
     if counter.claim is not None:
         _hand_over_claim(response, counter.claim, link)
     return response
 
 
 def _hand_over_claim(response: BaseResponse, claim: str, link: str) -> None:
-    """Give the client that took a count its claim: a cookie for browsers,
+    """Give the client that took a count its claim: a cookie for browsers
+    (sent to the link's page too, which then shows the file to its holder),
     and the URL to resume from for clients without cookies (curl)."""
-    path = url_for("shares.share_download", link=link)
     response.set_cookie(
         CLAIM_COOKIE,
         claim,
         max_age=current_app.config["SHARE_RESUME_SECONDS"],
-        path=path,
+        path=url_for("shares.share_page", link=link),
         secure=cookie_secure(),
         httponly=True,
         samesite="Lax",

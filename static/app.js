@@ -172,8 +172,13 @@
   function addRow(file) {
     const tr = document.createElement("tr");
     tr.dataset.fileId = file.id;
+    const name = cell("", "name", "Name");
+    const open = document.createElement("a");
+    open.href = withToken("/files/" + file.id + "/preview");
+    open.textContent = file.filename;
+    name.append(open);
     tr.append(
-      cell(file.filename, "name", "Name"),
+      name,
       cell(file.description, "description", "Description"),
       cell(humanSize(file.size), "num", "Size"),
     );

@@ -788,3 +788,28 @@ def download_digest(url, token, file_id, timeout=300) -> tuple[int, str]:
         for piece in answer.iter_content(MIB):
             digest.update(piece)
         return answer.status_code, digest.hexdigest()
+
+
+def live_upload(server, token, name, content, content_type=None) -> int:
+    """Upload a file to a live server through the API; the new file's id."""
+    part = (name, content) if content_type is None else (name, content, content_type)
+    answer = requests.post(
+        server.url + "/upload",
+        files={"inputFile": part},
+        headers=bearer(token),
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"]
+
+
+def live_share(server, token, file_id, **settings) -> dict:
+    """A new share link to a file on a live server; the answer's JSON."""
+    answer = requests.post(
+        f"{server.url}/files/{file_id}/shares",
+        json=settings,
+        headers=bearer(token),
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()

@@ -438,7 +438,7 @@ def test_each_download_takes_one_count_and_its_client_resumes_it_freely(
     assert row.downloads == 1 and row.last_download_at is not None
     cookie = first.headers["Set-Cookie"]
     assert cookie.startswith("lockbox_claim=") and "HttpOnly" in cookie
-    assert f"Path={path}" in cookie and "Max-Age=86400" in cookie
+    assert f"Path={link_path(share)};" in cookie and "Max-Age=86400" in cookie
     # The client that took the count fetches any ranges, the whole file
     # again too, without counting again.
     for start in (10, 1000, 2999):

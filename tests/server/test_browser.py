@@ -1,12 +1,17 @@
 """The pages in a real browser: headless Chromium driven by Playwright."""
 
+import base64
 import contextlib
 import hashlib
+import io
+import math
 import os
 import re
 import signal
+import struct
 import time
 import uuid
+import wave
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,6 +27,8 @@ from helpers import (
     AuthActions,
     empty_tables,
     expired_token,
+    live_share,
+    live_upload,
     make_app,
 )
 from models import User, db
@@ -949,3 +956,161 @@ def test_sign_in_upload_share_and_sign_out_with_the_keyboard_alone(page, site):
     with page.expect_navigation():
         page.keyboard.press("Enter")
     expect(page.locator(".flash-success")).to_have_text("You are signed out")
+
+
+# --- previews -------------------------------------------------------------------
+
+
+def sample_files(browser) -> dict[str, tuple[bytes, str]]:
+    """One file of each kind a page shows: name -> (bytes, content type). The
+    picture, the PDF and the film are made by Chromium itself."""
+    page = browser.new_page()
+    try:
+        page.set_content(
+            "<body style='background:#2456d6;color:#fff;font:48px sans-serif'>"
+            "<h1>Lockbox preview</h1></body>"
+        )
+        picture = page.screenshot()
+        document = page.pdf()
+        film = base64.b64decode(page.evaluate(RECORD_A_FILM))
+    finally:
+        page.close()
+    sound = io.BytesIO()
+    with wave.open(sound, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        tone = (int(8000 * math.sin(2 * math.pi * 440 * n / 8000)) for n in range(4000))
+        out.writeframes(b"".join(struct.pack("<h", v) for v in tone))
+    return {
+        "picture.png": (picture, "image/png"),
+        "film.webm": (film, "video/webm"),
+        "sound.wav": (sound.getvalue(), "audio/wav"),
+        "document.pdf": (document, "application/pdf"),
+        "notes.txt": (b"Shopping list\n- bread\n- milk\n", "text/plain"),
+    }
+
+
+# Half a second of a canvas, recorded as WebM by the browser.
+RECORD_A_FILM = """async () => {
+  const canvas = document.createElement("canvas");
+  canvas.width = 160; canvas.height = 120;
+  const context = canvas.getContext("2d");
+  const stream = canvas.captureStream(25);
+  const recorder = new MediaRecorder(stream, {mimeType: "video/webm"});
+  const parts = [];
+  recorder.ondataavailable = (event) => parts.push(event.data);
+  const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+  recorder.start();
+  for (let frame = 0; frame < 15; frame += 1) {
+    context.fillStyle = frame % 2 ? "#2456d6" : "#17663a";
+    context.fillRect(0, 0, 160, 120);
+    await new Promise((resolve) => setTimeout(resolve, 40));
+  }
+  recorder.stop();
+  await stopped;
+  const bytes = new Uint8Array(await new Blob(parts).arrayBuffer());
+  let text = "";
+  bytes.forEach((byte) => { text += String.fromCharCode(byte); });
+  return btoa(text);
+}"""
+
+
+def alice_token(site) -> str:
+    """A fresh API session token of alice's."""
+    answer = requests.get(site.url + "/login", auth=("alice", PASSWORD), timeout=30)
+    return answer.json()["token"]
+
+
+def until(probe, what, timeout=15.0):
+    """Wait until ``probe()`` is true (a media element is ready...)."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def assert_previewed(page, name):
+    """The file of this sample's kind is shown in the page, for real."""
+    if name.endswith(".png"):
+        picture = page.locator("img.preview-media")
+        until(lambda: picture.evaluate("i => i.complete && i.naturalWidth") > 0, name)
+    elif name.endswith((".webm", ".wav")):
+        media = page.locator("video.preview-media, audio.preview-audio")
+        until(lambda: media.evaluate("m => m.readyState") >= 1, name)
+        assert media.evaluate("m => m.error === null")
+    elif name.endswith(".pdf"):
+        expect(page.locator(".preview-pdf")).to_have_attribute("data-rendered", "1")
+        expect(page.locator(".preview-pdf canvas")).to_have_count(1)
+        expect(page.locator(".pdf-note")).to_have_text("1 page")
+    else:
+        text = page.frame_locator("iframe.preview-text").locator("body")
+        expect(text).to_contain_text("Shopping list")
+
+
+def test_each_kind_of_file_shows_on_its_page_and_on_its_share_page(browser, page, site):
+    token = alice_token(site)
+    sign_in(page, site)
+    for name, (content, content_type) in sample_files(browser).items():
+        file_id = live_upload(site, token, name, content, content_type)
+        page.get_by_role("link", name="Files", exact=True).click()
+        page.wait_for_load_state("load")
+        row_for(page, name).get_by_role("link", name=name, exact=True).click()
+        page.wait_for_load_state("load")
+        expect(page.get_by_role("heading", name=name)).to_be_visible()
+        assert_previewed(page, name)
+        screenshot(page, f"preview-{name.replace('.', '-')}")
+        link = live_share(site, token, file_id)["url"]
+        visitor = browser.new_context()
+        try:
+            shared = visitor.new_page()
+            shared.goto(link)
+            expect(shared.get_by_role("heading", name=name)).to_be_visible()
+            assert_previewed(shared, name)
+        finally:
+            visitor.close()
+
+
+HOSTILE = {
+    "evil.html": (
+        b"<script>document.title='pwned';alert('html')</script>"
+        b"<img src=x onerror=\"alert('img')\">",
+        "text/html",
+    ),
+    "evil.svg": (
+        b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(\'svg\')">'
+        b"<script>alert('svg script')</script></svg>",
+        "image/svg+xml",
+    ),
+}
+
+
+def test_hostile_html_and_svg_never_run_whatever_way_they_are_opened(browser, site):
+    token = alice_token(site)
+    context = browser.new_context()
+    page = context.new_page()
+    dialogs = []
+    context.on("page", lambda opened: opened.on("dialog", dialogs.append))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog), dialog.dismiss()))
+    try:
+        for name, (content, content_type) in HOSTILE.items():
+            file_id = live_upload(site, token, name, content, content_type)
+            link = live_share(site, token, file_id)["url"]
+            inline = f"{site.url}/files/{file_id}/download?inline=1&token={token}"
+            for url in (
+                f"{site.url}/files/{file_id}/preview?token={token}",
+                link,
+                inline,
+                link + "/download?inline=1",
+            ):
+                page.goto(url)
+                page.wait_for_load_state("load")
+                time.sleep(0.3)
+                assert page.title() != "pwned", url
+            # The page shows the source as text.
+            page.goto(f"{site.url}/files/{file_id}/preview?token={token}")
+            source = page.frame_locator("iframe.preview-text").locator("body")
+            expect(source).to_contain_text("<script>")
+        assert dialogs == []
+    finally:
+        context.close()

@@ -9,33 +9,17 @@ from urllib.parse import urlsplit
 
 import requests
 
-from helpers import bearer, random_bytes, sign_in
+from helpers import bearer, live_share, live_upload, random_bytes, sign_in
 
 CONTENT = random_bytes(256 * 1024, seed=21)
 
 
 def upload(server, token) -> int:
     """Alice uploads CONTENT; the new file's id."""
-    answer = requests.post(
-        server.url + "/upload",
-        files={"inputFile": ("shared.bin", CONTENT)},
-        headers=bearer(token),
-        timeout=30,
-    )
-    assert answer.status_code == 201, answer.text
-    return answer.json()["id"]
+    return live_upload(server, token, "shared.bin", CONTENT)
 
 
-def make_share(server, token, file_id, **settings) -> dict:
-    """A new link to the file."""
-    answer = requests.post(
-        f"{server.url}/files/{file_id}/shares",
-        json=settings,
-        headers=bearer(token),
-        timeout=10,
-    )
-    assert answer.status_code == 201, answer.text
-    return answer.json()
+make_share = live_share
 
 
 def test_of_concurrent_last_downloads_exactly_one_succeeds(server):
