@@ -5,9 +5,11 @@
 //
 // Run from the checkout's root, so that node_modules is found. PAGES_JSON is
 // a list of {name, url}. Each page is checked at a phone's and a desktop's
-// width, in the light and the dark theme. Prints one JSON object: for each
+// width, in the light and the dark theme, and kept as a screenshot in
+// test-artifacts/ (NAME-WIDTH-THEME.png). Prints one JSON object: for each
 // page, width and theme checked, its violations (rule id, impact, help, and
 // the first few elements each rule found).
+import { mkdirSync } from 'node:fs'
 import { AxeBuilder } from '@axe-core/playwright'
 import { chromium } from 'playwright-core'
 
@@ -21,6 +23,7 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
     '--disable-component-update', '--no-first-run']
 })
+mkdirSync('test-artifacts', { recursive: true })
 const results = []
 try {
   for (const [sizeName, viewport] of Object.entries(SIZES)) {
@@ -29,6 +32,12 @@ try {
       const page = await context.newPage()
       for (const { name, url } of pages) {
         await page.goto(url)
+        await page.waitForLoadState('networkidle')
+        const slug = name.replace(/[^a-z0-9]+/gi, '-')
+        await page.screenshot({
+          path: `test-artifacts/${slug}-${sizeName}-${theme}.png`,
+          fullPage: true
+        })
         const found = await new AxeBuilder({ page }).withTags(TAGS).analyze()
         results.push({
           page: name,

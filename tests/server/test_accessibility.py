@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from harness.server import ROOT
-from helpers import PASSWORD, bearer
+from helpers import PASSWORD, bearer, live_share, live_upload
 
 AXE = Path(__file__).with_name("axe_pages.mjs")
 
@@ -41,6 +41,10 @@ def pages_of(site) -> list[dict]:
         return answer.json()["url"]
 
     open_link, locked_link = share(), share(password="correct horse")
+    picture = (ROOT / "docs" / "screenshots" / "files-phone.png").read_bytes()
+    picture_id = live_upload(site, token, "phone.png", picture, "image/png")
+    notes_id = live_upload(site, token, "notes.txt", b"Milk\nBread\n", "text/plain")
+    one_time = live_share(site, token, picture_id, max_downloads=1)["url"]
     requests.post(
         site.url + "/tokens",
         json={"name": "backup", "scopes": ["files:read"]},
@@ -55,10 +59,18 @@ def pages_of(site) -> list[dict]:
         {"name": "share", "url": open_link},
         {"name": "locked share", "url": locked_link},
         {"name": "error", "url": site.url + "/s/" + "x" * 60},
+        {
+            "name": "picture",
+            "url": f"{site.url}/files/{picture_id}/preview?token={token}",
+        },
+        {"name": "text", "url": f"{site.url}/files/{notes_id}/preview?token={token}"},
+        {"name": "one-time share", "url": one_time},
     ]
 
 
 def test_no_page_breaks_a_wcag_rule(sqlite_site):
+    # Each page checked is also kept as a picture in test-artifacts/, at each
+    # width and in each theme, for people to look at.
     pages = pages_of(sqlite_site)
     done = subprocess.run(
         ["node", str(AXE), json.dumps(pages)],

@@ -776,6 +776,12 @@ def test_every_page_fits_a_phone_and_its_tables_become_labelled_cards(
     # Each row's buttons say which file they act on.
     expect(row.get_by_role("button", name=f"Delete {name}")).to_have_count(1)
     screenshot(page, "phone-files")
+    # The file's own page, with its long name and digest.
+    row.get_by_role("link", name=name, exact=True).click()
+    page.wait_for_load_state("load")
+    assert_no_sideways_scroll(page, "file page")
+    page.go_back()
+    page.wait_for_load_state("load")
 
     row.get_by_role("link", name=f"Share {name}").click()
     page.locator("#create-share").click()
