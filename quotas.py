@@ -24,6 +24,7 @@ from flask import current_app
 from sqlalchemy import bindparam, case, func
 
 from errors import ApiError
+from formats import human_size
 from models import ResumableUpload, StoredFile, User, db, retry_on_conflict, utcnow
 
 # ``reserved`` of a file refused for room: it can never finish and holds
@@ -97,14 +98,18 @@ class NoRoom(ApiError):
 
 
 def over_quota(used: int, quota: int) -> NoRoom:
-    """The 413 of an account that has no room left, saying used and limit."""
-    return NoRoom(413, f"Storage quota exceeded: {used} of {quota} bytes used")
+    """The 413 of an account that has no room left, saying used and limit as
+    people read them, and in bytes for scripts."""
+    said = f"{human_size(used)} of {human_size(quota)} used"
+    return NoRoom(413, f"Storage quota exceeded: {said} ({used} of {quota} bytes)")
 
 
 def too_large() -> NoRoom:
     """The 413 of a file over MAX_FILE_SIZE."""
     limit = current_app.config["MAX_FILE_SIZE"]
-    return NoRoom(413, f"File too large: the limit is {limit} bytes")
+    return NoRoom(
+        413, f"File too large: the limit is {human_size(limit)} ({limit} bytes)"
+    )
 
 
 def reserve(stored_file: StoredFile, length: int) -> None:

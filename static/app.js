@@ -13,7 +13,7 @@
     return;
   }
   const fileInput = document.getElementById("inputFile");
-  const dropZone = document.getElementById("drop-zone");
+  const dropZone = document.getElementById("upload-card");
   const description = document.getElementById("description");
   const uploadButton = document.getElementById("upload-button");
   const pauseButton = document.getElementById("pause-button");
@@ -39,19 +39,40 @@
 
   document.querySelectorAll(".js-only").forEach((el) => { el.hidden = false; });
 
-  ["dragenter", "dragover"].forEach((name) => {
-    dropZone.addEventListener(name, (event) => {
-      event.preventDefault();
-      dropZone.classList.add("dragging");
-    });
+  // The whole upload card takes dropped files, and shows it while files are
+  // dragged over it; a drop starts their upload at once.
+  let dragDepth = 0;
+  const carriesFiles = (event) =>
+    !event.dataTransfer || Array.from(event.dataTransfer.types || []).includes("Files");
+  dropZone.addEventListener("dragenter", (event) => {
+    if (!carriesFiles(event)) {
+      return;
+    }
+    event.preventDefault();
+    dragDepth += 1;
+    dropZone.classList.add("dragging");
   });
-  ["dragleave", "drop"].forEach((name) => {
-    dropZone.addEventListener(name, () => dropZone.classList.remove("dragging"));
+  dropZone.addEventListener("dragover", (event) => {
+    if (carriesFiles(event)) {
+      event.preventDefault();
+    }
+  });
+  dropZone.addEventListener("dragleave", () => {
+    dragDepth = Math.max(dragDepth - 1, 0);
+    if (dragDepth === 0) {
+      dropZone.classList.remove("dragging");
+    }
   });
   dropZone.addEventListener("drop", (event) => {
     event.preventDefault();
-    if (event.dataTransfer.files.length) {
-      fileInput.files = event.dataTransfer.files;
+    dragDepth = 0;
+    dropZone.classList.remove("dragging");
+    if (!event.dataTransfer.files.length || uploadButton.disabled) {
+      return;
+    }
+    fileInput.files = event.dataTransfer.files;
+    if (form.requestSubmit) {
+      form.requestSubmit(uploadButton);
     }
   });
 
@@ -127,6 +148,22 @@
       unit += 1;
     }
     return (unit === 0 ? value : value.toFixed(1)) + " " + units[unit];
+  }
+
+  // How long is left at the current speed, as people say it.
+  function timeLeft(bytesLeft, bytesPerSecond) {
+    if (!(bytesPerSecond > 0) || bytesLeft <= 0) {
+      return "";
+    }
+    const seconds = Math.ceil(bytesLeft / bytesPerSecond);
+    if (seconds < 60) {
+      return " · " + seconds + " s left";
+    }
+    if (seconds < 3600) {
+      return " · " + Math.ceil(seconds / 60) + " min left";
+    }
+    const hours = Math.floor(seconds / 3600);
+    return " · " + hours + " h " + Math.ceil((seconds % 3600) / 60) + " min left";
   }
 
   function showResult(message, ok) {
@@ -257,6 +294,27 @@
       .catch(() => {});
   }
 
+  // Uploads a reload interrupted: choosing the same file again resumes it.
+  // Said at the page's start, and brought up to date as uploads finish.
+  function showInterrupted() {
+    if (!urlStorage) {
+      return;
+    }
+    urlStorage
+      .findAllUploads()
+      .then((unfinished) => {
+        const running = batch ? batch.uploads.filter((each) => !each.done).length : 0;
+        const waiting = unfinished.length - running;
+        resumeNote.hidden = waiting <= 0;
+        resumeNote.textContent =
+          waiting === 1
+            ? "1 upload was interrupted: choose the same file again to resume it."
+            : waiting +
+              " uploads were interrupted: choose the same files again to resume them.";
+      })
+      .catch(() => {});
+  }
+
   // One file's line in the list, and its upload.
   function FileUpload(file, note, onDone) {
     this.file = file;
@@ -276,7 +334,10 @@
     list.append(this.item);
 
     const self = this;
-    const started = performance.now();
+    // Speed counts the bytes sent since this page started sending (an upload
+    // resumed from the server's offset did not send the rest just now).
+    let started = null;
+    let startOffset = 0;
     this.upload = new window.tus.Upload(file, {
       endpoint: "/uploads",
       chunkSize: CHUNK_SIZE,
@@ -293,16 +354,40 @@
         }
       },
       onProgress(sent, total) {
+        if (started === null) {
+          started = performance.now();
+          startOffset = sent;
+        }
         self.sent = sent;
+        self.item.classList.remove("waiting");
         const seconds = Math.max((performance.now() - started) / 1000, 0.001);
+        const rate = (sent - startOffset) / seconds;
         const percent = total ? Math.floor((sent / total) * 100) : 100;
         self.bar.value = percent;
         self.state.textContent =
-          percent + " % · " + humanSize(sent / seconds) + "/s";
+          percent + " % · " + humanSize(rate) + "/s" + timeLeft(total - sent, rate);
         batch.showTotal();
+      },
+      // A dropped connection is tried again (RETRY_DELAYS), saying so; what
+      // the server refused is not.
+      onShouldRetry(error, attempt, options) {
+        const response = error.originalResponse;
+        const status = response ? response.getStatus() : 0;
+        if (status >= 400 && status < 500 && status !== 409 && status !== 423) {
+          return false;
+        }
+        if (!navigator.onLine) {
+          return false; // onError waits for the network
+        }
+        self.item.classList.add("waiting");
+        self.state.textContent =
+          "reconnecting… (try " + (attempt + 1) + " of " + options.retryDelays.length + ")";
+        return true;
       },
       onSuccess(payload) {
         self.done = true;
+        self.item.classList.remove("waiting");
+        showInterrupted();
         self.bar.value = 100;
         self.state.textContent = "done";
         const id = payload.lastResponse.getHeader("Lockbox-File-Id");
@@ -315,9 +400,14 @@
           .catch(() => onDone(null));
       },
       onError(error) {
-        self.done = true;
-        self.item.classList.add("failed");
         const response = error.originalResponse;
+        if (!response && !navigator.onLine) {
+          self.waitForNetwork();
+          return;
+        }
+        self.done = true;
+        self.item.classList.remove("waiting");
+        self.item.classList.add("failed");
         if (response && response.getStatus() === 401) {
           // The page's token has expired: renew it (the renewal cookie) and
           // come back to this page, or sign in and come back to it.
@@ -329,11 +419,31 @@
           window.location.assign(renewal.pathname + renewal.search);
           return;
         }
-        self.state.textContent = "failed: " + reasonOf(error);
+        // The reason is said once, in the result below the list.
+        self.state.textContent = "failed";
         onDone(reasonOf(error));
       },
     });
   }
+
+  // Offline: the upload waits, and goes on from the server's offset once
+  // the browser is back online (however long that takes).
+  FileUpload.prototype.waitForNetwork = function () {
+    const self = this;
+    this.item.classList.add("waiting");
+    this.state.textContent = "offline · waiting for the network…";
+    window.addEventListener(
+      "online",
+      () => {
+        if (self.done || (batch && batch.paused)) {
+          return;
+        }
+        self.state.textContent = "reconnecting…";
+        self.upload.start();
+      },
+      { once: true },
+    );
+  };
 
   FileUpload.prototype.start = function () {
     const upload = this.upload;
@@ -379,19 +489,27 @@
   Batch.prototype.showTotal = function () {
     const sent = this.uploads.reduce((sum, each) => sum + each.sent, 0);
     const percent = Math.min(this.total ? Math.floor((sent / this.total) * 100) : 100, 99);
+    if (this.startSent === null) {
+      this.startSent = sent;
+      this.started = performance.now();
+    }
     const seconds = Math.max((performance.now() - this.started) / 1000, 0.001);
+    const rate = (sent - this.startSent) / seconds;
     bar.value = percent;
-    text.textContent = percent + " % · " + humanSize(sent / seconds) + "/s";
+    text.textContent =
+      percent + " % · " + humanSize(rate) + "/s" + timeLeft(this.total - sent, rate);
   };
 
   Batch.prototype.start = function () {
     this.started = performance.now();
+    this.startSent = null;
     progress.hidden = false;
     result.hidden = true;
     bar.value = 0;
     text.textContent = "0 %";
     setBusy(true);
     this.uploads.forEach((each) => each.start());
+    showInterrupted();
   };
 
   Batch.prototype.togglePause = function () {
@@ -432,6 +550,7 @@
     batch = null;
     setBusy(false);
     refreshUsage();
+    showInterrupted();
     if (this.failures.length) {
       showResult("Upload failed: " + this.failures.join("; "), false);
       return;
@@ -469,22 +588,6 @@
     }
   });
 
-  // Uploads a reload interrupted: choosing the same file again resumes it.
-  if (!urlStorage) {
-    return;
-  }
-  urlStorage
-    .findAllUploads()
-    .then((unfinished) => {
-      if (unfinished.length) {
-        resumeNote.textContent =
-          unfinished.length === 1
-            ? "1 upload was interrupted: choose the same file again to resume it."
-            : unfinished.length +
-              " uploads were interrupted: choose the same files again to resume them.";
-        resumeNote.hidden = false;
-      }
-    })
-    .catch(() => {});
+  showInterrupted();
 
 })();

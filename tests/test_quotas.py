@@ -6,6 +6,7 @@ import io
 import pytest
 
 import quotas
+from formats import human_size
 from helpers import (
     CHUNK,
     bearer,
@@ -55,7 +56,8 @@ def set_quota(runner, size, name="alice"):
 
 def quota_exceeded(used: int, quota: int = QUOTA) -> dict:
     """The body of the 413 for an account without room."""
-    return {"message": f"Storage quota exceeded: {used} of {quota} bytes used"}
+    said = f"{human_size(used)} of {human_size(quota)} used"
+    return {"message": f"Storage quota exceeded: {said} ({used} of {quota} bytes)"}
 
 
 def connections_in_use(app) -> int:
@@ -338,7 +340,7 @@ def test_an_upload_length_over_max_file_size_is_a_413(app, client, token):
     response = create_upload(client, token, MAX_SIZE + 1)
     assert response.status_code == 413
     assert response.get_json() == {
-        "message": f"File too large: the limit is {MAX_SIZE} bytes"
+        "message": f"File too large: the limit is 9.8 KiB ({MAX_SIZE} bytes)"
     }
     assert upload_count(app) == 0
     assert row_counts(app) == (0, 0)
@@ -357,7 +359,7 @@ def test_a_deferred_upload_growing_past_max_file_size_is_removed(
     response = send_pieces(client, path, pieces)
     assert response.status_code == 413
     assert response.get_json() == {
-        "message": f"File too large: the limit is {MAX_SIZE} bytes"
+        "message": f"File too large: the limit is 9.8 KiB ({MAX_SIZE} bytes)"
     }
     assert client.head(path, headers=tus_headers()).status_code == 404
     assert rows_of(app, file_id) == (0, 0)

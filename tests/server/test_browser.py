@@ -285,8 +285,16 @@ def test_dropping_a_file_on_the_page_uploads_it(page, site):
           return transfer;
         }"""
     )
-    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": data_transfer})
-    page.get_by_role("button", name="Upload").click()
+    card = page.locator("#upload-card")
+    # Files dragged over any part of the card: the card says it takes them.
+    page.dispatch_event("#description", "dragenter", {"dataTransfer": data_transfer})
+    expect(card).to_have_class(re.compile(r"\bdragging\b"))
+    overlay = card.evaluate("c => getComputedStyle(c, '::after').content")
+    assert overlay == '"Drop files to upload them"'
+    screenshot(page, "drop-zone")
+    # Dropped: they go up at once.
+    page.dispatch_event("#description", "drop", {"dataTransfer": data_transfer})
+    expect(card).not_to_have_class(re.compile(r"\bdragging\b"))
     expect(page.locator("#upload-result")).to_have_text(
         "file dropped.txt uploaded successfully"
     )
@@ -344,19 +352,22 @@ def test_upload_form_works_without_javascript(browser, site):
 # --- resumable uploads (tus) ---------------------------------------------------
 
 
-def throttle_uploads(page, bytes_per_second):
-    """Make the browser send request bodies no faster than this (DevTools)."""
-    session = page.context.new_cdp_session(page)
-    session.send("Network.enable")
+def throttle_uploads(page, bytes_per_second, offline=False, session=None):
+    """Make the browser send request bodies no faster than this (DevTools),
+    or (``offline``) not at all; the DevTools session, to change it again."""
+    if session is None:
+        session = page.context.new_cdp_session(page)
+        session.send("Network.enable")
     session.send(
         "Network.emulateNetworkConditions",
         {
-            "offline": False,
+            "offline": offline,
             "latency": 0,
             "downloadThroughput": -1,
             "uploadThroughput": bytes_per_second,
         },
     )
+    return session
 
 
 def progress_of(page) -> int:
@@ -445,14 +456,40 @@ def test_an_upload_resumes_after_a_page_reload(page, site, tmp_path):
     offsets = patch_offsets(page)
     page.set_input_files("#inputFile", str(source))
     page.get_by_role("button", name="Upload").click()
+    # Resumed: it is no longer an interrupted upload.
+    expect(page.locator("#resume-note")).to_be_hidden()
     expect(page.locator("#upload-result")).to_have_text(
         f"file {source.name} uploaded successfully", timeout=60_000
     )
+    expect(page.locator("#resume-note")).to_be_hidden()
     assert offsets and offsets[0] >= 8 * 1024 * 1024, offsets
     digest = downloaded_sha256(page, site, source.name, tmp_path)
     assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
     page.reload()
     expect(page.locator("#resume-note")).to_be_hidden()
+
+
+def test_offline_an_upload_waits_and_goes_on_when_back_online(page, site, tmp_path):
+    sign_in(page, site)
+    source = tmp_path / f"offline-{uuid.uuid4().hex[:6]}.bin"
+    source.write_bytes(os.urandom(12 * 1024 * 1024 + 5))
+    network = throttle_uploads(page, 1024 * 1024)
+    page.set_input_files("#inputFile", str(source))
+    page.get_by_role("button", name="Upload").click()
+    state = page.locator("#upload-list .state")
+    # While it goes, it says how long is left.
+    expect(state).to_contain_text(re.compile(r"\d+ s left|\d+ min left"))
+    wait_for_progress(page, 10)
+    throttle_uploads(page, 1024 * 1024, offline=True, session=network)
+    expect(state).to_have_text("offline · waiting for the network…", timeout=20_000)
+    screenshot(page, "upload-offline")
+    time.sleep(2)
+    throttle_uploads(page, 4 * 1024 * 1024, session=network)
+    expect(page.locator("#upload-result")).to_have_text(
+        f"file {source.name} uploaded successfully", timeout=60_000
+    )
+    digest = downloaded_sha256(page, site, source.name, tmp_path)
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
 
 
 def test_stored_upload_urls_belong_to_the_account_and_go_with_sign_out(
@@ -599,7 +636,14 @@ def test_an_upload_over_the_quota_says_so(page, site):
             {"name": "too-big.bin", "mimeType": "text/plain", "buffer": b"xx" * 1000},
         )
         page.get_by_role("button", name="Upload").click()
-        expect(page.locator("#upload-result")).to_contain_text("Storage quota exceeded")
+        # Said once, in sizes people read.
+        expect(page.locator("#upload-result")).to_have_text(
+            re.compile(
+                r"^Upload failed: too-big\.bin: Storage quota exceeded: "
+                r"[0-9.]+ (B|KiB|MiB|GiB) of 1 B used \([0-9]+ of 1 bytes\)$"
+            )
+        )
+        expect(page.locator("#upload-list .state")).to_have_text("failed")
         screenshot(page, "over-quota")
         expect(row_for(page, "too-big.bin")).to_have_count(0)
 
@@ -841,9 +885,18 @@ def borders_and_focus_stand_out(page):
     """Field borders, the drop zone's and the focus ring: 3:1 at least
     against the card they sit on (WCAG 1.4.11)."""
     card = style_of(page.locator("section.card").first, "backgroundColor")
-    for selector in ("#description", ".drop-zone"):
+    for selector in ("#description", "#inputFile"):
         border = style_of(page.locator(selector), "borderTopColor")
         assert contrast(border, card) >= 3, (selector, border, card)
+    # The drop zone's outline, drawn over the card while files are dragged.
+    zone = page.locator("#upload-card").evaluate(
+        "c => { c.classList.add('dragging');"
+        " const s = getComputedStyle(c, '::after');"
+        " const colours = [s.borderTopColor, s.backgroundColor];"
+        " c.classList.remove('dragging'); return colours; }"
+    )
+    assert contrast(zone[0], zone[1]) >= 3, zone
+    assert contrast(zone[0], card) >= 3, (zone, card)
     page.locator("#description").focus()
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Tab")
