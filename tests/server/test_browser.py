@@ -349,6 +349,64 @@ def test_upload_form_works_without_javascript(browser, site):
         context.close()
 
 
+def test_without_javascript_every_action_still_works(browser, site):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    name = f"nojs-{uuid.uuid4().hex[:6]}.txt"
+    try:
+        sign_in(page, site, remember=True)
+        page.set_input_files(
+            "#inputFile",
+            {"name": name, "mimeType": "text/plain", "buffer": b"Plain words"},
+        )
+        page.get_by_role("button", name="Upload").click()
+        expect(page.locator(".flash-success")).to_contain_text(name)
+        # Search and sort are a plain GET form.
+        page.get_by_label("Search by name").fill(name[:10])
+        page.get_by_label("Sort by").select_option("name")
+        page.get_by_role("button", name="Show").click()
+        expect(page.locator("#file-rows tr")).to_have_count(1)
+        # The file's page shows its text without a script.
+        row_for(page, name).get_by_role("link", name=name, exact=True).click()
+        text = page.frame_locator("iframe.preview-text").locator("body")
+        expect(text).to_have_text("Plain words")
+        # A link: made, opened by someone else, revoked.
+        page.get_by_role("link", name=f"Share {name}").click()
+        page.locator("#create-share").click()
+        expect(page.locator(".flash-success")).to_contain_text("Link created: ")
+        url = page.locator("#share-table input.share-url").input_value()
+        visitor = browser.new_context(java_script_enabled=False)
+        try:
+            shared = visitor.new_page()
+            shared.goto(url)
+            expect(shared.get_by_role("heading", name=name)).to_be_visible()
+            page.get_by_role("button", name="Revoke").click()
+            shared.reload()
+            expect(shared.get_by_role("heading")).not_to_have_text(name)
+        finally:
+            visitor.close()
+        # An API token: made and shown once, then revoked.
+        page.get_by_role("link", name="API tokens").click()
+        page.get_by_label("Name").fill("no script")
+        page.get_by_role("button", name="Create token").click()
+        expect(page.locator("#new-token")).to_have_value(TOKEN_PATTERN)
+        page.reload()
+        expect(page.locator("#new-token")).to_have_count(0)
+        row = page.locator("#token-table tr").filter(
+            has=page.locator("td.name", has_text="no script")
+        )
+        row.get_by_role("button", name="Revoke").click()
+        expect(page.locator(".flash-success")).to_have_text("Token no script revoked")
+        # Signing out, then an old page's URL leads to the sign-in page.
+        old = page.url
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.locator(".flash-success")).to_have_text("You are signed out")
+        page.goto(old)
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    finally:
+        context.close()
+
+
 # --- resumable uploads (tus) ---------------------------------------------------
 
 
