@@ -29,6 +29,7 @@ import rate_limits
 import request_data
 import security
 import shares
+import upload_requests
 import uploads
 from models import db, ma
 
@@ -87,14 +88,15 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Sign-in, files, resumable uploads, the account, share links, personal
-    access tokens, health checks and the API description; the limits on
-    guessing passwords."""
+    """Sign-in, files, resumable uploads, the account, share links, upload
+    requests, personal access tokens, health checks and the API description;
+    the limits on guessing passwords."""
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(uploads.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(shares.bp)
+    app.register_blueprint(upload_requests.bp)
     app.register_blueprint(access_tokens.bp)
     monitoring.init_app(app)
     metrics.init_app(app)

@@ -18,6 +18,9 @@ decorators, which resolves it before the view runs and marks the view
   download's claim (its cookie or ``?claim=``);
 - ``upload_key``: a resumable upload's key in the path, and optionally the
   owner's account token;
+- ``upload_request``: an upload request's link in the path, with its
+  password (Basic, the page's form, or the page's unlock cookie): it may
+  send files into that one request, nothing else;
 - ``metrics``: the metrics token, as Bearer;
 - ``nobody``: no credential at all (liveness, the API description, the
   capabilities of the tus server).
@@ -41,11 +44,12 @@ from werkzeug.datastructures import Authorization
 
 import metrics_token
 import personal_tokens
+import request_links
 import session_tokens
 import share_links
 import upload_keys
 from errors import ApiError
-from models import ResumableUpload, Share, StoredFile, User
+from models import ResumableUpload, Share, StoredFile, UploadRequest, User
 from passwords import canonical_username
 from request_data import load_or_400, request_body
 from schemas import refresh_body_schema
@@ -58,6 +62,7 @@ REFRESH_TOKEN = "refresh_token"
 RENEWAL = "renewal"
 LINK = "link"
 UPLOAD_KEY = "upload_key"
+UPLOAD_REQUEST = "upload_request"
 METRICS = "metrics"
 NOBODY = "nobody"
 
@@ -110,6 +115,19 @@ class UploadAccess:
 
     upload: ResumableUpload
     owner: User
+
+
+@dataclass(frozen=True)
+class RequestAccess:
+    """What the holder of an upload request's link brought, checked."""
+
+    link: str
+    upload_request: UploadRequest
+    owner: User
+    # No password, or the right one came (Basic, the page's form, the cookie).
+    unlocked: bool
+    # A password came, and it was wrong.
+    wrong_password: bool
 
 
 @dataclass(frozen=True)
@@ -280,6 +298,21 @@ def _account(scopes: tuple[str, ...] | None) -> Caller:
     return caller
 
 
+def _unlocked(
+    password: str | None,
+    opens: Callable[[str], bool],
+    cookie_opens: Callable[[str], bool],
+    cookie_name: str,
+) -> tuple[bool, bool]:
+    """Whether a link guarded by a password is open, and whether a wrong
+    password came: the password that came, checked; else the unlock cookie
+    the link's page set."""
+    if password is not None:
+        unlocked = opens(password)
+        return unlocked, not unlocked
+    return cookie_opens(request.cookies.get(cookie_name, "")), False
+
+
 def _link(link: str) -> Caller:
     """The holder of a share link, and what they brought; 404 or 410 for a
     link that opens nothing (share_links.open_link)."""
@@ -287,15 +320,35 @@ def _link(link: str) -> Caller:
     claimed = share_links.claim_names(share.public_id, _claim())
     unlocked, wrong = True, False
     if share.password_hash is not None and not claimed:
-        password = _link_password()
-        if password is not None:
-            unlocked = share_links.password_opens(share, password)
-            wrong = not unlocked
-        else:
-            cookie = request.cookies.get(share_links.UNLOCK_COOKIE, "")
-            unlocked = share_links.unlock_cookie_opens(share, cookie)
+        unlocked, wrong = _unlocked(
+            _link_password(),
+            functools.partial(share_links.password_opens, share),
+            functools.partial(share_links.unlock_cookie_opens, share),
+            share_links.UNLOCK_COOKIE,
+        )
     access = LinkAccess(link, share, stored_file, owner, claimed, unlocked, wrong)
     return Caller(LINK, None, None, access)
+
+
+def _request_link(link: str, password_form: bool) -> Caller:
+    """The holder of an upload request's link, and what they brought; 404 or
+    410 for a link that takes nothing (request_links.open_request)."""
+    upload_request, owner = request_links.open_request(link)
+    unlocked, wrong = True, False
+    if upload_request.password_hash is not None:
+        password = None
+        if request.method == "POST" and password_form:
+            password = request.form.get("password", "")
+        elif (basic := _basic()) is not None:
+            password = basic.password or ""
+        unlocked, wrong = _unlocked(
+            password,
+            functools.partial(request_links.password_opens, upload_request),
+            functools.partial(request_links.unlock_cookie_opens, upload_request),
+            request_links.UNLOCK_COOKIE,
+        )
+    access = RequestAccess(link, upload_request, owner, unlocked, wrong)
+    return Caller(UPLOAD_REQUEST, None, None, access)
 
 
 def _upload_key(key: str) -> Caller:
@@ -436,6 +489,23 @@ def expired_session_claims() -> dict | None:
 def link(view: Callable[P, R]) -> Callable[P, R]:
     """A view for the holder of a share link (the ``link`` path argument)."""
     return _decorate(view, "link", lambda link, **_: _link(link))
+
+
+def upload_request(
+    password_form: bool = False,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A view for the holder of an upload request's link (the ``link`` path
+    argument). ``password_form``: a POST's form may carry the password (the
+    page's); elsewhere a POST's body is the upload, never read for one."""
+
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
+        return _decorate(
+            view,
+            "upload_request",
+            lambda link, **_: _request_link(link, password_form),
+        )
+
+    return decorate
 
 
 def upload_key(view: Callable[P, R]) -> Callable[P, R]:

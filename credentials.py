@@ -10,7 +10,10 @@ that reads them from a request and says who is asking.
 
 import hashlib
 
-from models import AccessToken, ResumableUpload, Share, User
+from flask import current_app
+from itsdangerous import Signer, TimestampSigner
+
+from models import AccessToken, ResumableUpload, Share, UploadRequest, User
 
 
 def secret_hash(secret: str) -> str:
@@ -20,10 +23,28 @@ def secret_hash(secret: str) -> str:
 
 
 def owner_still_trusts(
-    record: AccessToken | Share | ResumableUpload, owner: User
+    record: AccessToken | Share | ResumableUpload | UploadRequest, owner: User
 ) -> bool:
     """Whether ``owner`` still stands by a credential they made (an API token,
     a share link, an upload's key): it carries the account's token version
     from when it was made, and signing out everywhere or a new password
     replaces that version, ending them all at once."""
     return record.owner_version == owner.token_version
+
+
+def _keys() -> list:
+    """The app's signing keys, newest last (itsdangerous signs with the last)."""
+    config = current_app.config
+    return [*reversed(config.get("SECRET_KEY_FALLBACKS", [])), config["SECRET_KEY"]]
+
+
+def signer(salt: str) -> Signer:
+    """Signs and checks a link's token (a public id), with SECRET_KEY or a
+    fallback key; ``salt`` keeps each kind of link apart."""
+    return Signer(_keys(), salt=salt, digest_method=hashlib.sha256)
+
+
+def timestamp_signer(salt: str) -> TimestampSigner:
+    """Signs and checks a value that must also be recent (an unlock cookie,
+    a download's claim)."""
+    return TimestampSigner(_keys(), salt=salt, digest_method=hashlib.sha256)

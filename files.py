@@ -21,10 +21,12 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Row, Select, bindparam, func
 from werkzeug.exceptions import ClientDisconnected
 
+import caller
+import request_links
 import storage
 from authentication import check_for_token
 from downloads import file_response
-from errors import no_content, wants_html
+from errors import ApiError, no_content, wants_html
 from models import StoredFile, db, retry_on_conflict
 from multipart import UploadReceiver
 from previews import asked_inline, preview_kind
@@ -235,6 +237,68 @@ def upload() -> ResponseReturnValue:
     # A header, not a page: the token stays out of it.
     location = url_for("files.file_metadata", file_id=stored_file.id, token=None)
     return jsonify(body), 201, {"Location": location}
+
+
+@bp.post("/r/<link>/upload")
+@caller.upload_request()
+def upload_to_request(link: str) -> ResponseReturnValue:
+    """Send one file to an upload request, as its guest (multipart/form-data,
+    the file in inputFile): the plain form of the request's page.
+    ---
+    post:
+      security:
+      - {}
+      - requestPassword: []
+      parameters: [RequestLink]
+      requestBody:
+        required: true
+        content:
+          multipart/form-data:
+            schema: UploadRequestSchema
+      responses:
+        201:
+          description: Received
+          content:
+            application/json:
+              schema: ErrorSchema
+        303:
+          description: A browser's form post, sent back to the request's page
+        401: RequestLocked
+        404: RequestNotFound
+        410: RequestGone
+        411:
+          description: No Content-Length (a request's caps need the size first)
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    access = g.caller.record
+    if not access.unlocked:
+        raise request_links.password_needed(access.wrong_password)
+    if request.content_length is None:
+        raise ApiError(
+            411, "Send Content-Length: an upload request needs the size first"
+        )
+
+    def start(filename: str, declared: str | None, reserve: int) -> StoredFile:
+        @retry_on_conflict
+        def begin() -> StoredFile:
+            try:
+                return request_links.begin_file(
+                    access.upload_request, filename, declared, reserve
+                )
+            except ApiError:
+                db.session.rollback()
+                raise
+
+        return begin()
+
+    stored_file = UploadReceiver(access.owner, start).receive()
+    message = f"file {stored_file.filename} sent to {access.owner.username}"
+    if wants_html():
+        flash(message, "success")
+        return redirect(url_for("upload_requests.guest_page", link=link), 303)
+    return jsonify({"message": message}), 201
 
 
 # Any number is taken by the URL rule and checked against MAX_INT_ID by the

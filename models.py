@@ -360,6 +360,10 @@ class StoredFile(Model):
     # While unfinished: the bytes held against the owner's quota for it (the
     # length it announced), so that parallel uploads cannot overshoot together.
     reserved: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The upload request a guest sent it through; None for the owner's own.
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("upload_request.id", ondelete="SET NULL"), index=True
+    )
 
     owner: Mapped[User] = relationship(back_populates="files")
 
@@ -425,6 +429,35 @@ class Share(Model):
     owner_version: Mapped[str] = mapped_column(String(32))
 
     stored_file: Mapped[StoredFile] = relationship()
+
+
+class UploadRequest(Model):
+    """A link that lets anyone who has it send files into its owner's
+    account, no account needed ("file drop"). Its token is ``public_id``
+    signed with the app's key (request_links.py), like a share link's."""
+
+    __tablename__ = "upload_request"
+    __table_args__ = {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(24), unique=True)
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    # What the guest is told.
+    title: Mapped[str] = mapped_column(String(120))
+    note: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # scrypt, like account passwords; None: no password.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Caps on what may arrive: files (None: any number) and bytes in all.
+    max_files: Mapped[int | None] = mapped_column(Integer)
+    max_bytes: Mapped[int] = mapped_column(BigInteger)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The owner's token version when it was made: signing out everywhere, or a
+    # new password, ends it like every token.
+    owner_version: Mapped[str] = mapped_column(String(32))
 
 
 class ShareDownload(Model):

@@ -2,6 +2,7 @@
 into storage, the text fields checked, nothing half-written left behind."""
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import request
@@ -69,8 +70,16 @@ class UploadReceiver:
     at most) and validated. Whatever goes wrong, nothing half-written stays visible.
     """
 
-    def __init__(self, owner: User) -> None:
+    def __init__(
+        self,
+        owner: User,
+        start: Callable[[str, str | None, int], StoredFile] | None = None,
+    ) -> None:
         self.owner = owner
+        # Begins the file (committed) from its name, declared type and the
+        # bytes to hold for it; storage.begin in the owner's account unless
+        # the caller says otherwise (an upload request's guest).
+        self.start = start
         self.expected_sha256 = _expected_sha256_header()
         self.fields: dict[str, bytearray] = {}
         self.field_bytes = 0
@@ -175,12 +184,14 @@ class UploadReceiver:
             raise ApiError(400, "No file selected")
         # The body's length holds the owner's quota for the file (which is a
         # little shorter); without one, the file is limited as it streams.
-        stored_file = storage.begin(
-            self.owner.id,
-            event.filename,
-            event.headers.get("Content-Type"),
-            reserve=request.content_length or 0,
-        )
+        declared = event.headers.get("Content-Type")
+        reserve = request.content_length or 0
+        if self.start is not None:
+            stored_file = self.start(event.filename, declared, reserve)
+        else:
+            stored_file = storage.begin(
+                self.owner.id, event.filename, declared, reserve=reserve
+            )
         self.writer = storage.ChunkWriter(
             stored_file, limit=quotas.SizeLimit(stored_file)
         )

@@ -43,6 +43,10 @@ RESPONSES = {
     "LinkGone": "The link has expired, was revoked or is used up",
     "ShareNotFound": "No such link of yours",
     "TokenNotFound": "No such token of yours",
+    "RequestNotFound": "No such upload request (an unknown and a tampered link alike)",
+    "RequestGone": "The upload request is closed, expired, withdrawn or full",
+    "OwnRequestNotFound": "No such upload request of yours",
+    "RequestLocked": "The upload request's password is needed, or was wrong",
 }
 # Request headers of the tus protocol, named once (uploads.py).
 TUS_PARAMETERS = {
@@ -172,6 +176,33 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT_ID},
             },
         )
+    spec.components.security_scheme(
+        "requestPassword",
+        {
+            "type": "http",
+            "scheme": "basic",
+            "description": "An upload request's password, with any username",
+        },
+    )
+    spec.components.parameter(
+        "RequestLink",
+        "path",
+        {
+            "name": "link",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "The upload request's token, from its url",
+        },
+    )
+    spec.components.parameter(
+        "RequestId",
+        "path",
+        {
+            "name": "request_id",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT_ID},
+        },
+    )
     spec.components.parameter(
         "Link",
         "path",

@@ -267,6 +267,94 @@ class ShareRequestSchema(RequestSchema):
     )
 
 
+class FileRequestCreateSchema(ShareRequestSchema):
+    """``POST /requests``: what the guest is told, how long the request
+    lives, what guards it and what it takes."""
+
+    class Meta:
+        exclude = ("max_downloads",)
+
+    title = fields.String(
+        required=True,
+        validate=validate.Length(
+            min=1, max=120, error="title must be 1 to 120 characters"
+        ),
+        error_messages={
+            "required": "title is required",
+            "invalid": "title must be a string",
+        },
+    )
+    note = fields.String(
+        validate=validate.Length(
+            max=1000, error="note must be at most 1000 characters"
+        ),
+        error_messages={"invalid": "note must be a string"},
+    )
+    max_files = fields.Integer(
+        validate=validate.Range(
+            min=1, max=100_000, error="max_files must be from 1 to 100000"
+        ),
+        error_messages={"invalid": "max_files must be a whole number"},
+    )
+    max_bytes = fields.Integer(
+        validate=validate.Range(min=1, error="max_bytes must be at least 1"),
+        metadata={"description": "Bytes in all; default and most REQUEST_MAX_BYTES"},
+        error_messages={"invalid": "max_bytes must be a whole number of bytes"},
+    )
+
+
+REQUEST_STATUSES = ["active", "closed", "expired", "revoked", "full"]
+
+
+class ReceivedFileSchema(Schema):
+    """A file an upload request received."""
+
+    id = fields.Integer(required=True)
+    filename = fields.String(required=True)
+    size = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class FileRequestSchema(Schema):
+    """An upload request, as its owner sees it."""
+
+    id = fields.Integer(required=True)
+    url = fields.String(required=True, metadata={"description": "The link itself"})
+    title = fields.String(required=True)
+    note = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(REQUEST_STATUSES))
+    created_at = fields.DateTime(required=True)
+    expires_at = fields.DateTime(required=True)
+    has_password = fields.Boolean(required=True)
+    max_files = fields.Integer(required=True, allow_none=True)
+    max_bytes = fields.Integer(required=True)
+    files = fields.List(
+        fields.Nested(ReceivedFileSchema),
+        required=True,
+        metadata={"description": "The files that arrived, newest first"},
+    )
+
+
+class FileRequestListSchema(Schema):
+    """The caller's upload requests, newest first."""
+
+    items = fields.List(fields.Nested(FileRequestSchema), required=True)
+
+
+class GuestRequestSchema(Schema):
+    """What an upload request shows whoever holds its link (and password)."""
+
+    title = fields.String(required=True)
+    note = fields.String(required=True)
+    owner = fields.String(required=True)
+    expires_at = fields.DateTime(required=True)
+    files_left = fields.Integer(required=True, allow_none=True)
+    bytes_left = fields.Integer(required=True)
+    upload_url = fields.String(
+        required=True, metadata={"description": "Where tus clients create uploads"}
+    )
+
+
 SHARE_STATUSES = ["active", "expired", "revoked", "used_up"]
 
 
@@ -397,6 +485,10 @@ LISTED_FIELDS = tuple(stored_file_schema.fields)
 LISTED_COLUMNS = [getattr(StoredFile, name) for name in LISTED_FIELDS]
 account_schema = AccountSchema()
 share_request_schema = ShareRequestSchema()
+file_request_create_schema = FileRequestCreateSchema()
+file_request_schema = FileRequestSchema()
+file_request_list_schema = FileRequestListSchema()
+guest_request_schema = GuestRequestSchema()
 share_schema = ShareSchema()
 share_list_schema = ShareListSchema()
 shared_file_schema = SharedFileSchema()

@@ -14,7 +14,6 @@ for SHARE_RESUME_SECONDS), which ``DownloadCounter`` hands to the client that
 took a count, so that it alone resumes without counting again.
 """
 
-import hashlib
 import re
 import secrets
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from flask import current_app, url_for
 from itsdangerous import BadSignature, Signer, TimestampSigner
 
 import logs
-from credentials import owner_still_trusts
+from credentials import owner_still_trusts, signer, timestamp_signer
 from errors import ApiError
 from models import (
     Share,
@@ -55,25 +54,19 @@ GONE = {
 }
 
 
-def _keys() -> list:
-    """The signing keys, newest last (itsdangerous signs with the last)."""
-    config = current_app.config
-    return [*reversed(config.get("SECRET_KEY_FALLBACKS", [])), config["SECRET_KEY"]]
-
-
 def _signer() -> Signer:
     """Signs and checks link tokens, with SECRET_KEY or a fallback key."""
-    return Signer(_keys(), salt=SIGNER_SALT, digest_method=hashlib.sha256)
+    return signer(SIGNER_SALT)
 
 
 def _unlock_signer() -> TimestampSigner:
     """Signs and checks the cookie that says a link's password was given."""
-    return TimestampSigner(_keys(), salt=UNLOCK_SALT, digest_method=hashlib.sha256)
+    return timestamp_signer(UNLOCK_SALT)
 
 
 def _claim_signer() -> TimestampSigner:
     """Signs and checks a download's claim."""
-    return TimestampSigner(_keys(), salt=CLAIM_SALT, digest_method=hashlib.sha256)
+    return timestamp_signer(CLAIM_SALT)
 
 
 def new_public_id() -> str:

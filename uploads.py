@@ -31,11 +31,12 @@ from werkzeug.http import http_date, parse_options_header
 
 import caller
 import quotas
+import request_links
 import storage
 import upload_keys
 from authentication import check_for_token
 from errors import ApiError, no_content
-from models import ResumableUpload, StoredFile, db, retry_on_conflict, utcnow
+from models import ResumableUpload, StoredFile, User, db, retry_on_conflict, utcnow
 from schemas import DESCRIPTION_MAX
 
 bp = Blueprint("uploads", __name__)
@@ -85,7 +86,8 @@ def require_tus_version() -> None:
 def tus_resumable(response: Response) -> Response:
     """Every answer on /uploads but OPTIONS says the protocol version (a 405,
     which no view of the blueprint answers, included)."""
-    if request.path != "/uploads" and not request.path.startswith("/uploads/"):
+    tus_path = request.path == "/uploads" or request.path.startswith("/uploads/")
+    if not tus_path and request.endpoint != "uploads.create_request_upload":
         return response
     if request.method != "OPTIONS":
         response.headers["Tus-Resumable"] = TUS_VERSION
@@ -345,6 +347,82 @@ def create_upload() -> Response:
     if (length is None) == (deferred is None):
         raise ApiError(400, "Send Upload-Length, or Upload-Defer-Length: 1")
     raw_metadata, metadata = _metadata()
+
+    def begin() -> StoredFile:
+        return storage.begin(
+            g.user.id,
+            metadata.get("filename") or "unnamed",
+            metadata.get("filetype"),
+            metadata.get("description", ""),
+            reserve=length or 0,
+            commit=False,
+        )
+
+    return _create(g.user, length, raw_metadata, begin)
+
+
+@bp.route("/r/<link>/uploads", methods=["POST"], provide_automatic_options=False)
+@caller.upload_request()
+def create_request_upload(link: str) -> Response:
+    """Create a resumable upload into an upload request (tus creation), as
+    its guest; its URL is in Location. The length must be known.
+    ---
+    post:
+      security:
+      - {}
+      - requestPassword: []
+      parameters: [RequestLink, TusResumable, UploadLength, UploadMetadata]
+      requestBody:
+        required: false
+        description: The first piece (creation-with-upload)
+        content:
+          application/offset+octet-stream:
+            schema:
+              type: string
+              format: binary
+      responses:
+        201:
+          description: Created; Location is the upload's URL
+        401: RequestLocked
+        404: RequestNotFound
+        410: RequestGone
+        412: TusVersion
+        413:
+          description: Past the request's caps or its owner's quota
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    access = g.caller.record
+    if not access.unlocked:
+        raise request_links.password_needed(access.wrong_password)
+    length = _number("Upload-Length", request.headers.get("Upload-Length"))
+    if length is None:
+        raise ApiError(
+            400, "Send Upload-Length: an upload request takes files of known size"
+        )
+    raw_metadata, metadata = _metadata()
+
+    def begin() -> StoredFile:
+        return request_links.begin_file(
+            access.upload_request,
+            metadata.get("filename") or "unnamed",
+            metadata.get("filetype"),
+            length,
+        )
+
+    return _create(access.owner, length, raw_metadata, begin)
+
+
+def _create(
+    owner: User,
+    length: int | None,
+    raw_metadata: str,
+    begin: Callable[[], StoredFile],
+) -> Response:
+    """Create the upload ``begin`` makes the hidden file of (in the
+    transaction this opens), with its first piece if the request carries
+    one; the 201 with its URL."""
     with_body = _has_body()
     if with_body:
         _offset_stream()
@@ -354,15 +432,12 @@ def create_upload() -> Response:
     @retry_on_conflict
     def create() -> ResumableUpload:
         """The hidden file and the upload that fills it, in one transaction."""
-        stored_file = storage.begin(
-            g.user.id,
-            metadata.get("filename") or "unnamed",
-            metadata.get("filetype"),
-            metadata.get("description", ""),
-            reserve=length or 0,
-            commit=False,
-        )
-        upload = upload_keys.new_upload(key, stored_file, g.user, length, raw_metadata)
+        try:
+            stored_file = begin()
+        except ApiError:
+            db.session.rollback()
+            raise
+        upload = upload_keys.new_upload(key, stored_file, owner, length, raw_metadata)
         db.session.add(upload)
         return upload
 

@@ -8,10 +8,14 @@
 "use strict";
 
 (function () {
-  const form = document.getElementById("upload-form");
+  // The owner's upload form, or a guest's on an upload request's page.
+  const form =
+    document.getElementById("upload-form") ||
+    document.getElementById("request-upload-form");
   if (!form) {
     return;
   }
+  const guest = form.id === "request-upload-form";
   const fileInput = document.getElementById("inputFile");
   const dropZone = document.getElementById("upload-card");
   const description = document.getElementById("description");
@@ -27,10 +31,13 @@
   const rows = document.getElementById("file-rows");
   const table = document.getElementById("file-table");
   const emptyNote = document.getElementById("empty-note");
-  const token = new URL(form.action).searchParams.get("token");
+  const token = guest ? null : new URL(form.action).searchParams.get("token");
   // Whose page this is: the addresses of unfinished uploads this browser keeps
-  // are the signed-in account's alone (see AccountUrlStorage).
-  const account = form.dataset.account;
+  // are the signed-in account's alone, or this upload request's (see
+  // AccountUrlStorage).
+  const account = guest ? "request-" + form.dataset.request : form.dataset.account;
+  // Where uploads are created: the account's tus endpoint, or the request's.
+  const endpoint = guest ? form.dataset.endpoint : "/uploads";
   // A piece per PATCH: big enough to be fast, small enough that a retry
   // repeats little.
   const CHUNK_SIZE = 8 * 1024 * 1024;
@@ -276,6 +283,9 @@
 
   // The account's usage line, brought up to date after an upload.
   function refreshUsage() {
+    if (guest) {
+      return; // a guest has no account here
+    }
     fetch(withToken("/account"), { headers: { Accept: "application/json" } })
       .then((response) => (response.ok ? response.json() : null))
       .then((account) => {
@@ -339,7 +349,7 @@
     let started = null;
     let startOffset = 0;
     this.upload = new window.tus.Upload(file, {
-      endpoint: "/uploads",
+      endpoint: endpoint,
       chunkSize: CHUNK_SIZE,
       retryDelays: RETRY_DELAYS,
       metadata: { filename: file.name, filetype: file.type, description: note },
@@ -349,7 +359,7 @@
       // The account token creates the upload; its URL then carries a key of
       // its own, so an upload outlives the token.
       onBeforeRequest(request) {
-        if (request.getMethod() === "POST") {
+        if (request.getMethod() === "POST" && token) {
           request.setHeader("Authorization", "Bearer " + token);
         }
       },
@@ -390,6 +400,10 @@
         showInterrupted();
         self.bar.value = 100;
         self.state.textContent = "done";
+        if (guest) {
+          onDone(null); // a guest sees only what they sent, listed above
+          return;
+        }
         const id = payload.lastResponse.getHeader("Lockbox-File-Id");
         fetch(withToken("/files/" + id), { headers: { Accept: "application/json" } })
           .then((response) => response.json())
@@ -408,7 +422,7 @@
         self.done = true;
         self.item.classList.remove("waiting");
         self.item.classList.add("failed");
-        if (response && response.getStatus() === 401) {
+        if (response && response.getStatus() === 401 && !guest) {
           // The page's token has expired: renew it (the renewal cookie) and
           // come back to this page, or sign in and come back to it.
           const here = new URL(window.location.href);
@@ -572,7 +586,7 @@
       return; // the browser's own "required" message
     }
     event.preventDefault();
-    batch = new Batch(Array.from(fileInput.files), description.value);
+    batch = new Batch(Array.from(fileInput.files), description ? description.value : "");
     batch.start();
   });
 

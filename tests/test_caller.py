@@ -20,6 +20,7 @@ RULES = {
     "renewal",
     "link",
     "upload_key",
+    "upload_request",
     "metrics",
     "nobody",
 }

@@ -1,0 +1,310 @@
+"""Upload requests: the views. The owner makes, lists, closes and deletes
+them (JSON and a page); the guest who holds a link gets its page, with the
+note, an upload form and resumable uploads (uploads.py creates them,
+files.py takes the plain form). request_links.py owns the link itself."""
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+
+import caller
+from authentication import check_for_token, cookie_secure
+from errors import ApiError, no_content, wants_html
+from models import StoredFile, UploadRequest, User, db, utcnow
+from request_data import load_or_400, request_body
+from request_links import (
+    UNLOCK_COOKIE,
+    UNLOCK_SECONDS,
+    new_request,
+    password_needed,
+    received,
+    request_url,
+    status_of,
+    unlock_cookie_value,
+)
+from schemas import (
+    file_request_create_schema,
+    file_request_list_schema,
+    file_request_schema,
+    guest_request_schema,
+)
+
+bp = Blueprint("upload_requests", __name__)
+
+REQUEST_ID = "<int:request_id>"
+# Requests an account may hold at once (closed ones included, until deleted).
+MAX_REQUESTS = 100
+
+
+def _settings() -> dict[str, Any]:
+    """The new request's settings, from JSON or the page's form (where an
+    empty field means "not set")."""
+    body = request_body()
+    if not request.is_json:
+        body = {name: value for name, value in body.items() if value.strip()}
+    settings = load_or_400(file_request_create_schema, body)
+    config = current_app.config
+    expires_in = settings.get("expires_in", config["SHARE_DEFAULT_SECONDS"])
+    if expires_in > config["SHARE_MAX_SECONDS"]:
+        raise ApiError(
+            400, f"expires_in must be at most {config['SHARE_MAX_SECONDS']} seconds"
+        )
+    most = config["REQUEST_MAX_BYTES"]
+    max_bytes = settings.get("max_bytes", most)
+    if max_bytes > most:
+        raise ApiError(400, f"max_bytes must be at most {most} (REQUEST_MAX_BYTES)")
+    settings.update(expires_in=expires_in, max_bytes=max_bytes)
+    return settings
+
+
+def _described(upload_request: UploadRequest, owner: User) -> dict[str, Any]:
+    """A request as its owner sees it, with the files that arrived."""
+    files = db.session.execute(
+        db.select(StoredFile)
+        .where(StoredFile.request_id == upload_request.id, StoredFile.complete)
+        .order_by(StoredFile.id.desc())
+    ).scalars()
+    return {
+        "id": upload_request.id,
+        "url": request_url(upload_request),
+        "title": upload_request.title,
+        "note": upload_request.note,
+        "status": status_of(upload_request, owner),
+        "created_at": upload_request.created_at,
+        "expires_at": upload_request.expires_at,
+        "has_password": upload_request.password_hash is not None,
+        "max_files": upload_request.max_files,
+        "max_bytes": upload_request.max_bytes,
+        "files": list(files),
+    }
+
+
+def _own_request(request_id: int) -> UploadRequest:
+    """The caller's request with this id; 404 for anyone else's or none."""
+    found = db.session.get(UploadRequest, request_id) if request_id < 2**31 else None
+    if found is None or found.owner_id != g.user.id:
+        raise ApiError(404, "Upload request not found")
+    return found
+
+
+@bp.post("/requests")
+@check_for_token(scope="files:write")
+def create_request() -> ResponseReturnValue:
+    """Ask someone for files: a link that lets them send files into your
+    account, without an account of their own.
+    ---
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: FileRequestCreateSchema
+          application/x-www-form-urlencoded:
+            schema: FileRequestCreateSchema
+      responses:
+        201:
+          description: The request; its link is url
+          content:
+            application/json:
+              schema: FileRequestSchema
+        303:
+          description: A browser's form post, sent back to the requests page
+        409:
+          description: The account holds as many requests as it may
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    settings = _settings()
+    count = db.session.execute(
+        db.select(db.func.count())
+        .select_from(UploadRequest)
+        .filter_by(owner_id=g.user.id)
+    ).scalar_one()
+    if count >= MAX_REQUESTS:
+        raise ApiError(409, f"An account may hold {MAX_REQUESTS} requests; delete some")
+    upload_request = new_request(
+        g.user,
+        settings["title"],
+        settings.get("note", ""),
+        settings["expires_in"],
+        settings["max_bytes"],
+        settings.get("password"),
+        settings.get("max_files"),
+    )
+    db.session.add(upload_request)
+    db.session.commit()
+    body = file_request_schema.dump(_described(upload_request, g.user))
+    if wants_html():
+        flash(f"Request created: {body['url']}", "success")
+        return redirect(url_for("upload_requests.list_requests"), 303)
+    location = url_for("upload_requests.list_requests", token=None)
+    return jsonify(body), 201, {"Location": location}
+
+
+@bp.get("/requests")
+@check_for_token(scope="files:read")
+def list_requests() -> ResponseReturnValue:
+    """Your upload requests, newest first, with what each received.
+    ---
+    get:
+      responses:
+        200:
+          description: The requests (a page for browsers)
+          content:
+            application/json:
+              schema: FileRequestListSchema
+            text/html: {}
+    """
+    found = db.session.execute(
+        db.select(UploadRequest)
+        .filter_by(owner_id=g.user.id)
+        .order_by(UploadRequest.id.desc())
+    ).scalars()
+    items = [_described(each, g.user) for each in found]
+    if wants_html():
+        return render_template("requests.html", requests=items)
+    return jsonify(file_request_list_schema.dump({"items": items}))
+
+
+@bp.post(f"/requests/{REQUEST_ID}/close")
+@check_for_token(scope="files:write")
+def close_request(request_id: int) -> ResponseReturnValue:
+    """Close a request: its link takes nothing more (410); what arrived stays.
+    ---
+    post:
+      parameters: [RequestId]
+      responses:
+        200:
+          description: The request, closed
+          content:
+            application/json:
+              schema: FileRequestSchema
+        303:
+          description: A browser, sent back to the requests page
+        404: OwnRequestNotFound
+    """
+    upload_request = _own_request(request_id)
+    if upload_request.closed_at is None:
+        upload_request.closed_at = utcnow()
+        db.session.commit()
+    if wants_html():
+        flash(f"Request {upload_request.title} closed", "success")
+        return redirect(url_for("upload_requests.list_requests"), 303)
+    return jsonify(file_request_schema.dump(_described(upload_request, g.user)))
+
+
+@bp.delete(f"/requests/{REQUEST_ID}")
+@check_for_token(scope="files:write")
+def delete_request(request_id: int) -> ResponseReturnValue:
+    """Delete a request; the files it received stay in your account.
+    ---
+    delete:
+      parameters: [RequestId]
+      responses:
+        204:
+          description: Deleted
+        404: OwnRequestNotFound
+    """
+    db.session.delete(_own_request(request_id))
+    db.session.commit()
+    return no_content()
+
+
+@bp.route("/r/<link>", methods=["GET", "POST"])
+@caller.upload_request(password_form=True)
+def guest_page(link: str) -> ResponseReturnValue:
+    """An upload request, as whoever holds its link sees it: what its owner
+    asks for and how much it still takes (a page with the upload form for
+    browsers). A POST is the page's password form.
+    ---
+    get:
+      security:
+      - {}
+      - requestPassword: []
+      parameters: [RequestLink]
+      responses:
+        200:
+          description: The request
+          content:
+            application/json:
+              schema: GuestRequestSchema
+            text/html: {}
+        401:
+          description: The request's password is needed, or was wrong
+          content:
+            application/json:
+              schema: ErrorSchema
+            text/html: {}
+        404: RequestNotFound
+        410: RequestGone
+    post:
+      security: []
+      parameters: [RequestLink]
+      requestBody:
+        required: true
+        content:
+          application/x-www-form-urlencoded:
+            schema:
+              type: object
+              properties:
+                password: {type: string}
+      responses:
+        303:
+          description: The password was right; back to the page, unlocked
+        401:
+          description: Wrong password
+          content:
+            application/json:
+              schema: ErrorSchema
+            text/html: {}
+        404: RequestNotFound
+        410: RequestGone
+    """
+    access = g.caller.record
+    upload_request, owner = access.upload_request, access.owner
+    if request.method == "POST" and access.unlocked:
+        response = redirect(url_for("upload_requests.guest_page", link=link), 303)
+        response.set_cookie(
+            UNLOCK_COOKIE,
+            unlock_cookie_value(upload_request),
+            max_age=UNLOCK_SECONDS,
+            path=url_for("upload_requests.guest_page", link=link),
+            secure=cookie_secure(),
+            httponly=True,
+            samesite="Lax",
+        )
+        return response
+    if not access.unlocked:
+        if not wants_html():
+            raise password_needed(access.wrong_password)
+        error = "Wrong password" if access.wrong_password else None
+        page = render_template("request.html", locked=True, link=link, error=error)
+        return page, 401
+    files, taken = received(upload_request)
+    cap = upload_request.max_files
+    details = {
+        "title": upload_request.title,
+        "note": upload_request.note,
+        "owner": owner.username,
+        "expires_at": upload_request.expires_at,
+        "files_left": None if cap is None else max(cap - files, 0),
+        "bytes_left": max(upload_request.max_bytes - taken, 0),
+        "upload_url": url_for(
+            "uploads.create_request_upload", link=link, _external=True
+        ),
+    }
+    if wants_html():
+        return render_template("request.html", locked=False, link=link, **details)
+    return jsonify(guest_request_schema.dump(details))
