@@ -1,5 +1,5 @@
 """Command-line tasks: ``flask --app app init-db``, ``users ...``, ``files gc``,
-``tokens ...``."""
+``tokens ...``, ``requests ...``."""
 
 import secrets
 import sys
@@ -19,6 +19,7 @@ from models import (
     ResumableUpload,
     ShareDownload,
     StoredFile,
+    UploadRequest,
     User,
     db,
     rowcount,
@@ -27,7 +28,9 @@ from models import (
 from passwords import canonical_username, hash_password
 from personal_tokens import create_access_token, revoke, tokens_of
 from quotas import quota_of, usage_of
-from schemas import SCOPES
+from request_data import load_or_400
+from request_links import new_request, received, request_url, status_of
+from schemas import SCOPES, file_request_create_schema
 from session_tokens import prune_revoked, revoke_all_tokens
 from storage import delete_stored_files
 
@@ -39,6 +42,9 @@ users_cli = AppGroup(
 files_cli = AppGroup("files", help="Maintenance of stored files.")
 tokens_cli = AppGroup(
     "tokens", help="Personal access tokens, and the token revocation list."
+)
+requests_cli = AppGroup(
+    "requests", help="Upload requests: links that let people send a user files."
 )
 
 
@@ -342,9 +348,116 @@ def prune_tokens() -> None:
     click.echo(f"Removed {removed} expired revocations")
 
 
+@requests_cli.command("create")
+@click.argument("name")
+@click.option("--title", required=True, help="What you ask for.")
+@click.option("--note", default="", help="A note for whoever sends the files.")
+@click.option("--expires-in", default="7d", show_default=True, help="e.g. 12h, 7d.")
+@click.option("--max-files", type=click.IntRange(1, 100_000), help="At most this many.")
+@click.option("--max-bytes", help="At most this much in all, e.g. 2GiB.")
+@click.option(
+    "--password", is_flag=True, help="Ask for a password the sender must give."
+)
+@click.option(
+    "--base-url",
+    default="http://127.0.0.1:5000",
+    show_default=True,
+    help="The address people reach Lockbox at, for the link printed.",
+)
+def create_request(
+    name: str,
+    title: str,
+    note: str,
+    expires_in: str,
+    max_files: int | None,
+    max_bytes: str | None,
+    password: bool,
+    base_url: str,
+) -> None:
+    """Make an upload request for a user and print its link."""
+    user = _find_user(name)
+    settings: dict = {"title": title, "note": note}
+    try:
+        settings["expires_in"] = parse_duration(expires_in)
+        if max_bytes is not None:
+            settings["max_bytes"] = parse_size(max_bytes)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    if max_files is not None:
+        settings["max_files"] = max_files
+    if password:
+        settings["password"] = _read_password()
+    try:
+        checked = load_or_400(file_request_create_schema, settings)
+    except ApiError as error:
+        raise click.ClickException(error.description or "") from None
+    config = current_app.config
+    if checked["expires_in"] > config["SHARE_MAX_SECONDS"]:
+        raise click.BadParameter(
+            "longer than SHARE_MAX_SECONDS", param_hint="--expires-in"
+        )
+    most = config["REQUEST_MAX_BYTES"]
+    if checked.get("max_bytes", most) > most:
+        raise click.BadParameter(
+            "more than REQUEST_MAX_BYTES", param_hint="--max-bytes"
+        )
+    upload_request = new_request(
+        user,
+        checked["title"],
+        checked.get("note", ""),
+        checked["expires_in"],
+        checked.get("max_bytes", most),
+        checked.get("password"),
+        checked.get("max_files"),
+    )
+    db.session.add(upload_request)
+    db.session.commit()
+    with current_app.test_request_context(base_url=base_url):
+        click.echo(request_url(upload_request))
+    click.echo(f"Request {upload_request.id} ({title}) for {name}.", err=True)
+
+
+@requests_cli.command("list")
+@click.argument("name")
+def list_requests(name: str) -> None:
+    """List a user's upload requests: id, state, what arrived, title."""
+    user = _find_user(name)
+    found = db.session.execute(
+        db.select(UploadRequest).filter_by(owner_id=user.id).order_by(UploadRequest.id)
+    ).scalars()
+    shown = False
+    for upload_request in found:
+        shown = True
+        files, taken = received(upload_request)
+        click.echo(
+            f"{upload_request.id}\t{status_of(upload_request, user)}\t"
+            f"{files} files, {format_size(taken)}\t"
+            f"until {upload_request.expires_at:%Y-%m-%d %H:%M} UTC\t"
+            f"{upload_request.title}"
+        )
+    if not shown:
+        click.echo("No upload requests.")
+
+
+@requests_cli.command("close")
+@click.argument("name")
+@click.argument("request_id", type=int)
+def close_request(name: str, request_id: int) -> None:
+    """Close a user's upload request: its link takes nothing more."""
+    user = _find_user(name)
+    upload_request = db.session.get(UploadRequest, request_id)
+    if upload_request is None or upload_request.owner_id != user.id:
+        raise click.ClickException(f"{name} has no upload request {request_id}")
+    if upload_request.closed_at is None:
+        upload_request.closed_at = utcnow()
+        db.session.commit()
+    click.echo(f"Request {request_id} ({upload_request.title}) closed")
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(tokens_cli)
     app.cli.add_command(init_db_command)
     app.cli.add_command(users_cli)
     app.cli.add_command(files_cli)
+    app.cli.add_command(requests_cli)

@@ -293,3 +293,38 @@ def test_the_owners_page_makes_and_closes_requests(client, token):
         client.get("/requests", headers=bearer(token)).get_json()["items"][0]["status"]
         == "closed"
     )
+
+
+def test_the_cli_makes_lists_and_closes_requests(app, client, runner, token):
+    result = runner.invoke(
+        args=[
+            "requests",
+            "create",
+            "alice",
+            "--title",
+            "Scans",
+            "--max-files",
+            "3",
+            "--max-bytes",
+            "1MiB",
+            "--base-url",
+            "https://files.example.org",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    url = result.stdout.strip()
+    assert url.startswith("https://files.example.org/r/")
+    link = url.removeprefix("https://files.example.org")
+    page = app.test_client().get(link).get_json()
+    assert page["files_left"] == 3 and page["bytes_left"] == 1024 * 1024
+    listing = runner.invoke(args=["requests", "list", "alice"])
+    assert "\tactive\t0 files, 0 B\tuntil " in listing.output
+    assert listing.output.rstrip().endswith("Scans")
+    request_id = listing.output.split("\t")[0]
+    closed = runner.invoke(args=["requests", "close", "alice", request_id])
+    assert closed.exit_code == 0 and "closed" in closed.output
+    assert app.test_client().get(link).status_code == 410
+    bad = runner.invoke(args=["requests", "create", "alice", "--title", ""])
+    assert bad.exit_code != 0 and "title must be 1 to 120 characters" in bad.output
+    missing = runner.invoke(args=["requests", "close", "alice", "999"])
+    assert missing.exit_code != 0 and "no upload request 999" in missing.output
