@@ -45,6 +45,17 @@ def pages_of(site) -> list[dict]:
     picture_id = live_upload(site, token, "phone.png", picture, "image/png")
     notes_id = live_upload(site, token, "notes.txt", b"Milk\nBread\n", "text/plain")
     one_time = live_share(site, token, picture_id, max_downloads=1)["url"]
+
+    def ask(**settings) -> str:
+        answer = requests.post(
+            site.url + "/requests",
+            json={"title": "Holiday photos", "note": "From the trip", **settings},
+            headers=bearer(token),
+            timeout=30,
+        )
+        return answer.json()["url"]
+
+    open_request, locked_request = ask(max_files=5), ask(password="correct horse")
     requests.post(
         site.url + "/tokens",
         json={"name": "backup", "scopes": ["files:read"]},
@@ -65,6 +76,9 @@ def pages_of(site) -> list[dict]:
         },
         {"name": "text", "url": f"{site.url}/files/{notes_id}/preview?token={token}"},
         {"name": "one-time share", "url": one_time},
+        {"name": "requests", "url": f"{site.url}/requests?token={token}"},
+        {"name": "upload request", "url": open_request},
+        {"name": "locked upload request", "url": locked_request},
     ]
 
 

@@ -1231,3 +1231,60 @@ def test_hostile_html_and_svg_never_run_whatever_way_they_are_opened(browser, si
         assert dialogs == []
     finally:
         context.close()
+
+
+# --- upload requests ----------------------------------------------------------------
+
+
+def test_a_guest_sends_a_big_file_that_survives_a_cut_and_the_owner_sees_it(
+    browser, page, site, tmp_path
+):
+    sign_in(page, site)
+    page.get_by_role("link", name="Requests", exact=True).click()
+    page.get_by_label("What you ask for").fill("Holiday videos")
+    page.get_by_label("A note for them").fill("The long one from the beach, please")
+    page.get_by_role("button", name="Create request").click()
+    expect(page.locator(".flash-success")).to_contain_text("Request created: ")
+    row = page.locator("#request-table tr").filter(has_text="Holiday videos")
+    link = row.locator("input.request-url").input_value()
+    screenshot(page, "requests")
+
+    source = tmp_path / "beach.mp4"
+    source.write_bytes(os.urandom(50 * 1000 * 1000))
+    guest_context = browser.new_context()
+    try:
+        guest = guest_context.new_page()
+        guest.goto(link)
+        expect(guest.get_by_role("heading", name="Holiday videos")).to_be_visible()
+        expect(guest.get_by_text("The long one from the beach, please")).to_be_visible()
+        # Nothing of the owner's is on the guest's page.
+        assert "Your files" not in guest.content()
+        network = throttle_uploads(guest, 8 * 1024 * 1024)
+        guest.set_input_files("#inputFile", str(source))
+        guest.get_by_role("button", name="Send").click()
+        wait_for_progress(guest, 30)
+        # The connection is cut mid-file, then comes back: it goes on.
+        offsets = patch_offsets(guest)
+        throttle_uploads(guest, 8 * 1024 * 1024, offline=True, session=network)
+        expect(guest.locator("#upload-list .state")).to_have_text(
+            "offline · waiting for the network…", timeout=20_000
+        )
+        time.sleep(1)
+        throttle_uploads(guest, 16 * 1024 * 1024, session=network)
+        expect(guest.locator("#upload-result")).to_have_text(
+            "file beach.mp4 uploaded successfully", timeout=90_000
+        )
+        assert offsets and offsets[0] > 0, offsets
+        screenshot(guest, "request-guest-sent")
+    finally:
+        guest_context.close()
+
+    page.reload()
+    received = row.locator("td.received")
+    expect(received).to_contain_text("beach.mp4")
+    expect(received).to_contain_text("47.7 MiB")
+    received.get_by_role("link", name="beach.mp4").click()
+    page.wait_for_load_state("load")
+    expect(page.get_by_role("heading", name="beach.mp4")).to_be_visible()
+    digest = page.locator(".digest").inner_text()
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
