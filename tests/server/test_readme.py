@@ -24,6 +24,7 @@ SECTIONS = {
     "## Walk-through with curl": 2,
     "## Share a file": 1,
     "## API tokens for scripts": 1,
+    "## Ask someone for files": 1,
 }
 
 
@@ -69,16 +70,19 @@ def test_the_readme_walk_through_runs_as_written(server, auth, tmp_path):
         '"has_password":true',
         '{"message":"This link was revoked by its owner"}',
         '{"message":"Token lacks the shares:write scope"}',
+        '{"message":"file report.pdf sent to admin"}',
+        '{"message":"This upload request was closed by its owner"}',
     ):
         assert answer in output, output
     # The download, its resumption and the share link's download all gave
     # back the bytes sent.
     assert (tmp_path / "downloads" / "report.pdf").read_bytes() == report
     assert (tmp_path / "shared.pdf").read_bytes() == report
-    # The photo was deleted; the report is there twice (the API token sent it
-    # again), and the token that did it is revoked.
+    # The photo was deleted; the report is there three times (the API token
+    # sent it again, and so did the upload request's guest), and the token
+    # that did it is revoked.
     token = sign_in(server, README_USER, README_PASSWORD)["token"]
     files = requests.get(server.url + "/files", headers=bearer(token), timeout=30)
-    assert [item["filename"] for item in files.json()["items"]] == ["report.pdf"] * 2
+    assert [item["filename"] for item in files.json()["items"]] == ["report.pdf"] * 3
     tokens = requests.get(server.url + "/tokens", headers=bearer(token), timeout=30)
     assert tokens.json() == {"items": []}
