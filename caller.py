@@ -266,6 +266,20 @@ def link_checks_no_password() -> bool:
     return public_id is not None and share_links.claim_names(public_id, _claim())
 
 
+def request_checks_no_password() -> bool:
+    """Whether this request on an upload request's link checks no password,
+    and so counts against no password limit: only the page's form post, or
+    Basic credentials, make it check one."""
+    if request.method == "POST" and request.endpoint == "upload_requests.guest_page":
+        return False
+    return _basic() is None
+
+
+def request_link_key() -> str:
+    """The per-link password limit's key for an upload request's link."""
+    return "request:" + str((request.view_args or {}).get("link", ""))
+
+
 # --- who it is -------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import Row, Select, bindparam, func
 from werkzeug.exceptions import ClientDisconnected
 
 import caller
+import rate_limits
 import request_links
 import storage
 from authentication import check_for_token
@@ -42,6 +43,11 @@ from schemas import (
 from storage import delete_stored_files
 
 bp = Blueprint("files", __name__)
+
+# Password attempts on an upload request's link, per link and per address.
+limit_request_passwords = rate_limits.link_passwords(
+    caller.request_link_key, caller.request_checks_no_password
+)
 
 
 # A page of the caller's finished files, in one statement. The page's ids
@@ -240,6 +246,7 @@ def upload() -> ResponseReturnValue:
 
 
 @bp.post("/r/<link>/upload")
+@limit_request_passwords
 @caller.upload_request()
 def upload_to_request(link: str) -> ResponseReturnValue:
     """Send one file to an upload request, as its guest (multipart/form-data,

@@ -1,6 +1,6 @@
 """Limits on guessing passwords (Flask-Limiter): sign-ins per username and per
-address, share-link passwords per link and per address, the address budget
-shared by both.
+address, share-link and upload-request passwords per link and per address,
+the address budget shared by all.
 
 Every attempt that checks a password is counted when it starts, successful
 ones too: Flask-Limiter's hit is one atomic step of its store (memory, or
@@ -15,6 +15,7 @@ route says which of its requests check one.
 """
 
 from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from flask import Flask, current_app
 from flask_limiter import Limiter, RouteLimit
@@ -22,6 +23,9 @@ from flask_limiter.util import get_remote_address
 
 # Storage comes from RATELIMIT_STORAGE_URI (and RATELIMIT_KEY_PREFIX).
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 TOO_MANY_SIGN_INS = "Too many sign-in attempts; wait a minute and try again"
 TOO_MANY_PASSWORDS = "Too many password attempts; wait a minute and try again"
@@ -84,6 +88,20 @@ def per_link(
         TOO_MANY_PASSWORDS,
         link_key,
     )
+
+
+def link_passwords(
+    link_key: Callable[[], str], checks_no_password: Callable[[], bool]
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Password attempts on a link, per link and per address together: a
+    decorator (an upload request's routes)."""
+    by_link = per_link(link_key, checks_no_password)
+    by_address = per_address(checks_no_password)
+
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
+        return by_link(by_address(view))
+
+    return decorate
 
 
 def init_app(app: Flask) -> None:

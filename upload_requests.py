@@ -19,6 +19,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 import caller
+import rate_limits
 from authentication import check_for_token, cookie_secure
 from errors import ApiError, no_content, wants_html
 from models import StoredFile, UploadRequest, User, db, utcnow
@@ -41,6 +42,11 @@ from schemas import (
 )
 
 bp = Blueprint("upload_requests", __name__)
+
+# Password attempts on an upload request's link, per link and per address.
+limit_request_passwords = rate_limits.link_passwords(
+    caller.request_link_key, caller.request_checks_no_password
+)
 
 REQUEST_ID = "<int:request_id>"
 # Requests an account may hold at once (closed ones included, until deleted).
@@ -223,6 +229,7 @@ def delete_request(request_id: int) -> ResponseReturnValue:
 
 
 @bp.route("/r/<link>", methods=["GET", "POST"])
+@limit_request_passwords
 @caller.upload_request(password_form=True)
 def guest_page(link: str) -> ResponseReturnValue:
     """An upload request, as whoever holds its link sees it: what its owner

@@ -31,6 +31,7 @@ from werkzeug.http import http_date, parse_options_header
 
 import caller
 import quotas
+import rate_limits
 import request_links
 import storage
 import upload_keys
@@ -40,6 +41,11 @@ from models import ResumableUpload, StoredFile, User, db, retry_on_conflict, utc
 from schemas import DESCRIPTION_MAX
 
 bp = Blueprint("uploads", __name__)
+
+# Password attempts on an upload request's link, per link and per address.
+limit_request_passwords = rate_limits.link_passwords(
+    caller.request_link_key, caller.request_checks_no_password
+)
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = (
@@ -362,6 +368,7 @@ def create_upload() -> Response:
 
 
 @bp.route("/r/<link>/uploads", methods=["POST"], provide_automatic_options=False)
+@limit_request_passwords
 @caller.upload_request()
 def create_request_upload(link: str) -> Response:
     """Create a resumable upload into an upload request (tus creation), as

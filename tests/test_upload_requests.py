@@ -9,6 +9,7 @@ import pytest
 
 from helpers import (
     HTML,
+    basic_auth,
     bearer,
     end,
     part,
@@ -328,3 +329,25 @@ def test_the_cli_makes_lists_and_closes_requests(app, client, runner, token):
     assert bad.exit_code != 0 and "title must be 1 to 120 characters" in bad.output
     missing = runner.invoke(args=["requests", "close", "alice", "999"])
     assert missing.exit_code != 0 and "no upload request 999" in missing.output
+
+
+@pytest.mark.parametrize("app_settings", [{"SHARE_PASSWORD_LIMIT": "3 per minute"}])
+def test_wrong_request_passwords_are_limited_per_link(app, client, token):
+    made = make_request(client, token, password="correct horse")
+    link = link_of(made)
+    guest = app.test_client()
+    # Asking without a password is not a wrong guess.
+    for _ in range(5):
+        assert guest.get(link).status_code == 401
+    for attempt in range(3):
+        wrong = basic_auth("", f"guess-{attempt}-guess")
+        assert guest_upload(guest, link, b"x", **wrong)[0].status_code == 401
+    limited = guest.get(link, headers=basic_auth("", "correct horse"))
+    assert limited.status_code == 429
+    assert limited.get_json() == {
+        "message": "Too many password attempts; wait a minute and try again"
+    }
+    # The page's form counts against the same link; another request does not.
+    assert guest.post(link, data={"password": "x" * 8}).status_code == 429
+    other = link_of(make_request(client, token, password="correct horse"))
+    assert guest.get(other, headers=basic_auth("", "correct horse")).status_code == 200
