@@ -256,8 +256,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
 def _describe_settings(document: dict[str, Any], config: Config) -> None:
     """Limits that are this server's settings, in the schemas that they bound."""
     schemas = document["components"]["schemas"]
-    share_expiry = schemas["ShareRequest"]["properties"]["expires_in"]
-    share_expiry["maximum"] = config["SHARE_MAX_SECONDS"]
+    for name in ("ShareRequest", "FileRequestCreate"):
+        expiry = schemas[name]["properties"]["expires_in"]
+        expiry["maximum"] = config["SHARE_MAX_SECONDS"]
+    request_bytes = schemas["FileRequestCreate"]["properties"]["max_bytes"]
+    request_bytes["maximum"] = config["REQUEST_MAX_BYTES"]
     if not config["PAT_ALLOW_NO_EXPIRY"]:
         schemas["AccessTokenRequest"]["properties"]["expires_in"]["type"] = "integer"
 

@@ -14,6 +14,7 @@ keep the download's ``nosniff`` and ``Content-Security-Policy: sandbox``.
 
 from flask import request
 
+from errors import ApiError
 from models import StoredFile
 
 IMAGE, VIDEO, AUDIO, PDF, TEXT = "image", "video", "audio", "pdf", "text"
@@ -92,5 +93,11 @@ def inline_type(stored_file: StoredFile) -> str | None:
 
 def asked_inline(stored_file: StoredFile) -> str | None:
     """The type to serve ``stored_file`` inline as, when the download asks
-    for it (``?inline=1``) and a page may show it; else None: a download."""
-    return inline_type(stored_file) if request.args.get("inline") == "1" else None
+    for it (``?inline=1``) and a page may show it; else None: a download. Any
+    other ``inline`` is a 400."""
+    asked = request.args.getlist("inline")
+    if not asked:
+        return None
+    if asked != ["1"]:
+        raise ApiError(400, "inline must be 1, once")
+    return inline_type(stored_file)

@@ -156,3 +156,11 @@ def test_a_password_link_shows_nothing_before_its_password(app, client, token):
     )
     assert "preview-media" in unlocked.get_data(as_text=True)
     assert visitor.get(f"{link}/download?inline=1").status_code == 200
+
+
+@pytest.mark.parametrize("query", ["inline=0", "inline=null", "inline=1&inline=1"])
+def test_any_other_inline_is_a_400(client, token, query):
+    file_id = upload_as(client, token, "photo.png", "image/png")
+    answer = client.get(f"/files/{file_id}/download?{query}", headers=bearer(token))
+    assert answer.status_code == 400
+    assert answer.get_json() == {"message": "inline must be 1, once"}
