@@ -15,6 +15,7 @@ from config import PAT_MAX_SECONDS, parse_duration, parse_size
 from errors import ApiError
 from formats import format_size
 from models import (
+    AccessEvent,
     FileChunk,
     ResumableUpload,
     ShareDownload,
@@ -208,7 +209,8 @@ def set_password(name: str) -> None:
 )
 def collect_garbage(idle: int) -> None:
     """Remove unfinished uploads (and their chunks) left by crashes or outages,
-    and resumable uploads past their expiry."""
+    resumable uploads past their expiry, and access log rows older than
+    ACCESS_LOG_DAYS."""
     now = utcnow()
     cutoff = now - timedelta(seconds=idle)
     upload_files = db.select(ResumableUpload.file_id)
@@ -236,6 +238,9 @@ def collect_garbage(idle: int) -> None:
     db.session.execute(
         db.delete(ResumableUpload).where(ResumableUpload.expires_at <= now)
     )
+    # The access log is kept for ACCESS_LOG_DAYS.
+    kept = timedelta(days=current_app.config["ACCESS_LOG_DAYS"])
+    db.session.execute(db.delete(AccessEvent).where(AccessEvent.at <= now - kept))
     # Counted share downloads are kept only while they may be resumed.
     resumable = timedelta(seconds=current_app.config["SHARE_RESUME_SECONDS"])
     db.session.execute(

@@ -101,6 +101,8 @@ def from_environment(instance_path: str) -> dict:
         # request from the same address resumes it without counting again.
         "SHARE_DEFAULT_SECONDS": _int_from_env("SHARE_DEFAULT_SECONDS", 7 * DAY),
         "SHARE_MAX_SECONDS": _int_from_env("SHARE_MAX_SECONDS", 30 * DAY),
+        # How long the access log of links and upload requests is kept.
+        "ACCESS_LOG_DAYS": _int_from_env("ACCESS_LOG_DAYS", 90),
         # What an upload request takes in all when its owner sets no cap.
         "REQUEST_MAX_BYTES": _int_from_env("REQUEST_MAX_BYTES", 10 * 1024 * MIB),
         "SHARE_RESUME_SECONDS": _int_from_env("SHARE_RESUME_SECONDS", DAY),

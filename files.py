@@ -21,6 +21,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Row, Select, bindparam, func
 from werkzeug.exceptions import ClientDisconnected
 
+import access_log
 import caller
 import rate_limits
 import request_links
@@ -301,6 +302,9 @@ def upload_to_request(link: str) -> ResponseReturnValue:
         return begin()
 
     stored_file = UploadReceiver(access.owner, start).receive()
+    access_log.record_upload(
+        access.upload_request.id, stored_file.filename, stored_file.size, True
+    )
     message = f"file {stored_file.filename} sent to {access.owner.username}"
     if wants_html():
         flash(message, "success")

@@ -460,6 +460,34 @@ class UploadRequest(Model):
     owner_version: Mapped[str] = mapped_column(String(32))
 
 
+class AccessEvent(Model):
+    """Who fetched what through a share link, or sent what through an upload
+    request: one row a request that moved bytes (access_log.py writes them,
+    ``files gc`` forgets them after ACCESS_LOG_DAYS)."""
+
+    __tablename__ = "access_event"
+    __table_args__ = {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    share_id: Mapped[int | None] = mapped_column(
+        ForeignKey("share.id", ondelete="CASCADE"), index=True
+    )
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("upload_request.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # The client's address (behind the configured proxies) and user agent.
+    address: Mapped[str] = mapped_column(String(64))
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+    # download, resume, preview, upload.
+    action: Mapped[str] = mapped_column(String(16))
+    # The file's name.
+    what: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Whether all it meant to move arrived (a whole download, a whole piece).
+    completed: Mapped[bool] = mapped_column(default=False)
+
+
 class ShareDownload(Model):
     """A counted download of a share link: the claim its client resumes with
     names it (shares.py). Kept for SHARE_RESUME_SECONDS, then forgotten by

@@ -355,6 +355,30 @@ class GuestRequestSchema(Schema):
     )
 
 
+class AccessEventSchema(Schema):
+    """One request that moved bytes through a link or an upload request."""
+
+    at = fields.DateTime(required=True)
+    address = fields.String(required=True, metadata={"description": "The client's"})
+    user_agent = fields.String(required=True)
+    action = fields.String(
+        required=True,
+        validate=validate.OneOf(["download", "resume", "preview", "upload"]),
+    )
+    what = fields.String(required=True, metadata={"description": "The file's name"})
+    bytes = fields.Integer(required=True)
+    completed = fields.Boolean(
+        required=True,
+        metadata={"description": "All it meant to move arrived"},
+    )
+
+
+class AccessEventListSchema(Schema):
+    """An access log, newest first (the newest 200)."""
+
+    items = fields.List(fields.Nested(AccessEventSchema), required=True)
+
+
 SHARE_STATUSES = ["active", "expired", "revoked", "used_up"]
 
 
@@ -489,6 +513,7 @@ file_request_create_schema = FileRequestCreateSchema()
 file_request_schema = FileRequestSchema()
 file_request_list_schema = FileRequestListSchema()
 guest_request_schema = GuestRequestSchema()
+access_event_list_schema = AccessEventListSchema()
 share_schema = ShareSchema()
 share_list_schema = ShareListSchema()
 shared_file_schema = SharedFileSchema()

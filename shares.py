@@ -47,6 +47,7 @@ from werkzeug.wrappers import Response as BaseResponse
 import caller
 import rate_limits
 import storage
+from access_log import DOWNLOAD, PREVIEW, RESUME, SHOWN, events_of, record_download
 from authentication import check_for_token, cookie_secure
 from downloads import file_response
 from errors import ApiError, no_content, wants_html
@@ -54,6 +55,7 @@ from models import MAX_INT_ID, Share, StoredFile, User, db, utcnow
 from previews import asked_inline, preview_kind
 from request_data import load_or_400, request_body
 from schemas import (
+    access_event_list_schema,
     share_list_schema,
     share_request_schema,
     share_schema,
@@ -211,10 +213,45 @@ def list_shares(file_id: int) -> ResponseReturnValue:
         404: NotFound
     """
     stored_file = storage.finished_file_of(g.user, file_id)
-    shares = [_describe(share, g.user) for share in _shares_of(file_id)]
+    links = _shares_of(file_id)
+    shares = [_describe(share, g.user) for share in links]
     if wants_html():
-        return render_template("shares.html", file=stored_file, shares=shares)
+        # Each row says which link it came through: the link's number.
+        events = sorted(
+            (
+                (f"link {number}", event)
+                for number, share in enumerate(reversed(links), start=1)
+                for event in events_of(share_id=share.id)
+            ),
+            key=lambda pair: pair[1].id,
+            reverse=True,
+        )[:SHOWN]
+        return render_template(
+            "shares.html", file=stored_file, shares=shares, events=events
+        )
     return jsonify(share_list_schema.dump({"items": shares}))
+
+
+@bp.get(f"/shares/{SHARE_ID}/accesses")
+@check_for_token(scope=MAKE_OR_LIST_LINKS)
+def share_accesses(share_id: int) -> ResponseReturnValue:
+    """Who fetched what through a link: its access log, newest first.
+    ---
+    get:
+      parameters: [ShareId]
+      responses:
+        200:
+          description: The newest 200 rows
+          content:
+            application/json:
+              schema: AccessEventListSchema
+        403: Forbidden
+        404: ShareNotFound
+    """
+    share = _owned_share_or_404(share_id)
+    return jsonify(
+        access_event_list_schema.dump({"items": events_of(share_id=share.id)})
+    )
 
 
 def _owned_share_or_404(share_id: int) -> Share:
@@ -467,8 +504,12 @@ def share_download(link: str) -> Response:
     access = g.caller.record
     share, stored_file, owner = access.share, access.stored_file, access.owner
     inline_as = asked_inline(stored_file)
+    action = PREVIEW if inline_as else DOWNLOAD
     if access.claimed:
-        return file_response(stored_file, inline_as=inline_as)
+        response = file_response(stored_file, inline_as=inline_as)
+        return record_download(
+            response, share.id, action if inline_as else RESUME, stored_file.filename
+        )
     if status_of(share, owner) == "used_up":
         raise ApiError(410, GONE["used_up"])
     if not access.unlocked:
@@ -478,7 +519,7 @@ def share_download(link: str) -> Response:
     response = file_response(stored_file, transfer=counter, inline_as=inline_as)
     if counter.claim is not None:
         _hand_over_claim(response, counter.claim, link)
-    return response
+    return record_download(response, share.id, action, stored_file.filename)
 
 
 def _hand_over_claim(response: BaseResponse, claim: str, link: str) -> None:

@@ -20,6 +20,7 @@ from flask.typing import ResponseReturnValue
 
 import caller
 import rate_limits
+from access_log import SHOWN, events_of
 from authentication import check_for_token, cookie_secure
 from errors import ApiError, no_content, wants_html
 from models import StoredFile, UploadRequest, User, db, utcnow
@@ -35,6 +36,7 @@ from request_links import (
     unlock_cookie_value,
 )
 from schemas import (
+    access_event_list_schema,
     file_request_create_schema,
     file_request_list_schema,
     file_request_schema,
@@ -180,8 +182,37 @@ def list_requests() -> ResponseReturnValue:
     ).scalars()
     items = [_described(each, g.user) for each in found]
     if wants_html():
-        return render_template("requests.html", requests=items)
+        events = sorted(
+            (
+                (item["title"], event)
+                for item in items
+                for event in events_of(request_id=item["id"])
+            ),
+            key=lambda pair: pair[1].id,
+            reverse=True,
+        )[:SHOWN]
+        return render_template("requests.html", requests=items, events=events)
     return jsonify(file_request_list_schema.dump({"items": items}))
+
+
+@bp.get(f"/requests/{REQUEST_ID}/accesses")
+@check_for_token(scope="files:read")
+def request_accesses(request_id: int) -> ResponseReturnValue:
+    """Who sent what through a request: its access log, newest first.
+    ---
+    get:
+      parameters: [RequestId]
+      responses:
+        200:
+          description: The newest 200 rows
+          content:
+            application/json:
+              schema: AccessEventListSchema
+        404: OwnRequestNotFound
+    """
+    upload_request = _own_request(request_id)
+    events = events_of(request_id=upload_request.id)
+    return jsonify(access_event_list_schema.dump({"items": events}))
 
 
 @bp.post(f"/requests/{REQUEST_ID}/close")

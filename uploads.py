@@ -29,6 +29,7 @@ from flask import Blueprint, Response, current_app, g, request, url_for
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import http_date, parse_options_header
 
+import access_log
 import caller
 import quotas
 import rate_limits
@@ -188,6 +189,35 @@ def _set_length(upload: ResumableUpload, length: int) -> None:
         raise ApiError(400, "Upload-Length is less than the bytes already received")
     upload.length = length
     quotas.reserve(stored_file, length)
+
+
+def _received_logged(upload: ResumableUpload, checksum: Checksum | None) -> None:
+    """_receive, and for a guest's upload to an upload request, the request's
+    access log: the bytes this piece brought, and whether the file is done."""
+    stored_file = upload.stored_file
+    request_id, start = stored_file.request_id, stored_file.size
+    if request_id is None:
+        _receive(upload, checksum)
+        return
+    name = stored_file.filename
+    try:
+        _receive(upload, checksum)
+    except ClientDisconnected:
+        sent = max(_stored_size(stored_file.id) - start, 0)
+        access_log.record_upload(request_id, name, sent, False)
+        raise
+    access_log.record_upload(
+        request_id, name, stored_file.size - start, stored_file.complete
+    )
+
+
+def _stored_size(file_id: int) -> int:
+    """What a file holds now, read afresh (0 once it is gone)."""
+    db.session.rollback()
+    size = db.session.execute(
+        db.select(StoredFile.size).where(StoredFile.id == file_id)
+    ).scalar_one_or_none()
+    return size or 0
 
 
 def _receive(upload: ResumableUpload, checksum: Checksum | None) -> None:
@@ -453,7 +483,7 @@ def _create(
     if with_body:
         file_id = stored_file.id
         try:
-            _receive(upload, checksum)
+            _received_logged(upload, checksum)
         except BaseException:
             # The client never learns this upload's URL: nothing may stay.
             storage.discard(file_id)
@@ -561,7 +591,7 @@ def upload_piece(key: str) -> Response:
             raise ApiError(409, "The upload is complete")
     else:
         db.session.commit()
-        _receive(upload, checksum)
+        _received_logged(upload, checksum)
     response = no_content()
     response.headers.update(
         {

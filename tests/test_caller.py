@@ -140,7 +140,8 @@ def _is_credential(mapping: str, key: str) -> bool:
 def _mapping_read(node, parents) -> tuple[str | None, bool]:
     """For ``request.<mapping>`` at ``node``: the key it is asked for (None
     when it is not a constant) and whether the use is one of the plain forms
-    (``[key]``, ``.get(key)``, ``key in``, ``args.to_dict()``)."""
+    (``[key]``, ``.get(key)``, ``.getlist(key)``, ``key in``,
+    ``args.to_dict()``)."""
     parent = parents.get(node)
     if isinstance(parent, ast.Subscript) and parent.value is node:
         return _constant(parent.slice), True
@@ -149,7 +150,7 @@ def _mapping_read(node, parents) -> tuple[str | None, bool]:
     if isinstance(parent, ast.Attribute):
         call = parents.get(parent)
         if isinstance(call, ast.Call) and call.func is parent:
-            if parent.attr == "get" and call.args:
+            if parent.attr in ("get", "getlist") and call.args:
                 return _constant(call.args[0]), True
             if parent.attr == "to_dict" and node.attr == "args" and not call.args:
                 # The query for a schema; reading a credential from it is not.

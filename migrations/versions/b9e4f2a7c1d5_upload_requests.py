@@ -77,6 +77,6 @@ def downgrade():
         )
         batch_op.drop_index(batch_op.f("ix_stored_file_request_id"))
         batch_op.drop_column("request_id")
-    with op.batch_alter_table("upload_request") as batch_op:
-        batch_op.drop_index(batch_op.f("ix_upload_request_owner_id"))
+    # The table takes its index with it (MySQL will not drop an index its
+    # foreign key needs on its own).
     op.drop_table("upload_request")

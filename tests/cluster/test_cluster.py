@@ -220,6 +220,45 @@ def test_a_quota_holds_for_uploads_begun_together_through_two_nodes(cluster):
                 assert ended.status_code == 204
 
 
+def test_an_upload_requests_cap_holds_for_guests_through_two_nodes(cluster):
+    """Two guests send the one file a request takes, each through a node of
+    its own: exactly one gets it, whatever node certifies first."""
+    cluster.flask("users", "create", "rhea", stdin=PASSWORD + "\n")
+    token = sign_in(cluster.apps[0], "rhea")["token"]
+    for _ in range(6):
+        made = requests.post(
+            cluster.apps[0].url + "/requests",
+            json={"title": "One file", "max_files": 1},
+            headers=bearer(token),
+            timeout=60,
+        )
+        assert made.status_code == 201, made.text
+        path = "/r/" + made.json()["url"].split("/r/", 1)[1]
+        start = threading.Barrier(2)
+        answers = []
+
+        def send(url, start=start, answers=answers, path=path):
+            start.wait()
+            answers.append(
+                requests.post(
+                    url + path + "/uploads",
+                    headers={"Tus-Resumable": "1.0.0", "Upload-Length": "1000"},
+                    timeout=60,
+                )
+            )
+
+        threads = [
+            threading.Thread(target=send, args=(app.url,)) for app in cluster.apps
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(a.status_code for a in answers) == [201, 410], [
+            a.text for a in answers
+        ]
+
+
 def test_deleting_a_file_while_the_other_node_sends_it(cluster):
     first, second = cluster.apps
     token = sign_in(first)["token"]
