@@ -69,6 +69,35 @@ def test_a_revoked_link_stops_at_once_for_every_worker(server):
     assert statuses == {410}
 
 
+def test_the_access_log_records_what_gunicorn_sent_whole_or_cut_short(server):
+    token = sign_in(server)["token"]
+    # Larger than what the kernel's socket buffers hold: a client that goes
+    # early really leaves bytes unsent.
+    content = random_bytes(32 * 1024 * 1024, seed=22)
+    file_id = live_upload(server, token, "big.bin", content)
+    share = make_share(server, token, file_id)
+    url = share["url"] + "/download"
+    whole = requests.get(url, headers={"User-Agent": "whole/1"}, timeout=60)
+    assert whole.content == content
+    # A client that reads a little and goes.
+    with requests.get(
+        url, headers={"User-Agent": "cut/1"}, stream=True, timeout=30
+    ) as cut:
+        cut.raw.read(1024)
+    accesses = f"{server.url}/shares/{share['id']}/accesses"
+    deadline = time.monotonic() + 10
+    rows = []
+    while time.monotonic() < deadline and len(rows) < 2:
+        rows = requests.get(accesses, headers=bearer(token), timeout=10).json()["items"]
+        time.sleep(0.1)
+    by_agent = {row["user_agent"]: row for row in rows}
+    assert by_agent["whole/1"]["bytes"] == len(content)
+    assert by_agent["whole/1"]["completed"] is True
+    assert by_agent["cut/1"]["completed"] is False
+    assert by_agent["cut/1"]["bytes"] < len(content)
+    assert "Traceback" not in server.output_so_far()
+
+
 def test_link_tokens_and_access_tokens_never_reach_the_logs(server):
     session = sign_in(server)["token"]
     file_id = upload(server, session)
