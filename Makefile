@@ -89,9 +89,11 @@ serve: $(VENV)/.installed .env
 	$(BIN)/gunicorn -c gunicorn.conf.py 'app:create_app()'
 
 # Speed and memory of uploads and downloads against the raw database, one at a
-# time and eight at once (MariaDB).
+# time and eight at once (MariaDB); then a share link's download against the
+# owner's of the same file (its checks, claim and access log row; SQLite).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/links.py $(LINKS_ARGS)
 
 # Requests a second under wrk, each against a baseline on the same gunicorn
 # command line: GET /livez against a bare Flask app, GET /files against the
