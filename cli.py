@@ -360,6 +360,7 @@ def prune_tokens() -> None:
 @click.option("--expires-in", default="7d", show_default=True, help="e.g. 12h, 7d.")
 @click.option("--max-files", type=click.IntRange(1, 100_000), help="At most this many.")
 @click.option("--max-bytes", help="At most this much in all, e.g. 2GiB.")
+@click.option("--types", "allowed_types", help="Only these kinds: '.pdf, image/*'.")
 @click.option(
     "--password", is_flag=True, help="Ask for a password the sender must give."
 )
@@ -376,6 +377,7 @@ def create_request(
     expires_in: str,
     max_files: int | None,
     max_bytes: str | None,
+    allowed_types: str | None,
     password: bool,
     base_url: str,
 ) -> None:
@@ -390,6 +392,8 @@ def create_request(
         raise click.BadParameter(str(error)) from None
     if max_files is not None:
         settings["max_files"] = max_files
+    if allowed_types is not None:
+        settings["allowed_types"] = allowed_types
     if password:
         settings["password"] = _read_password()
     try:
@@ -414,6 +418,7 @@ def create_request(
         checked.get("max_bytes", most),
         checked.get("password"),
         checked.get("max_files"),
+        checked.get("allowed_types"),
     )
     db.session.add(upload_request)
     db.session.commit()

@@ -272,6 +272,7 @@ def upload_to_request(link: str) -> ResponseReturnValue:
         303:
           description: A browser's form post, sent back to the request's page
         401: RequestLocked
+        415: RequestKind
         404: RequestNotFound
         410: RequestGone
         411:

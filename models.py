@@ -454,6 +454,8 @@ class UploadRequest(Model):
     # Caps on what may arrive: files (None: any number) and bytes in all.
     max_files: Mapped[int | None] = mapped_column(Integer)
     max_bytes: Mapped[int] = mapped_column(BigInteger)
+    # The kinds of file it takes: ".pdf, image/*"; None: any.
+    allowed_types: Mapped[str | None] = mapped_column(String(255))
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The owner's token version when it was made: signing out everywhere, or a
     # new password, ends it like every token.

@@ -47,6 +47,8 @@ RESPONSES = {
     "RequestGone": "The upload request is closed, expired, withdrawn or full",
     "OwnRequestNotFound": "No such upload request of yours",
     "RequestLocked": "The upload request's password is needed, or was wrong",
+    "RequestKind": "A kind of file the upload request does not take (or, for "
+    "the form, a body that is not multipart/form-data)",
 }
 # Request headers of the tus protocol, named once (uploads.py).
 TUS_PARAMETERS = {

@@ -54,8 +54,10 @@ def new_request(
     max_bytes: int,
     password: str | None = None,
     max_files: int | None = None,
+    allowed_types: str | None = None,
 ) -> UploadRequest:
-    """A new upload request of ``owner`` (not added to the session)."""
+    """A new upload request of ``owner`` (not added to the session);
+    ``allowed_types`` as the schema checked it (".pdf, image/*")."""
     now = utcnow()
     return UploadRequest(
         public_id=secrets.token_urlsafe(PUBLIC_ID_BYTES),
@@ -67,8 +69,36 @@ def new_request(
         password_hash=hash_password(password) if password else None,
         max_files=max_files,
         max_bytes=max_bytes,
+        allowed_types=", ".join(kinds_of(allowed_types)) or None,
         owner_version=owner.token_version,
     )
+
+
+def kinds_of(allowed_types: str | None) -> list[str]:
+    """The kinds of file a request takes, one each: endings in lower case,
+    media types as written."""
+    kinds = [kind.strip() for kind in (allowed_types or "").split(",")]
+    return [kind.lower() if kind.startswith(".") else kind for kind in kinds if kind]
+
+
+def takes(upload_request: UploadRequest, filename: str, media_type: str) -> bool:
+    """Whether the request takes a file of this name and media type: its name
+    ends with one of the endings, or its type is one of the types (``image/*``:
+    any image)."""
+    kinds = kinds_of(upload_request.allowed_types)
+    if not kinds:
+        return True
+    name, media_type = filename.lower(), media_type.lower()
+    for kind in kinds:
+        if kind.startswith("."):
+            if name.endswith(kind):
+                return True
+        elif kind.endswith("/*"):
+            if media_type.startswith(kind[:-1]):
+                return True
+        elif media_type == kind:
+            return True
+    return False
 
 
 def request_url(upload_request: UploadRequest) -> str:
@@ -183,6 +213,10 @@ def begin_file(
     through the request (not committed): the owner's row claimed first, then
     the owner's quota and the request's caps checked with locking reads.
     413 when it does not fit, 410 when the request takes no more files."""
+    media_type = storage.content_type_for(declared_type, filename)
+    if not takes(upload_request, storage.clean_filename(filename), media_type):
+        kinds = upload_request.allowed_types
+        raise ApiError(415, f"This request takes only these kinds of file: {kinds}")
     quotas.claim(upload_request.owner_id)
     stored_file = storage.begin(
         upload_request.owner_id,

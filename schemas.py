@@ -267,6 +267,14 @@ class ShareRequestSchema(RequestSchema):
     )
 
 
+# ".pdf, .jpg, image/*, application/zip": endings and media types, a comma
+# between (request_links.takes says how they match).
+_ALLOWED_TYPE = (
+    r"(\.[A-Za-z0-9]{1,16}|[a-z0-9!#$&^_.+-]{1,64}/(\*|[a-z0-9!#$&^_.+-]{1,64}))"
+)
+ALLOWED_TYPES_RE = rf"^(?=.{{1,255}}$)\s*{_ALLOWED_TYPE}(\s*,\s*{_ALLOWED_TYPE})*\s*$"
+
+
 class FileRequestCreateSchema(ShareRequestSchema):
     """``POST /requests``: what the guest is told, how long the request
     lives, what guards it and what it takes."""
@@ -301,6 +309,15 @@ class FileRequestCreateSchema(ShareRequestSchema):
         metadata={"description": "Bytes in all; default and most REQUEST_MAX_BYTES"},
         error_messages={"invalid": "max_bytes must be a whole number of bytes"},
     )
+    allowed_types = fields.String(
+        validate=validate.Regexp(
+            ALLOWED_TYPES_RE,
+            error="allowed_types must be file endings (.pdf) or media types "
+            "(image/png, image/*), comma-separated, 255 characters at most",
+        ),
+        metadata={"description": "The kinds of file it takes: '.pdf, image/*'"},
+        error_messages={"invalid": "allowed_types must be a string"},
+    )
 
 
 REQUEST_STATUSES = ["active", "closed", "expired", "revoked", "full"]
@@ -328,6 +345,7 @@ class FileRequestSchema(Schema):
     has_password = fields.Boolean(required=True)
     max_files = fields.Integer(required=True, allow_none=True)
     max_bytes = fields.Integer(required=True)
+    allowed_types = fields.String(required=True, allow_none=True)
     files = fields.List(
         fields.Nested(ReceivedFileSchema),
         required=True,
@@ -350,6 +368,11 @@ class GuestRequestSchema(Schema):
     expires_at = fields.DateTime(required=True)
     files_left = fields.Integer(required=True, allow_none=True)
     bytes_left = fields.Integer(required=True)
+    allowed_types = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The kinds of file it takes; null: any"},
+    )
     upload_url = fields.String(
         required=True, metadata={"description": "Where tus clients create uploads"}
     )

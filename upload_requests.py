@@ -94,6 +94,7 @@ def _described(upload_request: UploadRequest, owner: User) -> dict[str, Any]:
         "has_password": upload_request.password_hash is not None,
         "max_files": upload_request.max_files,
         "max_bytes": upload_request.max_bytes,
+        "allowed_types": upload_request.allowed_types,
         "files": list(files),
     }
 
@@ -150,6 +151,7 @@ def create_request() -> ResponseReturnValue:
         settings["max_bytes"],
         settings.get("password"),
         settings.get("max_files"),
+        settings.get("allowed_types"),
     )
     db.session.add(upload_request)
     db.session.commit()
@@ -339,6 +341,7 @@ def guest_page(link: str) -> ResponseReturnValue:
         "expires_at": upload_request.expires_at,
         "files_left": None if cap is None else max(cap - files, 0),
         "bytes_left": max(upload_request.max_bytes - taken, 0),
+        "allowed_types": upload_request.allowed_types,
         "upload_url": url_for(
             "uploads.create_request_upload", link=link, _external=True
         ),

@@ -421,6 +421,7 @@ def create_request_upload(link: str) -> Response:
         201:
           description: Created; Location is the upload's URL
         401: RequestLocked
+        415: RequestKind
         404: RequestNotFound
         410: RequestGone
         412: TusVersion

@@ -354,3 +354,32 @@ def test_wrong_request_passwords_are_limited_per_link(app, client, token):
     assert guest.post(link, data={"password": "x" * 8}).status_code == 429
     other = link_of(make_request(client, token, password="correct horse"))
     assert guest.get(other, headers=basic_auth("", "correct horse")).status_code == 200
+
+
+def test_a_request_takes_only_the_kinds_of_file_it_asks_for(app, client, token):
+    made = make_request(client, token, allowed_types=".PDF,  image/*")
+    assert made["allowed_types"] == ".pdf, image/*"
+    link = link_of(made)
+    guest = app.test_client()
+    page = guest.get(link, headers=HTML).get_data(as_text=True)
+    assert 'accept=".pdf, image/*"' in page and "only .pdf, image/*" in page
+    assert guest_upload(guest, link, b"%PDF", "scan.PDF")[0].status_code == 201
+    assert guest_upload(guest, link, b"jpeg", "photo.jpg")[0].status_code == 201
+    refused, _ = guest_upload(guest, link, b"text", "notes.txt")
+    assert refused.status_code == 415
+    assert refused.get_json() == {
+        "message": "This request takes only these kinds of file: .pdf, image/*"
+    }
+    body = part("inputFile", b"text", "notes.txt", "text/plain") + end()
+    form = guest.post(
+        f"{link}/upload", data=body, content_type="multipart/form-data; boundary=XyZ"
+    )
+    assert form.status_code == 415
+    assert {f.filename for f in owners_files(app)} == {"scan.PDF", "photo.jpg"}
+    bad = client.post(
+        "/requests",
+        json={"title": "x", "allowed_types": "pdf files"},
+        headers=bearer(token),
+    )
+    assert bad.status_code == 400
+    assert "allowed_types must be file endings" in bad.get_json()["message"]

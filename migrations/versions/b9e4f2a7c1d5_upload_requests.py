@@ -2,7 +2,8 @@
 
 `upload_request` keeps the public half of the link's signed token, what the
 guest is told (title, note), expiry, optional password hash, the caps on
-files and bytes, when it was closed, and the owner's token version.
+files and bytes, the kinds of file it takes, when it was closed, and the
+owner's token version.
 `stored_file.request_id` says which request a file came through.
 
 Revision ID: b9e4f2a7c1d5
@@ -43,6 +44,7 @@ def upgrade():
         sa.Column("password_hash", sa.String(length=255), nullable=True),
         sa.Column("max_files", sa.Integer(), nullable=True),
         sa.Column("max_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("allowed_types", sa.String(length=255), nullable=True),
         sa.Column("closed_at", models.UTCDateTime(), nullable=True),
         sa.Column("owner_version", sa.String(length=32), nullable=False),
         sa.ForeignKeyConstraint(

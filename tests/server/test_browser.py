@@ -1283,6 +1283,12 @@ def test_a_guest_sends_a_big_file_that_survives_a_cut_and_the_owner_sees_it(
     received = row.locator("td.received")
     expect(received).to_contain_text("beach.mp4")
     expect(received).to_contain_text("47.7 MiB")
+    # Who sent what: the pieces before and after the cut, the last one
+    # completing the file.
+    log = page.locator("table.access-log tr.access-upload").filter(has_text="beach.mp4")
+    expect(log.first).to_contain_text("Holiday videos")
+    assert log.count() >= 2
+    expect(log.filter(has_text="(not finished)")).to_have_count(log.count() - 1)
     received.get_by_role("link", name="beach.mp4").click()
     page.wait_for_load_state("load")
     expect(page.get_by_role("heading", name="beach.mp4")).to_be_visible()
