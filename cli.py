@@ -15,6 +15,7 @@ from config import PAT_MAX_SECONDS, parse_duration, parse_size
 from errors import ApiError
 from formats import format_size
 from models import (
+    MAX_INT_ID,
     AccessEvent,
     FileChunk,
     ResumableUpload,
@@ -455,7 +456,9 @@ def list_requests(name: str) -> None:
 def close_request(name: str, request_id: int) -> None:
     """Close a user's upload request: its link takes nothing more."""
     user = _find_user(name)
-    upload_request = db.session.get(UploadRequest, request_id)
+    upload_request = None
+    if 1 <= request_id <= MAX_INT_ID:
+        upload_request = db.session.get(UploadRequest, request_id)
     if upload_request is None or upload_request.owner_id != user.id:
         raise click.ClickException(f"{name} has no upload request {request_id}")
     if upload_request.closed_at is None:

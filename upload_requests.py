@@ -23,7 +23,7 @@ import rate_limits
 from access_log import SHOWN, events_of
 from authentication import check_for_token, cookie_secure
 from errors import ApiError, no_content, wants_html
-from models import StoredFile, UploadRequest, User, db, utcnow
+from models import MAX_INT_ID, StoredFile, UploadRequest, User, db, utcnow
 from request_data import load_or_400, request_body
 from request_links import (
     UNLOCK_COOKIE,
@@ -101,7 +101,9 @@ def _described(upload_request: UploadRequest, owner: User) -> dict[str, Any]:
 
 def _own_request(request_id: int) -> UploadRequest:
     """The caller's request with this id; 404 for anyone else's or none."""
-    found = db.session.get(UploadRequest, request_id) if request_id < 2**31 else None
+    found = None
+    if 1 <= request_id <= MAX_INT_ID:
+        found = db.session.get(UploadRequest, request_id)
     if found is None or found.owner_id != g.user.id:
         raise ApiError(404, "Upload request not found")
     return found

@@ -330,8 +330,10 @@ def test_the_cli_makes_lists_and_closes_requests(app, client, runner, token):
     assert app.test_client().get(link).status_code == 410
     bad = runner.invoke(args=["requests", "create", "alice", "--title", ""])
     assert bad.exit_code != 0 and "title must be 1 to 120 characters" in bad.output
-    missing = runner.invoke(args=["requests", "close", "alice", "999"])
-    assert missing.exit_code != 0 and "no upload request 999" in missing.output
+    for number in ("999", str(2**63)):
+        missing = runner.invoke(args=["requests", "close", "alice", number])
+        assert missing.exit_code != 0
+        assert f"no upload request {number}" in missing.output
 
 
 @pytest.mark.parametrize("app_settings", [{"SHARE_PASSWORD_LIMIT": "3 per minute"}])
