@@ -25,7 +25,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 import caller
-from authentication import check_for_token, cookie_secure
+from authentication import check_for_token, end_private_cookie, set_private_cookie
 from errors import ApiError, no_content, wants_html
 from personal_tokens import (
     NEW_TOKEN_COOKIE,
@@ -106,13 +106,12 @@ def create_token() -> ResponseReturnValue:
         # On to the tokens page, which shows the token once: a reload of
         # that page makes no second one.
         response = redirect(url_for("access_tokens.list_tokens"), 303)
-        response.set_cookie(
+        set_private_cookie(
+            response,
             NEW_TOKEN_COOKIE,
             seal_new_token(access_token, token),
-            max_age=SHOWN_ONCE_SECONDS,
-            path=url_for("access_tokens.list_tokens", token=None),
-            secure=cookie_secure(),
-            httponly=True,
+            url_for("access_tokens.list_tokens", token=None),
+            SHOWN_ONCE_SECONDS,
             samesite="Strict",
         )
         return response
@@ -147,11 +146,10 @@ def list_tokens() -> ResponseReturnValue:
     )
     if sealed:
         # Shown this once: the next view of the page has nothing to show.
-        response.delete_cookie(
+        end_private_cookie(
+            response,
             NEW_TOKEN_COOKIE,
-            path=url_for("access_tokens.list_tokens", token=None),
-            secure=cookie_secure(),
-            httponly=True,
+            url_for("access_tokens.list_tokens", token=None),
             samesite="Strict",
         )
         response.headers["Cache-Control"] = "no-store"

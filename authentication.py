@@ -121,35 +121,55 @@ def this_page() -> str:
     return safe_target(caller.page_address())
 
 
-def cookie_secure() -> bool:
+def _cookie_secure() -> bool:
     """Lockbox's own cookies are Secure over HTTPS, or when configured so."""
     return bool(current_app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+def set_private_cookie(
+    response: BaseResponse,
+    name: str,
+    value: str,
+    path: str,
+    max_age: int | None = None,
+    samesite: str = "Lax",
+) -> None:
+    """One of Lockbox's own cookies (a credential or a sealed secret): sent
+    to ``path`` only, HttpOnly, Secure over HTTPS; a browser-session cookie
+    unless ``max_age`` says otherwise."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=path,
+        secure=_cookie_secure(),
+        httponly=True,
+        samesite=samesite,
+    )
+
+
+def end_private_cookie(
+    response: BaseResponse, name: str, path: str, samesite: str = "Lax"
+) -> None:
+    """Take one of Lockbox's own cookies back from the browser."""
+    response.delete_cookie(
+        name, path=path, secure=_cookie_secure(), httponly=True, samesite=samesite
+    )
 
 
 def set_renewal_cookie(response: BaseResponse, refresh_token: str, keep: bool) -> None:
     """Give the browser a page session's refresh token: until the browser
     closes, or (``keep``) for the refresh token's life, which each renewal
     starts again."""
-    response.set_cookie(
-        RENEW_COOKIE,
-        refresh_token,
-        max_age=current_app.config["REFRESH_TTL_SECONDS"] if keep else None,
-        path=url_for("auth.renew"),
-        secure=cookie_secure(),
-        httponly=True,
-        samesite="Lax",
+    lifetime = current_app.config["REFRESH_TTL_SECONDS"] if keep else None
+    set_private_cookie(
+        response, RENEW_COOKIE, refresh_token, url_for("auth.renew"), lifetime
     )
 
 
 def end_renewal_cookie(response: BaseResponse) -> None:
     """Take the renewal cookie back from the browser."""
-    response.delete_cookie(
-        RENEW_COOKIE,
-        path=url_for("auth.renew"),
-        secure=cookie_secure(),
-        httponly=True,
-        samesite="Lax",
-    )
+    end_private_cookie(response, RENEW_COOKIE, url_for("auth.renew"))
 
 
 def _is_navigation() -> bool:
@@ -224,11 +244,12 @@ def keep_the_page_token(endpoint: str, values: dict[str, Any]) -> None:
         values.clear()
         values.update(token=token, **others)
         rules = current_app.url_map.iter_rules(endpoint)
-        page = this_page()
-        if page != FRONT_PAGE and not any("GET" in (r.methods or ()) for r in rules):
+        if not any("GET" in (r.methods or ()) for r in rules):
             # A form's target: where to come back to if the token has
             # expired by the time it is sent (_send_to_sign_in).
-            values.setdefault("back", page)
+            page = this_page()
+            if page != FRONT_PAGE:
+                values.setdefault("back", page)
 
 
 def token_response(

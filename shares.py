@@ -48,7 +48,7 @@ import caller
 import rate_limits
 import storage
 from access_log import DOWNLOAD, PREVIEW, RESUME, SHOWN, events_of, record_download
-from authentication import check_for_token, cookie_secure
+from authentication import check_for_token, set_private_cookie
 from downloads import file_response
 from errors import ApiError, no_content, wants_html
 from models import MAX_INT_ID, Share, StoredFile, User, db, utcnow
@@ -445,13 +445,12 @@ def _details(
 
 def _set_unlock_cookie(response: BaseResponse, share: Share, link: str) -> None:
     """Remember, for this link only, that its password was given."""
-    response.set_cookie(
+    set_private_cookie(
+        response,
         UNLOCK_COOKIE,
         unlock_cookie_value(share),
-        max_age=UNLOCK_SECONDS,
-        path=url_for("shares.share_page", link=link),
-        secure=cookie_secure(),
-        httponly=True,
+        url_for("shares.share_page", link=link),
+        UNLOCK_SECONDS,
         samesite="Strict",
     )
 
@@ -526,14 +525,12 @@ def _hand_over_claim(response: BaseResponse, claim: str, link: str) -> None:
     """Give the client that took a count its claim: a cookie for browsers
     (sent to the link's page too, which then shows the file to its holder),
     and the URL to resume from for clients without cookies (curl)."""
-    response.set_cookie(
+    set_private_cookie(
+        response,
         CLAIM_COOKIE,
         claim,
-        max_age=current_app.config["SHARE_RESUME_SECONDS"],
-        path=url_for("shares.share_page", link=link),
-        secure=cookie_secure(),
-        httponly=True,
-        samesite="Lax",
+        url_for("shares.share_page", link=link),
+        current_app.config["SHARE_RESUME_SECONDS"],
     )
     response.headers["Content-Location"] = url_for(
         "shares.share_download", link=link, claim=claim

@@ -21,7 +21,7 @@ from flask.typing import ResponseReturnValue
 import caller
 import rate_limits
 from access_log import SHOWN, events_of
-from authentication import check_for_token, cookie_secure
+from authentication import check_for_token, set_private_cookie
 from errors import ApiError, no_content, wants_html
 from models import MAX_INT_ID, StoredFile, UploadRequest, User, db, utcnow
 from request_data import load_or_400, request_body
@@ -318,14 +318,12 @@ def guest_page(link: str) -> ResponseReturnValue:
     upload_request, owner = access.upload_request, access.owner
     if request.method == "POST" and access.unlocked:
         response = redirect(url_for("upload_requests.guest_page", link=link), 303)
-        response.set_cookie(
+        set_private_cookie(
+            response,
             UNLOCK_COOKIE,
             unlock_cookie_value(upload_request),
-            max_age=UNLOCK_SECONDS,
-            path=url_for("upload_requests.guest_page", link=link),
-            secure=cookie_secure(),
-            httponly=True,
-            samesite="Lax",
+            url_for("upload_requests.guest_page", link=link),
+            UNLOCK_SECONDS,
         )
         return response
     if not access.unlocked:
