@@ -96,7 +96,8 @@ class LinkAccess:
 
     link: str
     share: Share
-    stored_file: StoredFile
+    # Its files with their positions (share_links.files_of): one, or several.
+    files: list[tuple[int, StoredFile]]
     owner: User
     # A download's claim to this very link, within its resume window: it
     # resumes without counting and without the password.
@@ -330,7 +331,7 @@ def _unlocked(
 def _link(link: str) -> Caller:
     """The holder of a share link, and what they brought; 404 or 410 for a
     link that opens nothing (share_links.open_link)."""
-    share, stored_file, owner = share_links.open_link(link)
+    share, files, owner = share_links.open_link(link)
     claimed = share_links.claim_names(share.public_id, _claim())
     unlocked, wrong = True, False
     if share.password_hash is not None and not claimed:
@@ -340,7 +341,7 @@ def _link(link: str) -> Caller:
             functools.partial(share_links.unlock_cookie_opens, share),
             share_links.UNLOCK_COOKIE,
         )
-    access = LinkAccess(link, share, stored_file, owner, claimed, unlocked, wrong)
+    access = LinkAccess(link, share, files, owner, claimed, unlocked, wrong)
     return Caller(LINK, None, None, access)
 
 

@@ -434,11 +434,7 @@ def download_file(file_id: int) -> ResponseReturnValue:
         304:
           description: Not modified
         404: NotFound
-        416:
-          description: Range not satisfiable
-          content:
-            application/json:
-              schema: ErrorSchema
+        416: RangeNotSatisfiable
     """
     stored_file = owned_file_or_404(file_id)
     return file_response(stored_file, inline_as=asked_inline(stored_file))

@@ -401,10 +401,14 @@ class ResumableUpload(Model):
 
 
 class Share(Model):
-    """A link that opens one file to anyone who has it, no account needed.
+    """A link that opens one file, or several, to anyone who has it, no
+    account needed.
 
     The link's token is ``public_id`` signed with the app's key (shares.py):
     the public id alone, all a copy of the database holds, opens nothing.
+    A link to one file names it in ``file_id`` and goes with it; a link to
+    several has no ``file_id`` and lists them in ``share_file``, from which a
+    deleted file drops out.
     """
 
     __tablename__ = "share"
@@ -412,7 +416,10 @@ class Share(Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     public_id: Mapped[str] = mapped_column(String(24), unique=True)
-    file_id: Mapped[int] = mapped_column(
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    file_id: Mapped[int | None] = mapped_column(
         ForeignKey("stored_file.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -428,7 +435,24 @@ class Share(Model):
     # new password, ends the link like every token.
     owner_version: Mapped[str] = mapped_column(String(32))
 
-    stored_file: Mapped[StoredFile] = relationship()
+    stored_file: Mapped[StoredFile | None] = relationship()
+
+
+class ShareFile(Model):
+    """One of the files of a link to several, in the order they were picked."""
+
+    __tablename__ = "share_file"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    share_id: Mapped[int] = mapped_column(
+        ForeignKey("share.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Its place in the link, from 1: the file's address under the link
+    # (/s/<link>/files/<position>), which deleting another file leaves alone.
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("stored_file.id", ondelete="CASCADE"), index=True
+    )
 
 
 class UploadRequest(Model):

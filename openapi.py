@@ -40,7 +40,10 @@ RESPONSES = {
     "UploadExpired": "The upload expired",
     # Share links (shares.py).
     "LinkNotFound": "No such link (an unknown and a tampered link alike)",
-    "LinkGone": "The link has expired, was revoked or is used up",
+    "LinkGone": "The link has expired, was revoked or is used up, or every file of"
+    " it was deleted",
+    "LinkLocked": "The link's password is needed, or was wrong",
+    "RangeNotSatisfiable": "Range not satisfiable",
     "ShareNotFound": "No such link of yours",
     "TokenNotFound": "No such token of yours",
     "RequestNotFound": "No such upload request (an unknown and a tampered link alike)",
@@ -225,6 +228,18 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "description": "Show the file in a page (Content-Disposition: inline)"
             " when its type is one a page may show (images, video, audio, PDF;"
             " text of every kind as text/plain); any other file downloads",
+        },
+    )
+    spec.components.parameter(
+        "Claim",
+        "query",
+        {
+            "name": "claim",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "The claim a counted download of a share link handed"
+            " out (also sent as the cookie lockbox_claim); its holder fetches the"
+            " link's files again without counting",
         },
     )
     for name, parameter in TUS_PARAMETERS.items():

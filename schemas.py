@@ -267,6 +267,32 @@ class ShareRequestSchema(RequestSchema):
     )
 
 
+# The files one link may carry: a bound on its page, its zip's directory and
+# what each visit loads.
+MAX_FILES_PER_LINK = 500
+
+
+class SeveralFilesRequestSchema(ShareRequestSchema):
+    """``POST /shares``: the files of a link to several, and its settings."""
+
+    file_ids = fields.List(
+        fields.Integer(
+            strict=False, error_messages={"invalid": "file ids are whole numbers"}
+        ),
+        required=True,
+        validate=validate.Length(
+            min=1,
+            max=MAX_FILES_PER_LINK,
+            error=f"file_ids must list 1 to {MAX_FILES_PER_LINK} files",
+        ),
+        error_messages={
+            "required": "file_ids is required",
+            "invalid": "file_ids must be a list of file ids",
+        },
+        metadata={"description": "Its files, in this order"},
+    )
+
+
 # ".pdf, .jpg, image/*, application/zip": endings and media types, a comma
 # between (request_links.takes says how they match).
 _ALLOWED_TYPE = (
@@ -402,14 +428,23 @@ class AccessEventListSchema(Schema):
     items = fields.List(fields.Nested(AccessEventSchema), required=True)
 
 
-SHARE_STATUSES = ["active", "expired", "revoked", "used_up"]
+SHARE_STATUSES = ["active", "expired", "revoked", "used_up", "emptied"]
 
 
 class ShareSchema(Schema):
     """A share link, as its owner sees it."""
 
     id = fields.Integer(required=True)
-    file_id = fields.Integer(required=True)
+    file_id = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Its file; null for a link to several files"},
+    )
+    file_ids = fields.List(
+        fields.Integer(),
+        required=True,
+        metadata={"description": "Its files, in their order (deleted ones drop out)"},
+    )
     url = fields.String(required=True, metadata={"description": "The link itself"})
     status = fields.String(required=True, validate=validate.OneOf(SHARE_STATUSES))
     created_at = fields.DateTime(required=True)
@@ -440,6 +475,34 @@ class SharedFileSchema(Schema):
         required=True, allow_none=True, metadata={"description": "null: no limit"}
     )
     download_url = fields.String(required=True)
+
+
+class SharedFileItemSchema(Schema):
+    """One file of a link to several."""
+
+    position = fields.Integer(
+        required=True, metadata={"description": "Its place in the link, from 1"}
+    )
+    filename = fields.String(required=True)
+    size = fields.Integer(required=True)
+    content_type = fields.String(required=True)
+    description = fields.String(required=True)
+    sha256 = fields.String(required=True)
+    download_url = fields.String(required=True)
+
+
+class SharedFilesSchema(Schema):
+    """What a link to several files shows anyone who has it (and its password)."""
+
+    owner = fields.String(required=True, metadata={"description": "A username"})
+    expires_at = fields.DateTime(required=True)
+    downloads_left = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null: no limit"}
+    )
+    download_url = fields.String(
+        required=True, metadata={"description": "All the files as one zip"}
+    )
+    files = fields.List(fields.Nested(SharedFileItemSchema), required=True)
 
 
 class AccessTokenRequestSchema(RequestSchema):
@@ -540,6 +603,8 @@ access_event_list_schema = AccessEventListSchema()
 share_schema = ShareSchema()
 share_list_schema = ShareListSchema()
 shared_file_schema = SharedFileSchema()
+shared_files_schema = SharedFilesSchema()
+several_files_request_schema = SeveralFilesRequestSchema()
 access_token_request_schema = AccessTokenRequestSchema()
 access_token_schema = AccessTokenSchema()
 new_access_token_schema = NewAccessTokenSchema()

@@ -28,6 +28,7 @@ from errors import ApiError
 from models import (
     Share,
     ShareDownload,
+    ShareFile,
     StoredFile,
     User,
     db,
@@ -51,6 +52,7 @@ GONE = {
     "expired": "This link has expired",
     "revoked": "This link was revoked by its owner",
     "used_up": "This link has reached its download limit",
+    "emptied": "The files of this link were deleted by their owner",
 }
 
 
@@ -75,19 +77,21 @@ def new_public_id() -> str:
 
 
 def new_share(
-    stored_file: StoredFile,
+    files: list[StoredFile],
     owner: User,
     expires_in: int,
     password: str | None = None,
     max_downloads: int | None = None,
+    several: bool = False,
 ) -> Share:
-    """A new link to ``stored_file`` (not added to the session): a fresh
-    public id, the password's hash, and the owner's token version of now,
-    which signing out everywhere replaces (owner_still_trusts)."""
+    """A new link (not added to the session) to one file, or to ``files`` in
+    their order when ``several``: a fresh public id, the password's hash, and
+    the owner's token version of now, which signing out everywhere replaces
+    (owner_still_trusts)."""
     now = utcnow()
-    return Share(
+    share = Share(
         public_id=new_public_id(),
-        stored_file=stored_file,
+        owner_id=owner.id,
         created_at=now,
         expires_at=now + timedelta(seconds=expires_in),
         password_hash=hash_password(password) if password else None,
@@ -95,6 +99,34 @@ def new_share(
         downloads=0,
         owner_version=owner.token_version,
     )
+    if not several:
+        (share.stored_file,) = files
+    return share
+
+
+def add_files(share: Share, files: list[StoredFile]) -> None:
+    """List ``files`` in a link to several, once it has its id."""
+    db.session.add_all(
+        ShareFile(share_id=share.id, position=position, file_id=stored_file.id)
+        for position, stored_file in enumerate(files, start=1)
+    )
+
+
+def files_of(share: Share) -> list[tuple[int, StoredFile]]:
+    """A link's files with their positions: its one file at position 1, or
+    the files of a link to several that are still there, in their order."""
+    if share.file_id is not None:
+        stored_file = db.session.get(StoredFile, share.file_id)
+        return [(1, stored_file)] if stored_file is not None else []
+    return [
+        (position, stored_file)
+        for position, stored_file in db.session.execute(
+            db.select(ShareFile.position, StoredFile)
+            .join(StoredFile, StoredFile.id == ShareFile.file_id)
+            .where(ShareFile.share_id == share.id, StoredFile.complete.is_(True))
+            .order_by(ShareFile.position)
+        )
+    ]
 
 
 def link_url(share: Share) -> str:
@@ -103,12 +135,15 @@ def link_url(share: Share) -> str:
     return url_for("shares.share_page", link=token, _external=True)
 
 
-def status_of(share: Share, owner: User) -> str:
-    """active, expired, revoked or used_up."""
+def status_of(share: Share, owner: User, files_left: int = 1) -> str:
+    """active, expired, revoked, used_up, or emptied (a link to several
+    files whose every file was deleted)."""
     if share.revoked_at is not None or not owner_still_trusts(share, owner):
         return "revoked"
     if share.expires_at <= utcnow():
         return "expired"
+    if files_left == 0:
+        return "emptied"
     if share.max_downloads is not None and share.downloads >= share.max_downloads:
         return "used_up"
     return "active"
@@ -122,26 +157,27 @@ def public_id_of(link: str) -> str | None:
         return None
 
 
-def open_link(link: str) -> tuple[Share, StoredFile, User]:
-    """The share a link opens, its file and owner: 404 when there is no such
-    link (or it was tampered with, the same answer), 410 when it has expired
-    or was revoked. Whether it is used up is the caller's to say."""
+def open_link(link: str) -> tuple[Share, list[tuple[int, StoredFile]], User]:
+    """The share a link opens, its files (files_of) and owner: 404 when there
+    is no such link (or it was tampered with, the same answer), 410 when it
+    has expired, was revoked or lost all its files. Whether it is used up is
+    the caller's to say."""
     public_id = public_id_of(link)
     found = None
     if public_id is not None:
         found = db.session.execute(
-            db.select(Share, StoredFile, User)
-            .join(StoredFile, StoredFile.id == Share.file_id)
-            .join(User, User.id == StoredFile.owner_id)
-            .where(Share.public_id == public_id, StoredFile.complete.is_(True))
+            db.select(Share, User)
+            .join(User, User.id == Share.owner_id)
+            .where(Share.public_id == public_id)
         ).one_or_none()
-    if found is None:
+    files = files_of(found[0]) if found is not None else []
+    if found is None or (found[0].file_id is not None and not files):
         raise ApiError(404, NOT_FOUND)
-    share, stored_file, owner = found
-    status = status_of(share, owner)
-    if status in ("expired", "revoked"):
+    share, owner = found
+    status = status_of(share, owner, len(files))
+    if status in ("expired", "revoked", "emptied"):
         raise ApiError(410, GONE[status])
-    return share, stored_file, owner
+    return share, files, owner
 
 
 def password_opens(share: Share, password: str) -> bool:

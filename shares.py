@@ -26,6 +26,7 @@ own. HEAD and 304 answers never count. An expired, revoked or used-up link is
 claim to a used-up one.
 """
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import (
@@ -41,6 +42,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from marshmallow import Schema
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -49,17 +51,20 @@ import rate_limits
 import storage
 from access_log import DOWNLOAD, PREVIEW, RESUME, SHOWN, events_of, record_download
 from authentication import check_for_token, set_private_cookie
-from downloads import file_response
+from downloads import file_response, zip_response
 from errors import ApiError, no_content, wants_html
 from models import MAX_INT_ID, Share, StoredFile, User, db, utcnow
 from previews import asked_inline, preview_kind
 from request_data import load_or_400, request_body
 from schemas import (
+    MAX_FILES_PER_LINK,
     access_event_list_schema,
+    several_files_request_schema,
     share_list_schema,
     share_request_schema,
     share_schema,
     shared_file_schema,
+    shared_files_schema,
 )
 from share_links import (
     CLAIM_COOKIE,
@@ -67,6 +72,8 @@ from share_links import (
     UNLOCK_COOKIE,
     UNLOCK_SECONDS,
     DownloadCounter,
+    add_files,
+    files_of,
     link_url,
     new_share,
     status_of,
@@ -86,11 +93,13 @@ WRONG_PASSWORD = "Wrong password for this link"
 
 def _describe(share: Share, owner: User) -> dict[str, Any]:
     """A share as its owner sees it (ShareSchema)."""
+    files = files_of(share)
     return {
         "id": share.id,
         "file_id": share.file_id,
+        "file_ids": [stored_file.id for _, stored_file in files],
         "url": link_url(share),
-        "status": status_of(share, owner),
+        "status": status_of(share, owner, len(files)),
         "created_at": share.created_at,
         "expires_at": share.expires_at,
         "max_downloads": share.max_downloads,
@@ -111,13 +120,15 @@ def _shares_of(file_id: int) -> list[Share]:
     )
 
 
-def _share_request() -> dict[str, Any]:
+def _share_request(schema: Schema = share_request_schema) -> dict[str, Any]:
     """The new link's settings, from JSON or the page's form (where an empty
-    field means "not set")."""
+    field means "not set", and ``file_ids`` may come many times)."""
     body = request_body()
     if not request.is_json:
         body = {name: value for name, value in body.items() if value.strip()}
-    settings = load_or_400(share_request_schema, body)
+        if "file_ids" in request.form:
+            body["file_ids"] = request.form.getlist("file_ids")
+    settings = load_or_400(schema, body)
     config = current_app.config
     expires_in = settings.get("expires_in", config["SHARE_DEFAULT_SECONDS"])
     if expires_in > config["SHARE_MAX_SECONDS"]:
@@ -126,6 +137,20 @@ def _share_request() -> dict[str, Any]:
         )
     settings["expires_in"] = expires_in
     return settings
+
+
+def _access_rows(links: list[Share]) -> list[tuple[str, Any]]:
+    """The newest rows of these links' access logs, for a page: each says
+    which link it came through, by the link's number (oldest first is 1)."""
+    return sorted(
+        (
+            (f"link {number}", event)
+            for number, share in enumerate(reversed(links), start=1)
+            for event in events_of(share_id=share.id)
+        ),
+        key=lambda pair: pair[1].id,
+        reverse=True,
+    )[:SHOWN]
 
 
 # A link opens the file to whoever holds it: making one is reading the file,
@@ -174,25 +199,35 @@ def create_share(file_id: int) -> ResponseReturnValue:
             409, f"A file may have {MAX_SHARES_PER_FILE} links; delete some first"
         )
     share = new_share(
-        stored_file,
+        [stored_file],
         g.user,
         settings["expires_in"],
         settings.get("password"),
         settings.get("max_downloads"),
     )
+    return _saved(share, [], "shares.list_shares", file_id=file_id)
+
+
+def _saved(
+    share: Share, files: list[StoredFile], page: str, **page_args: Any
+) -> ResponseReturnValue:
+    """Keep a new link (and the files of a link to several): 201 with it, or
+    for a browser's form back to ``page`` with the link in a message; 404 if
+    a file was deleted while the link was being made."""
     db.session.add(share)
+    if files:
+        db.session.flush()
+        add_files(share, files)
     try:
         db.session.commit()
     except IntegrityError:
-        # The file was deleted while the link was being made.
         db.session.rollback()
         raise ApiError(404, "File not found") from None
     if wants_html():
         flash(f"Link created: {link_url(share)}", "success")
-        return redirect(url_for("shares.list_shares", file_id=file_id), 303)
+        return redirect(url_for(page, **page_args), 303)
     body = share_schema.dump(_describe(share, g.user))
-    location = url_for("shares.list_shares", file_id=file_id, token=None)
-    return jsonify(body), 201, {"Location": location}
+    return jsonify(body), 201, {"Location": url_for(page, **page_args, token=None)}
 
 
 @bp.get(f"/files/{FILE_ID}/shares")
@@ -216,20 +251,161 @@ def list_shares(file_id: int) -> ResponseReturnValue:
     links = _shares_of(file_id)
     shares = [_describe(share, g.user) for share in links]
     if wants_html():
-        # Each row says which link it came through: the link's number.
-        events = sorted(
-            (
-                (f"link {number}", event)
-                for number, share in enumerate(reversed(links), start=1)
-                for event in events_of(share_id=share.id)
-            ),
-            key=lambda pair: pair[1].id,
-            reverse=True,
-        )[:SHOWN]
         return render_template(
-            "shares.html", file=stored_file, shares=shares, events=events
+            "shares.html",
+            file=stored_file,
+            shares=shares,
+            events=_access_rows(links),
         )
     return jsonify(share_list_schema.dump({"items": shares}))
+
+
+# Links to several files an account may have at once.
+MAX_SEVERAL_LINKS = 1000
+
+
+def _links_to_several() -> list[Share]:
+    """The caller's links to several files, newest first."""
+    return list(
+        db.session.execute(
+            db.select(Share)
+            .where(Share.owner_id == g.user.id, Share.file_id.is_(None))
+            .order_by(Share.created_at.desc(), Share.id.desc())
+        ).scalars()
+    )
+
+
+def _own_files(file_ids: list[int]) -> list[StoredFile]:
+    """The caller's finished files with these ids, in this order, each once;
+    404 if any is not one of them (whether it exists or is someone else's:
+    the same answer)."""
+    wanted = list(dict.fromkeys(i for i in file_ids if 1 <= i <= MAX_INT_ID))
+    found = {
+        stored_file.id: stored_file
+        for stored_file in db.session.execute(
+            db.select(StoredFile).where(
+                StoredFile.id.in_(wanted),
+                StoredFile.owner_id == g.user.id,
+                StoredFile.complete.is_(True),
+            )
+        ).scalars()
+    }
+    if len(found) != len(wanted) or len(wanted) != len(set(file_ids)):
+        raise ApiError(404, "File not found")
+    return [found[file_id] for file_id in wanted]
+
+
+@bp.post("/shares")
+@check_for_token(scope=MAKE_OR_LIST_LINKS)
+def create_link_to_several() -> ResponseReturnValue:
+    """Make one link to several of your files: its page lists them, each
+    downloads alone, and all download as one zip.
+    ---
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: SeveralFilesRequestSchema
+          application/x-www-form-urlencoded:
+            schema: SeveralFilesRequestSchema
+      responses:
+        201:
+          description: The link
+          content:
+            application/json:
+              schema: ShareSchema
+        303:
+          description: A browser's form post, sent back to the links to several files
+        400: BadRequest
+        403: Forbidden
+        404: NotFound
+        409:
+          description: The account has as many links to several files as it may
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    settings = _share_request(several_files_request_schema)
+    files = _own_files(settings["file_ids"])
+    count = db.session.execute(
+        db.select(db.func.count())
+        .select_from(Share)
+        .where(Share.owner_id == g.user.id, Share.file_id.is_(None))
+    ).scalar_one()
+    if count >= MAX_SEVERAL_LINKS:
+        raise ApiError(
+            409,
+            f"An account may have {MAX_SEVERAL_LINKS} links to several files; "
+            "delete some first",
+        )
+    share = new_share(
+        files,
+        g.user,
+        settings["expires_in"],
+        settings.get("password"),
+        settings.get("max_downloads"),
+        several=True,
+    )
+    return _saved(share, files, "shares.several_files")
+
+
+@bp.get("/shares")
+@check_for_token(scope=MAKE_OR_LIST_LINKS)
+def several_files() -> ResponseReturnValue:
+    """Your links to several files, newest first (a page for browsers, which
+    also makes one of the files picked on the file list: ``?file_ids=``).
+    ---
+    get:
+      parameters:
+      - name: file_ids
+        in: query
+        required: false
+        description: The page's new link starts with these files
+        schema:
+          type: array
+          items: {type: integer}
+        style: form
+        explode: true
+      responses:
+        200:
+          description: The links
+          content:
+            application/json:
+              schema: ShareListSchema
+            text/html: {}
+        403: Forbidden
+    """
+    links = _links_to_several()
+    shares = [_describe(share, g.user) for share in links]
+    if not wants_html():
+        return jsonify(share_list_schema.dump({"items": shares}))
+    picked = request.args.getlist("file_ids", type=int)
+    chosen = list(
+        db.session.execute(
+            db.select(StoredFile).where(
+                StoredFile.id.in_([i for i in picked if 1 <= i <= MAX_INT_ID]),
+                StoredFile.owner_id == g.user.id,
+                StoredFile.complete.is_(True),
+            )
+        ).scalars()
+    )
+    names = {
+        file_id: name
+        for file_id, name in db.session.execute(
+            db.select(StoredFile.id, StoredFile.filename).where(
+                StoredFile.id.in_({i for share in shares for i in share["file_ids"]})
+            )
+        )
+    }
+    return render_template(
+        "several.html",
+        chosen=chosen,
+        shares=shares,
+        names=names,
+        events=_access_rows(links),
+        max_files=MAX_FILES_PER_LINK,
+    )
 
 
 @bp.get(f"/shares/{SHARE_ID}/accesses")
@@ -259,9 +435,7 @@ def _owned_share_or_404(share_id: int) -> Share:
     share = None
     if 1 <= share_id <= MAX_INT_ID:
         share = db.session.execute(
-            db.select(Share)
-            .join(Share.stored_file)
-            .where(Share.id == share_id, StoredFile.owner_id == g.user.id)
+            db.select(Share).filter_by(id=share_id, owner_id=g.user.id)
         ).scalar_one_or_none()
     if share is None:
         raise ApiError(404, "Share not found")
@@ -311,6 +485,8 @@ def revoke_share_form(share_id: int) -> BaseResponse:
     share = _owned_share_or_404(share_id)
     _revoke(share)
     flash("Link revoked", "success")
+    if share.file_id is None:
+        return redirect(url_for("shares.several_files"), 303)
     return redirect(url_for("shares.list_shares", file_id=share.file_id), 303)
 
 
@@ -352,11 +528,14 @@ def share_page(link: str) -> ResponseReturnValue:
       parameters: [Link]
       responses:
         200:
-          description: The page, or the file's details
+          description: The page, or the details of the file (or files)
           content:
             text/html: {}
             application/json:
-              schema: SharedFileSchema
+              schema:
+                oneOf:
+                - SharedFileSchema
+                - SharedFilesSchema
         401:
           description: The link's password is needed, or was wrong
           content:
@@ -389,7 +568,7 @@ def share_page(link: str) -> ResponseReturnValue:
         410: LinkGone
     """
     access = g.caller.record
-    share, stored_file, owner = access.share, access.stored_file, access.owner
+    share, owner = access.share, access.owner
     if status_of(share, owner) == "used_up" and not access.claimed:
         # The visitor whose download (or preview) used it up still sees it
         # while their claim lasts.
@@ -399,7 +578,9 @@ def share_page(link: str) -> ResponseReturnValue:
         _set_unlock_cookie(response, share, link)
         return response
     if request.method != "POST" and access.unlocked:
-        return _details(share, stored_file, owner, link)
+        if share.file_id is None:
+            return _several_details(access)
+        return _details(share, access.files[0][1], owner, link)
     error = WRONG_PASSWORD if access.wrong_password else None
     if not wants_html():
         raise ApiError(401, error or PASSWORD_NEEDED, SHARE_CHALLENGE)
@@ -443,6 +624,53 @@ def _details(
     return jsonify(shared_file_schema.dump(details))
 
 
+def _several_details(access: caller.LinkAccess) -> str | Response:
+    """An open link to several files: the page (with one file shown when
+    ``?file=<position>`` asks), or the same details as JSON."""
+    share, link = access.share, access.link
+    files = [
+        {
+            "position": position,
+            "filename": stored_file.filename,
+            "size": stored_file.size,
+            "content_type": stored_file.content_type,
+            "description": stored_file.description,
+            "sha256": stored_file.sha256,
+            "download_url": url_for(
+                "shares.shared_file", link=link, position=position, _external=True
+            ),
+            "kind": preview_kind(stored_file),
+        }
+        for position, stored_file in access.files
+    ]
+    details = {
+        "owner": access.owner.username,
+        "expires_at": share.expires_at,
+        "downloads_left": None
+        if share.max_downloads is None
+        else share.max_downloads - share.downloads,
+        "download_url": url_for("shares.share_download", link=link, _external=True),
+        "files": files,
+    }
+    if not wants_html():
+        return jsonify(shared_files_schema.dump(details))
+    shown = next(
+        (
+            item
+            for item in files
+            if str(item["position"]) == request.args.get("file") and item["kind"]
+        ),
+        None,
+    )
+    return render_template(
+        "share_several.html",
+        link=link,
+        shown=shown,
+        total=sum(item["size"] for item in files),
+        **details,
+    )
+
+
 def _set_unlock_cookie(response: BaseResponse, share: Share, link: str) -> None:
     """Remember, for this link only, that its password was given."""
     set_private_cookie(
@@ -469,56 +697,128 @@ def share_download(link: str) -> Response:
       parameters:
       - Link
       - Inline
-      - name: claim
-        in: query
-        required: false
-        description: The claim a counted download handed out (also sent as
-          the cookie lockbox_claim); its holder resumes without counting
-        schema: {type: string}
+      - Claim
       responses:
         200:
-          description: The whole file. Without a claim it takes a count, and
-            the answer hands out a claim (Set-Cookie and Content-Location)
+          description: The whole file, or, for a link to several files, all
+            of them as one zip (its length known, no Range). Without a claim
+            it takes a count, and the answer hands out a claim (Set-Cookie
+            and Content-Location) that covers the zip and every file
+          content:
+            "*/*":
+              schema:
+                type: string
+            application/zip:
+              schema:
+                type: string
+                format: binary
+        206:
+          description: One byte range; counted like a whole file without a claim
+        304:
+          description: Not modified
+        401: LinkLocked
+        404: LinkNotFound
+        410: LinkGone
+        416: RangeNotSatisfiable
+    """
+    access = g.caller.record
+    if access.share.file_id is None:
+        files = [stored_file for _, stored_file in access.files]
+        what = f"all {len(files)} files as a zip"
+        return _send(access, what, lambda transfer: _zip_of(files, transfer))
+    return _send_file(access, access.files[0][1])
+
+
+@bp.get("/s/<link>/files/<int:position>")
+@limit_per_link
+@limit_per_address
+@caller.link
+def shared_file(link: str, position: int) -> Response:
+    """One file of a link, alone (a link to one file has it at position 1);
+    like the link's download, and counted with it: one claim covers the zip
+    and every file of the link.
+    ---
+    get:
+      security:
+      - {}
+      - sharePassword: []
+      parameters:
+      - Link
+      - name: position
+        in: path
+        required: true
+        description: The file's place in the link, from 1
+        schema: {type: integer, minimum: 1}
+      - Inline
+      - Claim
+      responses:
+        200:
+          description: The whole file; counted as for the link's download
           content:
             "*/*":
               schema:
                 type: string
         206:
-          description: One byte range; counted like a whole file without a claim
+          description: One byte range
         304:
           description: Not modified
-        401:
-          description: The link's password is needed, or was wrong
-          content:
-            application/json:
-              schema: ErrorSchema
+        401: LinkLocked
         404: LinkNotFound
         410: LinkGone
-        416:
-          description: Range not satisfiable
-          content:
-            application/json:
-              schema: ErrorSchema
+        416: RangeNotSatisfiable
     """
     access = g.caller.record
-    share, stored_file, owner = access.share, access.stored_file, access.owner
+    found = [item for place, item in access.files if place == position]
+    if not found:
+        raise ApiError(404, "This link has no such file")
+    return _send_file(access, found[0])
+
+
+def _zip_of(
+    files: list[StoredFile],
+    transfer: Callable[[Iterator[bytes]], Iterator[bytes]] | None,
+) -> Response:
+    """A link's files as one zip, named for the day it was made."""
+    return zip_response(files, f"lockbox-{utcnow():%Y-%m-%d}.zip", transfer)
+
+
+def _send_file(access: caller.LinkAccess, stored_file: StoredFile) -> Response:
+    """One file of a link: a download, or the page's preview when asked."""
     inline_as = asked_inline(stored_file)
-    action = PREVIEW if inline_as else DOWNLOAD
+    return _send(
+        access,
+        stored_file.filename,
+        lambda transfer: file_response(
+            stored_file, transfer=transfer, inline_as=inline_as
+        ),
+        PREVIEW if inline_as else DOWNLOAD,
+    )
+
+
+def _send(
+    access: caller.LinkAccess,
+    what: str,
+    respond: Callable[[DownloadCounter | None], Response],
+    action: str = DOWNLOAD,
+) -> Response:
+    """A link's bytes, with its rules: the holder of a claim resumes without
+    counting; anyone else needs the link unlocked and a count left, which
+    the body takes as it starts (and then hands out a claim)."""
+    share, owner = access.share, access.owner
     if access.claimed:
-        response = file_response(stored_file, inline_as=inline_as)
-        return record_download(
-            response, share.id, action if inline_as else RESUME, stored_file.filename
-        )
+        response = respond(None)
+        logged = action if action == PREVIEW else RESUME
+        return record_download(response, share.id, logged, what)
     if status_of(share, owner) == "used_up":
         raise ApiError(410, GONE["used_up"])
     if not access.unlocked:
         message = WRONG_PASSWORD if access.wrong_password else PASSWORD_NEEDED
         raise ApiError(401, message, SHARE_CHALLENGE)
     counter = DownloadCounter(share)
-    response = file_response(stored_file, transfer=counter, inline_as=inline_as)
+    response = respond(counter)
     if counter.claim is not None:
-        _hand_over_claim(response, counter.claim, link)
-    return record_download(response, share.id, action, stored_file.filename)
+        _hand_over_claim(response, counter.claim, access.link)
+    return record_download(response, share.id, action, what)
 
 
 def _hand_over_claim(response: BaseResponse, claim: str, link: str) -> None:
@@ -532,6 +832,8 @@ def _hand_over_claim(response: BaseResponse, claim: str, link: str) -> None:
         url_for("shares.share_page", link=link),
         current_app.config["SHARE_RESUME_SECONDS"],
     )
+    # The address just fetched (the zip, or one file), with the claim.
+    assert request.endpoint is not None
     response.headers["Content-Location"] = url_for(
-        "shares.share_download", link=link, claim=claim
+        request.endpoint, **(request.view_args or {}), claim=claim
     )

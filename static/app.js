@@ -217,10 +217,17 @@
     const tr = document.createElement("tr");
     tr.dataset.fileId = file.id;
     const name = cell("", "name", "Name");
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.className = "pick";
+    pick.name = "file_ids";
+    pick.value = file.id;
+    pick.setAttribute("form", "pick-files");
+    pick.setAttribute("aria-label", "Pick " + file.filename);
     const open = document.createElement("a");
     open.href = withToken("/files/" + file.id + "/preview");
     open.textContent = file.filename;
-    name.append(open);
+    name.append(pick, " ", open);
     tr.append(
       name,
       cell(file.description, "description", "Description"),
@@ -262,6 +269,8 @@
     rows.prepend(tr);
     table.hidden = false;
     emptyNote.hidden = true;
+    const picking = document.getElementById("pick-files");
+    if (picking) picking.hidden = false;
   }
 
   // What the server said about a failed request, for people.

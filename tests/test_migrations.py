@@ -148,3 +148,43 @@ def test_upgrade_to_file_counts_counts_each_accounts_finished_files(migrated_app
                 sa.text("SELECT id, file_count FROM user ORDER BY id")
             ).all()
         assert [tuple(row) for row in counts] == [(1, 0), (2, 2)]
+
+
+def test_upgrade_to_links_to_several_files_gives_each_link_its_owner(migrated_app):
+    with migrated_app.app_context():
+        upgrade(revision="c7d1e3f5a9b2")
+        with db.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO user (id, username, password_hash, created_at, "
+                    "token_version, file_count) VALUES "
+                    "(1, 'ann', 'x', '2026-01-01', 'a', 1), "
+                    "(2, 'ben', 'x', '2026-01-01', 'b', 1)"
+                )
+            )
+            for file_id, owner in [(7, 2), (8, 1)]:
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO stored_file (id, owner_id, filename, "
+                        "description, content_type, size, chunk_size, complete, "
+                        "created_at, updated_at, reserved) VALUES (:id, :owner, "
+                        "'f', '', 'text/plain', 0, 1024, 1, '2026-01-01', "
+                        "'2026-01-01', 0)"
+                    ),
+                    {"id": file_id, "owner": owner},
+                )
+            for share_id, file_id in [(3, 7), (4, 8), (5, 7)]:
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO share (id, public_id, file_id, created_at, "
+                        "expires_at, downloads, owner_version) VALUES (:id, :public, "
+                        ":file, '2026-01-01', '2027-01-01', 0, 'a')"
+                    ),
+                    {"id": share_id, "public": f"p{share_id}", "file": file_id},
+                )
+        upgrade()
+        with db.engine.begin() as connection:
+            owners = connection.execute(
+                sa.text("SELECT id, file_id, owner_id FROM share ORDER BY id")
+            ).all()
+        assert [tuple(row) for row in owners] == [(3, 7, 2), (4, 8, 1), (5, 7, 2)]

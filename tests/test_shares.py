@@ -74,6 +74,7 @@ def test_making_a_link_answers_what_the_owner_needs(client, token, shared_file):
     assert set(share) == {
         "id",
         "file_id",
+        "file_ids",
         "url",
         "status",
         "created_at",
@@ -685,12 +686,12 @@ def test_links_are_not_shown_or_counted_for_unfinished_files(app, client, token)
 def test_a_file_has_at_most_a_hundred_links(app, client, token, shared_file):
     file_id, _ = shared_file
     with app.app_context():
-        version = (
-            db.session.execute(db.select(StoredFile)).scalar_one().owner.token_version
-        )
+        owner = db.session.execute(db.select(StoredFile)).scalar_one().owner
+        version = owner.token_version
         db.session.add_all(
             Share(
                 public_id=f"bulk{number:012d}",
+                owner_id=owner.id,
                 file_id=file_id,
                 expires_at=utcnow() + timedelta(days=1),
                 owner_version=version,
