@@ -90,10 +90,14 @@ serve: $(VENV)/.installed .env
 
 # Speed and memory of uploads and downloads against the raw database, one at a
 # time and eight at once (MariaDB); then a share link's download against the
-# owner's of the same file (its checks, claim and access log row; SQLite).
+# owner's of the same file (its checks, claim and access log row; SQLite); then
+# a link to 8 files of 2 GiB in all as one zip against the owner's downloads of
+# them, and the worker's memory meanwhile (about a minute; ZIP_ARGS="--zip-size
+# 256" for a quicker run).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/links.py $(LINKS_ARGS)
+	$(BIN)/python bench/zip.py $(ZIP_ARGS)
 
 # Requests a second under wrk, each against a baseline on the same gunicorn
 # command line: GET /livez against a bare Flask app, GET /files against the

@@ -273,7 +273,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
 def _describe_settings(document: dict[str, Any], config: Config) -> None:
     """Limits that are this server's settings, in the schemas that they bound."""
     schemas = document["components"]["schemas"]
-    for name in ("ShareRequest", "FileRequestCreate"):
+    for name in ("ShareRequest", "SeveralFilesRequest", "FileRequestCreate"):
         expiry = schemas[name]["properties"]["expires_in"]
         expiry["maximum"] = config["SHARE_MAX_SECONDS"]
     request_bytes = schemas["FileRequestCreate"]["properties"]["max_bytes"]

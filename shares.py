@@ -361,9 +361,11 @@ def several_files() -> ResponseReturnValue:
       - name: file_ids
         in: query
         required: false
-        description: The page's new link starts with these files
+        description: The page's new link starts with these files (the
+          file list's picks; a page of it holds at most 200)
         schema:
           type: array
+          maxItems: 200
           items: {type: integer}
         style: form
         explode: true

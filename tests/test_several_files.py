@@ -9,9 +9,10 @@ import zipfile
 
 import pytest
 
+import storage
 from downloads import zip_names
-from helpers import HTML, bearer, random_bytes, uploaded
-from models import ShareFile, db
+from helpers import HTML, AuthActions, bearer, make_app, random_bytes, uploaded
+from models import FileChunk, ShareFile, StoredFile, db
 
 PASSWORD = "open sesame 42"
 
@@ -340,3 +341,73 @@ def test_the_visitors_page_lists_the_files_and_shows_the_one_asked_for(
     assert page.count(">Preview<") == 1 and "preview-media" not in page
     shown = client.get(path + "?file=2", headers=HTML).get_data(as_text=True)
     assert f'src="{path}/files/2?inline=1"' in shown
+
+
+def insert_generated(app, owner_id, name, size, block) -> str:
+    """A finished file of ``size`` bytes, ``block`` over and over, written
+    straight into chunk rows of the block's size; its SHA-256."""
+    digest = hashlib.sha256()
+    with app.app_context():
+        stored_file = StoredFile(
+            owner_id=owner_id,
+            filename=name,
+            size=size,
+            sha256="",
+            chunk_size=len(block),
+            complete=True,
+        )
+        db.session.add(stored_file)
+        db.session.flush()
+        for seq, start in enumerate(range(0, size, len(block))):
+            data = block[: size - start]
+            digest.update(data)
+            db.session.add(FileChunk(file_id=stored_file.id, seq=seq, data=data))
+            if seq % 64 == 63:
+                db.session.flush()
+                db.session.expunge_all()
+                stored_file = db.session.merge(stored_file)
+        stored_file.sha256 = digest.hexdigest()
+        storage.recount_files(owner_id)
+        db.session.commit()
+        return stored_file.sha256
+
+
+@pytest.mark.slow
+def test_a_zip_past_4_gib_is_zip64_and_every_member_checks_out(tmp_path):
+    """A member over 4 GiB, and one that starts past 4 GiB: both need ZIP64
+    (sizes, and the offset in the central directory). Generated data, SQLite
+    only: the zip is made the same way whatever the database."""
+    app = make_app(f"sqlite:///{tmp_path / 'zip64.db'}")
+    client = app.test_client()
+    auth = AuthActions(app, client)
+    owner = auth.create_user("alice")
+    token = auth.token("alice")
+    block = random_bytes(8 * 2**20, seed=64)
+    big_size = 2**32 + 3 * 2**20 + 5
+    expected = {
+        "big.bin": insert_generated(app, owner, "big.bin", big_size, block),
+        "after.bin": insert_generated(app, owner, "after.bin", 2**20 + 1, block[1:]),
+    }
+    with app.app_context():
+        ids = list(db.session.execute(db.select(StoredFile.id)).scalars())
+    link = make_link(client, token, ids)
+    answer = client.get(path_of(link) + "/download", buffered=False)
+    assert answer.status_code == 200
+    saved = tmp_path / "all.zip"
+    with saved.open("wb") as out:
+        for piece in answer.response:
+            out.write(piece)
+    answer.close()
+    assert saved.stat().st_size == answer.content_length > big_size
+    got = {}
+    with zipfile.ZipFile(saved) as archive:
+        big, after = archive.infolist()
+        assert big.file_size == big_size and after.header_offset > 2**32
+        for info in (big, after):
+            digest = hashlib.sha256()
+            # zipfile checks each member's CRC-32 as it reaches its end.
+            with archive.open(info) as member:
+                while piece := member.read(2**20):
+                    digest.update(piece)
+            got[info.filename] = digest.hexdigest()
+    assert got == expected

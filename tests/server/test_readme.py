@@ -6,6 +6,7 @@ the README and the app fails here."""
 import os
 import re
 import subprocess
+import zipfile
 
 import pytest
 import requests
@@ -25,6 +26,7 @@ SECTIONS = {
     "## Share a file": 1,
     "## API tokens for scripts": 1,
     "## Ask someone for files": 1,
+    "## Share several files": 1,
 }
 
 
@@ -86,3 +88,11 @@ def test_the_readme_walk_through_runs_as_written(server, auth, tmp_path):
     assert [item["filename"] for item in files.json()["items"]] == ["report.pdf"] * 3
     tokens = requests.get(server.url + "/tokens", headers=bearer(token), timeout=30)
     assert tokens.json() == {"items": []}
+    # The link to all three gave them back as one zip, each under a name of
+    # its own, and counted two downloads: the zip, and the file alone.
+    with zipfile.ZipFile(tmp_path / "all.zip") as archive:
+        assert archive.namelist() == ["report.pdf", "report (2).pdf", "report (3).pdf"]
+        assert {archive.read(name) for name in archive.namelist()} == {report}
+    assert (tmp_path / "first.pdf").read_bytes() == report
+    links = requests.get(server.url + "/shares", headers=bearer(token), timeout=30)
+    assert [link["downloads"] for link in links.json()["items"]] == [2]
