@@ -382,15 +382,17 @@ def several_files() -> ResponseReturnValue:
     shares = [_describe(share, g.user) for share in links]
     if not wants_html():
         return jsonify(share_list_schema.dump({"items": shares}))
-    picked = request.args.getlist("file_ids", type=int)
-    chosen = list(
+    # In the order they were picked, each once.
+    picked = list(dict.fromkeys(request.args.getlist("file_ids", type=int)))
+    chosen = sorted(
         db.session.execute(
             db.select(StoredFile).where(
                 StoredFile.id.in_([i for i in picked if 1 <= i <= MAX_INT_ID]),
                 StoredFile.owner_id == g.user.id,
                 StoredFile.complete.is_(True),
             )
-        ).scalars()
+        ).scalars(),
+        key=lambda stored_file: picked.index(stored_file.id),
     )
     names = {
         file_id: name

@@ -307,13 +307,17 @@ def test_the_owners_page_makes_a_link_of_the_picked_files(client, token, files):
     listing = client.get("/", headers={**HTML, **bearer(token)})
     assert b'form="pick-files"' in listing.data and b'id="share-picked"' in listing.data
     page = client.get(
-        f"/shares?file_ids={ids[0]}&file_ids={ids[2]}&file_ids=x&file_ids=99999",
+        f"/shares?file_ids={ids[2]}&file_ids={ids[0]}&file_ids=x&file_ids=99999"
+        f"&file_ids={ids[2]}",
         headers={**HTML, **bearer(token)},
     )
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert "Create one link to 2 files" in text
-    assert f'name="file_ids" value="{ids[0]}"' in text
+    # In the order picked.
+    assert text.index(f'name="file_ids" value="{ids[2]}"') < text.index(
+        f'name="file_ids" value="{ids[0]}"'
+    )
     made = client.post(
         "/shares",
         data={"file_ids": [str(ids[0]), str(ids[2])], "expires_in": "", "password": ""},

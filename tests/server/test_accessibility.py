@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 def pages_of(site) -> list[dict]:
     """Every kind of page, with what it shows: a signed-in account with a
-    file, its links and a token; an open and a locked share page; an error."""
+    file, its links and a token; an open and a locked share page; an error;
+    a link to several files, on its owner's page and on its visitor's."""
     token = requests.get(site.url + "/login", auth=("alice", PASSWORD), timeout=30)
     token = token.json()["token"]
     made = requests.post(
@@ -56,6 +57,16 @@ def pages_of(site) -> list[dict]:
         return answer.json()["url"]
 
     open_request, locked_request = ask(max_files=5), ask(password="correct horse")
+    # One link to three files, fetched once as a zip: its owner's page has a
+    # link and a row in its access log.
+    several = requests.post(
+        site.url + "/shares",
+        json={"file_ids": [file_id, picture_id, notes_id]},
+        headers=bearer(token),
+        timeout=30,
+    ).json()["url"]
+    zipped = requests.get(several + "/download", timeout=30)
+    assert zipped.status_code == 200, zipped.text
     requests.post(
         site.url + "/tokens",
         json={"name": "backup", "scopes": ["files:read"]},
@@ -79,6 +90,13 @@ def pages_of(site) -> list[dict]:
         {"name": "requests", "url": f"{site.url}/requests?token={token}"},
         {"name": "upload request", "url": open_request},
         {"name": "locked upload request", "url": locked_request},
+        # With files picked for a new link too: its form shows above them.
+        {
+            "name": "several links",
+            "url": f"{site.url}/shares?file_ids={file_id}&file_ids={notes_id}"
+            f"&token={token}",
+        },
+        {"name": "several share", "url": several},
     ]
 
 

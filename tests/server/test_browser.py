@@ -12,6 +12,8 @@ import struct
 import time
 import uuid
 import wave
+import zipfile
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -783,6 +785,149 @@ def test_a_password_link_opens_in_a_fresh_browser_and_dies_when_revoked(
         assert gone.status == 410
     finally:
         context.close()
+
+
+def tiny_png(width=4, height=3) -> bytes:
+    """A real PNG picture, small: a blue rectangle."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\x24\x56\xd6" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_one_link_to_several_files_gives_a_visitor_all_of_them_as_a_zip(
+    page, browser, site, tmp_path
+):
+    sign_in(page, site)
+    tag = uuid.uuid4().hex[:6]
+    alike, photo = f"data-{tag}.bin", f"photo-{tag}.png"
+    # Two files named alike (told apart by their sizes) and a picture.
+    uploads = [
+        (alike, "application/octet-stream", os.urandom(3000)),
+        (alike, "application/octet-stream", os.urandom(1000)),
+        (photo, "image/png", tiny_png()),
+    ]
+    page.set_input_files(
+        "#inputFile",
+        [
+            {"name": name, "mimeType": kind, "buffer": content}
+            for name, kind, content in uploads
+        ],
+    )
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-result")).to_have_text("3 files uploaded successfully")
+    # The owner ticks the three and shares them as one link.
+    picks = page.get_by_role("checkbox", name=f"Pick {alike}", exact=True)
+    expect(picks).to_have_count(2)
+    picks.nth(0).check()
+    picks.nth(1).check()
+    page.get_by_role("checkbox", name=f"Pick {photo}", exact=True).check()
+    page.get_by_role("button", name="Share the picked files as one link").click()
+    page.wait_for_load_state("load")
+    expect(page.get_by_role("heading", name="Links to several files")).to_be_visible()
+    expect(page.locator(".picked-files li")).to_have_count(3)
+    screenshot(page, "several-picked")
+    page.get_by_role("button", name="Create one link to 3 files").click()
+    page.wait_for_load_state("load")
+    expect(page.locator(".flash-success")).to_contain_text("Link created: ")
+    row = page.locator("#share-table tr[data-share-id]").filter(has_text=photo)
+    expect(row).to_have_count(1)
+    url = row.get_by_role("textbox", name="Link").input_value()
+    assert url.startswith(site.url + "/s/"), url
+    expect(page.locator(".flash-success")).to_have_text(f"Link created: {url}")
+    expect(row.locator(".link-files")).to_contain_text(alike)
+    expect(row.locator(".link-files")).to_contain_text(photo)
+    screenshot(page, "several-link-created")
+
+    # Someone else, in a browser of their own, never signed in.
+    context = browser.new_context(accept_downloads=True)
+    try:
+        visitor = context.new_page()
+        visitor.goto(url)
+        visitor.wait_for_load_state("load")
+        total = sum(len(content) for _, _, content in uploads)
+        heading = visitor.get_by_role("heading", level=1)
+        expect(heading).to_have_text(re.compile(r"^3 files, [0-9.]+ (B|KiB)$"))
+        expect(heading.locator(".size")).to_have_attribute("title", f"{total} bytes")
+        expect(visitor.locator(".owner")).to_have_text("alice")
+        rows = visitor.locator("#shared-files tbody tr")
+        expect(rows).to_have_count(3)
+        expect(
+            visitor.get_by_role("link", name=f"Download {alike}", exact=True)
+        ).to_have_count(2)
+        expect(
+            visitor.get_by_role("link", name=f"Download {photo}", exact=True)
+        ).to_have_count(1)
+        # Only the picture has a preview.
+        previews = visitor.get_by_role("link", name=re.compile(r"^Preview "))
+        expect(previews).to_have_count(1)
+        expect(previews).to_have_accessible_name(f"Preview {photo}")
+        screenshot(visitor, "several-share-page")
+
+        # What the zip should hold, in the link's order: a name that repeats
+        # gets " (2)" before its extension.
+        by_size = {len(content): content for _, _, content in uploads}
+        expected = {}
+        for n in range(3):
+            name = rows.nth(n).locator("td.name").inner_text().strip()
+            size = int(rows.nth(n).locator("td.num").get_attribute("title").split()[0])
+            if name in expected:
+                stem, dot, extension = name.rpartition(".")
+                name = f"{stem} (2){dot}{extension}"
+            expected[name] = hashlib.sha256(by_size[size]).hexdigest()
+        assert set(expected) == {alike, f"data-{tag} (2).bin", photo}, expected
+
+        with visitor.expect_download() as info:
+            visitor.get_by_role("link", name="Download all as a zip").click()
+        saved = tmp_path / "all.zip"
+        info.value.save_as(saved)
+        # Its length was known before it began (a HEAD counts nothing).
+        head = visitor.request.head(url + "/download")
+        assert head.headers["content-type"] == "application/zip"
+        assert int(head.headers["content-length"]) == saved.stat().st_size
+        assert re.fullmatch(
+            r"lockbox-\d{4}-\d{2}-\d{2}\.zip", info.value.suggested_filename
+        )
+        with zipfile.ZipFile(saved) as archive:
+            assert archive.testzip() is None
+            unzipped = {
+                member.filename: hashlib.sha256(archive.read(member)).hexdigest()
+                for member in archive.infolist()
+            }
+        assert unzipped == expected
+
+        # The picture, shown in the page when asked.
+        previews.click()
+        visitor.wait_for_load_state("load")
+        expect(visitor.locator("#shown-file")).to_have_text(photo)
+        assert_previewed(visitor, photo)
+    finally:
+        context.close()
+
+    # The owner sees who fetched what: the zip, through this link.
+    log = page.locator("table.access-log tr.access-download").filter(
+        has_text="all 3 files as a zip"
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        page.reload()
+        page.wait_for_load_state("load")
+        if log.count() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    expect(log).to_have_count(1)
+    expect(log).to_contain_text("download of all 3 files as a zip")
+    expect(row.locator(".downloads")).to_have_text("1")
+    screenshot(page, "several-links-fetched")
 
 
 TOKEN_PATTERN = re.compile(r"^lbx_[0-9A-Za-z]{46}$")
