@@ -24,6 +24,7 @@ import logs
 import metrics
 import models
 import monitoring
+import notifications
 import openapi
 import rate_limits
 import request_data
@@ -31,6 +32,7 @@ import security
 import shares
 import upload_requests
 import uploads
+import webhooks
 from models import db, ma
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
@@ -89,8 +91,8 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Sign-in, files, resumable uploads, the account, share links, upload
-    requests, personal access tokens, health checks and the API description;
-    the limits on guessing passwords."""
+    requests, personal access tokens, webhooks (and their sender), health
+    checks and the API description; the limits on guessing passwords."""
     app.register_blueprint(authentication.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(uploads.bp)
@@ -98,6 +100,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(shares.bp)
     app.register_blueprint(upload_requests.bp)
     app.register_blueprint(access_tokens.bp)
+    app.register_blueprint(webhooks.bp)
+    notifications.init_app(app)
     monitoring.init_app(app)
     metrics.init_app(app)
     app.register_blueprint(openapi.bp)

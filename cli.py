@@ -11,6 +11,8 @@ from flask.cli import AppGroup, with_appcontext
 from flask_migrate import stamp, upgrade
 from sqlalchemy import func
 
+import notifications
+import request_links
 from config import PAT_MAX_SECONDS, parse_duration, parse_size
 from errors import ApiError
 from formats import format_size
@@ -461,10 +463,25 @@ def close_request(name: str, request_id: int) -> None:
         upload_request = db.session.get(UploadRequest, request_id)
     if upload_request is None or upload_request.owner_id != user.id:
         raise click.ClickException(f"{name} has no upload request {request_id}")
-    if upload_request.closed_at is None:
-        upload_request.closed_at = utcnow()
-        db.session.commit()
+    request_links.close(upload_request)
     click.echo(f"Request {request_id} ({upload_request.title}) closed")
+
+
+notify_cli = AppGroup("notify", help="Webhook deliveries.")
+
+
+@notify_cli.command("run")
+@click.option("--once", is_flag=True, help="One pass, then stop (for cron).")
+def notify_run(once: bool) -> None:
+    """Send the webhook deliveries that are due, and tell of links and
+    requests that expired unused; every NOTIFY_POLL_SECONDS until stopped
+    (for an operator who runs it under systemd or cron rather than in the
+    app's processes: NOTIFY_IN_BACKGROUND=0)."""
+    if once:
+        sent = notifications.run_once()
+        click.echo(f"{sent} deliveries attempted")
+        return
+    notifications.run_forever(current_app.config["NOTIFY_POLL_SECONDS"])
 
 
 def init_app(app: Flask) -> None:
@@ -474,3 +491,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(files_cli)
     app.cli.add_command(requests_cli)
+    app.cli.add_command(notify_cli)

@@ -63,10 +63,12 @@ def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
-def _flag_from_env(name: str) -> bool:
-    """Read an on/off setting: 1, true, yes or on mean on; unset means off."""
+def _flag_from_env(name: str, default: bool = False) -> bool:
+    """Read an on/off setting: 1, true, yes or on mean on; unset: ``default``."""
     raw = (os.environ.get(name) or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
@@ -120,6 +122,19 @@ def from_environment(instance_path: str) -> dict:
         # answers 503.
         "GALERA_SYNC_WAIT": _int_from_env("GALERA_SYNC_WAIT", 1, minimum=0),
         "GALERA_SYNC_TIMEOUT": _int_from_env("GALERA_SYNC_TIMEOUT", 10),
+        # Webhooks (notifications.py): hosts that may be sent to although
+        # they are not public HTTPS (a receiver on the LAN, the tests'),
+        # comma-separated; how long a receiver has to answer; how often each
+        # process's sender looks for deliveries that are due, and whether it
+        # runs at all (off: ``flask notify run`` sends instead).
+        "WEBHOOK_ALLOW_HOSTS": frozenset(
+            host.strip().lower()
+            for host in (os.environ.get("WEBHOOK_ALLOW_HOSTS") or "").split(",")
+            if host.strip()
+        ),
+        "WEBHOOK_TIMEOUT_SECONDS": _int_from_env("WEBHOOK_TIMEOUT_SECONDS", 10),
+        "NOTIFY_POLL_SECONDS": _int_from_env("NOTIFY_POLL_SECONDS", 5),
+        "NOTIFY_IN_BACKGROUND": _flag_from_env("NOTIFY_IN_BACKGROUND", default=True),
         # GET /metrics answers only to this Bearer token; unset: 404.
         "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
         "TRUSTED_PROXIES": _int_from_env("TRUSTED_PROXIES", 0, minimum=0),

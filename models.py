@@ -25,6 +25,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     event,
 )
@@ -434,6 +435,8 @@ class Share(Model):
     # The owner's token version when it was made: signing out everywhere, or a
     # new password, ends the link like every token.
     owner_version: Mapped[str] = mapped_column(String(32))
+    # Its owner was told it expired unused (notifications.py), once.
+    expiry_noticed: Mapped[bool] = mapped_column(default=False)
 
     stored_file: Mapped[StoredFile | None] = relationship()
 
@@ -484,6 +487,68 @@ class UploadRequest(Model):
     # The owner's token version when it was made: signing out everywhere, or a
     # new password, ends it like every token.
     owner_version: Mapped[str] = mapped_column(String(32))
+    # Its owner was told it expired unused, or that it is full
+    # (notifications.py), once each.
+    expiry_noticed: Mapped[bool] = mapped_column(default=False)
+    filled_noticed: Mapped[bool] = mapped_column(default=False)
+
+
+class Webhook(Model):
+    """An address that hears of its owner's events (notifications.py): a
+    POST signed with ``secret`` per Standard Webhooks for each event it
+    names."""
+
+    __tablename__ = "webhook"
+    __table_args__ = {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2000))
+    # "whsec_" and the base64 of 32 random bytes: kept, since every delivery
+    # is signed with it; shown to its owner once.
+    secret: Mapped[str] = mapped_column(String(64))
+    secret_shown: Mapped[bool] = mapped_column(default=False)
+    # The event types it hears, space-separated.
+    events: Mapped[str] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Model):
+    """One event for one webhook: written in the transaction of what it
+    tells, sent by whichever instance leases it first, tried again on a
+    schedule until it is answered with a 2xx or about a day has passed."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook.id", ondelete="CASCADE"), index=True
+    )
+    # The webhook-id header: the same on every attempt, so that a receiver
+    # drops repeats.
+    message_id: Mapped[str] = mapped_column(String(40), unique=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    # What gathers events into one message (an upload request's visit).
+    batch_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The JSON body, exactly as it is signed and sent.
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # pending, delivered or failed (no attempt left).
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Until when the instance sending it holds it.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(255))
 
 
 class AccessEvent(Model):

@@ -46,6 +46,7 @@ RESPONSES = {
     "RangeNotSatisfiable": "Range not satisfiable",
     "ShareNotFound": "No such link of yours",
     "TokenNotFound": "No such token of yours",
+    "WebhookNotFound": "No such webhook (or delivery) of yours",
     "RequestNotFound": "No such upload request (an unknown and a tampered link alike)",
     "RequestGone": "The upload request is closed, expired, withdrawn or full",
     "OwnRequestNotFound": "No such upload request of yours",
@@ -171,7 +172,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT_ID},
         },
     )
-    for name, path_name in [("ShareId", "share_id"), ("TokenId", "token_id")]:
+    for name, path_name in [
+        ("ShareId", "share_id"),
+        ("TokenId", "token_id"),
+        ("WebhookId", "webhook_id"),
+    ]:
         spec.components.parameter(
             name,
             "path",

@@ -25,6 +25,7 @@ from itsdangerous import BadSignature
 from sqlalchemy import bindparam, func
 
 import logs
+import notifications
 import quotas
 import storage
 from credentials import owner_still_trusts, signer, timestamp_signer
@@ -240,3 +241,11 @@ def begin_file(
 
 # Wherever a request's link appears in a log line.
 logs.redact_secret(re.compile(r"(/r/)[A-Za-z0-9_.-]{8,}"))
+
+
+def close(upload_request: UploadRequest) -> None:
+    """Close a request, once, telling its owner's webhooks (committed)."""
+    if upload_request.closed_at is None:
+        upload_request.closed_at = utcnow()
+        notifications.request_closed(upload_request)
+        db.session.commit()

@@ -562,6 +562,113 @@ class AccessTokenListSchema(Schema):
     items = fields.List(fields.Nested(AccessTokenSchema), required=True)
 
 
+# What a webhook may hear (notifications.py sends them; docs/api.md shows
+# each one's body).
+EVENT_TYPES = [
+    "link.downloaded",
+    "link.expired_unused",
+    "request.received",
+    "request.filled",
+    "request.closed",
+    "request.expired_unused",
+]
+
+
+class WebhookRequestSchema(RequestSchema):
+    """``POST /webhooks``: where to send, and what."""
+
+    url = fields.String(
+        required=True,
+        validate=validate.Length(
+            min=1, max=2000, error="url must be 1 to 2000 characters"
+        ),
+        error_messages={
+            "required": "url is required",
+            "invalid": "url must be a string",
+        },
+        metadata={
+            "description": "https:// and a public host (or one in WEBHOOK_ALLOW_HOSTS)"
+        },
+    )
+    events = fields.List(
+        fields.String(
+            validate=validate.OneOf(EVENT_TYPES, error="unknown event type {input}")
+        ),
+        required=True,
+        validate=validate.Length(min=1, error="events must name at least one event"),
+        error_messages={
+            "required": "events is required",
+            "invalid": "events must be a list of event types",
+        },
+    )
+    enabled = fields.Boolean(
+        error_messages={"invalid": "enabled must be true or false"}
+    )
+
+
+class WebhookStateSchema(RequestSchema):
+    """``PATCH /webhooks/<id>``: on or off."""
+
+    enabled = fields.Boolean(
+        required=True,
+        error_messages={
+            "required": "enabled is required",
+            "invalid": "enabled must be true or false",
+        },
+    )
+
+
+class WebhookSchema(Schema):
+    """A webhook as listed: never its secret."""
+
+    id = fields.Integer(required=True)
+    url = fields.String(required=True)
+    events = fields.List(fields.String(), required=True)
+    enabled = fields.Boolean(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class NewWebhookSchema(WebhookSchema):
+    """A webhook just made: the one time its signing secret is shown."""
+
+    secret = fields.String(
+        required=True,
+        metadata={"description": "whsec_...: verifies webhook-signature"},
+    )
+
+
+class WebhookListSchema(Schema):
+    """The caller's webhooks, newest first."""
+
+    items = fields.List(fields.Nested(WebhookSchema), required=True)
+
+
+class DeliverySchema(Schema):
+    """One event sent, or to be sent, to a webhook."""
+
+    id = fields.Integer(required=True)
+    message_id = fields.String(
+        required=True, metadata={"description": "The webhook-id header"}
+    )
+    event_type = fields.String(required=True)
+    status = fields.String(
+        required=True, validate=validate.OneOf(["pending", "delivered", "failed"])
+    )
+    attempts = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+    next_attempt_at = fields.DateTime(required=True)
+    last_attempt_at = fields.DateTime(required=True, allow_none=True)
+    last_status_code = fields.Integer(required=True, allow_none=True)
+    last_error = fields.String(required=True, allow_none=True)
+    body = fields.Dict(required=True, metadata={"description": "What is sent"})
+
+
+class DeliveryListSchema(Schema):
+    """A webhook's newest deliveries, newest first."""
+
+    items = fields.List(fields.Nested(DeliverySchema), required=True)
+
+
 class LivenessSchema(Schema):
     """``GET /livez``: the process answers."""
 
@@ -609,3 +716,9 @@ access_token_request_schema = AccessTokenRequestSchema()
 access_token_schema = AccessTokenSchema()
 new_access_token_schema = NewAccessTokenSchema()
 access_token_list_schema = AccessTokenListSchema()
+webhook_request_schema = WebhookRequestSchema()
+webhook_state_schema = WebhookStateSchema()
+webhook_schema = WebhookSchema()
+new_webhook_schema = NewWebhookSchema()
+webhook_list_schema = WebhookListSchema()
+delivery_list_schema = DeliveryListSchema()

@@ -23,6 +23,7 @@ from flask import current_app, url_for
 from itsdangerous import BadSignature, Signer, TimestampSigner
 
 import logs
+import notifications
 from credentials import owner_still_trusts, signer, timestamp_signer
 from errors import ApiError
 from models import (
@@ -217,10 +218,11 @@ def claim_names(public_id: str, claim: str) -> bool:
 class DownloadCounter:
     """Takes a share's download count for the body ``file_response`` is
     about to send (never for HEAD or a 304), and keeps it: ``claim`` is then
-    the signed claim its client resumes with."""
+    the signed claim its client resumes with. The owner's webhooks hear of
+    it (``what`` was fetched) in the same transaction."""
 
-    def __init__(self, share: Share) -> None:
-        self.share_id, self.public_id = share.id, share.public_id
+    def __init__(self, share: Share, what: str) -> None:
+        self.share_id, self.public_id, self.what = share.id, share.public_id, what
         self.claim: str | None = None
 
     def __call__(self, body: Iterator[bytes]) -> Iterator[bytes]:
@@ -253,6 +255,7 @@ class DownloadCounter:
         download = ShareDownload(share_id=self.share_id, started_at=now)
         db.session.add(download)
         db.session.flush()
+        notifications.link_downloaded(self.share_id, self.what)
         return download
 
 

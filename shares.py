@@ -818,7 +818,7 @@ def _send(
     if not access.unlocked:
         message = WRONG_PASSWORD if access.wrong_password else PASSWORD_NEEDED
         raise ApiError(401, message, SHARE_CHALLENGE)
-    counter = DownloadCounter(share)
+    counter = DownloadCounter(share, what)
     response = respond(counter)
     if counter.claim is not None:
         _hand_over_claim(response, counter.claim, access.link)

@@ -482,6 +482,17 @@ def chunk_upsert(dialect: str) -> Executable:
     raise NotImplementedError(f"No upsert for the {dialect} dialect")
 
 
+# What else happens in the transaction that makes a file visible, for every
+# file (notifications.py tells an upload request's owner this way, so that a
+# file never arrives untold nor is told of without arriving).
+_on_finish: list[Callable[[StoredFile], None]] = []
+
+
+def when_finished(callback: Callable[[StoredFile], None]) -> None:
+    """Run ``callback(stored_file)`` in each file's finishing transaction."""
+    _on_finish.append(callback)
+
+
 def finish(
     stored_file: StoredFile,
     description: str | None = None,
@@ -507,6 +518,8 @@ def finish(
         stored_file.updated_at = utcnow()
         db.session.flush()
         recount_files(stored_file.owner_id)
+        for callback in _on_finish:
+            callback(stored_file)
 
     make_visible()
     UPLOADED.inc(size)

@@ -20,10 +20,11 @@ from flask.typing import ResponseReturnValue
 
 import caller
 import rate_limits
+import request_links
 from access_log import SHOWN, events_of
 from authentication import check_for_token, set_private_cookie
 from errors import ApiError, no_content, wants_html
-from models import MAX_INT_ID, StoredFile, UploadRequest, User, db, utcnow
+from models import MAX_INT_ID, StoredFile, UploadRequest, User, db
 from request_data import load_or_400, request_body
 from request_links import (
     UNLOCK_COOKIE,
@@ -237,9 +238,7 @@ def close_request(request_id: int) -> ResponseReturnValue:
         404: OwnRequestNotFound
     """
     upload_request = _own_request(request_id)
-    if upload_request.closed_at is None:
-        upload_request.closed_at = utcnow()
-        db.session.commit()
+    request_links.close(upload_request)
     if wants_html():
         flash(f"Request {upload_request.title} closed", "success")
         return redirect(url_for("upload_requests.list_requests"), 303)

@@ -1,0 +1,473 @@
+"""Being told: each account's webhooks hear of its events, durably.
+
+An event (a link downloaded, files arriving through an upload request, a
+request filled or closed, a link or request expired unused) becomes one
+``WebhookDelivery`` row per enabled webhook that hears it, written in the
+transaction of what it tells: a file's arrival in the transaction that makes
+the file visible (storage.when_finished), a download in the one that counts
+it. Nothing is sent in the request that caused it.
+
+Sending: each app process runs a thread that, every NOTIFY_POLL_SECONDS,
+leases the deliveries that are due (a conditional UPDATE per row, so that of
+several instances exactly one sends each attempt; a lease lapses if its
+holder dies) and POSTs them (webhook_http: HTTPS to public addresses only,
+no redirects). ``flask notify run`` does the same for operators who prefer
+cron or systemd. Bodies are signed per Standard Webhooks (the
+``standardwebhooks`` library): ``webhook-id`` stays the same on every attempt,
+so receivers drop repeats. A delivery that is not answered with a 2xx is
+tried again on the Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h,
+5 h, 10 h, 10 h: about a day), then marked failed; its owner may send it
+again.
+
+Files arriving through an upload request are told in one message per
+guest visit: a file that arrives while the last message about the request is
+still waiting (REQUEST_BATCH_SECONDS after its last file) joins it.
+"""
+
+import base64
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask, current_app, request
+from standardwebhooks import Webhook as Signer
+
+import storage
+import webhook_http
+from models import (
+    Share,
+    StoredFile,
+    UploadRequest,
+    Webhook,
+    WebhookDelivery,
+    db,
+    retry_on_conflict,
+    rowcount,
+    utcnow,
+)
+from schemas import EVENT_TYPES
+
+(
+    LINK_DOWNLOADED,
+    LINK_EXPIRED_UNUSED,
+    REQUEST_RECEIVED,
+    REQUEST_FILLED,
+    REQUEST_CLOSED,
+    REQUEST_EXPIRED_UNUSED,
+) = EVENT_TYPES
+# Seconds before each attempt after the first (Standard Webhooks' schedule).
+RETRY_AFTER = (5, 300, 1800, 7200, 18000, 36000, 36000)
+ATTEMPTS = len(RETRY_AFTER) + 1
+# How long an instance holds the deliveries it sends.
+LEASE_SECONDS = 60
+# A guest's visit: files arriving with pauses shorter than this.
+REQUEST_BATCH_SECONDS = 60
+# Deliveries one pass leases at most.
+BATCH = 20
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+SECRET_BYTES = 32
+
+
+def new_secret() -> str:
+    """A webhook's signing secret, as Standard Webhooks writes one."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def _listening(owner_id: int, event_type: str) -> list[Webhook]:
+    """The owner's enabled webhooks that hear ``event_type``."""
+    return [
+        webhook
+        for webhook in db.session.execute(
+            db.select(Webhook).filter_by(owner_id=owner_id, enabled=True)
+        ).scalars()
+        if event_type in webhook.events.split()
+    ]
+
+
+def _body(event_type: str, data: dict[str, Any]) -> str:
+    """An event's JSON body: its type, when, and what it is about."""
+    document = {"type": event_type, "timestamp": utcnow().isoformat(), "data": data}
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+def emit(owner_id: int, event_type: str, data: dict[str, Any]) -> None:
+    """Queue an event for the owner's webhooks that hear it, in the current
+    transaction (the caller commits)."""
+    now = utcnow()
+    for webhook in _listening(owner_id, event_type):
+        db.session.add(
+            WebhookDelivery(
+                webhook_id=webhook.id,
+                message_id="msg_" + secrets.token_hex(16),
+                event_type=event_type,
+                payload=_body(event_type, data),
+                created_at=now,
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+            )
+        )
+
+
+def _file(stored_file: StoredFile) -> dict[str, Any]:
+    """A file as events describe it."""
+    return {
+        "id": stored_file.id,
+        "filename": stored_file.filename,
+        "size": stored_file.size,
+        "sha256": stored_file.sha256,
+    }
+
+
+def _request(upload_request: UploadRequest) -> dict[str, Any]:
+    """An upload request as events describe it."""
+    return {
+        "id": upload_request.id,
+        "title": upload_request.title,
+        "expires_at": upload_request.expires_at.isoformat(),
+    }
+
+
+def link_downloaded(share_id: int, what: str) -> None:
+    """A client took one of a link's downloads (its first claim), in the
+    transaction that counted it: what, the count now, and who (the address
+    behind the configured proxies, the user agent)."""
+    share = db.session.get(Share, share_id)
+    if share is None:
+        return
+    emit(
+        share.owner_id,
+        LINK_DOWNLOADED,
+        {
+            "link": {
+                "id": share.id,
+                "downloads": share.downloads,
+                "max_downloads": share.max_downloads,
+            },
+            "what": what,
+            "address": request.remote_addr or "",
+            "user_agent": request.user_agent.string[:255],
+        },
+    )
+
+
+def request_closed(upload_request: UploadRequest) -> None:
+    """The owner closed an upload request."""
+    emit(upload_request.owner_id, REQUEST_CLOSED, {"request": _request(upload_request)})
+
+
+def _file_arrived(stored_file: StoredFile) -> None:
+    """A file finished through an upload request: told with the rest of the
+    guest's visit, and the request's filling told once."""
+    if stored_file.request_id is None:
+        return
+    upload_request = db.session.get(UploadRequest, stored_file.request_id)
+    if upload_request is None:
+        return
+    now = utcnow()
+    due = now + timedelta(seconds=REQUEST_BATCH_SECONDS)
+    key = f"request:{upload_request.id}"
+    for webhook in _listening(upload_request.owner_id, REQUEST_RECEIVED):
+        waiting = db.session.execute(
+            db.select(WebhookDelivery)
+            .where(
+                WebhookDelivery.webhook_id == webhook.id,
+                WebhookDelivery.batch_key == key,
+                WebhookDelivery.status == PENDING,
+                WebhookDelivery.attempts == 0,
+                WebhookDelivery.lease_until.is_(None),
+                WebhookDelivery.next_attempt_at > now,
+            )
+            .with_for_update()
+        ).scalar_one_or_none()
+        if waiting is not None:
+            document = json.loads(waiting.payload)
+            document["data"]["files"].append(_file(stored_file))
+            waiting.payload = json.dumps(
+                document, separators=(",", ":"), sort_keys=True
+            )
+            waiting.next_attempt_at = due
+            continue
+        body = _body(
+            REQUEST_RECEIVED,
+            {"request": _request(upload_request), "files": [_file(stored_file)]},
+        )
+        db.session.add(
+            WebhookDelivery(
+                webhook_id=webhook.id,
+                message_id="msg_" + secrets.token_hex(16),
+                event_type=REQUEST_RECEIVED,
+                batch_key=key,
+                payload=body,
+                created_at=now,
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=due,
+            )
+        )
+    if upload_request.max_files is not None and not upload_request.filled_noticed:
+        arrived = db.session.execute(
+            db.select(db.func.count())
+            .select_from(StoredFile)
+            .where(StoredFile.request_id == upload_request.id, StoredFile.complete)
+        ).scalar_one()
+        if arrived >= upload_request.max_files and _mark(
+            UploadRequest, upload_request.id, "filled_noticed"
+        ):
+            emit(
+                upload_request.owner_id,
+                REQUEST_FILLED,
+                {"request": _request(upload_request)},
+            )
+
+
+storage.when_finished(_file_arrived)
+
+
+def _mark(model: type[Share] | type[UploadRequest], row_id: int, flag: str) -> bool:
+    """Set a row's notice flag if no one has: whether this transaction did."""
+    column = getattr(model, flag)
+    return (
+        rowcount(
+            db.session.execute(
+                db.update(model)
+                .where(model.id == row_id, column.is_(False))
+                .values({flag: True})
+            )
+        )
+        == 1
+    )
+
+
+@retry_on_conflict
+def notice_expired(limit: int = 100) -> int:
+    """Tell the owners of links and upload requests that expired unused
+    (never downloaded; nothing received), each once; how many were told."""
+    now = utcnow()
+    told = 0
+    links = db.session.execute(
+        db.select(Share)
+        .where(
+            Share.expires_at <= now,
+            Share.expiry_noticed.is_(False),
+            Share.downloads == 0,
+            Share.revoked_at.is_(None),
+        )
+        .limit(limit)
+    ).scalars()
+    for share in list(links):
+        if _mark(Share, share.id, "expiry_noticed"):
+            emit(
+                share.owner_id,
+                LINK_EXPIRED_UNUSED,
+                {"link": {"id": share.id, "expires_at": share.expires_at.isoformat()}},
+            )
+            told += 1
+    received = (
+        db.select(StoredFile.id)
+        .where(StoredFile.request_id == UploadRequest.id)
+        .exists()
+    )
+    requests = db.session.execute(
+        db.select(UploadRequest)
+        .where(
+            UploadRequest.expires_at <= now,
+            UploadRequest.expiry_noticed.is_(False),
+            UploadRequest.closed_at.is_(None),
+            ~received,
+        )
+        .limit(limit)
+    ).scalars()
+    for upload_request in list(requests):
+        if _mark(UploadRequest, upload_request.id, "expiry_noticed"):
+            emit(
+                upload_request.owner_id,
+                REQUEST_EXPIRED_UNUSED,
+                {"request": _request(upload_request)},
+            )
+            told += 1
+    return told
+
+
+def _lease(delivery_id: int) -> bool:
+    """Hold a due delivery for this instance: whether it got it."""
+
+    @retry_on_conflict
+    def take() -> bool:
+        now = utcnow()
+        return (
+            rowcount(
+                db.session.execute(
+                    db.update(WebhookDelivery)
+                    .where(
+                        WebhookDelivery.id == delivery_id,
+                        WebhookDelivery.status == PENDING,
+                        WebhookDelivery.next_attempt_at <= now,
+                        WebhookDelivery.lease_until.is_(None)
+                        | (WebhookDelivery.lease_until < now),
+                    )
+                    .values(lease_until=now + timedelta(seconds=LEASE_SECONDS))
+                )
+            )
+            == 1
+        )
+
+    return take()
+
+
+def deliver_due(limit: int = BATCH) -> int:
+    """Send the deliveries that are due, as many as ``limit``; how many this
+    instance attempted."""
+    now = utcnow()
+    due = list(
+        db.session.execute(
+            db.select(WebhookDelivery.id)
+            .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+            .where(
+                WebhookDelivery.status == PENDING,
+                WebhookDelivery.next_attempt_at <= now,
+                WebhookDelivery.lease_until.is_(None)
+                | (WebhookDelivery.lease_until < now),
+                Webhook.enabled.is_(True),
+            )
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+        ).scalars()
+    )
+    db.session.rollback()
+    sent = 0
+    for delivery_id in due:
+        if _lease(delivery_id):
+            _attempt(delivery_id)
+            sent += 1
+    return sent
+
+
+def _attempt(delivery_id: int) -> None:
+    """One attempt at a leased delivery, and what came of it (committed)."""
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    webhook = db.session.get(Webhook, delivery.webhook_id) if delivery else None
+    if delivery is None or webhook is None:
+        db.session.rollback()
+        return
+    url, secret, body = webhook.url, webhook.secret, delivery.payload
+    message_id = delivery.message_id
+    db.session.rollback()  # no transaction is held while the receiver answers
+    now = utcnow()
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Signer(secret).sign(message_id, now, body),
+    }
+    status, error = None, None
+    try:
+        status = webhook_http.post(
+            url,
+            body.encode(),
+            headers,
+            current_app.config["WEBHOOK_ALLOW_HOSTS"],
+            timeout=current_app.config["WEBHOOK_TIMEOUT_SECONDS"],
+        )
+    except webhook_http.Refused as refused:
+        error = str(refused)
+    except Exception as failure:  # any network failure is one failed attempt
+        error = f"{type(failure).__name__}: {failure}"
+    _record(delivery_id, now, status, error)
+
+
+@retry_on_conflict
+def _record(
+    delivery_id: int, at: datetime, status: int | None, error: str | None
+) -> None:
+    """Keep an attempt's outcome: delivered, or the next try, or failed."""
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    if delivery is None:
+        return
+    delivery.attempts += 1
+    delivery.last_attempt_at = at
+    delivery.last_status_code = status
+    delivery.lease_until = None
+    if status is not None and 200 <= status < 300:
+        delivery.status, delivery.last_error = DELIVERED, None
+        return
+    delivery.last_error = (error or f"answered {status}")[:255]
+    if delivery.attempts >= ATTEMPTS:
+        delivery.status = FAILED
+    else:
+        wait = RETRY_AFTER[delivery.attempts - 1]
+        delivery.next_attempt_at = utcnow() + timedelta(seconds=wait)
+
+
+@retry_on_conflict
+def send_again(delivery: WebhookDelivery) -> None:
+    """Queue a delivery again, now, with the same webhook-id (committed)."""
+    delivery.status = PENDING
+    delivery.next_attempt_at = utcnow()
+    delivery.lease_until = None
+    if delivery.attempts >= ATTEMPTS:
+        delivery.attempts = ATTEMPTS - 1
+
+
+def run_once() -> int:
+    """One pass of the sender: expiries noticed, due deliveries sent."""
+    notice_expired()
+    return deliver_due()
+
+
+def _sender(app: Flask, stop: threading.Event) -> None:
+    """The background sender of one process: a pass every poll interval,
+    each failure a warning line (the next pass tries again)."""
+    every = app.config["NOTIFY_POLL_SECONDS"]
+    while not stop.wait(every):
+        with app.app_context():
+            try:
+                run_once()
+            except Exception as error:  # never let the thread die
+                app.logger.warning("Notifications: a pass failed: %s", error)
+            finally:
+                db.session.remove()
+
+
+def start_in_background(app: Flask) -> Callable[[], None]:
+    """Start this process's sender thread (once per process); a function
+    that stops it."""
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_sender, args=(app, stop), name="notifications", daemon=True
+    )
+    thread.start()
+    return stop.set
+
+
+def init_app(app: Flask) -> None:
+    """Start the sender in each process that serves requests, with its first
+    request (a command line never starts one; tests drive it themselves)."""
+    if not app.config["NOTIFY_IN_BACKGROUND"] or app.testing:
+        return
+    started: set[int] = set()
+    lock = threading.Lock()
+
+    @app.before_request
+    def start_sender() -> None:
+        if os.getpid() in started:
+            return
+        with lock:
+            if os.getpid() not in started:
+                started.add(os.getpid())
+                start_in_background(app)
+
+
+def run_forever(poll_seconds: float) -> None:
+    """``flask notify run``: passes until interrupted."""
+    while True:
+        try:
+            run_once()
+        finally:
+            db.session.remove()
+        time.sleep(poll_seconds)

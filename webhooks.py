@@ -1,0 +1,366 @@
+"""Webhooks, the views: an account's addresses that hear of its events
+(notifications.py queues and sends them). Made, listed, switched on and off
+and deleted by a signed-in session only, like API tokens; each one's newest
+deliveries are listed with what came of them, and any may be sent again.
+
+A webhook's signing secret is shown once: in the answer that made it, or on
+the page the form leads to, after which no page or answer shows it again.
+"""
+
+import json
+from typing import Any
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+
+import notifications
+import webhook_http
+from authentication import check_for_token
+from errors import ApiError, no_content, wants_html
+from models import MAX_INT_ID, Webhook, WebhookDelivery, db, utcnow
+from request_data import load_or_400, request_body
+from schemas import (
+    EVENT_TYPES,
+    delivery_list_schema,
+    new_webhook_schema,
+    webhook_list_schema,
+    webhook_request_schema,
+    webhook_schema,
+    webhook_state_schema,
+)
+
+bp = Blueprint("webhooks", __name__)
+
+WEBHOOK_ID = "<int:webhook_id>"
+# Webhooks one account may have, and the deliveries a page or answer lists.
+MAX_WEBHOOKS = 10
+SHOWN = 50
+
+
+def _describe(webhook: Webhook) -> dict[str, Any]:
+    """A webhook as its owner sees it (WebhookSchema)."""
+    return {
+        "id": webhook.id,
+        "url": webhook.url,
+        "events": webhook.events.split(),
+        "enabled": webhook.enabled,
+        "created_at": webhook.created_at,
+    }
+
+
+def _webhooks() -> list[Webhook]:
+    """The caller's webhooks, newest first."""
+    return list(
+        db.session.execute(
+            db.select(Webhook)
+            .filter_by(owner_id=g.user.id)
+            .order_by(Webhook.created_at.desc(), Webhook.id.desc())
+        ).scalars()
+    )
+
+
+def _own_webhook(webhook_id: int) -> Webhook:
+    """The caller's webhook with this id; 404 for anyone else's or none."""
+    webhook = None
+    if 1 <= webhook_id <= MAX_INT_ID:
+        webhook = db.session.execute(
+            db.select(Webhook).filter_by(id=webhook_id, owner_id=g.user.id)
+        ).scalar_one_or_none()
+    if webhook is None:
+        raise ApiError(404, "Webhook not found")
+    return webhook
+
+
+def _deliveries(webhook: Webhook) -> list[dict[str, Any]]:
+    """A webhook's newest deliveries (DeliverySchema)."""
+    return [
+        {
+            "id": delivery.id,
+            "message_id": delivery.message_id,
+            "event_type": delivery.event_type,
+            "status": delivery.status,
+            "attempts": delivery.attempts,
+            "created_at": delivery.created_at,
+            "next_attempt_at": delivery.next_attempt_at,
+            "last_attempt_at": delivery.last_attempt_at,
+            "last_status_code": delivery.last_status_code,
+            "last_error": delivery.last_error,
+            "body": json.loads(delivery.payload),
+        }
+        for delivery in db.session.execute(
+            db.select(WebhookDelivery)
+            .filter_by(webhook_id=webhook.id)
+            .order_by(WebhookDelivery.id.desc())
+            .limit(SHOWN)
+        ).scalars()
+    ]
+
+
+def _webhook_request() -> dict[str, Any]:
+    """The new webhook's settings, from JSON or the page's form (events are
+    checkboxes there), its address checked."""
+    body = request_body()
+    if not request.is_json:
+        body = {
+            "url": request.form.get("url", "").strip(),
+            "events": request.form.getlist("events"),
+        }
+    settings = load_or_400(webhook_request_schema, body)
+    try:
+        webhook_http.check_url(
+            settings["url"], current_app.config["WEBHOOK_ALLOW_HOSTS"]
+        )
+    except webhook_http.Refused as refused:
+        raise ApiError(400, f"url: {refused}") from None
+    return settings
+
+
+@bp.post("/webhooks")
+@check_for_token
+def create_webhook() -> ResponseReturnValue:
+    """Add a webhook; its signing secret is in this answer only.
+    ---
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: WebhookRequestSchema
+          application/x-www-form-urlencoded:
+            schema: WebhookRequestSchema
+      responses:
+        201:
+          description: The webhook, with its secret
+          content:
+            application/json:
+              schema: NewWebhookSchema
+        303:
+          description: A browser's form post, sent to the page that shows the secret
+        400: BadRequest
+        403: Forbidden
+        409:
+          description: The account has as many webhooks as it may
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    settings = _webhook_request()
+    if len(_webhooks()) >= MAX_WEBHOOKS:
+        raise ApiError(409, f"An account may have {MAX_WEBHOOKS} webhooks")
+    webhook = Webhook(
+        owner_id=g.user.id,
+        url=settings["url"],
+        secret=notifications.new_secret(),
+        secret_shown=not wants_html(),
+        events=" ".join(event for event in EVENT_TYPES if event in settings["events"]),
+        enabled=settings.get("enabled", True),
+        created_at=utcnow(),
+    )
+    db.session.add(webhook)
+    db.session.commit()
+    if wants_html():
+        return redirect(url_for("webhooks.list_webhooks"), 303)
+    body = new_webhook_schema.dump({**_describe(webhook), "secret": webhook.secret})
+    return (
+        jsonify(body),
+        201,
+        {"Location": url_for("webhooks.list_webhooks", token=None)},
+    )
+
+
+@bp.get("/webhooks")
+@check_for_token
+def list_webhooks() -> ResponseReturnValue:
+    """Your webhooks, newest first (a page for browsers, with each one's
+    deliveries).
+    ---
+    get:
+      responses:
+        200:
+          description: The webhooks
+          content:
+            application/json:
+              schema: WebhookListSchema
+            text/html: {}
+        403: Forbidden
+    """
+    webhooks = _webhooks()
+    if not wants_html():
+        items = [_describe(webhook) for webhook in webhooks]
+        return jsonify(webhook_list_schema.dump({"items": items}))
+    # A secret the page has not shown yet (the form just made its webhook)
+    # shows now, once.
+    new_secrets = {}
+    for webhook in webhooks:
+        if not webhook.secret_shown:
+            new_secrets[webhook.id] = webhook.secret
+            webhook.secret_shown = True
+    db.session.commit()
+    return render_template(
+        "webhooks.html",
+        webhooks=[
+            {**_describe(webhook), "deliveries": _deliveries(webhook)[:20]}
+            for webhook in webhooks
+        ],
+        new_secrets=new_secrets,
+        event_types=EVENT_TYPES,
+    )
+
+
+@bp.patch(f"/webhooks/{WEBHOOK_ID}")
+@check_for_token
+def set_webhook_state(webhook_id: int) -> ResponseReturnValue:
+    """Switch a webhook on or off (off: its deliveries wait).
+    ---
+    patch:
+      parameters: [WebhookId]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: WebhookStateSchema
+      responses:
+        200:
+          description: The webhook
+          content:
+            application/json:
+              schema: WebhookSchema
+        400: BadRequest
+        403: Forbidden
+        404: WebhookNotFound
+    """
+    webhook = _own_webhook(webhook_id)
+    webhook.enabled = load_or_400(webhook_state_schema, request_body())["enabled"]
+    db.session.commit()
+    return jsonify(webhook_schema.dump(_describe(webhook)))
+
+
+@bp.post(f"/webhooks/{WEBHOOK_ID}/state")
+@check_for_token
+def set_webhook_state_form(webhook_id: int) -> ResponseReturnValue:
+    """Switch a webhook on or off from the page (HTML).
+    ---
+    post:
+      parameters: [WebhookId]
+      requestBody:
+        required: true
+        content:
+          application/x-www-form-urlencoded:
+            schema: WebhookStateSchema
+      responses:
+        303:
+          description: Done; back to the page
+        400: BadRequest
+        403: Forbidden
+        404: WebhookNotFound
+    """
+    webhook = _own_webhook(webhook_id)
+    webhook.enabled = load_or_400(webhook_state_schema, request.form)["enabled"]
+    db.session.commit()
+    flash("Webhook switched " + ("on" if webhook.enabled else "off"), "success")
+    return redirect(url_for("webhooks.list_webhooks"), 303)
+
+
+@bp.delete(f"/webhooks/{WEBHOOK_ID}")
+@check_for_token
+def delete_webhook(webhook_id: int) -> ResponseReturnValue:
+    """Delete a webhook and its deliveries.
+    ---
+    delete:
+      parameters: [WebhookId]
+      responses:
+        204:
+          description: Deleted
+        403: Forbidden
+        404: WebhookNotFound
+    """
+    db.session.delete(_own_webhook(webhook_id))
+    db.session.commit()
+    return no_content()
+
+
+@bp.post(f"/webhooks/{WEBHOOK_ID}/delete")
+@check_for_token
+def delete_webhook_form(webhook_id: int) -> ResponseReturnValue:
+    """Delete a webhook from the page (HTML).
+    ---
+    post:
+      parameters: [WebhookId]
+      responses:
+        303:
+          description: Deleted; back to the page
+        403: Forbidden
+        404: WebhookNotFound
+    """
+    db.session.delete(_own_webhook(webhook_id))
+    db.session.commit()
+    flash("Webhook deleted", "success")
+    return redirect(url_for("webhooks.list_webhooks"), 303)
+
+
+@bp.get(f"/webhooks/{WEBHOOK_ID}/deliveries")
+@check_for_token
+def list_deliveries(webhook_id: int) -> ResponseReturnValue:
+    """A webhook's newest deliveries and what came of them.
+    ---
+    get:
+      parameters: [WebhookId]
+      responses:
+        200:
+          description: The newest 50, newest first
+          content:
+            application/json:
+              schema: DeliveryListSchema
+        403: Forbidden
+        404: WebhookNotFound
+    """
+    items = _deliveries(_own_webhook(webhook_id))
+    return jsonify(delivery_list_schema.dump({"items": items}))
+
+
+@bp.post(f"/webhooks/{WEBHOOK_ID}/deliveries/<int:delivery_id>/send")
+@check_for_token
+def send_again(webhook_id: int, delivery_id: int) -> ResponseReturnValue:
+    """Send a delivery again, now, with the same webhook-id.
+    ---
+    post:
+      parameters:
+      - WebhookId
+      - name: delivery_id
+        in: path
+        required: true
+        schema: {type: integer, minimum: 1, maximum: 2147483647}
+      responses:
+        202:
+          description: Queued; the sender takes it within seconds
+          content:
+            application/json:
+              schema: ErrorSchema
+        303:
+          description: A browser's form post; back to the page
+        403: Forbidden
+        404: WebhookNotFound
+    """
+    webhook = _own_webhook(webhook_id)
+    delivery = None
+    if 1 <= delivery_id <= MAX_INT_ID:
+        delivery = db.session.execute(
+            db.select(WebhookDelivery).filter_by(id=delivery_id, webhook_id=webhook.id)
+        ).scalar_one_or_none()
+    if delivery is None:
+        raise ApiError(404, "Webhook not found")
+    notifications.send_again(delivery)
+    if wants_html():
+        flash("Sending it again", "success")
+        return redirect(url_for("webhooks.list_webhooks"), 303)
+    return jsonify({"message": "Sending it again"}), 202
