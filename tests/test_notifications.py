@@ -4,12 +4,16 @@ transactions, sent by exactly one instance, signed per Standard Webhooks
 sent where they must not go."""
 
 import json
+import re
 import threading
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from standardwebhooks import Webhook as Verifier
+from werkzeug.serving import make_server
 
 import notifications
 from helpers import HTML, bearer, make_app, uploaded
@@ -21,7 +25,7 @@ class Receiver:
     """A webhook receiver on 127.0.0.1: keeps what it is sent and answers
     with ``answer`` (a status, or a list of statuses taken in turn)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.received: list[tuple[dict, bytes]] = []
         self.answers: list[int] = []
         receiver = self
@@ -38,14 +42,20 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    @classmethod
+    def on(cls, url: str) -> "Receiver":
+        """A receiver at the address another one had."""
+        return cls(int(url.rsplit(":", 1)[1].split("/")[0]))
+
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.server.server_close()
 
     def bodies(self, secret: str) -> list[dict]:
         """What arrived, each verified against ``secret`` first."""
@@ -428,3 +438,67 @@ def test_a_delivery_body_is_the_json_it_says(app, client, token, receiver):
     body = json.loads(receiver.received[0][1])
     assert set(body) == {"type", "timestamp", "data"}
     assert body["data"]["request"]["id"] == request_id
+
+
+def readme_receiver(secret: str):
+    """The README's example receiver (its Python block under Notifications),
+    run as written, with ``secret`` in its environment: its Flask app."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("\n## Notifications\n") :]
+    source = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    namespace: dict = {"__name__": "readme_receiver"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WEBHOOK_SECRET", secret)
+        exec(compile(source, "receiver.py", "exec"), namespace)  # noqa: S102
+    return namespace["app"]
+
+
+def test_the_readmes_receiver_verifies_drops_repeats_and_refuses_forgeries(
+    app, client, token
+):
+    receiver = Receiver()  # only for its free port
+    url = receiver.url.replace("/hook", "/lockbox")
+    receiver.close()
+    made = add_webhook(client, token, url, ["request.closed"])
+    example = readme_receiver(made["secret"])
+    served = make_server("127.0.0.1", int(url.split(":")[2].split("/")[0]), example)
+    thread = threading.Thread(target=served.serve_forever, daemon=True)
+    thread.start()
+    try:
+        request_id = make_request(client, token)["id"]
+        client.post(f"/requests/{request_id}/close", headers=bearer(token))
+        send_due(app)
+        (row,) = deliveries(app)
+        assert row.status == "delivered" and row.last_status_code == 204
+        # Sent again (the same webhook-id): accepted, not handled twice.
+        with app.app_context():
+            notifications.send_again(db.session.get(WebhookDelivery, row.id))
+        send_due(app)
+        assert deliveries(app)[0].attempts == 2
+        # A forgery, and a replay of a day-old message, are refused.
+        forged = example.test_client().post(
+            "/lockbox",
+            data=row.payload,
+            headers={
+                "webhook-id": row.message_id,
+                "webhook-timestamp": str(int(time.time())),
+                "webhook-signature": "v1,AAAA",
+            },
+        )
+        assert forged.status_code == 401
+        old = int(time.time()) - 86400
+        signature = Verifier(made["secret"]).sign(
+            row.message_id, datetime.fromtimestamp(old, UTC), row.payload
+        )
+        replayed = example.test_client().post(
+            "/lockbox",
+            data=row.payload,
+            headers={
+                "webhook-id": row.message_id,
+                "webhook-timestamp": str(old),
+                "webhook-signature": signature,
+            },
+        )
+        assert replayed.status_code == 401
+    finally:
+        served.shutdown()
