@@ -11,6 +11,7 @@ from flask.cli import AppGroup, with_appcontext
 from flask_migrate import stamp, upgrade
 from sqlalchemy import func
 
+import email_links
 import notifications
 import request_links
 from config import PAT_MAX_SECONDS, parse_duration, parse_size
@@ -34,7 +35,12 @@ from personal_tokens import create_access_token, revoke, tokens_of
 from quotas import quota_of, usage_of
 from request_data import load_or_400
 from request_links import new_request, received, request_url, status_of
-from schemas import SCOPES, file_request_create_schema
+from schemas import (
+    EVENT_TYPES,
+    SCOPES,
+    email_settings_request_schema,
+    file_request_create_schema,
+)
 from session_tokens import prune_revoked, revoke_all_tokens
 from storage import delete_stored_files
 
@@ -467,7 +473,45 @@ def close_request(name: str, request_id: int) -> None:
     click.echo(f"Request {request_id} ({upload_request.title}) closed")
 
 
-notify_cli = AppGroup("notify", help="Webhook deliveries.")
+@users_cli.command("set-email")
+@click.argument("name")
+@click.argument("email")
+@click.option(
+    "--base-url",
+    required=True,
+    help="Where the server is reached, for the confirmation link "
+    "(e.g. https://files.example.org).",
+)
+@click.option(
+    "--events",
+    default=" ".join(EVENT_TYPES),
+    show_default=True,
+    help="The events told there, space- or comma-separated.",
+)
+def set_email(name: str, email: str, base_url: str, events: str) -> None:
+    """Set a user's e-mail address: it is sent a link to confirm it, and
+    nothing else until the user opens it, signed in."""
+    user = _find_user(name)
+    try:
+        settings = load_or_400(
+            email_settings_request_schema,
+            {"email": email, "events": events.replace(",", " ").split()},
+        )
+    except ApiError as error:
+        raise click.ClickException(str(error.description)) from None
+    if not current_app.config["SMTP_URL"]:
+        raise click.ClickException("This server sends no e-mail: set SMTP_URL")
+    user.email = settings["email"]
+    user.email_events = " ".join(e for e in EVENT_TYPES if e in settings["events"])
+    user.email_confirmed_at = None
+    token = email_links.confirmation_token(user)
+    url = f"{base_url.rstrip('/')}/account/email/confirm/{token}"
+    notifications.ask_to_confirm(user, url)
+    db.session.commit()
+    click.echo(f"A link to confirm it is on its way to {user.email}")
+
+
+notify_cli = AppGroup("notify", help="Webhook and e-mail deliveries.")
 
 
 @notify_cli.command("run")

@@ -3,6 +3,7 @@
 import os
 import re
 import secrets
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
@@ -43,6 +44,11 @@ PAT_MAX_SECONDS = 365 * DAY
 
 # How long opening a MySQL/MariaDB connection may take, handshake included.
 CONNECT_TIMEOUT_SECONDS = 5
+
+
+# The SMTP_URL schemes mail.py sends with, and their default ports: TLS from
+# the start, STARTTLS (required), and none (a relay on this host).
+SMTP_SCHEMES = {"smtps": 465, "smtp": 587, "smtp+plain": 25}
 
 
 class ConfigError(RuntimeError):
@@ -134,6 +140,10 @@ def from_environment(instance_path: str) -> dict:
         ),
         "WEBHOOK_TIMEOUT_SECONDS": _int_from_env("WEBHOOK_TIMEOUT_SECONDS", 10),
         "NOTIFY_POLL_SECONDS": _int_from_env("NOTIFY_POLL_SECONDS", 5),
+        # E-mail (mail.py): the server that sends it (unset: no e-mail), and
+        # the From of every message.
+        "SMTP_URL": os.environ.get("SMTP_URL") or None,
+        "MAIL_FROM": os.environ.get("MAIL_FROM") or "Lockbox <lockbox@localhost>",
         "NOTIFY_IN_BACKGROUND": _flag_from_env("NOTIFY_IN_BACKGROUND", default=True),
         # GET /metrics answers only to this Bearer token; unset: 404.
         "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
@@ -243,6 +253,15 @@ def check(config: dict, relaxed: bool) -> list[str]:
         old_problem = secret_key_problem(old_key)
         if old_problem and not relaxed:
             raise ConfigError(f"A key in SECRET_KEY_FALLBACKS is unsafe: {old_problem}")
+    smtp_url = config.get("SMTP_URL")
+    if smtp_url:
+        parts = urlsplit(smtp_url)
+        if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+            raise ConfigError(
+                "SMTP_URL must be smtps://host, smtp://host (STARTTLS) or "
+                "smtp+plain://host, with user:password@ before the host if the "
+                "server wants them"
+            )
     chunk = config["CHUNK_SIZE"]
     if chunk > MAX_CHUNK_SIZE:
         raise ConfigError(f"CHUNK_SIZE must be at most {MAX_CHUNK_SIZE} bytes")

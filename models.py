@@ -316,6 +316,14 @@ class User(Model):
     # that two at once are ordered: by the row lock on one server, by
     # certification (one of them retried) through two Galera nodes (quotas.py).
     reservations: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Where the account is told of its events by e-mail (notifications.py):
+    # nothing is sent there but the confirmation until its link is opened.
+    email: Mapped[str | None] = mapped_column(String(254))
+    email_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The event types told by e-mail, space-separated.
+    email_events: Mapped[str] = mapped_column(
+        String(255), default="", server_default=""
+    )
 
     files: Mapped[list["StoredFile"]] = relationship(
         back_populates="owner", passive_deletes=True
@@ -516,21 +524,27 @@ class Webhook(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class WebhookDelivery(Model):
-    """One event for one webhook: written in the transaction of what it
-    tells, sent by whichever instance leases it first, tried again on a
-    schedule until it is answered with a 2xx or about a day has passed."""
+class Delivery(Model):
+    """One event for one webhook or one e-mail address: written in the
+    transaction of what it tells, sent by whichever instance leases it
+    first, tried again on a schedule until it is accepted (a 2xx, or the
+    mail server's OK) or about a day has passed."""
 
-    __tablename__ = "webhook_delivery"
+    __tablename__ = "delivery"
     __table_args__ = (
-        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        Index("ix_delivery_due", "status", "next_attempt_at"),
         {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    webhook_id: Mapped[int] = mapped_column(
+    # The webhook it goes to; or, for an e-mail, its account and address.
+    webhook_id: Mapped[int | None] = mapped_column(
         ForeignKey("webhook.id", ondelete="CASCADE"), index=True
     )
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    email_to: Mapped[str | None] = mapped_column(String(254))
     # The webhook-id header: the same on every attempt, so that a receiver
     # drops repeats.
     message_id: Mapped[str] = mapped_column(String(40), unique=True)

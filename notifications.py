@@ -2,7 +2,7 @@
 
 An event (a link downloaded, files arriving through an upload request, a
 request filled or closed, a link or request expired unused) becomes one
-``WebhookDelivery`` row per enabled webhook that hears it, written in the
+``Delivery`` row per enabled webhook that hears it, written in the
 transaction of what it tells: a file's arrival in the transaction that makes
 the file visible (storage.when_finished), a download in the one that counts
 it. Nothing is sent in the request that caused it.
@@ -34,17 +34,19 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, render_template, request
 from standardwebhooks import Webhook as Signer
 
+import mail
 import storage
 import webhook_http
 from models import (
+    Delivery,
     Share,
     StoredFile,
     UploadRequest,
+    User,
     Webhook,
-    WebhookDelivery,
     db,
     retry_on_conflict,
     rowcount,
@@ -70,6 +72,17 @@ REQUEST_BATCH_SECONDS = 60
 # Deliveries one pass leases at most.
 BATCH = 20
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+# Not an event: the message that confirms an address, sent to it alone.
+EMAIL_CONFIRM = "email.confirm"
+SUBJECTS = {
+    EMAIL_CONFIRM: "Confirm your e-mail address for Lockbox",
+    LINK_DOWNLOADED: "Someone downloaded through your link",
+    LINK_EXPIRED_UNUSED: "Your link expired without a download",
+    REQUEST_RECEIVED: "Files arrived through your upload request",
+    REQUEST_FILLED: "Your upload request has all its files",
+    REQUEST_CLOSED: "Your upload request was closed",
+    REQUEST_EXPIRED_UNUSED: "Your upload request expired with nothing sent",
+}
 SECRET_BYTES = 32
 
 
@@ -89,6 +102,25 @@ def _listening(owner_id: int, event_type: str) -> list[Webhook]:
     ]
 
 
+def _targets(owner_id: int, event_type: str) -> list[dict[str, Any]]:
+    """Where an event goes: each enabled webhook of the owner's that hears
+    it, and the owner's confirmed address if they are told it by e-mail (and
+    this server sends e-mail)."""
+    targets: list[dict[str, Any]] = [
+        {"webhook_id": webhook.id} for webhook in _listening(owner_id, event_type)
+    ]
+    owner = db.session.get(User, owner_id)
+    if (
+        owner is not None
+        and owner.email
+        and owner.email_confirmed_at is not None
+        and event_type in owner.email_events.split()
+        and current_app.config["SMTP_URL"]
+    ):
+        targets.append({"user_id": owner.id, "email_to": owner.email})
+    return targets
+
+
 def _body(event_type: str, data: dict[str, Any]) -> str:
     """An event's JSON body: its type, when, and what it is about."""
     document = {"type": event_type, "timestamp": utcnow().isoformat(), "data": data}
@@ -99,10 +131,10 @@ def emit(owner_id: int, event_type: str, data: dict[str, Any]) -> None:
     """Queue an event for the owner's webhooks that hear it, in the current
     transaction (the caller commits)."""
     now = utcnow()
-    for webhook in _listening(owner_id, event_type):
+    for target in _targets(owner_id, event_type):
         db.session.add(
-            WebhookDelivery(
-                webhook_id=webhook.id,
+            Delivery(
+                **target,
                 message_id="msg_" + secrets.token_hex(16),
                 event_type=event_type,
                 payload=_body(event_type, data),
@@ -156,6 +188,26 @@ def link_downloaded(share_id: int, what: str) -> None:
     )
 
 
+def ask_to_confirm(user: User, url: str) -> None:
+    """Queue the message that asks ``user`` to confirm their address by
+    opening ``url`` (the caller commits): the one thing ever sent to an
+    address not yet confirmed."""
+    now = utcnow()
+    db.session.add(
+        Delivery(
+            user_id=user.id,
+            email_to=user.email,
+            message_id="msg_" + secrets.token_hex(16),
+            event_type=EMAIL_CONFIRM,
+            payload=_body(EMAIL_CONFIRM, {"url": url, "username": user.username}),
+            created_at=now,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+        )
+    )
+
+
 def request_closed(upload_request: UploadRequest) -> None:
     """The owner closed an upload request."""
     emit(upload_request.owner_id, REQUEST_CLOSED, {"request": _request(upload_request)})
@@ -172,16 +224,19 @@ def _file_arrived(stored_file: StoredFile) -> None:
     now = utcnow()
     due = now + timedelta(seconds=REQUEST_BATCH_SECONDS)
     key = f"request:{upload_request.id}"
-    for webhook in _listening(upload_request.owner_id, REQUEST_RECEIVED):
+    for target in _targets(upload_request.owner_id, REQUEST_RECEIVED):
+        same_target = [
+            getattr(Delivery, column) == value for column, value in target.items()
+        ]
         waiting = db.session.execute(
-            db.select(WebhookDelivery)
+            db.select(Delivery)
             .where(
-                WebhookDelivery.webhook_id == webhook.id,
-                WebhookDelivery.batch_key == key,
-                WebhookDelivery.status == PENDING,
-                WebhookDelivery.attempts == 0,
-                WebhookDelivery.lease_until.is_(None),
-                WebhookDelivery.next_attempt_at > now,
+                *same_target,
+                Delivery.batch_key == key,
+                Delivery.status == PENDING,
+                Delivery.attempts == 0,
+                Delivery.lease_until.is_(None),
+                Delivery.next_attempt_at > now,
             )
             .with_for_update()
         ).scalar_one_or_none()
@@ -198,8 +253,8 @@ def _file_arrived(stored_file: StoredFile) -> None:
             {"request": _request(upload_request), "files": [_file(stored_file)]},
         )
         db.session.add(
-            WebhookDelivery(
-                webhook_id=webhook.id,
+            Delivery(
+                **target,
                 message_id="msg_" + secrets.token_hex(16),
                 event_type=REQUEST_RECEIVED,
                 batch_key=key,
@@ -303,13 +358,12 @@ def _lease(delivery_id: int) -> bool:
         return (
             rowcount(
                 db.session.execute(
-                    db.update(WebhookDelivery)
+                    db.update(Delivery)
                     .where(
-                        WebhookDelivery.id == delivery_id,
-                        WebhookDelivery.status == PENDING,
-                        WebhookDelivery.next_attempt_at <= now,
-                        WebhookDelivery.lease_until.is_(None)
-                        | (WebhookDelivery.lease_until < now),
+                        Delivery.id == delivery_id,
+                        Delivery.status == PENDING,
+                        Delivery.next_attempt_at <= now,
+                        Delivery.lease_until.is_(None) | (Delivery.lease_until < now),
                     )
                     .values(lease_until=now + timedelta(seconds=LEASE_SECONDS))
                 )
@@ -326,16 +380,15 @@ def deliver_due(limit: int = BATCH) -> int:
     now = utcnow()
     due = list(
         db.session.execute(
-            db.select(WebhookDelivery.id)
-            .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+            db.select(Delivery.id)
+            .outerjoin(Webhook, Webhook.id == Delivery.webhook_id)
             .where(
-                WebhookDelivery.status == PENDING,
-                WebhookDelivery.next_attempt_at <= now,
-                WebhookDelivery.lease_until.is_(None)
-                | (WebhookDelivery.lease_until < now),
-                Webhook.enabled.is_(True),
+                Delivery.status == PENDING,
+                Delivery.next_attempt_at <= now,
+                Delivery.lease_until.is_(None) | (Delivery.lease_until < now),
+                Delivery.webhook_id.is_(None) | Webhook.enabled.is_(True),
             )
-            .order_by(WebhookDelivery.next_attempt_at)
+            .order_by(Delivery.next_attempt_at)
             .limit(limit)
         ).scalars()
     )
@@ -350,22 +403,40 @@ def deliver_due(limit: int = BATCH) -> int:
 
 def _attempt(delivery_id: int) -> None:
     """One attempt at a leased delivery, and what came of it (committed)."""
-    delivery = db.session.get(WebhookDelivery, delivery_id)
-    webhook = db.session.get(Webhook, delivery.webhook_id) if delivery else None
-    if delivery is None or webhook is None:
+    delivery = db.session.get(Delivery, delivery_id)
+    if delivery is None:
         db.session.rollback()
         return
-    url, secret, body = webhook.url, webhook.secret, delivery.payload
-    message_id = delivery.message_id
+    webhook = (
+        db.session.get(Webhook, delivery.webhook_id)
+        if delivery.webhook_id is not None
+        else None
+    )
+    body, message_id, to = delivery.payload, delivery.message_id, delivery.email_to
+    url, secret = (webhook.url, webhook.secret) if webhook is not None else ("", "")
     db.session.rollback()  # no transaction is held while the receiver answers
     now = utcnow()
+    if webhook is not None:
+        status, error = _post(url, secret, message_id, body, now)
+        ok = status is not None and 200 <= status < 300
+    elif to is not None:
+        status, error = None, _mail(to, json.loads(body))
+        ok = error is None
+    else:  # its webhook was deleted meanwhile: nothing to send it to
+        return
+    _record(delivery_id, now, ok, status, error)
+
+
+def _post(
+    url: str, secret: str, message_id: str, body: str, now: datetime
+) -> tuple[int | None, str | None]:
+    """A webhook message, signed: the receiver's status, or why none."""
     headers = {
         "Content-Type": "application/json",
         "webhook-id": message_id,
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": Signer(secret).sign(message_id, now, body),
     }
-    status, error = None, None
     try:
         status = webhook_http.post(
             url,
@@ -375,28 +446,51 @@ def _attempt(delivery_id: int) -> None:
             timeout=current_app.config["WEBHOOK_TIMEOUT_SECONDS"],
         )
     except webhook_http.Refused as refused:
-        error = str(refused)
+        return None, str(refused)
     except Exception as failure:  # any network failure is one failed attempt
-        error = f"{type(failure).__name__}: {failure}"
-    _record(delivery_id, now, status, error)
+        return None, f"{type(failure).__name__}: {failure}"
+    return status, None if 200 <= status < 300 else f"answered {status}"
+
+
+def _mail(to: str, event: dict[str, Any]) -> str | None:
+    """An event told by e-mail: None once the mail server took it, else why
+    not."""
+    config = current_app.config
+    if not config["SMTP_URL"]:
+        return "this server sends no e-mail (SMTP_URL is not set)"
+    subject = SUBJECTS.get(event["type"], "Lockbox")
+    context = {"event": event, "data": event["data"], "subject": subject}
+    try:
+        mail.send(
+            config["SMTP_URL"],
+            config["MAIL_FROM"],
+            to,
+            subject,
+            render_template("email/event.txt", **context),
+            render_template("email/event.html", **context),
+            timeout=config["WEBHOOK_TIMEOUT_SECONDS"],
+        )
+    except Exception as failure:  # a refusal or a network failure: try again
+        return f"{type(failure).__name__}: {failure}"
+    return None
 
 
 @retry_on_conflict
 def _record(
-    delivery_id: int, at: datetime, status: int | None, error: str | None
+    delivery_id: int, at: datetime, ok: bool, status: int | None, error: str | None
 ) -> None:
     """Keep an attempt's outcome: delivered, or the next try, or failed."""
-    delivery = db.session.get(WebhookDelivery, delivery_id)
+    delivery = db.session.get(Delivery, delivery_id)
     if delivery is None:
         return
     delivery.attempts += 1
     delivery.last_attempt_at = at
     delivery.last_status_code = status
     delivery.lease_until = None
-    if status is not None and 200 <= status < 300:
+    if ok:
         delivery.status, delivery.last_error = DELIVERED, None
         return
-    delivery.last_error = (error or f"answered {status}")[:255]
+    delivery.last_error = (error or "it failed")[:255]
     if delivery.attempts >= ATTEMPTS:
         delivery.status = FAILED
     else:
@@ -405,7 +499,7 @@ def _record(
 
 
 @retry_on_conflict
-def send_again(delivery: WebhookDelivery) -> None:
+def send_again(delivery: Delivery) -> None:
     """Queue a delivery again, now, with the same webhook-id (committed)."""
     delivery.status = PENDING
     delivery.next_attempt_at = utcnow()

@@ -293,6 +293,19 @@ class SeveralFilesRequestSchema(ShareRequestSchema):
     )
 
 
+class SeveralFilesQuerySchema(RequestSchema):
+    """``GET /shares?file_ids=``: the files the page's new link starts with
+    (a page of the file list holds at most 200)."""
+
+    file_ids = fields.List(
+        fields.Integer(
+            strict=False, error_messages={"invalid": "file ids are whole numbers"}
+        ),
+        validate=validate.Length(max=200, error="file_ids may list at most 200 files"),
+        load_default=list,
+    )
+
+
 # ".pdf, .jpg, image/*, application/zip": endings and media types, a comma
 # between (request_links.takes says how they match).
 _ALLOWED_TYPE = (
@@ -606,6 +619,41 @@ class WebhookRequestSchema(RequestSchema):
     )
 
 
+class EmailSettingsRequestSchema(RequestSchema):
+    """``PUT /account/email``: where to be told, and of what."""
+
+    email = fields.Email(
+        required=True,
+        allow_none=True,
+        validate=validate.Length(max=254, error="email must be at most 254 characters"),
+        error_messages={
+            "required": "email is required (null to stop e-mail)",
+            "invalid": "email must be an e-mail address",
+        },
+    )
+    events = fields.List(
+        fields.String(
+            validate=validate.OneOf(EVENT_TYPES, error="unknown event type {input}")
+        ),
+        load_default=list,
+        error_messages={"invalid": "events must be a list of event types"},
+    )
+
+
+class EmailSettingsSchema(Schema):
+    """Where the account is told by e-mail, and of what."""
+
+    email = fields.String(required=True, allow_none=True)
+    confirmed = fields.Boolean(
+        required=True,
+        metadata={"description": "Nothing but the confirmation goes out before"},
+    )
+    events = fields.List(fields.String(), required=True)
+    sending = fields.Boolean(
+        required=True, metadata={"description": "Whether this server sends e-mail"}
+    )
+
+
 class WebhookStateSchema(RequestSchema):
     """``PATCH /webhooks/<id>``: on or off."""
 
@@ -712,12 +760,15 @@ share_list_schema = ShareListSchema()
 shared_file_schema = SharedFileSchema()
 shared_files_schema = SharedFilesSchema()
 several_files_request_schema = SeveralFilesRequestSchema()
+several_files_query_schema = SeveralFilesQuerySchema()
 access_token_request_schema = AccessTokenRequestSchema()
 access_token_schema = AccessTokenSchema()
 new_access_token_schema = NewAccessTokenSchema()
 access_token_list_schema = AccessTokenListSchema()
 webhook_request_schema = WebhookRequestSchema()
 webhook_state_schema = WebhookStateSchema()
+email_settings_request_schema = EmailSettingsRequestSchema()
+email_settings_schema = EmailSettingsSchema()
 webhook_schema = WebhookSchema()
 new_webhook_schema = NewWebhookSchema()
 webhook_list_schema = WebhookListSchema()

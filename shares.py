@@ -59,6 +59,7 @@ from request_data import load_or_400, request_body
 from schemas import (
     MAX_FILES_PER_LINK,
     access_event_list_schema,
+    several_files_query_schema,
     several_files_request_schema,
     share_list_schema,
     share_request_schema,
@@ -358,17 +359,8 @@ def several_files() -> ResponseReturnValue:
     ---
     get:
       parameters:
-      - name: file_ids
-        in: query
-        required: false
-        description: The page's new link starts with these files (the
-          file list's picks; a page of it holds at most 200)
-        schema:
-          type: array
-          maxItems: 200
-          items: {type: integer}
-        style: form
-        explode: true
+      - in: query
+        schema: SeveralFilesQuerySchema
       responses:
         200:
           description: The links
@@ -378,12 +370,15 @@ def several_files() -> ResponseReturnValue:
             text/html: {}
         403: Forbidden
     """
+    query = {"file_ids": request.args.getlist("file_ids")}
+    # In the order they were picked, each once.
+    picked = list(
+        dict.fromkeys(load_or_400(several_files_query_schema, query)["file_ids"])
+    )
     links = _links_to_several()
     shares = [_describe(share, g.user) for share in links]
     if not wants_html():
         return jsonify(share_list_schema.dump({"items": shares}))
-    # In the order they were picked, each once.
-    picked = list(dict.fromkeys(request.args.getlist("file_ids", type=int)))
     chosen = sorted(
         db.session.execute(
             db.select(StoredFile).where(

@@ -1,7 +1,10 @@
-"""Webhooks, the views: an account's addresses that hear of its events
-(notifications.py queues and sends them). Made, listed, switched on and off
-and deleted by a signed-in session only, like API tokens; each one's newest
-deliveries are listed with what came of them, and any may be sent again.
+"""Notifications, the views: an account's webhooks (addresses that hear of
+its events) and its e-mail address (notifications.py queues and sends
+both). Webhooks are made, listed, switched on and off and deleted by a
+signed-in session only, like API tokens; each one's newest deliveries are
+listed with what came of them, and any may be sent again. An e-mail address
+is told nothing but the link that confirms it until that link is opened by
+the account's owner, signed in (email_links.py).
 
 A webhook's signing secret is shown once: in the answer that made it, or on
 the page the form leads to, after which no page or answer shows it again.
@@ -23,15 +26,18 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+import email_links
 import notifications
 import webhook_http
 from authentication import check_for_token
 from errors import ApiError, no_content, wants_html
-from models import MAX_INT_ID, Webhook, WebhookDelivery, db, utcnow
+from models import MAX_INT_ID, Delivery, User, Webhook, db, utcnow
 from request_data import load_or_400, request_body
 from schemas import (
     EVENT_TYPES,
     delivery_list_schema,
+    email_settings_request_schema,
+    email_settings_schema,
     new_webhook_schema,
     webhook_list_schema,
     webhook_request_schema,
@@ -98,9 +104,9 @@ def _deliveries(webhook: Webhook) -> list[dict[str, Any]]:
             "body": json.loads(delivery.payload),
         }
         for delivery in db.session.execute(
-            db.select(WebhookDelivery)
+            db.select(Delivery)
             .filter_by(webhook_id=webhook.id)
-            .order_by(WebhookDelivery.id.desc())
+            .order_by(Delivery.id.desc())
             .limit(SHOWN)
         ).scalars()
     ]
@@ -214,6 +220,7 @@ def list_webhooks() -> ResponseReturnValue:
         ],
         new_secrets=new_secrets,
         event_types=EVENT_TYPES,
+        email=_email_settings(g.user),
     )
 
 
@@ -355,7 +362,7 @@ def send_again(webhook_id: int, delivery_id: int) -> ResponseReturnValue:
     delivery = None
     if 1 <= delivery_id <= MAX_INT_ID:
         delivery = db.session.execute(
-            db.select(WebhookDelivery).filter_by(id=delivery_id, webhook_id=webhook.id)
+            db.select(Delivery).filter_by(id=delivery_id, webhook_id=webhook.id)
         ).scalar_one_or_none()
     if delivery is None:
         raise ApiError(404, "Webhook not found")
@@ -364,3 +371,159 @@ def send_again(webhook_id: int, delivery_id: int) -> ResponseReturnValue:
         flash("Sending it again", "success")
         return redirect(url_for("webhooks.list_webhooks"), 303)
     return jsonify({"message": "Sending it again"}), 202
+
+
+# E-mail: where the account is told, and of what.
+
+
+def _email_settings(user: User) -> dict[str, Any]:
+    """The account's e-mail settings (EmailSettingsSchema)."""
+    return {
+        "email": user.email,
+        "confirmed": user.email_confirmed_at is not None,
+        "events": user.email_events.split(),
+        "sending": bool(current_app.config["SMTP_URL"]),
+    }
+
+
+def _confirmation_url(user: User) -> str:
+    """The link that confirms the account's present address."""
+    token = email_links.confirmation_token(user)
+    return url_for("webhooks.confirm_email", token=token, _external=True)
+
+
+@bp.get("/account/email")
+@check_for_token
+def email_settings() -> ResponseReturnValue:
+    """Where you are told by e-mail, and of what.
+    ---
+    get:
+      responses:
+        200:
+          description: The settings
+          content:
+            application/json:
+              schema: EmailSettingsSchema
+        403: Forbidden
+    """
+    return jsonify(email_settings_schema.dump(_email_settings(g.user)))
+
+
+@bp.route("/account/email", methods=["PUT", "POST"])
+@check_for_token
+def set_email() -> ResponseReturnValue:
+    """Set (or, with null, remove) your address and the events told there;
+    a new address is sent a link to confirm it, and nothing else until then.
+    ---
+    put:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: EmailSettingsRequestSchema
+      responses:
+        200:
+          description: The settings
+          content:
+            application/json:
+              schema: EmailSettingsSchema
+        400: BadRequest
+        403: Forbidden
+        409:
+          description: This server sends no e-mail (SMTP_URL is not set)
+          content:
+            application/json:
+              schema: ErrorSchema
+    post:
+      requestBody:
+        required: true
+        content:
+          application/x-www-form-urlencoded:
+            schema: EmailSettingsRequestSchema
+          application/json:
+            schema: EmailSettingsRequestSchema
+      responses:
+        200:
+          description: The settings (as for PUT)
+          content:
+            application/json:
+              schema: EmailSettingsSchema
+        303:
+          description: The page's form; back to the page
+        400: BadRequest
+        403: Forbidden
+        409:
+          description: This server sends no e-mail
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    body = request_body()
+    if not request.is_json:
+        body = {"events": request.form.getlist("events")}
+        if "email" in request.form:
+            body["email"] = request.form["email"].strip() or None
+    settings = load_or_400(email_settings_request_schema, body)
+    user = g.user
+    address = settings["email"]
+    if address is not None and not current_app.config["SMTP_URL"]:
+        raise ApiError(409, "This server sends no e-mail (SMTP_URL is not set)")
+    changed = (address or "").casefold() != (user.email or "").casefold()
+    user.email = address
+    user.email_events = " ".join(e for e in EVENT_TYPES if e in settings["events"])
+    if changed:
+        user.email_confirmed_at = None
+        if address is not None:
+            notifications.ask_to_confirm(user, _confirmation_url(user))
+    db.session.commit()
+    if wants_html():
+        if changed and address is not None:
+            flash(f"A link to confirm it is on its way to {address}", "success")
+        else:
+            flash("E-mail settings saved", "success")
+        return redirect(url_for("webhooks.list_webhooks"), 303)
+    return jsonify(email_settings_schema.dump(_email_settings(user)))
+
+
+@bp.get("/account/email/confirm/<token>")
+@check_for_token
+def confirm_email(token: str) -> ResponseReturnValue:
+    """Confirm your address: the link the confirmation message holds (signed
+    in; two days).
+    ---
+    get:
+      parameters:
+      - name: token
+        in: path
+        required: true
+        schema: {type: string}
+      responses:
+        200:
+          description: Confirmed
+          content:
+            application/json:
+              schema: EmailSettingsSchema
+            text/html: {}
+        400:
+          description: Not a link for this account's present address, or too old
+          content:
+            application/json:
+              schema: ErrorSchema
+            text/html: {}
+        403: Forbidden
+    """
+    user = g.user
+    if not email_links.confirms(user, token):
+        raise ApiError(
+            400,
+            "This link does not confirm your present address (it is for another "
+            "address or account, or more than two days old): save the address "
+            "again for a new one",
+        )
+    if user.email_confirmed_at is None:
+        user.email_confirmed_at = utcnow()
+        db.session.commit()
+    if wants_html():
+        flash(f"{user.email} confirmed", "success")
+        return redirect(url_for("webhooks.list_webhooks"), 303)
+    return jsonify(email_settings_schema.dump(_email_settings(user)))

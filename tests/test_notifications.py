@@ -17,7 +17,7 @@ from werkzeug.serving import make_server
 
 import notifications
 from helpers import HTML, bearer, make_app, uploaded
-from models import Share, UploadRequest, WebhookDelivery, db, utcnow
+from models import Delivery, Share, UploadRequest, db, utcnow
 from test_upload_requests import guest_upload, link_of, make_request
 
 
@@ -86,11 +86,9 @@ def add_webhook(client, token, url, events=None) -> dict:
     return answer.get_json()
 
 
-def deliveries(app) -> list[WebhookDelivery]:
+def deliveries(app) -> list[Delivery]:
     with app.app_context():
-        rows = db.session.execute(
-            db.select(WebhookDelivery).order_by(WebhookDelivery.id)
-        ).scalars()
+        rows = db.session.execute(db.select(Delivery).order_by(Delivery.id)).scalars()
         return [row for row in rows]
 
 
@@ -103,7 +101,7 @@ def send_due(app) -> int:
 def make_due(app) -> None:
     """Every pending delivery due now (as if its wait had passed)."""
     with app.app_context():
-        db.session.execute(db.update(WebhookDelivery).values(next_attempt_at=utcnow()))
+        db.session.execute(db.update(Delivery).values(next_attempt_at=utcnow()))
         db.session.commit()
 
 
@@ -472,7 +470,7 @@ def test_the_readmes_receiver_verifies_drops_repeats_and_refuses_forgeries(
         assert row.status == "delivered" and row.last_status_code == 204
         # Sent again (the same webhook-id): accepted, not handled twice.
         with app.app_context():
-            notifications.send_again(db.session.get(WebhookDelivery, row.id))
+            notifications.send_again(db.session.get(Delivery, row.id))
         send_due(app)
         assert deliveries(app)[0].attempts == 2
         # A forgery, and a replay of a day-old message, are refused.

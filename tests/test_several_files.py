@@ -307,8 +307,7 @@ def test_the_owners_page_makes_a_link_of_the_picked_files(client, token, files):
     listing = client.get("/", headers={**HTML, **bearer(token)})
     assert b'form="pick-files"' in listing.data and b'id="share-picked"' in listing.data
     page = client.get(
-        f"/shares?file_ids={ids[2]}&file_ids={ids[0]}&file_ids=x&file_ids=99999"
-        f"&file_ids={ids[2]}",
+        f"/shares?file_ids={ids[2]}&file_ids={ids[0]}&file_ids=99999&file_ids={ids[2]}",
         headers={**HTML, **bearer(token)},
     )
     assert page.status_code == 200
@@ -415,3 +414,19 @@ def test_a_zip_past_4_gib_is_zip64_and_every_member_checks_out(tmp_path):
                     digest.update(piece)
             got[info.filename] = digest.hexdigest()
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("file_ids=x", "file_ids: file ids are whole numbers"),
+        (
+            "&".join(["file_ids=1"] * 201),
+            "file_ids: file_ids may list at most 200 files",
+        ),
+    ],
+)
+def test_the_pages_picks_must_be_file_ids(client, token, query, message):
+    answer = client.get(f"/shares?{query}", headers=bearer(token))
+    assert answer.status_code == 400
+    assert answer.get_json() == {"message": message}

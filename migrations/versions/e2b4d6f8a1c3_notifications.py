@@ -1,7 +1,9 @@
-"""Notifications: webhooks and their deliveries.
+"""Notifications: webhooks, e-mail, and their deliveries.
 
-`webhook` keeps each account's addresses and the events they hear;
-`webhook_delivery` is the durable queue, one row per event per webhook. Links
+`webhook` keeps each account's addresses and the events they hear; `user`
+gains an e-mail address, when it was confirmed and the events told there;
+`delivery` is the durable queue, one row per event per webhook or address.
+Links
 and upload requests gain the flags that say their owner was told they
 expired unused (or, for a request, that it is full); those already past
 their expiry count as told, so that upgrading sends nothing about the past.
@@ -24,7 +26,7 @@ depends_on = None
 
 
 def upgrade():
-    """Add webhook and webhook_delivery, and the flags."""
+    """Add webhook and delivery, and the flags."""
     op.create_table(
         "webhook",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -53,9 +55,11 @@ def upgrade():
         )
 
     op.create_table(
-        "webhook_delivery",
+        "delivery",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("webhook_id", sa.Integer(), nullable=False),
+        sa.Column("webhook_id", sa.Integer(), nullable=True),
+        sa.Column("user_id", sa.Integer(), nullable=True),
+        sa.Column("email_to", sa.String(length=254), nullable=True),
         sa.Column("message_id", sa.String(length=40), nullable=False),
         sa.Column("event_type", sa.String(length=40), nullable=False),
         sa.Column("batch_key", sa.String(length=64), nullable=True),
@@ -71,27 +75,46 @@ def upgrade():
         sa.ForeignKeyConstraint(
             ["webhook_id"],
             ["webhook.id"],
-            name=op.f("fk_webhook_delivery_webhook_id_webhook"),
+            name=op.f("fk_delivery_webhook_id_webhook"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_delivery")),
-        sa.UniqueConstraint("message_id", name=op.f("uq_webhook_delivery_message_id")),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["user.id"],
+            name=op.f("fk_delivery_user_id_user"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_delivery")),
+        sa.UniqueConstraint("message_id", name=op.f("uq_delivery_message_id")),
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
         mysql_engine="InnoDB",
         sqlite_autoincrement=True,
     )
-    with op.batch_alter_table("webhook_delivery", schema=None) as batch_op:
+    with op.batch_alter_table("delivery", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_webhook_delivery_batch_key"), ["batch_key"], unique=False
+            batch_op.f("ix_delivery_batch_key"), ["batch_key"], unique=False
         )
         batch_op.create_index(
-            "ix_webhook_delivery_due", ["status", "next_attempt_at"], unique=False
+            "ix_delivery_due", ["status", "next_attempt_at"], unique=False
         )
         batch_op.create_index(
-            batch_op.f("ix_webhook_delivery_webhook_id"), ["webhook_id"], unique=False
+            batch_op.f("ix_delivery_webhook_id"), ["webhook_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_delivery_user_id"), ["user_id"], unique=False
         )
 
+    with op.batch_alter_table("user", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("email", sa.String(length=254), nullable=True))
+        batch_op.add_column(
+            sa.Column("email_confirmed_at", models.UTCDateTime(), nullable=True)
+        )
+        batch_op.add_column(
+            sa.Column(
+                "email_events", sa.String(length=255), nullable=False, server_default=""
+            )
+        )
     false = sa.false()
     with op.batch_alter_table("share", schema=None) as batch_op:
         batch_op.add_column(
@@ -135,7 +158,11 @@ def upgrade():
 
 
 def downgrade():
-    """Drop the flags, then webhook_delivery and webhook."""
+    """Drop the flags and e-mail settings, then delivery and webhook."""
+    with op.batch_alter_table("user", schema=None) as batch_op:
+        batch_op.drop_column("email_events")
+        batch_op.drop_column("email_confirmed_at")
+        batch_op.drop_column("email")
     with op.batch_alter_table("upload_request", schema=None) as batch_op:
         batch_op.drop_column("filled_noticed")
         batch_op.drop_column("expiry_noticed")
@@ -145,5 +172,5 @@ def downgrade():
 
     # Each table takes its indexes with it (MySQL will not drop an index its
     # foreign key needs on its own).
-    op.drop_table("webhook_delivery")
+    op.drop_table("delivery")
     op.drop_table("webhook")
