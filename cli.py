@@ -20,6 +20,7 @@ from formats import format_size
 from models import (
     MAX_INT_ID,
     AccessEvent,
+    Delivery,
     FileChunk,
     ResumableUpload,
     ShareDownload,
@@ -218,8 +219,8 @@ def set_password(name: str) -> None:
 )
 def collect_garbage(idle: int) -> None:
     """Remove unfinished uploads (and their chunks) left by crashes or outages,
-    resumable uploads past their expiry, and access log rows older than
-    ACCESS_LOG_DAYS."""
+    resumable uploads past their expiry, and access log rows and finished
+    notifications older than ACCESS_LOG_DAYS."""
     now = utcnow()
     cutoff = now - timedelta(seconds=idle)
     upload_files = db.select(ResumableUpload.file_id)
@@ -250,6 +251,12 @@ def collect_garbage(idle: int) -> None:
     # The access log is kept for ACCESS_LOG_DAYS.
     kept = timedelta(days=current_app.config["ACCESS_LOG_DAYS"])
     db.session.execute(db.delete(AccessEvent).where(AccessEvent.at <= now - kept))
+    # So are the messages sent (or given up on); pending ones stay.
+    db.session.execute(
+        db.delete(Delivery).where(
+            Delivery.status != "pending", Delivery.created_at <= now - kept
+        )
+    )
     # Counted share downloads are kept only while they may be resumed.
     resumable = timedelta(seconds=current_app.config["SHARE_RESUME_SECONDS"])
     db.session.execute(

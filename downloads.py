@@ -128,18 +128,34 @@ def file_response(
     return response
 
 
+# What Windows will not put in a file's name; a zip's names are unpacked there too.
+ZIP_UNSAFE_RE = re.compile(r'[<>:"|?*\\]')
+# The longest name most file systems take, in bytes (ext4, and NTFS's 255
+# characters are at least this many).
+MAX_NAME_BYTES = 255
+
+
+def _fit(stem: str, suffix: str) -> str:
+    """``stem + suffix``, the stem cut until the whole fits MAX_NAME_BYTES."""
+    while stem and len((stem + suffix).encode()) > MAX_NAME_BYTES:
+        stem = stem[:-1]
+    return stem + suffix
+
+
 def zip_names(names: list[str]) -> list[str]:
-    """The names files get in a zip: as stored, but a name that came before
-    (in any case, as Windows and macOS unpack) gets " (2)", " (3)"... before
-    its extension."""
+    """The names files get in a zip: as stored, but with what Windows refuses
+    in a name made "_", and a name that came before (in any case, as Windows
+    and macOS unpack) given " (2)", " (3)"... before its extension, each
+    kept within MAX_NAME_BYTES."""
     taken: set[str] = set()
     unique = []
     for name in names:
-        candidate, number = name, 1
+        path = PurePosixPath(ZIP_UNSAFE_RE.sub("_", name))
+        stem, suffix = path.stem, path.suffix
+        candidate, number = _fit(stem, suffix), 1
         while candidate.casefold() in taken:
             number += 1
-            path = PurePosixPath(name)
-            candidate = f"{path.stem} ({number}){path.suffix}"
+            candidate = _fit(stem, f" ({number}){suffix}")
         taken.add(candidate.casefold())
         unique.append(candidate)
     return unique

@@ -31,6 +31,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,10 +68,15 @@ RETRY_AFTER = (5, 300, 1800, 7200, 18000, 36000, 36000)
 ATTEMPTS = len(RETRY_AFTER) + 1
 # How long an instance holds the deliveries it sends.
 LEASE_SECONDS = 60
-# A guest's visit: files arriving with pauses shorter than this.
+# A guest's visit: files arriving with pauses shorter than this; and the
+# downloads of a link told together.
 REQUEST_BATCH_SECONDS = 60
-# Deliveries one pass leases at most.
+LINK_BATCH_SECONDS = 10
+# The files, or downloads, one message lists at most (it counts them all).
+MAX_LISTED = 100
+# Deliveries one pass leases at most, and sends at once.
 BATCH = 20
+SENDERS = 4
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 # Not an event: the message that confirms an address, sent to it alone.
 EMAIL_CONFIRM = "email.confirm"
@@ -168,23 +174,37 @@ def _request(upload_request: UploadRequest) -> dict[str, Any]:
 def link_downloaded(share_id: int, what: str) -> None:
     """A client took one of a link's downloads (its first claim), in the
     transaction that counted it: what, the count now, and who (the address
-    behind the configured proxies, the user agent)."""
+    behind the configured proxies, the user agent). Downloads coming close
+    together are told in one message (LINK_BATCH_SECONDS), which lists the
+    first MAX_LISTED of them and the count: a flood of downloads is a few
+    messages, not one each."""
     share = db.session.get(Share, share_id)
     if share is None:
         return
-    emit(
+    fetch = {
+        "what": what,
+        "address": request.remote_addr or "",
+        "user_agent": request.user_agent.string[:255],
+        "at": utcnow().isoformat(),
+    }
+    link = {
+        "id": share.id,
+        "downloads": share.downloads,
+        "max_downloads": share.max_downloads,
+    }
+
+    def join(data: dict[str, Any]) -> None:
+        data["link"] = link
+        if len(data["fetches"]) < MAX_LISTED:
+            data["fetches"].append(fetch)
+
+    _batched(
         share.owner_id,
         LINK_DOWNLOADED,
-        {
-            "link": {
-                "id": share.id,
-                "downloads": share.downloads,
-                "max_downloads": share.max_downloads,
-            },
-            "what": what,
-            "address": request.remote_addr or "",
-            "user_agent": request.user_agent.string[:255],
-        },
+        f"link:{share.id}",
+        LINK_BATCH_SECONDS,
+        {"link": link, "fetches": [fetch]},
+        join,
     )
 
 
@@ -213,18 +233,21 @@ def request_closed(upload_request: UploadRequest) -> None:
     emit(upload_request.owner_id, REQUEST_CLOSED, {"request": _request(upload_request)})
 
 
-def _file_arrived(stored_file: StoredFile) -> None:
-    """A file finished through an upload request: told with the rest of the
-    guest's visit, and the request's filling told once."""
-    if stored_file.request_id is None:
-        return
-    upload_request = db.session.get(UploadRequest, stored_file.request_id)
-    if upload_request is None:
-        return
+def _batched(
+    owner_id: int,
+    event_type: str,
+    key: str,
+    seconds: int,
+    data: dict[str, Any],
+    join: Callable[[dict[str, Any]], None],
+) -> None:
+    """Queue an event that gathers with its like: where a message about
+    ``key`` still waits, ``join`` adds to its data and it waits ``seconds``
+    more (but never more than five times that since it began); else a new
+    one, sent ``seconds`` from now."""
     now = utcnow()
-    due = now + timedelta(seconds=REQUEST_BATCH_SECONDS)
-    key = f"request:{upload_request.id}"
-    for target in _targets(upload_request.owner_id, REQUEST_RECEIVED):
+    due = now + timedelta(seconds=seconds)
+    for target in _targets(owner_id, event_type):
         same_target = [
             getattr(Delivery, column) == value for column, value in target.items()
         ]
@@ -242,36 +265,58 @@ def _file_arrived(stored_file: StoredFile) -> None:
         ).scalar_one_or_none()
         if waiting is not None:
             document = json.loads(waiting.payload)
-            document["data"]["files"].append(_file(stored_file))
+            join(document["data"])
             waiting.payload = json.dumps(
                 document, separators=(",", ":"), sort_keys=True
             )
-            waiting.next_attempt_at = due
+            latest = waiting.created_at + timedelta(seconds=5 * seconds)
+            waiting.next_attempt_at = min(due, latest)
             continue
-        body = _body(
-            REQUEST_RECEIVED,
-            {"request": _request(upload_request), "files": [_file(stored_file)]},
-        )
         db.session.add(
             Delivery(
                 **target,
                 message_id="msg_" + secrets.token_hex(16),
-                event_type=REQUEST_RECEIVED,
+                event_type=event_type,
                 batch_key=key,
-                payload=body,
+                payload=_body(event_type, data),
                 created_at=now,
                 status=PENDING,
                 attempts=0,
                 next_attempt_at=due,
             )
         )
+
+
+def _file_arrived(stored_file: StoredFile) -> None:
+    """A file finished through an upload request: told with the rest of the
+    guest's visit, and the request's filling told once."""
+    if stored_file.request_id is None:
+        return
+    upload_request = db.session.get(UploadRequest, stored_file.request_id)
+    if upload_request is None:
+        return
+    arrived = _file(stored_file)
+
+    def join(data: dict[str, Any]) -> None:
+        if len(data["files"]) < MAX_LISTED:
+            data["files"].append(arrived)
+        data["received"] = data.get("received", 1) + 1
+
+    _batched(
+        upload_request.owner_id,
+        REQUEST_RECEIVED,
+        f"request:{upload_request.id}",
+        REQUEST_BATCH_SECONDS,
+        {"request": _request(upload_request), "files": [arrived], "received": 1},
+        join,
+    )
     if upload_request.max_files is not None and not upload_request.filled_noticed:
-        arrived = db.session.execute(
+        count = db.session.execute(
             db.select(db.func.count())
             .select_from(StoredFile)
             .where(StoredFile.request_id == upload_request.id, StoredFile.complete)
         ).scalar_one()
-        if arrived >= upload_request.max_files and _mark(
+        if count >= upload_request.max_files and _mark(
             UploadRequest, upload_request.id, "filled_noticed"
         ):
             emit(
@@ -393,12 +438,22 @@ def deliver_due(limit: int = BATCH) -> int:
         ).scalars()
     )
     db.session.rollback()
-    sent = 0
-    for delivery_id in due:
-        if _lease(delivery_id):
+    leased = [delivery_id for delivery_id in due if _lease(delivery_id)]
+    # A few at once: one slow receiver holds up one sender, not every
+    # account's messages (each attempt ends within twice its timeout).
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with ThreadPoolExecutor(SENDERS, thread_name_prefix="notify") as pool:
+        list(pool.map(lambda delivery_id: _attempt_in(app, delivery_id), leased))
+    return len(leased)
+
+
+def _attempt_in(app: Flask, delivery_id: int) -> None:
+    """_attempt in an app context of its own (a sending thread)."""
+    with app.app_context():
+        try:
             _attempt(delivery_id)
-            sent += 1
-    return sent
+        finally:
+            db.session.remove()
 
 
 def _attempt(delivery_id: int) -> None:
@@ -416,15 +471,19 @@ def _attempt(delivery_id: int) -> None:
     url, secret = (webhook.url, webhook.secret) if webhook is not None else ("", "")
     db.session.rollback()  # no transaction is held while the receiver answers
     now = utcnow()
+    refused = False
     if webhook is not None:
-        status, error = _post(url, secret, message_id, body, now)
+        try:
+            status, error = _post(url, secret, message_id, body, now)
+        except webhook_http.Refused as refusal:
+            status, error, refused = None, str(refusal), True
         ok = status is not None and 200 <= status < 300
     elif to is not None:
         status, error = None, _mail(to, json.loads(body))
         ok = error is None
     else:  # its webhook was deleted meanwhile: nothing to send it to
         return
-    _record(delivery_id, now, ok, status, error)
+    _record(delivery_id, now, ok, status, error, final=refused)
 
 
 def _post(
@@ -445,8 +504,8 @@ def _post(
             current_app.config["WEBHOOK_ALLOW_HOSTS"],
             timeout=current_app.config["WEBHOOK_TIMEOUT_SECONDS"],
         )
-    except webhook_http.Refused as refused:
-        return None, str(refused)
+    except webhook_http.Refused:
+        raise  # never going to change: not tried again
     except Exception as failure:  # any network failure is one failed attempt
         return None, f"{type(failure).__name__}: {failure}"
     return status, None if 200 <= status < 300 else f"answered {status}"
@@ -477,9 +536,15 @@ def _mail(to: str, event: dict[str, Any]) -> str | None:
 
 @retry_on_conflict
 def _record(
-    delivery_id: int, at: datetime, ok: bool, status: int | None, error: str | None
+    delivery_id: int,
+    at: datetime,
+    ok: bool,
+    status: int | None,
+    error: str | None,
+    final: bool = False,
 ) -> None:
-    """Keep an attempt's outcome: delivered, or the next try, or failed."""
+    """Keep an attempt's outcome: delivered, or the next try, or failed
+    (at once when ``final``: an address Lockbox will not send to)."""
     delivery = db.session.get(Delivery, delivery_id)
     if delivery is None:
         return
@@ -491,7 +556,7 @@ def _record(
         delivery.status, delivery.last_error = DELIVERED, None
         return
     delivery.last_error = (error or "it failed")[:255]
-    if delivery.attempts >= ATTEMPTS:
+    if final or delivery.attempts >= ATTEMPTS:
         delivery.status = FAILED
     else:
         wait = RETRY_AFTER[delivery.attempts - 1]

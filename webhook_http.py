@@ -23,6 +23,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 from collections.abc import Collection, Mapping
 from urllib.parse import urlsplit
 
@@ -34,8 +35,13 @@ RESPONSE_LIMIT = 64 * 1024
 # addresses. ipaddress counts both as global, whatever the IPv4 address.
 IPV4_IN_LAST_32_BITS = (
     ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # SIIT-translated (RFC 6052)
     ipaddress.IPv6Network("::/96"),
 )
+# Never public whatever Python's table says: site-local (deprecated, still
+# routed on some networks) and the segment-routing SIDs of RFC 9602.
+NOT_PUBLIC = (ipaddress.IPv6Network("fec0::/10"), ipaddress.IPv6Network("5f00::/16"))
 
 
 class Refused(Exception):
@@ -57,6 +63,8 @@ def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if not address.is_global or address.is_multicast:
         return False
     if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in NOT_PUBLIC):
+            return False
         return all(is_public(ipv4) for ipv4 in embedded_ipv4(address))
     return True
 
@@ -109,7 +117,9 @@ def resolve(host: str, port: int, check: bool) -> tuple[str, int]:
     if check:
         for address in addresses:
             if not is_public(ipaddress.ip_address(address)):
-                raise Refused(f"{host} resolves to {address}, not a public address")
+                # Which address is not said: the owner learns nothing of the
+                # server's network from a refusal.
+                raise Refused(f"{host} is not a public address")
     return addresses[0], port
 
 
@@ -166,10 +176,25 @@ def post(
     sent = dict(headers)
     if not any(name.lower() == "user-agent" for name in sent):
         sent["User-Agent"] = USER_AGENT
+    # ``timeout`` bounds each wait; the whole attempt gets twice that, after
+    # which the socket is shut down under whatever read is waiting (a
+    # receiver that trickles its answer a byte at a time).
+    deadline = threading.Timer(2 * timeout, _shut, args=(connection,))
+    deadline.start()
     try:
         connection.request("POST", target, body, sent)
         response = connection.getresponse()
         response.read(RESPONSE_LIMIT)
         return response.status
     finally:
+        deadline.cancel()
         connection.close()
+
+
+def _shut(connection: http.client.HTTPConnection) -> None:
+    """End a connection's socket in both directions, from another thread."""
+    if connection.sock is not None:
+        try:
+            connection.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed

@@ -121,6 +121,8 @@ def _webhook_request() -> dict[str, Any]:
             "url": request.form.get("url", "").strip(),
             "events": request.form.getlist("events"),
         }
+        if "enabled" in request.form:
+            body["enabled"] = request.form["enabled"]
     settings = load_or_400(webhook_request_schema, body)
     try:
         webhook_http.check_url(
@@ -175,13 +177,12 @@ def create_webhook() -> ResponseReturnValue:
     db.session.add(webhook)
     db.session.commit()
     if wants_html():
+        flash(f"Webhook added: {webhook.url}", "success")
         return redirect(url_for("webhooks.list_webhooks"), 303)
     body = new_webhook_schema.dump({**_describe(webhook), "secret": webhook.secret})
-    return (
-        jsonify(body),
-        201,
-        {"Location": url_for("webhooks.list_webhooks", token=None)},
-    )
+    location = url_for("webhooks.list_webhooks", token=None)
+    # The secret is in this answer alone: no cache keeps it.
+    return jsonify(body), 201, {"Location": location, "Cache-Control": "no-store"}
 
 
 @bp.get("/webhooks")
@@ -365,7 +366,7 @@ def send_again(webhook_id: int, delivery_id: int) -> ResponseReturnValue:
             db.select(Delivery).filter_by(id=delivery_id, webhook_id=webhook.id)
         ).scalar_one_or_none()
     if delivery is None:
-        raise ApiError(404, "Webhook not found")
+        raise ApiError(404, "Delivery not found")
     notifications.send_again(delivery)
     if wants_html():
         flash("Sending it again", "success")

@@ -109,12 +109,20 @@ def server(app, auth, database_url):
 
 @pytest.fixture(scope="module")
 def sqlite_site(tmp_path_factory):
-    """gunicorn on a fresh SQLite database with the user alice (id 1), per module."""
+    """gunicorn on a fresh SQLite database with the user alice (id 1), per module.
+    Its senders look every second and may send to 127.0.0.1, so that a test's
+    webhook receiver hears within seconds (nothing is sent without webhooks)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('site') / 'lockbox.db'}"
     app = make_app(url)
     actions = AuthActions(app, app.test_client())
     actions.create_user("alice")
-    env = {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url, **FREQUENT_SIGN_INS}
+    env = {
+        "SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": url,
+        "WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "NOTIFY_POLL_SECONDS": "1",
+        **FREQUENT_SIGN_INS,
+    }
     with LiveServer(env) as server:
         server.alice_version = actions.token_version("alice")
         yield server

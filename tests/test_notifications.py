@@ -5,6 +5,7 @@ sent where they must not go."""
 
 import json
 import re
+import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -166,15 +167,21 @@ def test_a_download_through_a_link_is_told_once_signed_and_verified(
     assert first.data == b"hello there"
     # The same client again (its claim): no second event.
     assert visitor.get(path + "/download").status_code == 200
+    # Another client's download, close after: the same message.
+    app.test_client().get(path + "/download", headers={"User-Agent": "Laptop"})
+    assert send_due(app) == 0  # it waits for more downloads first
+    make_due(app)
     assert send_due(app) == 1
     (body,) = receiver.bodies(made["secret"])
     assert body["type"] == "link.downloaded"
+    fetches = body["data"].pop("fetches")
     assert body["data"] == {
-        "link": {"id": link["id"], "downloads": 1, "max_downloads": None},
-        "what": "hello.txt",
-        "address": "127.0.0.1",
-        "user_agent": "Phone",
+        "link": {"id": link["id"], "downloads": 2, "max_downloads": None}
     }
+    assert [(f["what"], f["address"], f["user_agent"]) for f in fetches] == [
+        ("hello.txt", "127.0.0.1", "Phone"),
+        ("hello.txt", "127.0.0.1", "Laptop"),
+    ]
     (row,) = deliveries(app)
     assert row.status == "delivered" and row.attempts == 1
     assert row.last_status_code == 204
@@ -235,6 +242,7 @@ def test_links_and_requests_that_expired_unused_are_told_once(
         db.session.execute(db.update(Share).values(expires_at=past))
         db.session.execute(db.update(UploadRequest).values(expires_at=past))
         db.session.commit()
+    make_due(app)
     send_due(app)
     send_due(app)
     types = sorted(body["type"] for body in receiver.bodies(made["secret"]))
@@ -360,7 +368,9 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_when_sent(
     client.post(f"/requests/{request_id}/close", headers=bearer(token))
     send_due(app)
     (row,) = deliveries(app)
-    assert row.status == "pending" and "not a public address" in row.last_error
+    # A refusal will not change: not tried again.
+    assert row.status == "failed" and row.attempts == 1
+    assert row.last_error == "localhost is not a public address"
     assert receiver.received == []
 
 
@@ -500,3 +510,43 @@ def test_the_readmes_receiver_verifies_drops_repeats_and_refuses_forgeries(
         assert replayed.status_code == 401
     finally:
         served.shutdown()
+
+
+def test_a_flood_of_downloads_is_a_few_messages_listing_a_hundred(
+    app, client, token, receiver
+):
+    made = add_webhook(client, token, receiver.url, ["link.downloaded"])
+    file_id = uploaded(client, token, b"x", "x.txt")["id"]
+    link = client.post(
+        f"/files/{file_id}/shares", json={}, headers=bearer(token)
+    ).get_json()
+    path = link["url"].removeprefix("http://localhost")
+    for _ in range(120):  # each a new client: each counts
+        app.test_client().get(path + "/files/1", headers={"Range": "bytes=0-0"})
+    assert len(deliveries(app)) == 1
+    make_due(app)
+    send_due(app)
+    (body,) = receiver.bodies(made["secret"])
+    assert body["data"]["link"]["downloads"] == 120
+    assert len(body["data"]["fetches"]) == notifications.MAX_LISTED
+
+
+def test_a_receiver_that_trickles_its_answer_does_not_hold_up_the_others(
+    app, client, token, receiver
+):
+    """An attempt ends within twice WEBHOOK_TIMEOUT_SECONDS, and a slow
+    receiver holds up one of the senders, not the others' messages."""
+    app.config["WEBHOOK_TIMEOUT_SECONDS"] = 1
+    with socket.create_server(("127.0.0.1", 0)) as slow:
+        slow_url = f"http://127.0.0.1:{slow.getsockname()[1]}/slow"
+        add_webhook(client, token, slow_url, ["request.closed"])
+        made = add_webhook(client, token, receiver.url, ["request.closed"])
+        request_id = make_request(client, token)["id"]
+        client.post(f"/requests/{request_id}/close", headers=bearer(token))
+        started = time.monotonic()
+        send_due(app)  # the slow one never answers: accepted, never served
+        took = time.monotonic() - started
+    assert took < 5
+    assert len(receiver.bodies(made["secret"])) == 1
+    slow_row = next(row for row in deliveries(app) if row.last_status_code is None)
+    assert slow_row.status == "pending" and "timed out" in slow_row.last_error

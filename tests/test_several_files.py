@@ -151,6 +151,14 @@ def test_the_zip_holds_every_file_byte_for_byte_under_names_that_never_clash(
         }
 
 
+def test_names_windows_refuses_or_too_long_are_made_safe():
+    long = "é" * 127 + ".txt"  # 258 bytes
+    names = zip_names(['a<b>:"c|?*\\.txt', long, long])
+    assert names[0] == "a_b___c____.txt"
+    assert [len(name.encode()) <= 255 for name in names[1:]] == [True, True]
+    assert names[2].endswith(" (2).txt") and names[1] != names[2]
+
+
 def test_names_that_repeat_get_a_number_before_their_extension():
     assert zip_names(["a.txt", "A.txt", "a.txt", "a (2).txt", "b", "b", ".env"]) == [
         "a.txt",

@@ -4,6 +4,7 @@ and a desktop's width, in the light and the dark theme (axe_pages.mjs runs
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -11,18 +12,55 @@ import requests
 
 from harness.server import ROOT
 from helpers import PASSWORD, bearer, live_share, live_upload
+from test_notifications import Receiver
 
 AXE = Path(__file__).with_name("axe_pages.mjs")
 
 pytestmark = pytest.mark.slow
 
 
-def pages_of(site) -> list[dict]:
+def add_webhook(site, token, url) -> int:
+    """A webhook of alice's to ``url`` (through the API: its secret goes unseen)."""
+    answer = requests.post(
+        site.url + "/webhooks",
+        json={"url": url, "events": ["link.downloaded", "request.filled"]},
+        headers=bearer(token),
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"]
+
+
+def wait_for_attempts(site, token, webhook_ids, seconds=20.0) -> None:
+    """Until each webhook's deliveries have all been tried at least once."""
+    deadline = time.monotonic() + seconds
+    for webhook_id in webhook_ids:
+        while True:
+            items = requests.get(
+                f"{site.url}/webhooks/{webhook_id}/deliveries",
+                headers=bearer(token),
+                timeout=30,
+            ).json()["items"]
+            if items and all(item["attempts"] for item in items):
+                break
+            assert time.monotonic() < deadline, items
+            time.sleep(0.2)
+
+
+def pages_of(site, receiver) -> list[dict]:
     """Every kind of page, with what it shows: a signed-in account with a
     file, its links and a token; an open and a locked share page; an error;
-    a link to several files, on its owner's page and on its visitor's."""
+    a link to several files, on its owner's page and on its visitor's;
+    webhooks, one whose receiver answered and one that nothing answers."""
     token = requests.get(site.url + "/login", auth=("alice", PASSWORD), timeout=30)
     token = token.json()["token"]
+    # Nothing listens on a port just closed: its deliveries fail and wait.
+    silent = Receiver()
+    silent.close()
+    webhook_ids = [
+        add_webhook(site, token, silent.url),
+        add_webhook(site, token, receiver.url),
+    ]
     made = requests.post(
         site.url + "/upload",
         files={"inputFile": ("report.pdf", b"%PDF-1.4 figures")},
@@ -67,6 +105,7 @@ def pages_of(site) -> list[dict]:
     ).json()["url"]
     zipped = requests.get(several + "/download", timeout=30)
     assert zipped.status_code == 200, zipped.text
+    wait_for_attempts(site, token, webhook_ids)
     requests.post(
         site.url + "/tokens",
         json={"name": "backup", "scopes": ["files:read"]},
@@ -97,20 +136,25 @@ def pages_of(site) -> list[dict]:
             f"&token={token}",
         },
         {"name": "several share", "url": several},
+        {"name": "webhooks", "url": f"{site.url}/webhooks?token={token}"},
     ]
 
 
 def test_no_page_breaks_a_wcag_rule(sqlite_site):
     # Each page checked is also kept as a picture in test-artifacts/, at each
     # width and in each theme, for people to look at.
-    pages = pages_of(sqlite_site)
-    done = subprocess.run(
-        ["node", str(AXE), json.dumps(pages)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    receiver = Receiver()
+    try:
+        pages = pages_of(sqlite_site, receiver)
+        done = subprocess.run(
+            ["node", str(AXE), json.dumps(pages)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        receiver.close()
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)["results"]
     # Every page, at both widths, in both themes.

@@ -34,6 +34,7 @@ from helpers import (
     make_app,
 )
 from models import User, db
+from test_notifications import Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -1439,3 +1440,115 @@ def test_a_guest_sends_a_big_file_that_survives_a_cut_and_the_owner_sees_it(
     expect(page.get_by_role("heading", name="beach.mp4")).to_be_visible()
     digest = page.locator(".digest").inner_text()
     assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+# --- webhooks -------------------------------------------------------------------------
+
+
+def open_webhooks(page):
+    """The page of webhooks, through the header's link to it."""
+    page.get_by_role("navigation", name="Account").locator(
+        "a[href^='/webhooks']"
+    ).click()
+    expect(page.locator("#webhook-form")).to_be_visible()
+
+
+def delivery_row(page, event):
+    """The row of a delivery in the deliveries table, found by its event."""
+    return page.locator("table.deliveries tbody tr").filter(
+        has=page.get_by_role("cell", name=event, exact=True)
+    )
+
+
+def test_a_webhook_added_on_the_page_hears_a_request_filled_signed(browser, page, site):
+    receiver = Receiver()
+    try:
+        sign_in(page, site)
+        open_webhooks(page)
+        expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
+        page.locator("#webhook-url").fill(receiver.url)
+        # Every event is ticked to begin with.
+        boxes = page.locator("#webhook-form input[name=events]")
+        assert boxes.count() >= 2
+        for box in boxes.all():
+            expect(box).to_be_checked()
+        page.get_by_role("button", name="Add webhook").click()
+        expect(page.get_by_role("heading", name="Its signing secret")).to_be_visible()
+        secret = page.get_by_label("Signing secret").input_value()
+        assert secret.startswith("whsec_"), secret
+        card = page.locator("section.webhook").filter(has_text=receiver.url)
+        expect(card).to_have_count(1)
+        expect(card).to_contain_text("Nothing sent yet.")
+        screenshot(page, "webhook-added")
+
+        # An upload request that one file fills.
+        page.get_by_role("link", name="Requests", exact=True).click()
+        title = f"Signed form {uuid.uuid4().hex[:6]}"
+        page.get_by_label("What you ask for").fill(title)
+        page.get_by_label("At most this many files").fill("1")
+        page.get_by_role("button", name="Create request").click()
+        expect(page.locator(".flash-success")).to_contain_text("Request created: ")
+        row = page.locator("#request-table tr").filter(has_text=title)
+        link = row.locator("input.request-url").input_value()
+
+        guest_context = browser.new_context()
+        try:
+            guest = guest_context.new_page()
+            guest.goto(link)
+            expect(guest.get_by_role("heading", name=title)).to_be_visible()
+            guest.set_input_files(
+                "#inputFile",
+                {
+                    "name": "form.pdf",
+                    "mimeType": "application/pdf",
+                    "buffer": b"%PDF-1.4 signed",
+                },
+            )
+            guest.get_by_role("button", name="Send").click()
+            expect(guest.locator("#upload-result")).to_have_text(
+                "file form.pdf uploaded successfully", timeout=30_000
+            )
+        finally:
+            guest_context.close()
+
+        # The owner's page shows the delivery within seconds: sent, answered 204.
+        open_webhooks(page)
+        filled = delivery_row(page, "request.filled")
+        deadline = time.monotonic() + 20
+        while not (
+            filled.count() == 1
+            and filled.locator("td.status").inner_text() == "delivered"
+        ):
+            assert time.monotonic() < deadline, page.locator("table.deliveries").all()
+            time.sleep(0.5)
+            page.reload()
+        expect(filled.get_by_role("cell").nth(4)).to_have_text("204")
+        expect(filled.locator("td.num")).to_have_text("1")
+        expect(
+            filled.get_by_role("button", name=re.compile("^Send again"))
+        ).to_be_visible()
+        # The secret was shown once, and is not shown again.
+        expect(page.get_by_role("heading", name="Its signing secret")).to_have_count(0)
+        assert secret not in page.content()
+        screenshot(page, "webhook-delivered")
+
+        # The receiver got it, signed with the secret the page showed.
+        bodies = receiver.bodies(secret)
+        filled_bodies = [body for body in bodies if body["type"] == "request.filled"]
+        assert len(filled_bodies) == 1, bodies
+        assert filled_bodies[0]["data"]["request"]["title"] == title
+        headers = next(
+            headers
+            for headers, body in receiver.received
+            if b'"request.filled"' in body
+        )
+        assert headers["webhook-id"].startswith("msg_")
+
+        # Deleted, it hears nothing more of this module's tests.
+        card.get_by_role("button", name=f"Delete {receiver.url}").click()
+        expect(page.locator(".flash-success")).to_have_text("Webhook deleted")
+        expect(
+            page.locator("section.webhook").filter(has_text=receiver.url)
+        ).to_have_count(0)
+    finally:
+        receiver.close()
