@@ -16,13 +16,18 @@ import re
 import socket
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import Message
+from pathlib import Path
 
 import jsonschema_rs
 import jwt
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import event
 from werkzeug.security import generate_password_hash
 
@@ -813,3 +818,34 @@ def live_share(server, token, file_id, **settings) -> dict:
     )
     assert answer.status_code == 201, answer.text
     return answer.json()
+
+
+def self_signed(folder: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for the name ``host`` alone, good for an
+    hour, written to ``folder``: the paths of its certificate and its key
+    (a client trusts it with SSL_CERT_FILE=<certificate>)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / f"{host}.pem", folder / f"{host}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file

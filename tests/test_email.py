@@ -6,12 +6,14 @@ it is sent."""
 import email
 import email.policy
 import re
+import ssl
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from harness.server import free_port
-from helpers import HTML, bearer, make_app, user_id
+from helpers import HTML, bearer, make_app, self_signed, user_id
 from models import Delivery, User, db
 from test_notifications import deliveries, make_due, send_due
 from test_upload_requests import guest_upload, link_of, make_request
@@ -250,3 +252,48 @@ def test_a_malformed_smtp_url_stops_the_app_from_starting(database_url):
 
     with pytest.raises(ConfigError, match="SMTP_URL must be"):
         make_app(database_url, SMTP_URL="http://mail.example.org")
+
+
+@pytest.fixture(scope="module")
+def secure_mailbox(tmp_path_factory):
+    """A mail server for localhost that wants STARTTLS and then a login
+    (alice-mail, 'post box 42'), with a certificate the tests trust."""
+    cert, key = self_signed(tmp_path_factory.mktemp("smtp-tls"), "localhost")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    box = Mailbox()
+    box.logins = []
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        box.logins.append((auth_data.login, auth_data.password))
+        ok = (auth_data.login, auth_data.password) == (b"alice-mail", b"post box 42")
+        return AuthResult(success=ok)
+
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=free_port(),
+        server_hostname="localhost",
+        tls_context=context,
+        require_starttls=True,
+        auth_required=True,
+        authenticator=authenticate,
+    )
+    controller.start()
+    box.port, box.cert = controller.port, cert
+    yield box
+    controller.stop()
+
+
+def test_starttls_and_a_login_carry_the_mail(
+    app, client, token, secure_mailbox, monkeypatch
+):
+    monkeypatch.setenv("SSL_CERT_FILE", str(secure_mailbox.cert))  # trust it
+    secure_mailbox.messages.clear()
+    port = secure_mailbox.port
+    app.config["SMTP_URL"] = f"smtp://alice-mail:post%20box%2042@localhost:{port}"
+    set_email(client, token, "alice@example.org")
+    send_due(app)
+    (asking,) = secure_mailbox.messages
+    assert asking["Subject"] == "Confirm your e-mail address for Lockbox"
+    assert secure_mailbox.logins[-1] == (b"alice-mail", b"post box 42")
