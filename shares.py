@@ -190,6 +190,10 @@ def create_share(file_id: int) -> ResponseReturnValue:
             application/json:
               schema: ErrorSchema
     """
+    # The account's row first, as every change to its files takes it (the
+    # link's row points at both): no deadlock with a deletion or an upload
+    # finishing, and two links made at once are counted one after the other.
+    storage.lock_owners(g.user.id)
     stored_file = storage.finished_file_of(g.user, file_id)
     settings = _share_request()
     count = db.session.execute(
@@ -328,6 +332,7 @@ def create_link_to_several() -> ResponseReturnValue:
               schema: ErrorSchema
     """
     settings = _share_request(several_files_request_schema)
+    storage.lock_owners(g.user.id)  # as for a link to one file
     files = _own_files(settings["file_ids"])
     count = db.session.execute(
         db.select(db.func.count())

@@ -28,6 +28,7 @@ from flask.typing import ResponseReturnValue
 
 import email_links
 import notifications
+import storage
 import webhook_http
 from authentication import check_for_token
 from errors import ApiError, no_content, wants_html
@@ -163,6 +164,8 @@ def create_webhook() -> ResponseReturnValue:
               schema: ErrorSchema
     """
     settings = _webhook_request()
+    # Two made at once are counted one after the other.
+    storage.lock_owners(g.user.id)
     if len(_webhooks()) >= MAX_WEBHOOKS:
         raise ApiError(409, f"An account may have {MAX_WEBHOOKS} webhooks")
     webhook = Webhook(
