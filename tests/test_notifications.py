@@ -457,7 +457,7 @@ def readme_receiver(secret: str):
     namespace: dict = {"__name__": "readme_receiver"}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WEBHOOK_SECRET", secret)
-        exec(compile(source, "receiver.py", "exec"), namespace)  # noqa: S102
+        exec(compile(source, "<README.md receiver>", "exec"), namespace)  # noqa: S102
     return namespace["app"]
 
 
