@@ -439,6 +439,8 @@ def deliver_due(limit: int = BATCH) -> int:
     )
     db.session.rollback()
     leased = [delivery_id for delivery_id in due if _lease(delivery_id)]
+    if not leased:
+        return 0  # the usual pass: no threads started for nothing
     # A few at once: one slow receiver holds up one sender, not every
     # account's messages (each attempt ends within twice its timeout).
     app = current_app._get_current_object()  # type: ignore[attr-defined]

@@ -88,8 +88,8 @@ def _own_webhook(webhook_id: int) -> Webhook:
     return webhook
 
 
-def _deliveries(webhook: Webhook) -> list[dict[str, Any]]:
-    """A webhook's newest deliveries (DeliverySchema)."""
+def _deliveries(webhook: Webhook, shown: int = SHOWN) -> list[dict[str, Any]]:
+    """A webhook's newest ``shown`` deliveries (DeliverySchema)."""
     return [
         {
             "id": delivery.id,
@@ -108,7 +108,7 @@ def _deliveries(webhook: Webhook) -> list[dict[str, Any]]:
             db.select(Delivery)
             .filter_by(webhook_id=webhook.id)
             .order_by(Delivery.id.desc())
-            .limit(SHOWN)
+            .limit(shown)
         ).scalars()
     ]
 
@@ -219,7 +219,7 @@ def list_webhooks() -> ResponseReturnValue:
     return render_template(
         "webhooks.html",
         webhooks=[
-            {**_describe(webhook), "deliveries": _deliveries(webhook)[:20]}
+            {**_describe(webhook), "deliveries": _deliveries(webhook, 20)}
             for webhook in webhooks
         ],
         new_secrets=new_secrets,
