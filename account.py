@@ -1,19 +1,50 @@
-"""``GET /account``: who the caller is, what their files take and what they
-may keep (quotas.py works it out)."""
+"""The account: ``GET /account`` (who the caller is, what their files take
+and what they may keep, quotas.py works it out; a browser gets the account
+page), and its sign-in settings: the second factor (two_factor.py) and the
+link to the identity provider (sso.py)."""
 
-from flask import Blueprint, Response, g, jsonify
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
 
-from authentication import check_for_token
+import oidc
+import two_factor
+from authentication import NO_STORE, check_for_token, limit_per_address
+from errors import ApiError, no_content, wants_html
+from models import db, retry_on_conflict
+from passwords import password_matches
 from quotas import account_usage
-from schemas import account_schema
+from request_data import load_or_400, request_body
+from schemas import (
+    account_schema,
+    recovery_codes_schema,
+    two_factor_code_schema,
+    two_factor_off_schema,
+    two_factor_setup_schema,
+)
 
 bp = Blueprint("account", __name__)
+
+# A second factor guards a password; an account made by single sign-on has none.
+NO_PASSWORD = (
+    "This account signs in through its identity provider, which asks for any "
+    "second factor."
+)
 
 
 @bp.get("/account")
 @check_for_token(scope="files:read")
-def account() -> Response:
-    """The caller's name, storage used, quota and the largest file allowed.
+def account() -> ResponseReturnValue:
+    """The caller's name, role, sign-in settings, storage used, quota and the
+    largest file allowed (a browser: the account page).
     ---
     get:
       responses:
@@ -22,5 +53,197 @@ def account() -> Response:
           content:
             application/json:
               schema: AccountSchema
+            text/html: {}
     """
-    return jsonify(account_schema.dump(account_usage(g.user)))
+    usage = account_usage(g.user)
+    if not wants_html():
+        return jsonify(account_schema.dump(usage))
+    return render_template(
+        "account.html",
+        usage=usage,
+        sso_name=current_app.config["OIDC_PROVIDER_NAME"]
+        if oidc.configured()
+        else None,
+        codes_left=two_factor.recovery_codes_left(g.user),
+        required=current_app.config["REQUIRE_TWO_FACTOR"],
+    )
+
+
+def _setup_page(secret: str, error: str | None = None) -> str:
+    uri = two_factor.setup_uri(g.user, secret)
+    return render_template(
+        "two_factor_setup.html",
+        secret=secret,
+        uri=uri,
+        qr_code=two_factor.qr_code_svg(uri),
+        error=error,
+        signing_in=False,
+    )
+
+
+@bp.post("/account/two-factor")
+@check_for_token
+def begin_two_factor() -> ResponseReturnValue:
+    """Start setting up a second factor: a new secret for the authenticator
+    app (a browser: the page with its QR code). It is on once its first
+    code is confirmed.
+    ---
+    post:
+      responses:
+        200:
+          description: The secret, and the URI a QR code holds
+          content:
+            application/json:
+              schema: TwoFactorSetupSchema
+            text/html: {}
+        400:
+          description: The account has no password to guard
+          content:
+            application/json:
+              schema: ErrorSchema
+        409: TwoFactorOn
+    """
+    user = g.user
+    if user.password_hash is None:
+        raise ApiError(400, NO_PASSWORD)
+    if two_factor.is_on(user):
+        raise ApiError(409, "Two-factor sign-in is on already; turn it off first.")
+
+    @retry_on_conflict
+    def begin() -> str:
+        db.session.refresh(user)
+        return two_factor.begin(user)
+
+    secret = begin()
+    if wants_html():
+        return _setup_page(secret), 200, NO_STORE
+    uri = two_factor.setup_uri(user, secret)
+    response = jsonify(
+        two_factor_setup_schema.dump({"secret": secret, "otpauth_uri": uri})
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/account/two-factor/confirm")
+@check_for_token
+def confirm_two_factor() -> ResponseReturnValue:
+    """Turn the second factor on with its first code: the recovery codes,
+    shown this once.
+    ---
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: TwoFactorCodeSchema
+          application/x-www-form-urlencoded:
+            schema: TwoFactorCodeSchema
+      responses:
+        200:
+          description: On; ten single-use recovery codes
+          content:
+            application/json:
+              schema: RecoveryCodesSchema
+            text/html: {}
+        400:
+          description: Wrong code, or nothing being set up
+          content:
+            application/json:
+              schema: ErrorSchema
+        409: TwoFactorOn
+    """
+    code = load_or_400(two_factor_code_schema, request_body())["code"]
+    user = g.user
+    if user.password_hash is None:
+        raise ApiError(400, NO_PASSWORD)
+    if two_factor.is_on(user):
+        raise ApiError(409, "Two-factor sign-in is on already.")
+    secret = two_factor.secret_of(user)
+    if secret is None:
+        raise ApiError(400, "Nothing is being set up: start again from your account.")
+
+    @retry_on_conflict
+    def turn_on() -> list[str] | None:
+        db.session.refresh(user)
+        return two_factor.confirm(user, code)
+
+    codes = turn_on()
+    wrong = (
+        "That code is not right: check that the phone's clock is right, and try again."
+    )
+    if codes is None and wants_html():
+        return _setup_page(secret, wrong), 400, NO_STORE
+    if codes is None:
+        raise ApiError(400, wrong)
+    current_app.logger.info("Two-factor sign-in turned on")
+    if wants_html():
+        page = render_template("recovery_codes.html", codes=codes, next_address=None)
+        return page, 200, NO_STORE
+    response = jsonify(recovery_codes_schema.dump({"recovery_codes": codes}))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/account/two-factor/disable")
+@limit_per_address
+@check_for_token
+def disable_two_factor() -> ResponseReturnValue:
+    """Turn the second factor off: needs the password and a code (or a
+    recovery code); counted with the sign-in attempts.
+    ---
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: TwoFactorOffSchema
+          application/x-www-form-urlencoded:
+            schema: TwoFactorOffSchema
+      responses:
+        204:
+          description: Off
+        303:
+          description: A browser, back to its account page
+        400:
+          description: Two-factor sign-in is not on
+          content:
+            application/json:
+              schema: ErrorSchema
+        403:
+          description: Wrong password or code
+          content:
+            application/json:
+              schema: ErrorSchema
+        409:
+          description: Two factors are required on this site
+          content:
+            application/json:
+              schema: ErrorSchema
+        429: TooManyAttempts
+    """
+    body = load_or_400(two_factor_off_schema, request_body())
+    user = g.user
+    if not two_factor.is_on(user):
+        raise ApiError(400, "Two-factor sign-in is not on.")
+    if current_app.config["REQUIRE_TWO_FACTOR"]:
+        raise ApiError(409, "This site requires two-factor sign-in: it stays on.")
+
+    @retry_on_conflict
+    def turn_off() -> bool:
+        db.session.refresh(user)
+        known = user.password_hash is not None and password_matches(
+            user.password_hash, body["password"]
+        )
+        if not (known and two_factor.check(user, body["code"])):
+            return False
+        two_factor.turn_off(user)
+        return True
+
+    if not turn_off():
+        raise ApiError(403, "Wrong password or code: two-factor sign-in stays on.")
+    current_app.logger.info("Two-factor sign-in turned off")
+    if wants_html():
+        flash("Two-factor sign-in is off.", "success")
+        return redirect(url_for("account.account"), 303)
+    return no_content()

@@ -25,11 +25,13 @@ import metrics
 import models
 import monitoring
 import notifications
+import oidc
 import openapi
 import rate_limits
 import request_data
 import security
 import shares
+import sso
 import upload_requests
 import uploads
 import webhooks
@@ -101,6 +103,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(upload_requests.bp)
     app.register_blueprint(access_tokens.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(sso.bp)
+    oidc.init_app(app)
     notifications.init_app(app)
     monitoring.init_app(app)
     metrics.init_app(app)

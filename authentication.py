@@ -27,14 +27,17 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response as BaseResponse
 
 import caller
+import oidc
 import rate_limits
+import two_factor
 from errors import ApiError, no_content, wants_html
-from models import User, retry_on_conflict
+from models import User, db, retry_on_conflict
 from passwords import authenticate
 from request_data import load_or_400, request_body
 from schemas import logout_query_schema, token_pair_schema
 from session_tokens import (
     ACCESS,
+    BEARER_CHALLENGE,
     REFRESH,
     RENEW_COOKIE,
     TOKEN_PROBLEMS,
@@ -284,6 +287,7 @@ def login() -> ResponseReturnValue:
     get:
       security:
       - basic: []
+      parameters: [TwoFactorCode]
       responses:
         200:
           description: Access and refresh tokens (or, for a browser, the page)
@@ -298,12 +302,53 @@ def login() -> ResponseReturnValue:
         if request.args.get("expired") and told:
             flash(told, "error")
         next_page = _next_after_sign_in(request.args.get("next"))
-        return render_template("login.html", next=next_page)
+        return _sign_in_page(next=next_page)
     attempt = caller.sign_in_attempt()
     user = authenticate(attempt.username, attempt.password)
     if user is None:
         raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
+    _second_factor_or_401(user, attempt.code)
     return token_response(user)
+
+
+# A page that carries a sign-in ticket or a new secret is never kept.
+NO_STORE = {"Cache-Control": "no-store"}
+# An API client signing in to an account with two factors is told so, as
+# GitHub's API did with X-GitHub-OTP.
+OTP_CHALLENGE = {"X-Lockbox-OTP": "required; app"}
+CODE_NEEDED = (
+    "This account has two-factor sign-in: send the code from the "
+    "authenticator app (or a recovery code) in the X-Lockbox-OTP header"
+)
+WRONG_CODE = "Wrong or already used two-factor code"
+SET_UP_FIRST = (
+    "This account must set up two-factor sign-in first: sign in once on the "
+    "sign-in page to set it up"
+)
+
+
+def _second_factor_or_401(user: User, code: str | None) -> None:
+    """Let an API client's sign-in through only with its second factor: a
+    401 saying what is missing, else the code used up (committed)."""
+    if two_factor.required_of(user):
+        raise ApiError(401, SET_UP_FIRST, OTP_CHALLENGE, reason="two_factor")
+    if not two_factor.is_on(user):
+        return
+    if code is None:
+        raise ApiError(401, CODE_NEEDED, OTP_CHALLENGE, reason="two_factor")
+    if not _code_accepted(user, code):
+        raise ApiError(401, WRONG_CODE, OTP_CHALLENGE, reason="two_factor")
+
+
+def _code_accepted(user: User, code: str) -> bool:
+    """Whether ``code`` lets ``user`` in, used up if so (committed)."""
+
+    @retry_on_conflict
+    def use() -> bool:
+        db.session.refresh(user)
+        return two_factor.check(user, code)
+
+    return use()
 
 
 @bp.post("/login")
@@ -321,6 +366,7 @@ def login_form() -> ResponseReturnValue:
     ---
     post:
       security: []
+      parameters: [TwoFactorCode]
       requestBody:
         required: true
         content:
@@ -340,14 +386,24 @@ def login_form() -> ResponseReturnValue:
     """
     body = request_body()  # a body that is not an object is a 400
     attempt = caller.sign_in_attempt()
-    user = authenticate(attempt.username, attempt.password)
+    if attempt.ticket is not None:
+        user = attempt.ticket_user
+        if user is None and wants_html():
+            flash("That took too long, so nothing was done: sign in again.", "error")
+            return redirect(url_for("auth.login", next=body.get("next")), 303)
+        if user is None:
+            raise ApiError(401, "The sign-in ticket has expired: sign in again")
+    else:
+        user = authenticate(attempt.username, attempt.password)
     if user is not None and wants_html():
-        return _page_session(user, body)
+        return _page_second_factor(user, body, attempt) or page_session(
+            user, keep=bool(body.get("remember")), target=body.get("next")
+        )
     if user is not None:
+        _second_factor_or_401(user, attempt.code)
         return token_response(user)
     if wants_html():
-        page = render_template(
-            "login.html",
+        page = _sign_in_page(
             error="Wrong username or password",
             username=attempt.typed,
             next=_next_after_sign_in(body.get("next")),
@@ -355,6 +411,13 @@ def login_form() -> ResponseReturnValue:
         )
         return page, 401
     raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
+
+
+def _sign_in_page(**values: object) -> str:
+    """The sign-in page: the password form, and the identity provider's
+    button when single sign-on is set up."""
+    name = current_app.config["OIDC_PROVIDER_NAME"] if oidc.configured() else None
+    return render_template("login.html", sso_name=name, **values)
 
 
 def _next_after_sign_in(value: object) -> str | None:
@@ -365,17 +428,97 @@ def _next_after_sign_in(value: object) -> str | None:
     return safe_target(value)
 
 
-def _page_session(user: User, body: dict) -> BaseResponse:
-    """A browser signed in with the page: on to where it was going with an
-    access token in the URL, and the renewal cookie of the same sign-in."""
+def page_session(
+    user: User,
+    keep: bool,
+    target: object,
+    sso: bool = False,
+    first: Callable[[str], str] | None = None,
+) -> BaseResponse:
+    """A browser signed in: on to where it was going (``target``, a path on
+    this site) with an access token in the URL, and the renewal cookie of
+    the same sign-in; ``sso``: the sign-in was made through the identity
+    provider. ``first``, when given, makes a page to show first from the
+    address it links on to, instead of the redirect."""
     family = uuid.uuid4().hex
-    keep = bool(body.get("remember"))
-    target = safe_target(
-        body.get("next") if isinstance(body.get("next"), str) else None
-    )
-    response = redirect(with_token(target, issue_token(user, ACCESS, family)), 303)
-    set_renewal_cookie(response, issue_token(user, REFRESH, family, keep=keep), keep)
+    place = safe_target(target if isinstance(target, str) else None)
+    address = with_token(place, issue_token(user, ACCESS, family))
+    if first is None:
+        response = redirect(address, 303)
+    else:
+        response = current_app.make_response(first(address))
+        response.headers["Cache-Control"] = "no-store"
+    refresh_token = issue_token(user, REFRESH, family, keep=keep, sso=sso)
+    set_renewal_cookie(response, refresh_token, keep)
     return response
+
+
+def _page_second_factor(
+    user: User, body: dict, attempt: caller.SignInAttempt
+) -> ResponseReturnValue | None:
+    """The page's second step after a right password: None when the sign-in
+    may go on (no second factor, or its code is right); else the page that
+    asks for the code, or (REQUIRE_TWO_FACTOR) sets the second factor up."""
+    fields = {
+        "ticket": two_factor.ticket_for(user),
+        "next": _next_after_sign_in(body.get("next")),
+        "remember": bool(body.get("remember")),
+    }
+    if two_factor.required_of(user):
+        return _set_up_while_signing_in(user, body, attempt, fields)
+    if not two_factor.is_on(user):
+        return None
+    if attempt.code is None or attempt.ticket is None:
+        return render_template("login_code.html", **fields), 200, NO_STORE
+    if _code_accepted(user, attempt.code):
+        return None
+    page = render_template("login_code.html", error=WRONG_CODE, **fields)
+    return page, 401, NO_STORE
+
+
+def _set_up_while_signing_in(
+    user: User, body: dict, attempt: caller.SignInAttempt, fields: dict
+) -> ResponseReturnValue:
+    """REQUIRE_TWO_FACTOR, for an account without a second factor: the page
+    sets it up (a new secret; then the first code turns it on and shows the
+    recovery codes, which lead on to the files)."""
+    if attempt.ticket is not None and attempt.code is not None:
+
+        @retry_on_conflict
+        def turn_on() -> list[str] | None:
+            db.session.refresh(user)
+            return two_factor.confirm(user, attempt.code or "")
+
+        codes = turn_on()
+        if codes is not None:
+            return page_session(
+                user,
+                bool(body.get("remember")),
+                body.get("next"),
+                first=lambda address: render_template(
+                    "recovery_codes.html", codes=codes, next_address=address
+                ),
+            )
+    secret = two_factor.secret_of(user)
+    if secret is None or attempt.ticket is None:
+
+        @retry_on_conflict
+        def begin() -> str:
+            db.session.refresh(user)
+            return two_factor.begin(user)
+
+        secret = begin()
+    uri = two_factor.setup_uri(user, secret)
+    page = render_template(
+        "two_factor_setup.html",
+        secret=secret,
+        qr_code=two_factor.qr_code_svg(uri),
+        uri=uri,
+        error=WRONG_CODE if attempt.code is not None else None,
+        signing_in=True,
+        **fields,
+    )
+    return page, 401 if attempt.code is not None else 200, NO_STORE
 
 
 @bp.get("/renew")
@@ -406,6 +549,9 @@ def renew() -> ResponseReturnValue:
     )
     rotated = None
     if claims is not None and same_person:
+        agrees = _provider_agrees(claims)
+        if agrees is not True:
+            return _provider_disagrees(agrees, target)
         try:
             rotated = rotate(claims, RENEWAL_GRACE_SECONDS)
         except ApiError:
@@ -425,8 +571,60 @@ def renew() -> ResponseReturnValue:
     keep = claims.get("keep") is True
     family = claims["fam"]
     response = redirect(with_token(target, issue_token(user, ACCESS, family)), 303)
-    refresh_token = issue_token(user, REFRESH, family, jti=successor, keep=keep)
+    refresh_token = issue_token(
+        user, REFRESH, family, jti=successor, keep=keep, sso=claims.get("sso") is True
+    )
     set_renewal_cookie(response, refresh_token, keep)
+    return response
+
+
+def _provider_agrees(claims: dict) -> bool | None:
+    """Whether the sign-in behind refresh token ``claims`` may go on, as far
+    as the identity provider is concerned: True for a password sign-in, or
+    one the provider vouched for less than OIDC_RECHECK_SECONDS ago (else it
+    is asked now, oidc.recheck); False when it refuses; None when the
+    browser must go through it again. A 503 when it can't be reached: the
+    session waits for it rather than go on unchecked."""
+    subject = str(claims.get("sub", ""))
+    if claims.get("sso") is not True or not subject.isdigit() or len(subject) > 10:
+        return True
+    user = db.session.get(User, int(subject))
+    if user is None or not oidc.recheck_due(user):
+        return True
+
+    @retry_on_conflict
+    def ask() -> bool | None:
+        db.session.refresh(user)
+        return oidc.recheck(user)
+
+    try:
+        return ask()
+    except oidc.ProviderDown:
+        raise ApiError(503, oidc.DOWN_MESSAGE) from None
+
+
+def _end_sign_in(family: str) -> None:
+    """Revoke a whole sign-in (committed)."""
+
+    @retry_on_conflict
+    def end() -> None:
+        revoke_family(family)
+
+    end()
+
+
+def _provider_disagrees(agrees: bool | None, target: str) -> BaseResponse:
+    """A page session the identity provider no longer vouches for: the
+    browser goes through the provider again (None), or (False) to the
+    sign-in page, told why; the sign-in and its cookie end."""
+    claims = g.caller.record.cookie
+    _end_sign_in(claims["fam"])
+    if agrees is None:
+        response = redirect(url_for("sso.start", next=target), 303)
+    else:
+        flash("Your identity provider no longer lets you sign in here.", "error")
+        response = redirect(url_for("auth.login", next=target), 303)
+    end_renewal_cookie(response)
     return response
 
 
@@ -438,12 +636,7 @@ def _sign_out_expired(error: ApiError) -> BaseResponse | None:
         return _send_to_sign_in(error)
     claims = caller.expired_session_claims()
     if claims is not None:
-
-        @retry_on_conflict
-        def end_sign_in() -> None:
-            revoke_family(claims["fam"])
-
-        end_sign_in()
+        _end_sign_in(claims["fam"])
     return _signed_out()
 
 
@@ -518,6 +711,14 @@ def refresh() -> Response:
         401: TokenError
     """
     claims = g.caller.record  # signature and claims checked (caller.py)
+    if _provider_agrees(claims) is not True:
+        _end_sign_in(str(claims.get("fam")))
+        raise ApiError(
+            401,
+            "Your identity provider no longer vouches for this sign-in: sign in again",
+            BEARER_CHALLENGE,
+            reason="revoked",
+        )
     rotated = rotate(claims)
     if rotated is None:
         current_app.logger.warning("Refresh token reused; family revoked")

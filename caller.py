@@ -47,6 +47,7 @@ import personal_tokens
 import request_links
 import session_tokens
 import share_links
+import two_factor
 import upload_keys
 from errors import ApiError
 from models import ResumableUpload, Share, StoredFile, UploadRequest, User
@@ -149,6 +150,12 @@ class SignInAttempt(NamedTuple):
     username: str | None  # canonical, or None when nobody can have it
     password: str
     typed: str  # the name as it came, to show back on the sign-in page
+    # The second factor's code (X-Lockbox-OTP, or the body's ``otp``), and
+    # the account a sign-in ticket names when the password came before
+    # (two_factor.py); the username is then the ticket's.
+    code: str | None = None
+    ticket_user: User | None = None
+    ticket: str | None = None
 
 
 # --- what the request carries ------------------------------------------------
@@ -213,7 +220,9 @@ def sign_in_attempt() -> SignInAttempt:
     whatever else the request carries. Worked out once per request.
     """
     if "sign_in_attempt" not in g:
-        username = password = None
+        username = password = ticket = None
+        code = request.headers.get("X-Lockbox-OTP")
+        body: dict = {}
         if request.method == "GET":
             basic = _basic()
             if basic is not None:
@@ -224,10 +233,19 @@ def sign_in_attempt() -> SignInAttempt:
             except ApiError:
                 body = {}  # the view answers 400
             username, password = body.get("username"), body.get("password")
+            ticket = body.get("ticket")
+            code = body.get("otp", code)
+        ticket_user = None
+        if isinstance(ticket, str) and ticket:
+            ticket_user = two_factor.ticket_user(ticket)
+            username = ticket_user.username if ticket_user else None
         g.sign_in_attempt = SignInAttempt(
             canonical_username(username),
             password if isinstance(password, str) else "",
             username if isinstance(username, str) else "",
+            code if isinstance(code, str) else None,
+            ticket_user,
+            ticket if isinstance(ticket, str) and ticket else None,
         )
     return g.sign_in_attempt
 

@@ -14,6 +14,7 @@ from sqlalchemy import func
 import email_links
 import notifications
 import request_links
+import two_factor
 from config import PAT_MAX_SECONDS, parse_duration, parse_size
 from errors import ApiError
 from formats import format_size
@@ -207,6 +208,19 @@ def set_password(name: str) -> None:
     revoke_all_tokens(user)
     db.session.commit()
     click.echo(f"Password changed for {name}")
+
+
+@users_cli.command("reset-two-factor")
+@click.argument("name")
+def reset_two_factor(name: str) -> None:
+    """Turn a user's two-factor sign-in off (a lost phone and no recovery
+    code left): they sign in with the password alone, and set it up again.
+    Signs them out everywhere."""
+    user = _find_user(name)
+    two_factor.turn_off(user)
+    revoke_all_tokens(user)
+    db.session.commit()
+    click.echo(f"Two-factor sign-in turned off for {name}")
 
 
 @files_cli.command("gc")

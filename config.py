@@ -51,6 +51,10 @@ CONNECT_TIMEOUT_SECONDS = 5
 SMTP_SCHEMES = {"smtps": 465, "smtp": 587, "smtp+plain": 25}
 
 
+# What single sign-on needs, all three or none.
+OIDC_SETTINGS = ("OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET")
+
+
 class ConfigError(RuntimeError):
     """Raised when the configuration is unsafe or malformed; the app does not start."""
 
@@ -145,6 +149,23 @@ def from_environment(instance_path: str) -> dict:
         "SMTP_URL": os.environ.get("SMTP_URL") or None,
         "MAIL_FROM": os.environ.get("MAIL_FROM") or "Lockbox <lockbox@localhost>",
         "NOTIFY_IN_BACKGROUND": _flag_from_env("NOTIFY_IN_BACKGROUND", default=True),
+        # Single sign-on (oidc.py): the OpenID provider (its issuer URL; the
+        # rest comes from its discovery document) and this site's client
+        # there; whether a first sign-in makes an account; the claim (and
+        # the value in it) that makes its person an admin; how often a
+        # session made through the provider checks back with it.
+        "OIDC_ISSUER": (os.environ.get("OIDC_ISSUER") or "").rstrip("/") or None,
+        "OIDC_CLIENT_ID": os.environ.get("OIDC_CLIENT_ID") or None,
+        "OIDC_CLIENT_SECRET": os.environ.get("OIDC_CLIENT_SECRET") or None,
+        "OIDC_PROVIDER_NAME": os.environ.get("OIDC_PROVIDER_NAME") or "single sign-on",
+        "OIDC_CREATE_ACCOUNTS": _flag_from_env("OIDC_CREATE_ACCOUNTS"),
+        "OIDC_ADMIN_CLAIM": os.environ.get("OIDC_ADMIN_CLAIM") or None,
+        "OIDC_ADMIN_VALUE": os.environ.get("OIDC_ADMIN_VALUE") or None,
+        "OIDC_RECHECK_SECONDS": _int_from_env("OIDC_RECHECK_SECONDS", DAY),
+        "OIDC_TIMEOUT_SECONDS": _int_from_env("OIDC_TIMEOUT_SECONDS", 10),
+        # Two-factor sign-in (two_factor.py): required of every account that
+        # signs in with a password.
+        "REQUIRE_TWO_FACTOR": _flag_from_env("REQUIRE_TWO_FACTOR"),
         # GET /metrics answers only to this Bearer token; unset: 404.
         "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
         "TRUSTED_PROXIES": _int_from_env("TRUSTED_PROXIES", 0, minimum=0),
@@ -262,6 +283,17 @@ def check(config: dict, relaxed: bool) -> list[str]:
                 "smtp+plain://host, with user:password@ before the host if the "
                 "server wants them"
             )
+    oidc = [config.get(name) for name in OIDC_SETTINGS]
+    if any(oidc) and not all(oidc):
+        raise ConfigError(
+            "Single sign-on needs OIDC_ISSUER, OIDC_CLIENT_ID and "
+            "OIDC_CLIENT_SECRET together"
+        )
+    issuer = urlsplit(config.get("OIDC_ISSUER") or "")
+    if all(oidc) and (issuer.scheme not in ("https", "http") or not issuer.hostname):
+        raise ConfigError("OIDC_ISSUER must be the provider's https:// URL")
+    if bool(config.get("OIDC_ADMIN_CLAIM")) != bool(config.get("OIDC_ADMIN_VALUE")):
+        raise ConfigError("OIDC_ADMIN_CLAIM and OIDC_ADMIN_VALUE go together")
     chunk = config["CHUNK_SIZE"]
     if chunk > MAX_CHUNK_SIZE:
         raise ConfigError(f"CHUNK_SIZE must be at most {MAX_CHUNK_SIZE} bytes")

@@ -8,8 +8,12 @@ upload_keys, metrics_token, and passwords. caller.py is the one place
 that reads them from a request and says who is asking.
 """
 
+import base64
 import hashlib
 
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from itsdangerous import Signer, TimestampSigner
 
@@ -48,3 +52,38 @@ def timestamp_signer(salt: str) -> TimestampSigner:
     """Signs and checks a value that must also be recent (an unlock cookie,
     a download's claim)."""
     return TimestampSigner(_keys(), salt=salt, digest_method=hashlib.sha256)
+
+
+def _fernet(secret: str | bytes, purpose: bytes) -> Fernet:
+    """The Fernet key derived from one app key for one ``purpose``."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(
+        secret.encode() if isinstance(secret, str) else secret
+    )
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def sealer(purpose: bytes) -> MultiFernet:
+    """Seals a secret that the server keeps or hands out (Fernet: AES-CBC and
+    HMAC-SHA256) under a key derived from SECRET_KEY for ``purpose`` alone,
+    and opens what a key in SECRET_KEY_FALLBACKS sealed: a copy of the
+    database, or a cookie, holds ciphertext that opens nothing."""
+    return MultiFernet([_fernet(key, purpose) for key in reversed(_keys())])
+
+
+def seal_for(owner_id: int, purpose: bytes, secret: str) -> str:
+    """``secret``, kept by the server for account ``owner_id`` (a second
+    factor's key, a provider's refresh token), sealed for ``purpose``."""
+    return sealer(purpose).encrypt(f"{owner_id}:{secret}".encode()).decode()
+
+
+def unseal_for(owner_id: int, purpose: bytes, sealed: str) -> str | None:
+    """The secret ``seal_for`` sealed for ``owner_id`` and ``purpose``; None
+    when it was sealed for another account or purpose, or under a key this
+    server no longer has."""
+    try:
+        plain = sealer(purpose).decrypt(sealed.encode()).decode()
+    except (InvalidToken, UnicodeError):
+        current_app.logger.warning("A sealed secret could not be opened: wrong key?")
+        return None
+    owner, _, secret = plain.partition(":")
+    return secret if owner == str(owner_id) else None

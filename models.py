@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     event,
 )
 from sqlalchemy.dialects import mysql
@@ -295,11 +296,18 @@ class User(Model):
     """Someone who can sign in; owns files."""
 
     __tablename__ = "user"
-    __table_args__ = {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS}
+    __table_args__ = (
+        # One account per person at an identity provider (oidc.py).
+        UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_user_oidc"),
+        {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(80), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
+    # None: the account signs in through its identity provider only.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # "user" or "admin" (ROLES).
+    role: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Carried in every token as `ver` and checked on every request: random per
     # account, so a token opens only the account it was issued for (even if its
@@ -324,6 +332,21 @@ class User(Model):
     email_events: Mapped[str] = mapped_column(
         String(255), default="", server_default=""
     )
+    # The person at an OpenID provider this account signs in as (its ``iss``
+    # and ``sub``, never its e-mail), the provider's refresh token (sealed)
+    # and when the provider last said the person may still sign in (oidc.py).
+    oidc_issuer: Mapped[str | None] = mapped_column(String(255))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255))
+    oidc_refresh_token: Mapped[str | None] = mapped_column(Text)
+    oidc_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A second factor (two_factor.py): the TOTP secret, sealed; when it was
+    # confirmed (None: being set up, or off); the last time step a code was
+    # accepted for, so that no code works twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(512))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    totp_last_step: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0"
+    )
 
     files: Mapped[list["StoredFile"]] = relationship(
         back_populates="owner", passive_deletes=True
@@ -331,6 +354,24 @@ class User(Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username!r}>"
+
+
+ROLES = ("user", "admin")
+
+
+class RecoveryCode(Model):
+    """A single-use code that stands in for a second factor's code
+    (two_factor.py): its SHA-256, and when it was used."""
+
+    __tablename__ = "recovery_code"
+    __table_args__ = {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class StoredFile(Model):

@@ -27,7 +27,8 @@ ERROR = {"application/json": {"schema": ErrorSchema}}
 RESPONSES = {
     "TokenError": "Token missing, invalid, expired or revoked",
     "SignInAgain": "A browser without a valid token, sent to the sign-in page",
-    "BadCredentials": "Unable to verify: wrong or missing credentials",
+    "BadCredentials": "Unable to verify: wrong or missing credentials, or (with "
+    "X-Lockbox-OTP: required; app) a second factor's code missing or wrong",
     "NotFound": "No such file of yours",
     "Forbidden": "Cross-site request refused, or an API token without the scope "
     "this needs (or one where only a signed-in session will do)",
@@ -53,6 +54,10 @@ RESPONSES = {
     "RequestLocked": "The upload request's password is needed, or was wrong",
     "RequestKind": "A kind of file the upload request does not take (or, for "
     "the form, a body that is not multipart/form-data)",
+    # Single sign-on (sso.py) and the second factor (account.py).
+    "NoSingleSignOn": "Single sign-on is not set up on this site",
+    "ProviderDown": "The identity provider can't be reached",
+    "TwoFactorOn": "Two-factor sign-in is on already",
 }
 # Request headers of the tus protocol, named once (uploads.py).
 TUS_PARAMETERS = {
@@ -233,6 +238,17 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "description": "Show the file in a page (Content-Disposition: inline)"
             " when its type is one a page may show (images, video, audio, PDF;"
             " text of every kind as text/plain); any other file downloads",
+        },
+    )
+    spec.components.parameter(
+        "TwoFactorCode",
+        "header",
+        {
+            "name": "X-Lockbox-OTP",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 64},
+            "description": "For an account with two-factor sign-in: the code"
+            " its authenticator app shows, or a recovery code",
         },
     )
     spec.components.parameter(

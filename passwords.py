@@ -47,7 +47,8 @@ def authenticate(username: str | None, password: str) -> User | None:
         user = db.session.execute(
             db.select(User).filter_by(username=username)
         ).scalar_one_or_none()
-    if user is None:
+    if user is None or user.password_hash is None:
+        # Nobody, or an account that signs in through its identity provider.
         check_password_hash(_dummy_hash(), password)
         return None
     if not check_password_hash(user.password_hash, password):

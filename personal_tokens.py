@@ -7,21 +7,18 @@ owner who signed out everywhere or changed their password is no longer
 trusted (credentials.owner_still_trusts), nor one past its expiry.
 """
 
-import base64
 import re
 import secrets
 import zlib
 from datetime import timedelta
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import InvalidToken
 from flask import current_app
 from sqlalchemy import bindparam
 from sqlalchemy.exc import DBAPIError
 
 import logs
-from credentials import owner_still_trusts, secret_hash
+from credentials import owner_still_trusts, sealer, secret_hash
 from errors import ApiError
 from models import MAX_INT_ID, AccessToken, User, db, is_conflict, utcnow
 from schemas import SCOPES
@@ -192,20 +189,14 @@ logs.redact_secret(re.compile(r"(lbx_)[A-Za-z0-9]{8,}"))
 # it.
 NEW_TOKEN_COOKIE = "lockbox_new_token"
 SHOWN_ONCE_SECONDS = 120
-
-
-def _sealer() -> Fernet:
-    """The Fernet key of new tokens on their way to the page, from SECRET_KEY."""
-    secret = current_app.config["SECRET_KEY"]
-    key = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"lockbox new token"
-    ).derive(secret.encode() if isinstance(secret, str) else secret)
-    return Fernet(base64.urlsafe_b64encode(key))
+NEW_TOKEN_PURPOSE = b"lockbox new token"
 
 
 def seal_new_token(access_token: AccessToken, token: str) -> str:
     """``token``, just made as ``access_token``, sealed for its one showing."""
-    sealed = _sealer().encrypt(f"{access_token.id}:{token}".encode("ascii"))
+    sealed = sealer(NEW_TOKEN_PURPOSE).encrypt(
+        f"{access_token.id}:{token}".encode("ascii")
+    )
     return sealed.decode("ascii")
 
 
@@ -213,7 +204,9 @@ def unseal_new_token(sealed: str, user: User) -> str | None:
     """The new token a sealed cookie holds, if it is ``user``'s, still exists
     and was made less than SHOWN_ONCE_SECONDS ago; else None."""
     try:
-        plain = _sealer().decrypt(sealed.encode("ascii"), ttl=SHOWN_ONCE_SECONDS)
+        plain = sealer(NEW_TOKEN_PURPOSE).decrypt(
+            sealed.encode("ascii"), ttl=SHOWN_ONCE_SECONDS
+        )
         token_id, _, token = plain.decode("ascii").partition(":")
         access_token = db.session.get(AccessToken, int(token_id))
     except (InvalidToken, UnicodeError, ValueError):

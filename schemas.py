@@ -40,6 +40,19 @@ class AccountSchema(Schema):
     """``GET /account``: storage used and the limits that apply."""
 
     username = fields.String(dump_only=True)
+    role = fields.String(
+        dump_only=True,
+        metadata={"description": "user or admin", "enum": ["user", "admin"]},
+    )
+    has_password = fields.Boolean(dump_only=True)
+    single_sign_on = fields.Boolean(
+        dump_only=True,
+        metadata={"description": "Whether the account signs in through the provider"},
+    )
+    two_factor = fields.Boolean(
+        dump_only=True,
+        metadata={"description": "Whether password sign-ins need a second factor"},
+    )
     used_bytes = fields.Integer(dump_only=True)
     quota_bytes = fields.Integer(
         dump_only=True, allow_none=True, metadata={"description": "null: no limit"}
@@ -147,8 +160,22 @@ class UploadRequestSchema(UploadFormSchema):
 class CredentialsSchema(RequestSchema):
     """The body of ``POST /login``: the sign-in form's fields, or JSON."""
 
-    username = fields.String(required=True)
-    password = fields.String(required=True)
+    username = fields.String(
+        metadata={"description": "Needed, with the password, unless a ticket comes"}
+    )
+    password = fields.String()
+    otp = fields.String(
+        metadata={
+            "description": "The second factor's code (or a recovery code), for "
+            "an account with two-factor sign-in; X-Lockbox-OTP works too"
+        }
+    )
+    ticket = fields.String(
+        metadata={
+            "description": "The sign-in page's second step: the ticket its "
+            "first step gave for the right password, sent with otp"
+        }
+    )
     remember = fields.String(
         metadata={
             "description": "The sign-in form's 'keep me signed in': any value "
@@ -169,6 +196,56 @@ class RenewQuerySchema(RequestSchema):
     token = fields.String(
         metadata={"description": "The page's own token, expired or not: whose page"}
     )
+
+
+class SsoStartQuerySchema(RequestSchema):
+    """``GET /sso/login``: where to go once signed in."""
+
+    next = fields.String(
+        metadata={"description": "The page (a path on this site) to go on to"}
+    )
+
+
+class SsoCallbackQuerySchema(RequestSchema):
+    """``GET /sso/callback``: what the identity provider sends back."""
+
+    code = fields.String()
+    state = fields.String()
+    error = fields.String()
+    error_description = fields.String()
+    iss = fields.String()
+
+
+class TwoFactorCodeSchema(RequestSchema):
+    """A second factor's code: its first, to turn it on."""
+
+    code = fields.String(
+        required=True,
+        metadata={"description": "The six digits the authenticator app shows"},
+    )
+
+
+class TwoFactorOffSchema(RequestSchema):
+    """Turning the second factor off: the password and a code."""
+
+    password = fields.String(required=True)
+    code = fields.String(
+        required=True,
+        metadata={"description": "A code from the app, or a recovery code"},
+    )
+
+
+class TwoFactorSetupSchema(Schema):
+    """A second factor being set up: the secret for the authenticator app."""
+
+    secret = fields.String(dump_only=True, metadata={"description": "Base32"})
+    otpauth_uri = fields.String(dump_only=True)
+
+
+class RecoveryCodesSchema(Schema):
+    """Single-use codes that stand in for the app's code: shown this once."""
+
+    recovery_codes = fields.List(fields.String(), dump_only=True)
 
 
 class ErrorSchema(Schema):
@@ -770,6 +847,11 @@ webhook_state_schema = WebhookStateSchema()
 email_settings_request_schema = EmailSettingsRequestSchema()
 email_settings_schema = EmailSettingsSchema()
 webhook_schema = WebhookSchema()
+sso_start_query_schema = SsoStartQuerySchema()
+two_factor_code_schema = TwoFactorCodeSchema()
+two_factor_off_schema = TwoFactorOffSchema()
+two_factor_setup_schema = TwoFactorSetupSchema()
+recovery_codes_schema = RecoveryCodesSchema()
 new_webhook_schema = NewWebhookSchema()
 webhook_list_schema = WebhookListSchema()
 delivery_list_schema = DeliveryListSchema()

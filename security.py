@@ -1,7 +1,9 @@
 """Browser-facing protections: response headers (CSP, no-store for token URLs,
 Referrer-Policy), cross-site requests refused, and the session cookie's flags."""
 
-from flask import Flask, Request, Response, request
+from urllib.parse import urlsplit
+
+from flask import Flask, Request, Response, current_app, request
 from flask.sessions import (
     SecureCookieSession,
     SecureCookieSessionInterface,
@@ -12,10 +14,22 @@ from caller import token_in_url
 from errors import ApiError
 
 # Pages load only their own stylesheet and script: no inline code, no frames.
+# form-action comes last: single sign-on adds the provider's origin to it.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
+
+
+def content_security_policy() -> str:
+    """The pages' policy. With single sign-on, its forms (sign in with the
+    provider, link the account) may also lead to the identity provider's
+    origin: browsers hold a form's redirects to form-action too."""
+    issuer = current_app.config.get("OIDC_ISSUER")
+    if not issuer:
+        return CONTENT_SECURITY_POLICY
+    parts = urlsplit(issuer)
+    return f"{CONTENT_SECURITY_POLICY} {parts.scheme}://{parts.netloc}"
 
 
 def add_security_headers(response: Response) -> Response:
@@ -23,7 +37,7 @@ def add_security_headers(response: Response) -> Response:
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
     if (response.content_type or "").startswith("text/html"):
-        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        headers.setdefault("Content-Security-Policy", content_security_policy())
         headers.setdefault("X-Frame-Options", "DENY")
     # A token must never travel on to another site in a Referer header.
     headers.setdefault("Referrer-Policy", "no-referrer")

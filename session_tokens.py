@@ -51,7 +51,12 @@ RENEW_COOKIE = "lockbox_renew"
 
 
 def issue_token(
-    user: User, kind: str, family: str, jti: str | None = None, keep: bool = False
+    user: User,
+    kind: str,
+    family: str,
+    jti: str | None = None,
+    keep: bool = False,
+    sso: bool = False,
 ) -> str:
     """Sign a token for ``user``: a short-lived access token or a refresh token.
 
@@ -62,7 +67,9 @@ def issue_token(
     the whole chain with the access tokens issued alongside it. ``jti`` is
     random unless given (a refresh token's successor, see ``rotate``);
     ``keep`` marks a page session's refresh token that the browser keeps
-    beyond its own session ("keep me signed in"), and its successors with it.
+    beyond its own session ("keep me signed in"), and its successors with it;
+    ``sso`` marks a sign-in made through the identity provider, whose
+    renewals check back with it (oidc.recheck).
     """
     now = utcnow()
     lifetime = current_app.config[
@@ -81,6 +88,8 @@ def issue_token(
     }
     if keep:
         claims["keep"] = True
+    if sso:
+        claims["sso"] = True
     return jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm=ALGORITHM)
 
 

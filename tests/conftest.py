@@ -1,12 +1,17 @@
 """Fixtures: an app on a fresh SQLite file and on a fresh MariaDB database."""
 
+from pathlib import Path
+
 import pytest
+from playwright.sync_api import sync_playwright
 
 from harness.mariadb import DatabaseUnreachable, scratch_database
 from harness.server import LiveServer
 from helpers import (
     BIG,
+    CHROMIUM,
     FREQUENT_SIGN_INS,
+    LAUNCH_ARGS,
     MYSQL_SERVER_URL,
     REQUIRE_MYSQL,
     SECRET_KEY,
@@ -134,3 +139,23 @@ def big_file(client, token) -> tuple[int, bytes]:
     """Alice's file of three chunks and five bytes (with CHUNK_SIZE 4096)."""
     content = random_bytes(BIG, seed=7)
     return uploaded(client, token, content, "big.bin")["id"], content
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, per module."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install the chromium package")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser tab."""
+    context = browser.new_context()
+    page = context.new_page()
+    yield page
+    context.close()

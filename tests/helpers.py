@@ -33,6 +33,7 @@ from werkzeug.security import generate_password_hash
 
 import storage
 from app import create_app
+from harness.server import ROOT
 from models import FileChunk, StoredFile, User, db
 
 # A test key: long and varied enough to pass the same checks production keys do.
@@ -849,3 +850,23 @@ def self_signed(folder: Path, host: str) -> tuple[Path, Path]:
         )
     )
     return cert_file, key_file
+
+
+# Debian's Chromium, headless, for the browser tests (Playwright's own
+# browser download is not used).
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def screenshot(page, name):
+    """Keep a picture of the page for people to look at (test-artifacts/)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

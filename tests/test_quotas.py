@@ -84,6 +84,10 @@ def streamed_form_upload(client, token, content: bytes):
 def test_account_reports_usage_and_limits(app, client, token):
     assert account(client, token) == {
         "username": "alice",
+        "role": "user",
+        "has_password": True,
+        "single_sign_on": False,
+        "two_factor": False,
         "used_bytes": 0,
         "quota_bytes": None,
         "max_file_size": app.config["MAX_FILE_SIZE"],

@@ -7,11 +7,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pyotp
 import pytest
 import requests
 
 from harness.server import ROOT
-from helpers import PASSWORD, bearer, live_share, live_upload
+from helpers import PASSWORD, AuthActions, bearer, live_share, live_upload, make_app
+from models import db
 from test_notifications import Receiver
 
 AXE = Path(__file__).with_name("axe_pages.mjs")
@@ -137,6 +139,71 @@ def pages_of(site, receiver) -> list[dict]:
         },
         {"name": "several share", "url": several},
         {"name": "webhooks", "url": f"{site.url}/webhooks?token={token}"},
+        *two_factor_pages(site, token),
+    ]
+
+
+def two_factor_pages(site, token) -> list[dict]:
+    """Alice's account page (two-factor sign-in off), the pages that answer
+    its forms: setting it up (the QR code) and the recovery codes once it is
+    on (then turned off again with one of them, for the next width and
+    theme); and the sign-in page's second step, asking for the code of an
+    account that has it on, plain and after a wrong code."""
+    account = f"{site.url}/account?token={token}"
+    with_code = "tess"
+    app = make_app(site.env["DATABASE_URL"])
+    AuthActions(app, None).create_user(with_code)
+    with app.app_context():
+        db.engine.dispose()
+    tess = requests.get(site.url + "/login", auth=(with_code, PASSWORD), timeout=30)
+    tess = tess.json()["token"]
+    begun = requests.post(
+        site.url + "/account/two-factor", headers=bearer(tess), timeout=30
+    )
+    code = pyotp.TOTP(begun.json()["secret"]).now()
+    turned_on = requests.post(
+        site.url + "/account/two-factor/confirm",
+        json={"code": code},
+        headers=bearer(tess),
+        timeout=30,
+    )
+    assert turned_on.status_code == 200, turned_on.text
+    set_up = {"click": "Set up two-factor sign-in"}
+    password_step = [
+        {"fill": "Username", "value": with_code},
+        {"fill": "Password", "value": PASSWORD},
+        {"click": "Sign in"},
+    ]
+    return [
+        {"name": "account", "url": account},
+        {"name": "two-factor setup", "url": account, "steps": [set_up]},
+        {
+            "name": "recovery codes",
+            "url": account,
+            "steps": [
+                set_up,
+                {"fill": "Code", "totpOf": "#totp-secret"},
+                {"click": "Turn on"},
+            ],
+            "undo": [
+                {"remember": "code", "textOf": "#recovery-codes code"},
+                {"click": "Back to your account", "role": "link"},
+                {"fill": "Password", "value": PASSWORD},
+                {"fill": "Code", "remembered": "code"},
+                {"click": "Turn two-factor sign-in off"},
+            ],
+        },
+        {"name": "sign-in code", "url": site.url + "/login", "steps": password_step},
+        {
+            "name": "sign-in wrong code",
+            "url": site.url + "/login",
+            "steps": [
+                *password_step,
+                # Wrong whatever the clock says: codes are digits.
+                {"fill": "Code from your authenticator app", "value": "abcdef"},
+                {"click": "Sign in"},
+            ],
+        },
     ]
 
 

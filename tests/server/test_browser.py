@@ -15,13 +15,12 @@ import wave
 import zipfile
 import zlib
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from harness.server import ROOT, LiveServer
+from harness.server import LiveServer
 from helpers import (
     FREQUENT_SIGN_INS,
     PASSWORD,
@@ -32,39 +31,18 @@ from helpers import (
     live_share,
     live_upload,
     make_app,
+    screenshot,
 )
 from models import User, db
 from test_notifications import Receiver
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
 
 @pytest.fixture(scope="module")
 def site(sqlite_site):
     """The running app, shared by this module's tests."""
     return sqlite_site
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium, headless."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install the chromium package")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -75,12 +53,6 @@ def page(browser):
     page.dialogs = []
     yield page
     context.close()
-
-
-def screenshot(page, name):
-    """Keep a picture of the page for people to look at (test-artifacts/)."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def sign_in(page, site, password=PASSWORD, username="alice", remember=False):

@@ -1,0 +1,202 @@
+"""Single sign-on's pages: to the identity provider and back (oidc.py does
+the protocol), and linking an account to the provider or unlinking it.
+
+Each trip to the provider is remembered in this browser's session (signed,
+SameSite=Lax, which the provider's redirect back carries) under the state it
+sends, with what it is for: a sign-in (and where to go after) or linking the
+signed-in account. The way back takes each state once.
+"""
+
+from flask import Blueprint, current_app, flash, g, redirect, request, session, url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response as BaseResponse
+
+import caller
+import oidc
+from authentication import check_for_token, page_session, safe_target
+from errors import ApiError, no_content, wants_html
+from models import User, db, retry_on_conflict
+from request_data import load_or_400
+from schemas import sso_start_query_schema
+
+bp = Blueprint("sso", __name__)
+
+FLOWS = "lockbox_sso"
+# Trips to the provider one browser may have under way at once (tabs).
+MAX_FLOWS = 4
+
+
+def _configured_or_404() -> None:
+    if not oidc.configured():
+        raise ApiError(404, "Single sign-on is not set up on this site.")
+
+
+def _to_provider(flow: dict) -> BaseResponse:
+    """Send the browser to the provider, remembering ``flow`` under the state."""
+    try:
+        url, state = oidc.sign_in_url(url_for("sso.callback", _external=True))
+    except oidc.ProviderDown:
+        raise ApiError(503, oidc.DOWN_MESSAGE) from None
+    flows = dict(session.get(FLOWS) or {})
+    while len(flows) >= MAX_FLOWS:
+        flows.pop(next(iter(flows)))
+    flows[state] = flow
+    session[FLOWS] = flows
+    return redirect(url, 303)
+
+
+@bp.get("/sso/login")
+@caller.nobody
+def start() -> ResponseReturnValue:
+    """Sign in through the identity provider (a browser is sent there).
+    ---
+    get:
+      security: []
+      parameters:
+      - in: query
+        schema: SsoStartQuerySchema
+      responses:
+        303:
+          description: To the identity provider's sign-in
+        404: NoSingleSignOn
+        503: ProviderDown
+    """
+    _configured_or_404()
+    query = load_or_400(sso_start_query_schema, request.args.to_dict())
+    return _to_provider({"for": "sign-in", "next": safe_target(query.get("next"))})
+
+
+@bp.get("/sso/callback")
+@caller.nobody
+def callback() -> ResponseReturnValue:
+    """Where the identity provider sends the browser back (code and state).
+    ---
+    get:
+      security: []
+      parameters:
+      - in: query
+        schema: SsoCallbackQuerySchema
+      responses:
+        303:
+          description: Signed in, on to the files (or the account page)
+        400:
+          description: A sign-in not started here, answered twice, or refused
+          content:
+            application/json:
+              schema: ErrorSchema
+        403:
+          description: No account for this person, or the provider said no
+          content:
+            application/json:
+              schema: ErrorSchema
+        404: NoSingleSignOn
+        409:
+          description: The person already signs in to another account
+          content:
+            application/json:
+              schema: ErrorSchema
+        503: ProviderDown
+    """
+    _configured_or_404()
+    flows = dict(session.get(FLOWS) or {})
+    flow = flows.pop(str(request.args.get("state", "")), None)
+    session[FLOWS] = flows
+    if not isinstance(flow, dict):
+        raise ApiError(
+            400,
+            "This sign-in was not started in this browser, or was finished "
+            "already. Start again from the sign-in page.",
+        )
+    try:
+        claims, refresh_token = oidc.finish_sign_in()
+    except oidc.ProviderDown:
+        raise ApiError(503, oidc.DOWN_MESSAGE) from None
+    if flow.get("for") == "link":
+        return _linked(flow, claims, refresh_token)
+    user = oidc.account_of(claims)
+    if user is None and not current_app.config["OIDC_CREATE_ACCOUNTS"]:
+        raise ApiError(
+            403,
+            "No Lockbox account is linked to this identity provider account. "
+            "Sign in with your password and link it from your account page, or "
+            "ask your admin to let single sign-on create accounts.",
+        )
+    if user is None:
+        user = oidc.create_account(claims)
+        current_app.logger.info("Account %s made by single sign-on", user.id)
+    signed_in = user
+
+    @retry_on_conflict
+    def record() -> None:
+        db.session.refresh(signed_in)
+        oidc.signed_in(signed_in, claims, refresh_token)
+
+    record()
+    return page_session(user, keep=False, target=flow.get("next"), sso=True)
+
+
+def _linked(flow: dict, claims: dict, refresh_token: str | None) -> BaseResponse:
+    """The account that asked to link, linked to the person who signed in at
+    the provider; on to the account page."""
+    user = db.session.get(User, int(flow.get("user", 0)))
+    if user is None or user.token_version != flow.get("version"):
+        raise ApiError(400, "You signed out meanwhile: sign in and link again.")
+
+    @retry_on_conflict
+    def link() -> None:
+        db.session.refresh(user)
+        oidc.link(user, claims)
+        oidc.signed_in(user, claims, refresh_token)
+
+    link()
+    name = current_app.config["OIDC_PROVIDER_NAME"]
+    flash(f"Your account now also signs in with {name}.", "success")
+    return redirect(url_for("account.account"), 303)
+
+
+@bp.post("/account/sso/link")
+@check_for_token
+def link_account() -> ResponseReturnValue:
+    """Link the signed-in account to a person at the identity provider.
+    ---
+    post:
+      responses:
+        303:
+          description: To the identity provider's sign-in
+        404: NoSingleSignOn
+        503: ProviderDown
+    """
+    _configured_or_404()
+    user = g.user
+    return _to_provider({"for": "link", "user": user.id, "version": user.token_version})
+
+
+@bp.post("/account/sso/unlink")
+@check_for_token
+def unlink_account() -> ResponseReturnValue:
+    """Stop signing in through the identity provider (the password stays).
+    ---
+    post:
+      responses:
+        204:
+          description: Unlinked
+        303:
+          description: A browser, back to its account page
+        400:
+          description: The account has no password to sign in with instead
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    user = g.user
+
+    @retry_on_conflict
+    def unlink() -> None:
+        db.session.refresh(user)
+        oidc.unlink(user)
+
+    unlink()
+    if wants_html():
+        flash("Your account no longer signs in through the provider.", "success")
+        return redirect(url_for("account.account"), 303)
+    return no_content()
