@@ -20,11 +20,11 @@ import two_factor
 from authentication import NO_STORE, check_for_token, limit_per_address
 from errors import ApiError, no_content, wants_html
 from models import db, retry_on_conflict
-from passwords import password_matches
 from quotas import account_usage
 from request_data import load_or_400, request_body
 from schemas import (
     account_schema,
+    password_check_schema,
     recovery_codes_schema,
     two_factor_code_schema,
     two_factor_off_schema,
@@ -82,13 +82,22 @@ def _setup_page(secret: str, error: str | None = None) -> str:
 
 
 @bp.post("/account/two-factor")
+@limit_per_address
 @check_for_token
 def begin_two_factor() -> ResponseReturnValue:
     """Start setting up a second factor: a new secret for the authenticator
     app (a browser: the page with its QR code). It is on once its first
-    code is confirmed.
+    code is confirmed. Needs the password: a stolen session alone must not
+    set up a factor of its own and lock the owner out.
     ---
     post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: PasswordCheckSchema
+          application/x-www-form-urlencoded:
+            schema: PasswordCheckSchema
       responses:
         200:
           description: The secret, and the URI a QR code holds
@@ -101,13 +110,22 @@ def begin_two_factor() -> ResponseReturnValue:
           content:
             application/json:
               schema: ErrorSchema
+        403:
+          description: Wrong password
+          content:
+            application/json:
+              schema: ErrorSchema
         409: TwoFactorOn
+        429: TooManyAttempts
     """
+    body = load_or_400(password_check_schema, request_body())
     user = g.user
     if user.password_hash is None:
         raise ApiError(400, NO_PASSWORD)
     if two_factor.is_on(user):
         raise ApiError(409, "Two-factor sign-in is on already; turn it off first.")
+    if not two_factor.owner_confirms(user, body["password"], None):
+        raise ApiError(403, "Wrong password: nothing was set up.")
 
     @retry_on_conflict
     def begin() -> str:
@@ -232,10 +250,7 @@ def disable_two_factor() -> ResponseReturnValue:
     @retry_on_conflict
     def turn_off() -> bool:
         db.session.refresh(user)
-        known = user.password_hash is not None and password_matches(
-            user.password_hash, body["password"]
-        )
-        if not (known and two_factor.check(user, body["code"])):
+        if not two_factor.owner_confirms(user, body["password"], body["code"]):
             return False
         two_factor.turn_off(user)
         return True

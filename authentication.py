@@ -75,6 +75,14 @@ limit_per_username = rate_limits.per_username(_login_username, _no_real_username
 limit_per_address = rate_limits.per_address(
     lambda: not caller.checks_a_sign_in_password()
 )
+# Second-factor codes, per account: only requests that carry one count.
+limit_codes = rate_limits.code_attempts(
+    _login_username,
+    lambda: (
+        caller.sign_in_attempt().code is None
+        or caller.sign_in_attempt().username is None
+    ),
+)
 
 
 # --- pages that stay signed in ---------------------------------------------
@@ -256,12 +264,17 @@ def keep_the_page_token(endpoint: str, values: dict[str, Any]) -> None:
 
 
 def token_response(
-    user: User, family: str | None = None, refresh_id: str | None = None
+    user: User,
+    family: str | None = None,
+    refresh_id: str | None = None,
+    sso: bool = False,
 ) -> Response:
     """The JSON answer to a sign-in or a refresh: an access and a refresh
-    token (whose id is ``refresh_id`` when given: a rotated token's successor)."""
+    token (whose id is ``refresh_id`` when given: a rotated token's
+    successor; ``sso``: of a sign-in made through the identity provider,
+    which its refreshes keep checking back with)."""
     family = family or uuid.uuid4().hex
-    refresh_token = issue_token(user, REFRESH, family, jti=refresh_id)
+    refresh_token = issue_token(user, REFRESH, family, jti=refresh_id, sso=sso)
     response = jsonify(
         token_pair_schema.dump(
             {
@@ -280,6 +293,7 @@ def token_response(
 @bp.get("/login")
 @limit_per_username
 @limit_per_address
+@limit_codes
 @caller.password
 def login() -> ResponseReturnValue:
     """Exchange HTTP Basic credentials for tokens; browsers get the sign-in page.
@@ -354,6 +368,7 @@ def _code_accepted(user: User, code: str) -> bool:
 @bp.post("/login")
 @limit_per_username
 @limit_per_address
+@limit_codes
 @caller.password
 def login_form() -> ResponseReturnValue:
     """Sign in with a username and password, as a form or a JSON body.
@@ -460,7 +475,8 @@ def _page_second_factor(
     may go on (no second factor, or its code is right); else the page that
     asks for the code, or (REQUIRE_TWO_FACTOR) sets the second factor up."""
     fields = {
-        "ticket": two_factor.ticket_for(user),
+        # The ticket keeps the time of the password it stands for.
+        "ticket": attempt.ticket or two_factor.ticket_for(user),
         "next": _next_after_sign_in(body.get("next")),
         "remember": bool(body.get("remember")),
     }
@@ -589,16 +605,10 @@ def _provider_agrees(claims: dict) -> bool | None:
     if claims.get("sso") is not True or not subject.isdigit() or len(subject) > 10:
         return True
     user = db.session.get(User, int(subject))
-    if user is None or not oidc.recheck_due(user):
+    if user is None:
         return True
-
-    @retry_on_conflict
-    def ask() -> bool | None:
-        db.session.refresh(user)
-        return oidc.recheck(user)
-
     try:
-        return ask()
+        return oidc.still_vouches(user)
     except oidc.ProviderDown:
         raise ApiError(503, oidc.DOWN_MESSAGE) from None
 
@@ -724,4 +734,4 @@ def refresh() -> Response:
         current_app.logger.warning("Refresh token reused; family revoked")
         raise invalid_token("revoked")
     user, successor = rotated
-    return token_response(user, claims["fam"], successor)
+    return token_response(user, claims["fam"], successor, claims.get("sso") is True)

@@ -43,6 +43,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import Authorization
 
 import metrics_token
+import oidc
 import personal_tokens
 import request_links
 import session_tokens
@@ -314,6 +315,22 @@ def _identify(token: str) -> Caller:
     return Caller(SESSION, user, None, claims)
 
 
+def _provider_still_vouches(user: User | None) -> None:
+    """An API token of an account that signs in only through the identity
+    provider works while the provider still vouches for its person: asked
+    when OIDC_RECHECK_SECONDS have passed (oidc.still_vouches), as a page
+    session's renewal asks. Refused: every token of the account has ended
+    (a 401); the provider down: a 503."""
+    if user is None or user.password_hash is not None or user.oidc_subject is None:
+        return
+    try:
+        vouched = oidc.still_vouches(user)
+    except oidc.ProviderDown:
+        raise ApiError(503, oidc.DOWN_MESSAGE) from None
+    if vouched is False:
+        raise session_tokens.invalid_token("revoked")
+
+
 def _account(scopes: tuple[str, ...] | None) -> Caller:
     """The caller an account token makes, allowed the ``scopes`` (None: a
     signed-in session only); a 401 or 403 otherwise."""
@@ -322,6 +339,7 @@ def _account(scopes: tuple[str, ...] | None) -> Caller:
         raise session_tokens.invalid_token("missing")
     caller = _identify(token)
     if caller.kind == ACCESS_TOKEN:
+        _provider_still_vouches(caller.user)
         if scopes is None:
             raise ApiError(403, "This needs a signed-in session, not an API token")
         for name in scopes:

@@ -143,7 +143,8 @@ def bootstrap_user(name: str) -> None:
 
 @users_cli.command("list")
 def list_users() -> None:
-    """List users with their file counts, storage used and quota."""
+    """List users with their role, how they sign in, file counts, storage
+    used and quota."""
     rows = db.session.execute(
         db.select(User, func.count(StoredFile.id))
         .outerjoin(
@@ -157,8 +158,14 @@ def list_users() -> None:
     for user, count in rows:
         quota = quota_of(user)
         limit = "no quota" if quota is None else f"of {format_size(quota)}"
+        ways = [
+            *(["password"] if user.password_hash is not None else []),
+            *(["single sign-on"] if user.oidc_subject is not None else []),
+            *(["two-factor"] if user.totp_enabled_at is not None else []),
+        ]
         click.echo(
-            f"{user.username}\tcreated {user.created_at:%Y-%m-%d %H:%M} UTC"
+            f"{user.username}\t{user.role}\t{' + '.join(ways)}"
+            f"\tcreated {user.created_at:%Y-%m-%d %H:%M} UTC"
             f"\t{count} files\t{format_size(usage_of(user.id))} used {limit}"
         )
 
@@ -221,6 +228,11 @@ def reset_two_factor(name: str) -> None:
     revoke_all_tokens(user)
     db.session.commit()
     click.echo(f"Two-factor sign-in turned off for {name}")
+    click.echo(
+        "If the password may be known to someone else, give a new one too "
+        f"(users set-password {name}) before they set it up again.",
+        err=True,
+    )
 
 
 @files_cli.command("gc")

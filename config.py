@@ -166,6 +166,8 @@ def from_environment(instance_path: str) -> dict:
         # Two-factor sign-in (two_factor.py): required of every account that
         # signs in with a password.
         "REQUIRE_TWO_FACTOR": _flag_from_env("REQUIRE_TWO_FACTOR"),
+        # Second-factor codes tried per account, right ones too.
+        "TWO_FACTOR_LIMIT": os.environ.get("TWO_FACTOR_LIMIT") or "10 per 15 minutes",
         # GET /metrics answers only to this Bearer token; unset: 404.
         "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
         "TRUSTED_PROXIES": _int_from_env("TRUSTED_PROXIES", 0, minimum=0),
@@ -291,7 +293,10 @@ def check(config: dict, relaxed: bool) -> list[str]:
         )
     issuer = urlsplit(config.get("OIDC_ISSUER") or "")
     if all(oidc) and (issuer.scheme not in ("https", "http") or not issuer.hostname):
-        raise ConfigError("OIDC_ISSUER must be the provider's https:// URL")
+        raise ConfigError(
+            "OIDC_ISSUER must be the provider's URL: https://, or http:// on "
+            "a network of your own"
+        )
     if bool(config.get("OIDC_ADMIN_CLAIM")) != bool(config.get("OIDC_ADMIN_VALUE")):
         raise ConfigError("OIDC_ADMIN_CLAIM and OIDC_ADMIN_VALUE go together")
     chunk = config["CHUNK_SIZE"]

@@ -25,15 +25,18 @@ from datetime import timedelta
 from typing import Any
 
 import requests
-from authlib.integrations.flask_client import OAuth, OAuthError
-from flask import Flask, current_app
+from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.flask_client import OAuth
+from flask import Flask, current_app, session
 from joserfc.errors import JoseError
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 
 from credentials import seal_for, unseal_for
 from errors import ApiError
-from models import User, db, utcnow
+from models import User, db, retry_on_conflict, utcnow
 from passwords import USERNAME_RE
+from session_tokens import revoke_all_tokens
 
 CLIENT_NAME = "provider"
 EXTENSION = "lockbox.oidc"
@@ -102,6 +105,12 @@ def _metadata() -> dict:
     return metadata
 
 
+def forget(state: str) -> None:
+    """Drop what Authlib keeps in the browser's session for a trip to the
+    provider that will not come back (the session cookie stays small)."""
+    client().framework.clear_state_data(session, state)
+
+
 def sign_in_url(redirect_uri: str) -> tuple[str, str]:
     """Where to send the browser to sign in at the provider, and the state
     that will come back; the state, nonce and PKCE verifier are kept in the
@@ -124,7 +133,7 @@ def finish_sign_in() -> tuple[dict, str | None]:
     not hold up; ProviderDown when the provider can't be reached."""
     try:
         token = client().authorize_access_token()
-    except OAuthError as error:
+    except AuthlibBaseError as error:
         current_app.logger.info("Single sign-on refused: %s", error.error)
         if error.error in ("access_denied", "login_required", "consent_required"):
             raise ApiError(403, "The identity provider did not sign you in.") from None
@@ -146,7 +155,11 @@ def finish_sign_in() -> tuple[dict, str | None]:
         or claims.get("iss", "").rstrip("/") != current_app.config["OIDC_ISSUER"]
     ):
         raise ApiError(400, "The identity provider's answer could not be verified.")
-    if not isinstance(claims.get("sub"), str) or not 0 < len(claims["sub"]) <= 255:
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not 0 < len(subject) <= 255:
+        raise ApiError(400, "The identity provider's answer could not be verified.")
+    if subject != subject.strip() or not subject.isprintable():
+        # MariaDB's PAD SPACE collation would find "abc" for "abc ".
         raise ApiError(400, "The identity provider's answer could not be verified.")
     return dict(claims), token.get("refresh_token")
 
@@ -175,18 +188,23 @@ def clean_username(name: object) -> str:
 
 
 def _free_username(base: str) -> str:
-    """``base``, or ``base-2``, ``base-3``... the first no account has."""
-    taken = set(
-        db.session.execute(
+    """``base``, or ``base-2``, ``base-3``... the first that no account has
+    in any case ("Admin" is not given beside "admin": people and link
+    visitors would take one for the other)."""
+    lower = func.lower(User.username)
+    taken = {
+        name.lower()
+        for name in db.session.execute(
             db.select(User.username).where(
-                (User.username == base) | User.username.startswith(base + "-")
+                (lower == base.lower())
+                | lower.startswith(base.lower() + "-", autoescape=True)
             )
         ).scalars()
-    )
-    if base not in taken:
+    }
+    if base.lower() not in taken:
         return base
     number = 2
-    while f"{base}-{number}" in taken:
+    while f"{base}-{number}".lower() in taken:
         number += 1
     return f"{base}-{number}"
 
@@ -234,6 +252,8 @@ def create_account(claims: dict) -> User:
 def link(user: User, claims: dict) -> None:
     """Link ``user`` to the provider's person (not committed); a 409 when that
     person signs in to another account already."""
+    if user.oidc_subject is not None:
+        raise ApiError(409, ALREADY_LINKED)
     other = account_of(claims)
     if other is not None and other.id != user.id:
         raise ApiError(
@@ -243,6 +263,12 @@ def link(user: User, claims: dict) -> None:
         )
     user.oidc_issuer = current_app.config["OIDC_ISSUER"]
     user.oidc_subject = claims["sub"]
+
+
+ALREADY_LINKED = (
+    "This account signs in through the provider already; unlink it first to "
+    "link another account there."
+)
 
 
 def unlink(user: User) -> None:
@@ -302,7 +328,7 @@ def recheck(user: User) -> bool | None:
         token = client().fetch_access_token(
             grant_type="refresh_token", refresh_token=refresh_token
         )
-    except OAuthError as error:
+    except AuthlibBaseError as error:
         current_app.logger.info("Provider refused the refresh: %s", error.error)
         user.oidc_refresh_token = None
         return False
@@ -315,3 +341,24 @@ def recheck(user: User) -> bool | None:
             user.id, REFRESH_PURPOSE, token["refresh_token"]
         )
     return True
+
+
+def still_vouches(user: User) -> bool | None:
+    """Whether the provider still vouches for ``user``'s person, asking it
+    (committed) when OIDC_RECHECK_SECONDS have passed since it last did:
+    True; False when it refuses, and then, for an account that has no
+    password (the provider is its only way in), every token of the account
+    ends, its API tokens too; None when there is no refresh token to ask
+    with. ProviderDown when it can't be reached."""
+    if user.oidc_subject is not None and not recheck_due(user):
+        return True
+
+    @retry_on_conflict
+    def ask() -> bool | None:
+        db.session.refresh(user)
+        answer = recheck(user)
+        if answer is False and user.password_hash is None:
+            revoke_all_tokens(user)
+        return answer
+
+    return ask()

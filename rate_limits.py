@@ -29,6 +29,9 @@ R = TypeVar("R")
 
 TOO_MANY_SIGN_INS = "Too many sign-in attempts; wait a minute and try again"
 TOO_MANY_PASSWORDS = "Too many password attempts; wait a minute and try again"
+TOO_MANY_CODES = (
+    "Too many two-factor codes tried; wait a quarter of an hour and try again"
+)
 
 
 def _limit(
@@ -62,6 +65,17 @@ def per_username(
         exempt,
         TOO_MANY_SIGN_INS,
         username_key,
+    )
+
+
+def code_attempts(
+    username_key: Callable[[], str], exempt: Callable[[], bool]
+) -> RouteLimit:
+    """Second-factor codes per account (TWO_FACTOR_LIMIT), on top of the
+    sign-in limits: a decorator. Six digits are few to guess, so the window
+    is long; ``exempt`` says when a request carries no code."""
+    return _limit(
+        "TWO_FACTOR_LIMIT", "two-factor", exempt, TOO_MANY_CODES, username_key
     )
 
 

@@ -225,6 +225,19 @@ class TwoFactorCodeSchema(RequestSchema):
     )
 
 
+class PasswordCheckSchema(RequestSchema):
+    """A change to how the account signs in: its password again, and (when
+    two-factor sign-in is on) a code, so that a stolen session alone cannot
+    make it."""
+
+    password = fields.String(required=True)
+    code = fields.String(
+        metadata={
+            "description": "With two-factor sign-in on: a code, or a recovery code"
+        }
+    )
+
+
 class TwoFactorOffSchema(RequestSchema):
     """Turning the second factor off: the password and a code."""
 
@@ -850,6 +863,7 @@ webhook_schema = WebhookSchema()
 sso_start_query_schema = SsoStartQuerySchema()
 two_factor_code_schema = TwoFactorCodeSchema()
 two_factor_off_schema = TwoFactorOffSchema()
+password_check_schema = PasswordCheckSchema()
 two_factor_setup_schema = TwoFactorSetupSchema()
 recovery_codes_schema = RecoveryCodesSchema()
 new_webhook_schema = NewWebhookSchema()

@@ -7,23 +7,34 @@ sends, with what it is for: a sign-in (and where to go after) or linking the
 signed-in account. The way back takes each state once.
 """
 
+import time
+
 from flask import Blueprint, current_app, flash, g, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response as BaseResponse
 
 import caller
 import oidc
-from authentication import check_for_token, page_session, safe_target
+import two_factor
+from authentication import (
+    check_for_token,
+    limit_per_address,
+    page_session,
+    safe_target,
+)
 from errors import ApiError, no_content, wants_html
 from models import User, db, retry_on_conflict
-from request_data import load_or_400
-from schemas import sso_start_query_schema
+from request_data import load_or_400, request_body
+from schemas import password_check_schema, sso_start_query_schema
+from session_tokens import is_revoked
 
 bp = Blueprint("sso", __name__)
 
 FLOWS = "lockbox_sso"
 # Trips to the provider one browser may have under way at once (tabs).
 MAX_FLOWS = 4
+# How long a trip to the provider may take, its sign-in included.
+FLOW_SECONDS = 600
 
 
 def _configured_or_404() -> None:
@@ -32,17 +43,39 @@ def _configured_or_404() -> None:
 
 
 def _to_provider(flow: dict) -> BaseResponse:
-    """Send the browser to the provider, remembering ``flow`` under the state."""
+    """Send the browser to the provider, remembering ``flow`` (and when it
+    started) under the state."""
     try:
         url, state = oidc.sign_in_url(url_for("sso.callback", _external=True))
     except oidc.ProviderDown:
         raise ApiError(503, oidc.DOWN_MESSAGE) from None
     flows = dict(session.get(FLOWS) or {})
     while len(flows) >= MAX_FLOWS:
+        oidc.forget(next(iter(flows)))
         flows.pop(next(iter(flows)))
-    flows[state] = flow
+    flows[state] = {**flow, "at": int(time.time())}
     session[FLOWS] = flows
     return redirect(url, 303)
+
+
+def _flow_coming_back() -> dict:
+    """What the trip coming back to the callback was for, taken once: a 400
+    for a state this browser did not send, or sent more than FLOW_SECONDS ago
+    (a session cookie kept by whoever started it, replayed later)."""
+    flows = dict(session.get(FLOWS) or {})
+    flow = flows.pop(str(request.args.get("state", "")), None)
+    session[FLOWS] = flows
+    fresh = isinstance(flow, dict) and 0 <= time.time() - flow.get("at", 0) <= (
+        FLOW_SECONDS
+    )
+    if not fresh:
+        raise ApiError(
+            400,
+            "This sign-in was not started in this browser, was finished "
+            "already, or took too long. Start again from the sign-in page.",
+        )
+    assert isinstance(flow, dict)
+    return flow
 
 
 @bp.get("/sso/login")
@@ -98,15 +131,7 @@ def callback() -> ResponseReturnValue:
         503: ProviderDown
     """
     _configured_or_404()
-    flows = dict(session.get(FLOWS) or {})
-    flow = flows.pop(str(request.args.get("state", "")), None)
-    session[FLOWS] = flows
-    if not isinstance(flow, dict):
-        raise ApiError(
-            400,
-            "This sign-in was not started in this browser, or was finished "
-            "already. Start again from the sign-in page.",
-        )
+    flow = _flow_coming_back()
     try:
         claims, refresh_token = oidc.finish_sign_in()
     except oidc.ProviderDown:
@@ -139,7 +164,8 @@ def _linked(flow: dict, claims: dict, refresh_token: str | None) -> BaseResponse
     """The account that asked to link, linked to the person who signed in at
     the provider; on to the account page."""
     user = db.session.get(User, int(flow.get("user", 0)))
-    if user is None or user.token_version != flow.get("version"):
+    ended = is_revoked("family:" + str(flow.get("family")))
+    if user is None or user.token_version != flow.get("version") or ended:
         raise ApiError(400, "You signed out meanwhile: sign in and link again.")
 
     @retry_on_conflict
@@ -155,20 +181,60 @@ def _linked(flow: dict, claims: dict, refresh_token: str | None) -> BaseResponse
 
 
 @bp.post("/account/sso/link")
+@limit_per_address
 @check_for_token
 def link_account() -> ResponseReturnValue:
     """Link the signed-in account to a person at the identity provider.
+
+    Needs the password (and a code, with two-factor sign-in on): whoever
+    holds the link can sign in to the account, so a stolen session alone
+    must not make one. An account linked already is refused: unlink first.
     ---
     post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: PasswordCheckSchema
+          application/x-www-form-urlencoded:
+            schema: PasswordCheckSchema
       responses:
         303:
           description: To the identity provider's sign-in
+        403:
+          description: Wrong password or code
+          content:
+            application/json:
+              schema: ErrorSchema
+        409:
+          description: The account is linked already
+          content:
+            application/json:
+              schema: ErrorSchema
+        429: TooManyAttempts
         404: NoSingleSignOn
         503: ProviderDown
     """
     _configured_or_404()
+    body = load_or_400(password_check_schema, request_body())
     user = g.user
-    return _to_provider({"for": "link", "user": user.id, "version": user.token_version})
+    if user.oidc_subject is not None:
+        raise ApiError(409, oidc.ALREADY_LINKED)
+
+    @retry_on_conflict
+    def confirmed() -> bool:
+        db.session.refresh(user)
+        return two_factor.owner_confirms(user, body["password"], body.get("code"))
+
+    if not confirmed():
+        raise ApiError(403, "Wrong password or code: nothing was linked.")
+    flow = {
+        "for": "link",
+        "user": user.id,
+        "version": user.token_version,
+        "family": g.caller.record["fam"],
+    }
+    return _to_provider(flow)
 
 
 @bp.post("/account/sso/unlink")

@@ -33,6 +33,7 @@ from itsdangerous import BadSignature
 
 from credentials import seal_for, timestamp_signer, unseal_for
 from models import RecoveryCode, User, db, rowcount, utcnow
+from passwords import password_matches
 
 # What an authenticator app shows the account as.
 ISSUER_NAME = "Lockbox"
@@ -45,7 +46,7 @@ SECRET_PURPOSE = b"lockbox totp secret"
 TICKET_SALT = "lockbox sign-in ticket"
 # A code as typed: six digits (spaces allowed), or a recovery code (16
 # letters and digits of base32, in groups or not).
-CODE_RE = re.compile(r"\d{6}")
+CODE_RE = re.compile(r"[0-9]{6}")
 RECOVERY_RE = re.compile(r"[a-z2-7]{16}")
 
 
@@ -194,6 +195,18 @@ def check(user: User, code: object) -> bool:
     return _accept_code(user, code) or _use_recovery_code(user, code)
 
 
+def owner_confirms(user: User, password: object, code: object) -> bool:
+    """Whether the person is the account's owner, not just a holder of its
+    session: ``password`` is its password and, when its second factor is on,
+    ``code`` one of its codes (then used up; not committed). The password is
+    checked first: a wrong one uses up no code."""
+    if user.password_hash is None or not isinstance(password, str):
+        return False
+    if not password_matches(user.password_hash, password):
+        return False
+    return not is_on(user) or check(user, code)
+
+
 def new_recovery_codes(user: User) -> list[str]:
     """Ten new recovery codes for ``user``, replacing any it had (not
     committed): shown once, stored as hashes."""
@@ -227,7 +240,8 @@ def ticket_for(user: User) -> str:
 
 def ticket_user(ticket: object) -> User | None:
     """The account a ticket (younger than TICKET_SECONDS) was made for, if it
-    still has the token version it had; else None."""
+    still has the token version it had and still needs a second factor; else
+    None."""
     if not isinstance(ticket, str) or len(ticket) > 512:
         return None
     try:
@@ -240,4 +254,6 @@ def ticket_user(ticket: object) -> User | None:
     user = db.session.get(User, int(user_id))
     if user is None or user.token_version != version:
         return None
+    if not (is_on(user) or required_of(user)):
+        return None  # the second factor was turned off: sign in again
     return user

@@ -211,7 +211,7 @@ def test_list_users_shows_names_and_file_counts(auth, client, runner):
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith("alice\t")
+    assert lines[0].startswith("alice\tuser\tpassword\t")
     assert lines[0].endswith("\t2 files\t20 B used no quota")
     assert lines[1].startswith("bob\t")
     assert lines[1].endswith("\t0 files\t0 B used no quota")

@@ -4,12 +4,15 @@ tokens that must not be believed; accounts made, linked and refused; the
 admin claim; and the re-check that ends the session of a person the
 provider disabled."""
 
+import time
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import pytest
 import requests
 
+import sso
 from helpers import HTML, PASSWORD, basic_auth, bearer
 from models import User, db, utcnow
 from oidc_peer import OidcPeer, sign_in_at_provider
@@ -77,6 +80,19 @@ def provider_sign_in(client, login="p-ann", start="/sso/login", method="get", **
         assert response.status_code == 303, response.data
         authorize = response.headers["Location"]
     return callback_path(sign_in_at_provider(requests.Session(), authorize, login))
+
+
+def link_through_provider(client, token, login="p-ann", password=PASSWORD):
+    """Ask to link the account (its password again), sign in at the provider
+    as ``login``; the callback path."""
+    return provider_sign_in(
+        client,
+        login=login,
+        start="/account/sso/link",
+        method="post",
+        headers=bearer(token),
+        data={"password": password},
+    )
 
 
 def user_row(app, **filters):
@@ -227,9 +243,7 @@ def test_linking_an_existing_account(app, client, auth):
     the provider signs it in, and unlinking keeps the password."""
     auth.create_user("alice")
     token = auth.token("alice")
-    callback = provider_sign_in(
-        client, start="/account/sso/link", method="post", headers=bearer(token)
-    )
+    callback = link_through_provider(client, token)
     response = client.get(callback, headers=HTML)
     assert response.status_code == 303
     assert response.headers["Location"].endswith("/account")
@@ -252,9 +266,7 @@ def test_a_person_links_to_one_account_only(app, client, auth):
     client.get(provider_sign_in(client), headers=HTML)
     auth.create_user("alice")
     token = auth.token("alice")
-    callback = provider_sign_in(
-        client, start="/account/sso/link", method="post", headers=bearer(token)
-    )
+    callback = link_through_provider(client, token)
     response = client.get(callback, headers=HTML)
     assert response.status_code == 409
     assert user_row(app, username="alice").oidc_subject is None
@@ -384,3 +396,105 @@ def test_the_pages_forms_may_lead_to_the_provider_and_nowhere_else(client, peer)
     policy = client.get("/login", headers=HTML).headers["Content-Security-Policy"]
     form_action = policy.split("form-action", 1)[1].split(";")[0].split()
     assert form_action == ["'self'", peer.issuer]
+
+
+def test_linking_needs_the_password_and_an_unlinked_account(app, client, auth):
+    """A stolen session alone links nothing: the password is asked again
+    (wrong: 403, nobody sent to the provider); an account linked already is
+    refused (409) rather than moved to another person at the provider."""
+    auth.create_user("alice")
+    token = auth.token("alice")
+    wrong = client.post(
+        "/account/sso/link", headers=bearer(token), data={"password": "guess"}
+    )
+    assert wrong.status_code == 403
+    missing = client.post("/account/sso/link", headers=bearer(token), json={})
+    assert missing.status_code == 400
+    client.get(link_through_provider(client, token), headers=HTML)
+    assert user_row(app, username="alice").oidc_subject == "p-ann"
+    again = client.post(
+        "/account/sso/link", headers=bearer(token), data={"password": PASSWORD}
+    )
+    assert again.status_code == 409
+    assert user_row(app, username="alice").oidc_subject == "p-ann"
+
+
+def test_a_link_trip_kept_and_replayed_later_links_nothing(
+    app, client, auth, monkeypatch
+):
+    """The browser's session cookie keeps a trip to the provider: brought
+    back after FLOW_SECONDS, or after the sign-in that started it ended, it
+    links nothing."""
+    auth.create_user("alice")
+    token = auth.token("alice")
+    callback = link_through_provider(client, token)
+    monkeypatch.setattr(sso, "FLOW_SECONDS", 0)
+    time.sleep(1.1)
+    assert client.get(callback, headers=HTML).status_code == 400
+    assert user_row(app, username="alice").oidc_subject is None
+    monkeypatch.undo()
+    callback = link_through_provider(client, token)
+    client.post("/logout", headers=bearer(token))
+    assert client.get(callback, headers=HTML).status_code == 400
+    assert user_row(app, username="alice").oidc_subject is None
+
+
+def test_a_callback_without_a_code_is_a_400(app, client):
+    """The provider's redirect cut short (state, no code): a clear 400."""
+    callback = provider_sign_in(client)
+    state = parse_qs(urlsplit(callback).query)["state"][0]
+    response = client.get(f"/sso/callback?state={state}")
+    assert response.status_code == 400
+    assert response.get_json()["message"].startswith("This sign-in could not")
+
+
+def test_a_name_taken_in_another_case_gets_a_number(app, client, auth):
+    """ "Ann" exists: the provider's "ann" becomes ann-2, never a look-alike."""
+    auth.create_user("Ann")
+    client.get(provider_sign_in(client), headers=HTML)
+    assert user_row(app, oidc_subject="p-ann").username == "ann-2"
+
+
+def test_refreshing_keeps_checking_back_with_the_provider(app, client, peer):
+    """The renewal cookie traded at POST /refresh: the new refresh token is
+    still of a single sign-on, and once the provider disables the person a
+    due refresh is refused."""
+    client.get(provider_sign_in(client), headers=HTML)
+    cookie = client.get_cookie(RENEW_COOKIE, path="/renew").value
+    pair = client.post("/refresh", json={"refresh_token": cookie}).get_json()
+    assert jwt.decode(pair["refresh_token"], options={"verify_signature": False})["sso"]
+    peer.disable("p-ann")
+    make_recheck_due(app)
+    refused = client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert refused.status_code == 401
+
+
+def test_api_tokens_of_an_account_made_by_single_sign_on_end_with_the_person(
+    app, client, peer
+):
+    """An account whose only way in is the provider: its API tokens are
+    checked back too, and end (all of them) once the provider refuses."""
+    signed_in = client.get(provider_sign_in(client), headers=HTML)
+    token = parse_qs(urlsplit(signed_in.headers["Location"]).query)["token"][0]
+    made = client.post(
+        "/tokens", json={"name": "ci", "scopes": ["files:read"]}, headers=bearer(token)
+    ).get_json()["token"]
+    assert client.get("/files", headers=bearer(made)).status_code == 200
+    make_recheck_due(app)
+    assert client.get("/files", headers=bearer(made)).status_code == 200  # vouched
+    peer.disable("p-ann")
+    make_recheck_due(app)
+    assert client.get("/files", headers=bearer(made)).status_code == 401
+    peer.enable("p-ann")
+    assert client.get("/files", headers=bearer(made)).status_code == 401
+
+
+@pytest.mark.one_database
+def test_trips_abandoned_at_the_provider_do_not_grow_the_cookie(client):
+    """Each start keeps its state in the browser's session cookie: only the
+    last few are kept, so a person pressing the button again and again never
+    grows the cookie past what browsers keep (4 KB)."""
+    for _ in range(25):
+        to_provider(client)
+    cookie = client.get_cookie("session")
+    assert cookie is not None and len(cookie.value) < 3000, len(cookie.value)

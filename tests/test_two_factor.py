@@ -79,7 +79,9 @@ def wrong_code(secret: str, step: int) -> str:
 
 def begin(client, token) -> str:
     """POST /account/two-factor that must succeed; the new secret."""
-    response = client.post("/account/two-factor", headers=bearer(token))
+    response = client.post(
+        "/account/two-factor", json={"password": PASSWORD}, headers=bearer(token)
+    )
     assert response.status_code == 200, response.get_json()
     assert response.headers["Cache-Control"] == "no-store"
     return response.get_json()["secret"]
@@ -526,7 +528,7 @@ def test_only_a_signed_in_session_sets_it_up_and_only_once(client, token, clock)
     assert made.status_code == 201, made.get_json()
     pat = made.get_json()["token"]
     for path, body in [
-        ("/account/two-factor", None),
+        ("/account/two-factor", {"password": PASSWORD}),
         ("/account/two-factor/confirm", {"code": "123456"}),
         ("/account/two-factor/disable", {"password": PASSWORD, "code": "123456"}),
     ]:
@@ -535,7 +537,9 @@ def test_only_a_signed_in_session_sets_it_up_and_only_once(client, token, clock)
     assert account_json(client, token)["two_factor"] is False
 
     secret, _ = enrol(client, token, clock)
-    response = client.post("/account/two-factor", headers=bearer(token))
+    response = client.post(
+        "/account/two-factor", json={"password": PASSWORD}, headers=bearer(token)
+    )
     assert response.status_code == 409
     assert confirm(client, token, code_for(secret, clock.step + 1)).status_code == 409
     # The secret that is on was not replaced.
@@ -580,7 +584,9 @@ def test_an_account_without_a_password_gets_no_factor_it_could_never_turn_off(
         db.session.commit()
         carol_id = carol.id
     session = make_token({"sub": str(carol_id), "ver": auth.token_version("carol")})
-    begun = client.post("/account/two-factor", headers=bearer(session))
+    begun = client.post(
+        "/account/two-factor", json={"password": ""}, headers=bearer(session)
+    )
     if begun.status_code == 200:
         code = code_for(begun.get_json()["secret"], clock.step)
         confirm(client, session, code)
@@ -618,3 +624,73 @@ def test_an_admin_turns_it_off_from_the_command_line(app, client, enrolled, toke
     assert otp_sign_in(client).status_code == 200
     assert recovery_counts(app) == (0, 0)
     assert alice_row(app).totp_secret is None
+
+
+def test_a_stolen_session_alone_sets_up_no_second_factor(client, token):
+    """Setting up needs the password again: a session without it (a token
+    copied from a URL) cannot put a factor of its own on the account and lock
+    its owner out."""
+    for body in ({"password": "a guess"}, {}):
+        response = client.post("/account/two-factor", json=body, headers=bearer(token))
+        assert response.status_code in (400, 403), response.get_json()
+    assert account_json(client, token)["two_factor"] is False
+    assert otp_sign_in(client).status_code == 200
+
+
+@pytest.mark.one_database
+@pytest.mark.parametrize("code", ["١٢٣٤٥٦", "１２３４５６", "12345６", "⁰¹²³⁴⁵"])
+def test_digits_of_other_scripts_are_a_wrong_code_not_an_error(
+    client, enrolled, token, code
+):
+    """Codes typed in other digits (Arabic-Indic, full-width, superscript):
+    refused as wrong, on every route that takes one, never a 500."""
+    assert otp_sign_in(client, code).status_code == 401
+    assert otp_sign_in(client, code, how="json").status_code == 401
+    ticket = ticket_of(page_password(client))
+    assert page_code(client, ticket, code).status_code == 401
+    off = client.post(
+        "/account/two-factor/disable",
+        json={"password": PASSWORD, "code": code},
+        headers=bearer(token),
+    )
+    assert off.status_code == 403
+
+
+@pytest.mark.one_database
+def test_a_ticket_keeps_its_time_and_dies_with_the_second_factor(
+    client, enrolled, token, clock
+):
+    """Posting a ticket without a code gives the same ticket back (its five
+    minutes are not renewed), and a ticket signs in nobody once the second
+    factor is off."""
+    secret, _ = enrolled
+    ticket = ticket_of(page_password(client))
+    again = client.post("/login", data={"ticket": ticket}, headers=HTML)
+    assert again.status_code == 200
+    assert ticket_of(again) == ticket
+    off = client.post(
+        "/account/two-factor/disable",
+        json={"password": PASSWORD, "code": code_for(secret, clock.step)},
+        headers=bearer(token),
+    )
+    assert off.status_code == 204
+    response = client.post("/login", json={"ticket": ticket})
+    assert response.status_code == 401
+    assert "token" not in (response.get_json() or {})
+    page = client.post("/login", data={"ticket": ticket}, headers=HTML)
+    assert page.status_code == 303 and "token=" not in page.headers["Location"]
+
+
+@pytest.mark.one_database
+@pytest.mark.parametrize("app_settings", [{"TWO_FACTOR_LIMIT": "3 per 15 minutes"}])
+def test_codes_have_a_limit_of_their_own(client, enrolled, clock):
+    """TWO_FACTOR_LIMIT counts code attempts per account, right ones too,
+    over a long window: the fourth is a 429 even with the right code, while
+    sign-ins without a code are not counted by it."""
+    secret, _ = enrolled
+    assert otp_sign_in(client).status_code == 401  # no code: not counted
+    for _ in range(3):
+        assert otp_sign_in(client, wrong_code(secret, clock.step)).status_code == 401
+    blocked = otp_sign_in(client, code_for(secret, clock.step))
+    assert blocked.status_code == 429
+    assert "two-factor codes" in blocked.get_json()["message"]

@@ -158,7 +158,10 @@ def two_factor_pages(site, token) -> list[dict]:
     tess = requests.get(site.url + "/login", auth=(with_code, PASSWORD), timeout=30)
     tess = tess.json()["token"]
     begun = requests.post(
-        site.url + "/account/two-factor", headers=bearer(tess), timeout=30
+        site.url + "/account/two-factor",
+        json={"password": PASSWORD},
+        headers=bearer(tess),
+        timeout=30,
     )
     code = pyotp.TOTP(begun.json()["secret"]).now()
     turned_on = requests.post(
@@ -168,7 +171,10 @@ def two_factor_pages(site, token) -> list[dict]:
         timeout=30,
     )
     assert turned_on.status_code == 200, turned_on.text
-    set_up = {"click": "Set up two-factor sign-in"}
+    set_up = [
+        {"fill": "Your password", "value": PASSWORD},
+        {"click": "Set up two-factor sign-in"},
+    ]
     password_step = [
         {"fill": "Username", "value": with_code},
         {"fill": "Password", "value": PASSWORD},
@@ -176,12 +182,12 @@ def two_factor_pages(site, token) -> list[dict]:
     ]
     return [
         {"name": "account", "url": account},
-        {"name": "two-factor setup", "url": account, "steps": [set_up]},
+        {"name": "two-factor setup", "url": account, "steps": set_up},
         {
             "name": "recovery codes",
             "url": account,
             "steps": [
-                set_up,
+                *set_up,
                 {"fill": "Code", "totpOf": "#totp-secret"},
                 {"click": "Turn on"},
             ],

@@ -129,6 +129,7 @@ def assert_signed_in_as(page, username):
 def set_up(page) -> Authenticator:
     """From the account page: press Set up, read the key off the setup page
     (what a person types into the app when they can't scan)."""
+    page.get_by_label("Your password").fill(PASSWORD)
     submit(page, "Set up two-factor sign-in")
     expect(
         page.get_by_role("heading", name="Set up two-factor sign-in")
@@ -247,7 +248,10 @@ def test_signing_in_with_a_code_works_without_javascript(browser, site):
     token = requests.get(site.url + "/login", auth=("nell", PASSWORD), timeout=30)
     token = token.json()["token"]
     begun = requests.post(
-        site.url + "/account/two-factor", headers=bearer(token), timeout=30
+        site.url + "/account/two-factor",
+        json={"password": PASSWORD},
+        headers=bearer(token),
+        timeout=30,
     )
     assert begun.status_code == 200, begun.text
     app = Authenticator(begun.json()["secret"])
