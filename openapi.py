@@ -246,9 +246,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
         {
             "name": "X-Lockbox-OTP",
             "required": False,
-            "schema": {"type": "string", "maxLength": 64},
+            "schema": {"type": "string"},
             "description": "For an account with two-factor sign-in: the code"
-            " its authenticator app shows, or a recovery code",
+            " its authenticator app shows, or a recovery code (ignored for an"
+            " account without one)",
         },
     )
     spec.components.parameter(
