@@ -19,7 +19,7 @@ import oidc
 import two_factor
 from authentication import NO_STORE, check_for_token, limit_per_address
 from errors import ApiError, no_content, wants_html
-from models import db, retry_on_conflict
+from models import User, change_account
 from quotas import account_usage
 from request_data import load_or_400, request_body
 from schemas import (
@@ -55,7 +55,14 @@ def account() -> ResponseReturnValue:
               schema: AccountSchema
             text/html: {}
     """
-    usage = account_usage(g.user)
+    user = g.user
+    usage = {
+        **account_usage(user),
+        "role": user.role,
+        "has_password": user.password_hash is not None,
+        "single_sign_on": user.oidc_subject is not None,
+        "two_factor": two_factor.is_on(user),
+    }
     if not wants_html():
         return jsonify(account_schema.dump(usage))
     return render_template(
@@ -127,12 +134,7 @@ def begin_two_factor() -> ResponseReturnValue:
     if not two_factor.owner_confirms(user, body["password"], None):
         raise ApiError(403, "Wrong password: nothing was set up.")
 
-    @retry_on_conflict
-    def begin() -> str:
-        db.session.refresh(user)
-        return two_factor.begin(user)
-
-    secret = begin()
+    secret = change_account(user, two_factor.begin)
     if wants_html():
         return _setup_page(secret), 200, NO_STORE
     uri = two_factor.setup_uri(user, secret)
@@ -181,12 +183,7 @@ def confirm_two_factor() -> ResponseReturnValue:
     if secret is None:
         raise ApiError(400, "Nothing is being set up: start again from your account.")
 
-    @retry_on_conflict
-    def turn_on() -> list[str] | None:
-        db.session.refresh(user)
-        return two_factor.confirm(user, code)
-
-    codes = turn_on()
+    codes = change_account(user, lambda fresh: two_factor.confirm(fresh, code))
     wrong = (
         "That code is not right: check that the phone's clock is right, and try again."
     )
@@ -247,15 +244,13 @@ def disable_two_factor() -> ResponseReturnValue:
     if current_app.config["REQUIRE_TWO_FACTOR"]:
         raise ApiError(409, "This site requires two-factor sign-in: it stays on.")
 
-    @retry_on_conflict
-    def turn_off() -> bool:
-        db.session.refresh(user)
-        if not two_factor.owner_confirms(user, body["password"], body["code"]):
+    def turn_off(fresh: User) -> bool:
+        if not two_factor.owner_confirms(fresh, body["password"], body["code"]):
             return False
-        two_factor.turn_off(user)
+        two_factor.turn_off(fresh)
         return True
 
-    if not turn_off():
+    if not change_account(user, turn_off):
         raise ApiError(403, "Wrong password or code: two-factor sign-in stays on.")
     current_app.logger.info("Two-factor sign-in turned off")
     if wants_html():

@@ -31,7 +31,7 @@ import oidc
 import rate_limits
 import two_factor
 from errors import ApiError, no_content, wants_html
-from models import User, db, retry_on_conflict
+from models import User, change_account, db, retry_on_conflict
 from passwords import authenticate
 from request_data import load_or_400, request_body
 from schemas import logout_query_schema, token_pair_schema
@@ -356,13 +356,7 @@ def _second_factor_or_401(user: User, code: str | None) -> None:
 
 def _code_accepted(user: User, code: str) -> bool:
     """Whether ``code`` lets ``user`` in, used up if so (committed)."""
-
-    @retry_on_conflict
-    def use() -> bool:
-        db.session.refresh(user)
-        return two_factor.check(user, code)
-
-    return use()
+    return change_account(user, lambda fresh: two_factor.check(fresh, code))
 
 
 @bp.post("/login")
@@ -498,14 +492,9 @@ def _set_up_while_signing_in(
     """REQUIRE_TWO_FACTOR, for an account without a second factor: the page
     sets it up (a new secret; then the first code turns it on and shows the
     recovery codes, which lead on to the files)."""
-    if attempt.ticket is not None and attempt.code is not None:
-
-        @retry_on_conflict
-        def turn_on() -> list[str] | None:
-            db.session.refresh(user)
-            return two_factor.confirm(user, attempt.code or "")
-
-        codes = turn_on()
+    code = attempt.code
+    if attempt.ticket is not None and code is not None:
+        codes = change_account(user, lambda fresh: two_factor.confirm(fresh, code))
         if codes is not None:
             return page_session(
                 user,
@@ -517,13 +506,7 @@ def _set_up_while_signing_in(
             )
     secret = two_factor.secret_of(user)
     if secret is None or attempt.ticket is None:
-
-        @retry_on_conflict
-        def begin() -> str:
-            db.session.refresh(user)
-            return two_factor.begin(user)
-
-        secret = begin()
+        secret = change_account(user, two_factor.begin)
     uri = two_factor.setup_uri(user, secret)
     page = render_template(
         "two_factor_setup.html",

@@ -278,6 +278,20 @@ def retry_on_conflict(work: Callable[P, R]) -> Callable[P, R]:
     return in_transaction
 
 
+def change_account(user: "User", work: Callable[["User"], R]) -> R:
+    """Run ``work`` on ``user`` read afresh in a transaction of its own, and
+    commit, retried as ``retry_on_conflict`` says: a change to an account's
+    sign-in settings decides on what the database holds, not on the row the
+    request read when it started."""
+
+    @retry_on_conflict
+    def in_transaction() -> R:
+        db.session.refresh(user)
+        return work(user)
+
+    return in_transaction()
+
+
 def rowcount(result: Result[Any]) -> int:
     """How many rows an INSERT, UPDATE or DELETE (without RETURNING) matched.
 

@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from credentials import seal_for, unseal_for
 from errors import ApiError
-from models import User, db, retry_on_conflict, utcnow
+from models import User, change_account, db, utcnow
 from passwords import USERNAME_RE
 from session_tokens import revoke_all_tokens
 
@@ -46,14 +46,13 @@ REFRESH_PURPOSE = b"lockbox oidc refresh token"
 SCOPES = ("openid", "profile", "email")
 # A username made from the provider's name leaves room for " -NN".
 USERNAME_ROOM = 72
-# How long Authlib keeps a sign-in's state in the browser's session.
-STATE_SECONDS = 600
 
 
 class ProviderDown(Exception):
     """The provider could not be reached, or answered nonsense."""
 
 
+UNVERIFIED = "The identity provider's answer could not be verified."
 # What the person is told when the provider cannot be reached.
 DOWN_MESSAGE = (
     "Your identity provider can't be reached right now. Try again in a few "
@@ -143,9 +142,7 @@ def finish_sign_in() -> tuple[dict, str | None]:
         ) from None
     except JoseError as error:
         current_app.logger.warning("ID token refused: %s", error)
-        raise ApiError(
-            400, "The identity provider's answer could not be verified."
-        ) from None
+        raise ApiError(400, UNVERIFIED) from None
     except requests.RequestException as error:
         current_app.logger.warning("OpenID provider unreachable: %s", error)
         raise ProviderDown from error
@@ -154,13 +151,13 @@ def finish_sign_in() -> tuple[dict, str | None]:
         not claims
         or claims.get("iss", "").rstrip("/") != current_app.config["OIDC_ISSUER"]
     ):
-        raise ApiError(400, "The identity provider's answer could not be verified.")
+        raise ApiError(400, UNVERIFIED)
     subject = claims.get("sub")
     if not isinstance(subject, str) or not 0 < len(subject) <= 255:
-        raise ApiError(400, "The identity provider's answer could not be verified.")
+        raise ApiError(400, UNVERIFIED)
     if subject != subject.strip() or not subject.isprintable():
         # MariaDB's PAD SPACE collation would find "abc" for "abc ".
-        raise ApiError(400, "The identity provider's answer could not be verified.")
+        raise ApiError(400, UNVERIFIED)
     return dict(claims), token.get("refresh_token")
 
 
@@ -353,12 +350,10 @@ def still_vouches(user: User) -> bool | None:
     if user.oidc_subject is not None and not recheck_due(user):
         return True
 
-    @retry_on_conflict
-    def ask() -> bool | None:
-        db.session.refresh(user)
-        answer = recheck(user)
-        if answer is False and user.password_hash is None:
-            revoke_all_tokens(user)
+    def ask(fresh: User) -> bool | None:
+        answer = recheck(fresh)
+        if answer is False and fresh.password_hash is None:
+            revoke_all_tokens(fresh)
         return answer
 
-    return ask()
+    return change_account(user, ask)

@@ -191,10 +191,6 @@ def account_usage(user: User) -> dict:
     """The account's usage and limits, as ``GET /account`` and the page show them."""
     return {
         "username": user.username,
-        "role": user.role,
-        "has_password": user.password_hash is not None,
-        "single_sign_on": user.oidc_subject is not None,
-        "two_factor": user.totp_enabled_at is not None,
         "used_bytes": usage_of(user.id),
         "quota_bytes": quota_of(user),
         "max_file_size": current_app.config["MAX_FILE_SIZE"],

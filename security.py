@@ -1,6 +1,7 @@
 """Browser-facing protections: response headers (CSP, no-store for token URLs,
 Referrer-Policy), cross-site requests refused, and the session cookie's flags."""
 
+import functools
 from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, current_app, request
@@ -21,15 +22,20 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def content_security_policy() -> str:
-    """The pages' policy. With single sign-on, its forms (sign in with the
-    provider, link the account) may also lead to the identity provider's
-    origin: browsers hold a form's redirects to form-action too."""
-    issuer = current_app.config.get("OIDC_ISSUER")
+@functools.cache
+def _policy_for(issuer: str | None) -> str:
+    """The pages' policy with ``issuer``'s origin among the form targets."""
     if not issuer:
         return CONTENT_SECURITY_POLICY
     parts = urlsplit(issuer)
     return f"{CONTENT_SECURITY_POLICY} {parts.scheme}://{parts.netloc}"
+
+
+def content_security_policy() -> str:
+    """The pages' policy. With single sign-on, its forms (sign in with the
+    provider, link the account) may also lead to the identity provider's
+    origin: browsers hold a form's redirects to form-action too."""
+    return _policy_for(current_app.config.get("OIDC_ISSUER"))
 
 
 def add_security_headers(response: Response) -> Response:

@@ -23,7 +23,7 @@ from authentication import (
     safe_target,
 )
 from errors import ApiError, no_content, wants_html
-from models import User, db, retry_on_conflict
+from models import User, change_account, db
 from request_data import load_or_400, request_body
 from schemas import password_check_schema, sso_start_query_schema
 from session_tokens import is_revoked
@@ -149,14 +149,7 @@ def callback() -> ResponseReturnValue:
     if user is None:
         user = oidc.create_account(claims)
         current_app.logger.info("Account %s made by single sign-on", user.id)
-    signed_in = user
-
-    @retry_on_conflict
-    def record() -> None:
-        db.session.refresh(signed_in)
-        oidc.signed_in(signed_in, claims, refresh_token)
-
-    record()
+    change_account(user, lambda fresh: oidc.signed_in(fresh, claims, refresh_token))
     return page_session(user, keep=False, target=flow.get("next"), sso=True)
 
 
@@ -168,13 +161,11 @@ def _linked(flow: dict, claims: dict, refresh_token: str | None) -> BaseResponse
     if user is None or user.token_version != flow.get("version") or ended:
         raise ApiError(400, "You signed out meanwhile: sign in and link again.")
 
-    @retry_on_conflict
-    def link() -> None:
-        db.session.refresh(user)
-        oidc.link(user, claims)
-        oidc.signed_in(user, claims, refresh_token)
+    def link(fresh: User) -> None:
+        oidc.link(fresh, claims)
+        oidc.signed_in(fresh, claims, refresh_token)
 
-    link()
+    change_account(user, link)
     name = current_app.config["OIDC_PROVIDER_NAME"]
     flash(f"Your account now also signs in with {name}.", "success")
     return redirect(url_for("account.account"), 303)
@@ -221,12 +212,10 @@ def link_account() -> ResponseReturnValue:
     if user.oidc_subject is not None:
         raise ApiError(409, oidc.ALREADY_LINKED)
 
-    @retry_on_conflict
-    def confirmed() -> bool:
-        db.session.refresh(user)
-        return two_factor.owner_confirms(user, body["password"], body.get("code"))
+    def confirmed(fresh: User) -> bool:
+        return two_factor.owner_confirms(fresh, body["password"], body.get("code"))
 
-    if not confirmed():
+    if not change_account(user, confirmed):
         raise ApiError(403, "Wrong password or code: nothing was linked.")
     flow = {
         "for": "link",
@@ -254,14 +243,7 @@ def unlink_account() -> ResponseReturnValue:
             application/json:
               schema: ErrorSchema
     """
-    user = g.user
-
-    @retry_on_conflict
-    def unlink() -> None:
-        db.session.refresh(user)
-        oidc.unlink(user)
-
-    unlink()
+    change_account(g.user, oidc.unlink)
     if wants_html():
         flash("Your account no longer signs in through the provider.", "success")
         return redirect(url_for("account.account"), 303)
