@@ -15,7 +15,9 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+import audit
 import oidc
+import policies
 import two_factor
 from authentication import NO_STORE, check_for_token, limit_per_address
 from errors import ApiError, no_content, wants_html
@@ -72,8 +74,15 @@ def account() -> ResponseReturnValue:
         if oidc.configured()
         else None,
         codes_left=two_factor.recovery_codes_left(g.user),
-        required=current_app.config["REQUIRE_TWO_FACTOR"],
+        required=_required(user),
     )
+
+
+def _required(user: User) -> bool:
+    """Whether this site requires ``user`` to keep a second factor."""
+    return bool(
+        current_app.config["REQUIRE_TWO_FACTOR"]
+    ) or policies.two_factor_required(user)
 
 
 def _setup_page(secret: str, error: str | None = None) -> str:
@@ -192,6 +201,7 @@ def confirm_two_factor() -> ResponseReturnValue:
     if codes is None:
         raise ApiError(400, wrong)
     current_app.logger.info("Two-factor sign-in turned on")
+    audit.record("two_factor.enabled", audit.target_user(user))
     if wants_html():
         page = render_template("recovery_codes.html", codes=codes, next_address=None)
         return page, 200, NO_STORE
@@ -241,7 +251,7 @@ def disable_two_factor() -> ResponseReturnValue:
     user = g.user
     if not two_factor.is_on(user):
         raise ApiError(400, "Two-factor sign-in is not on.")
-    if current_app.config["REQUIRE_TWO_FACTOR"]:
+    if _required(user):
         raise ApiError(409, "This site requires two-factor sign-in: it stays on.")
 
     def turn_off(fresh: User) -> bool:
@@ -253,6 +263,7 @@ def disable_two_factor() -> ResponseReturnValue:
     if not change_account(user, turn_off):
         raise ApiError(403, "Wrong password or code: two-factor sign-in stays on.")
     current_app.logger.info("Two-factor sign-in turned off")
+    audit.record("two_factor.disabled", audit.target_user(user))
     if wants_html():
         flash("Two-factor sign-in is off.", "success")
         return redirect(url_for("account.account"), 303)

@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import access_tokens
 import account
+import admin
 import authentication
 import cli
 import cluster
@@ -99,6 +100,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(files.bp)
     app.register_blueprint(uploads.bp)
     app.register_blueprint(account.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(shares.bp)
     app.register_blueprint(upload_requests.bp)
     app.register_blueprint(access_tokens.bp)

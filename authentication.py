@@ -24,14 +24,16 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from sqlalchemy import update
 from werkzeug.wrappers import Response as BaseResponse
 
+import audit
 import caller
 import oidc
 import rate_limits
 import two_factor
 from errors import ApiError, no_content, wants_html
-from models import User, change_account, db, retry_on_conflict
+from models import User, change_account, db, retry_on_conflict, utcnow
 from passwords import authenticate
 from request_data import load_or_400, request_body
 from schemas import logout_query_schema, token_pair_schema
@@ -320,9 +322,43 @@ def login() -> ResponseReturnValue:
     attempt = caller.sign_in_attempt()
     user = authenticate(attempt.username, attempt.password)
     if user is None:
+        sign_in_failed(attempt.typed, "wrong username or password")
         raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
+    refuse_disabled(user)
     _second_factor_or_401(user, attempt.code)
+    signed_in(user, _how(user))
     return token_response(user)
+
+
+DISABLED = "This account is disabled — ask your administrator"
+
+
+def refuse_disabled(user: User) -> None:
+    """Refuse to sign in an account an administrator disabled (403), with a
+    row in the audit log; its password or provider was right."""
+    if user.disabled_at is not None:
+        sign_in_failed(user.username, "account disabled")
+        raise ApiError(403, DISABLED)
+
+
+def sign_in_failed(username: str | None, why: str) -> None:
+    """Write down a refused sign-in: the name typed (never the password), why."""
+    audit.record("sign_in.failed", f"username {username or ''}", why)
+
+
+def signed_in(user: User, how: str) -> None:
+    """Write down a sign-in: the account's last sign-in time (for the admin
+    area) and the audit log's row."""
+    db.session.execute(
+        update(User).where(User.id == user.id).values(last_sign_in_at=utcnow())
+    )
+    db.session.commit()
+    audit.record("sign_in", audit.target_user(user), how, actor=user)
+
+
+def _how(user: User) -> str:
+    """How a password sign-in was made, for the audit log."""
+    return "password and second factor" if two_factor.is_on(user) else "password"
 
 
 # A page that carries a sign-in ticket or a new secret is never kept.
@@ -351,6 +387,7 @@ def _second_factor_or_401(user: User, code: str | None) -> None:
     if code is None:
         raise ApiError(401, CODE_NEEDED, OTP_CHALLENGE, reason="two_factor")
     if not _code_accepted(user, code):
+        sign_in_failed(user.username, "wrong second factor code")
         raise ApiError(401, WRONG_CODE, OTP_CHALLENGE, reason="two_factor")
 
 
@@ -404,13 +441,21 @@ def login_form() -> ResponseReturnValue:
             raise ApiError(401, "The sign-in ticket has expired: sign in again")
     else:
         user = authenticate(attempt.username, attempt.password)
+    if user is not None:
+        refuse_disabled(user)
     if user is not None and wants_html():
-        return _page_second_factor(user, body, attempt) or page_session(
+        answer = _page_second_factor(user, body, attempt)
+        if answer is not None:
+            return answer
+        signed_in(user, _how(user))
+        return page_session(
             user, keep=bool(body.get("remember")), target=body.get("next")
         )
     if user is not None:
         _second_factor_or_401(user, attempt.code)
+        signed_in(user, _how(user))
         return token_response(user)
+    sign_in_failed(attempt.typed, "wrong username or password")
     if wants_html():
         page = _sign_in_page(
             error="Wrong username or password",
@@ -482,6 +527,7 @@ def _page_second_factor(
         return render_template("login_code.html", **fields), 200, NO_STORE
     if _code_accepted(user, attempt.code):
         return None
+    sign_in_failed(user.username, "wrong second factor code")
     page = render_template("login_code.html", error=WRONG_CODE, **fields)
     return page, 401, NO_STORE
 
@@ -496,6 +542,8 @@ def _set_up_while_signing_in(
     if attempt.ticket is not None and code is not None:
         codes = change_account(user, lambda fresh: two_factor.confirm(fresh, code))
         if codes is not None:
+            audit.record("two_factor.enabled", audit.target_user(user), actor=user)
+            signed_in(user, "password, setting up a second factor")
             return page_session(
                 user,
                 bool(body.get("remember")),
@@ -672,6 +720,9 @@ def logout() -> ResponseReturnValue:
         prune_revoked()
 
     sign_out()
+    audit.record(
+        "sign_out.everywhere" if everywhere else "sign_out", audit.target_user(g.user)
+    )
     if wants_html():
         return _signed_out()
     return no_content()

@@ -21,6 +21,8 @@ decorators, which resolves it before the view runs and marks the view
 - ``upload_request``: an upload request's link in the path, with its
   password (Basic, the page's form, or the page's unlock cookie): it may
   send files into that one request, nothing else;
+- ``invitation``: an invitation's secret in the path (invitations.py): it
+  may set its account's password once, nothing else;
 - ``metrics``: the metrics token, as Bearer;
 - ``nobody``: no credential at all (liveness, the API description, the
   capabilities of the tus server).
@@ -42,6 +44,7 @@ from flask import g, has_request_context, request
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import Authorization
 
+import invitations
 import metrics_token
 import oidc
 import personal_tokens
@@ -51,10 +54,18 @@ import share_links
 import two_factor
 import upload_keys
 from errors import ApiError
-from models import ResumableUpload, Share, StoredFile, UploadRequest, User
+from models import (
+    ADMIN,
+    Invitation,
+    ResumableUpload,
+    Share,
+    StoredFile,
+    UploadRequest,
+    User,
+)
 from passwords import canonical_username
 from request_data import load_or_400, request_body
-from schemas import refresh_body_schema
+from schemas import ADMIN_SCOPE, refresh_body_schema
 
 # The kinds of caller.
 SESSION = "session"
@@ -65,6 +76,7 @@ RENEWAL = "renewal"
 LINK = "link"
 UPLOAD_KEY = "upload_key"
 UPLOAD_REQUEST = "upload_request"
+INVITATION = "invitation"
 METRICS = "metrics"
 NOBODY = "nobody"
 
@@ -131,6 +143,15 @@ class RequestAccess:
     unlocked: bool
     # A password came, and it was wrong.
     wrong_password: bool
+
+
+@dataclass(frozen=True)
+class InvitationAccess:
+    """What an invitation's link opens: the invitation, and its account (who
+    is not signed in by it)."""
+
+    invitation: Invitation
+    user: User
 
 
 @dataclass(frozen=True)
@@ -338,6 +359,10 @@ def _account(scopes: tuple[str, ...] | None) -> Caller:
     if token is None:
         raise session_tokens.invalid_token("missing")
     caller = _identify(token)
+    if scopes is not None and ADMIN_SCOPE in scopes:
+        assert caller.user is not None  # an account token always has its account
+        if caller.user.role != ADMIN:
+            raise ApiError(403, "This needs an administrator")
     if caller.kind == ACCESS_TOKEN:
         _provider_still_vouches(caller.user)
         if scopes is None:
@@ -415,6 +440,13 @@ def _upload_key(key: str) -> Caller:
         account = None  # an expired token: the key still opens the upload
     upload, owner = upload_keys.open_upload(key, account)
     return Caller(UPLOAD_KEY, account, None, UploadAccess(upload, owner))
+
+
+def _invitation(secret: str) -> Caller:
+    """Whoever holds an invitation's link: 404 or 410 for one that opens
+    nothing (invitations.open_invitation)."""
+    invitation, user = invitations.open_invitation(secret)
+    return Caller(INVITATION, None, None, InvitationAccess(invitation, user))
 
 
 def _metrics() -> Caller:
@@ -562,6 +594,11 @@ def upload_request(
 def upload_key(view: Callable[P, R]) -> Callable[P, R]:
     """A view for the holder of an upload's key (the ``key`` path argument)."""
     return _decorate(view, "upload_key", lambda key, **_: _upload_key(key))
+
+
+def invitation(view: Callable[P, R]) -> Callable[P, R]:
+    """A view for the holder of an invitation's link (``secret`` in the path)."""
+    return _decorate(view, "invitation", lambda secret, **_: _invitation(secret))
 
 
 def metrics(view: Callable[P, R]) -> Callable[P, R]:

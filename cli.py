@@ -1,9 +1,12 @@
 """Command-line tasks: ``flask --app app init-db``, ``users ...``, ``files gc``,
-``tokens ...``, ``requests ...``."""
+``tokens ...``, ``requests ...``, ``audit ...``."""
 
+import json
 import secrets
 import sys
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import click
 from flask import Flask, current_app
@@ -11,15 +14,19 @@ from flask.cli import AppGroup, with_appcontext
 from flask_migrate import stamp, upgrade
 from sqlalchemy import func
 
+import audit
 import email_links
 import notifications
 import request_links
 import two_factor
+import users
 from config import PAT_MAX_SECONDS, parse_duration, parse_size
 from errors import ApiError
 from formats import format_size
 from models import (
+    ADMIN,
     MAX_INT_ID,
+    ROLES,
     AccessEvent,
     Delivery,
     FileChunk,
@@ -32,7 +39,7 @@ from models import (
     rowcount,
     utcnow,
 )
-from passwords import canonical_username, hash_password
+from passwords import canonical_username
 from personal_tokens import create_access_token, revoke, tokens_of
 from quotas import quota_of, usage_of
 from request_data import load_or_400
@@ -44,9 +51,9 @@ from schemas import (
     file_request_create_schema,
 )
 from session_tokens import prune_revoked, revoke_all_tokens
-from storage import delete_stored_files
 
 MIN_PASSWORD_LENGTH = 8
+R = TypeVar("R")
 
 users_cli = AppGroup(
     "users", help="Create, list and delete the people who can sign in."
@@ -54,6 +61,9 @@ users_cli = AppGroup(
 files_cli = AppGroup("files", help="Maintenance of stored files.")
 tokens_cli = AppGroup(
     "tokens", help="Personal access tokens, and the token revocation list."
+)
+audit_cli = AppGroup(
+    "audit", help="The audit log: verify its chain, export it, prune it."
 )
 requests_cli = AppGroup(
     "requests", help="Upload requests: links that let people send a user files."
@@ -115,30 +125,70 @@ def _check_username(name: str) -> None:
         )
 
 
+def _api(work: Callable[[], R]) -> R:
+    """``work``, with an ApiError as a clean command-line error."""
+    try:
+        return work()
+    except ApiError as error:
+        raise click.ClickException(str(error.description)) from None
+
+
 @users_cli.command("create")
 @click.argument("name")
-def create_user(name: str) -> None:
+@click.option("--role", type=click.Choice(ROLES), default="user", show_default=True)
+def create_user(name: str, role: str) -> None:
     """Create a user; the password is prompted for (or read from stdin)."""
     _check_username(name)
-    if db.session.execute(db.select(User.id).filter_by(username=name)).first():
-        raise click.ClickException(f"A user named {name!r} already exists")
-    db.session.add(User(username=name, password_hash=hash_password(_read_password())))
-    db.session.commit()
-    click.echo(f"Created user {name}")
+    password = _read_password()
+    _api(lambda: users.create(name, role, password=password))
+    click.echo(f"Created {'administrator' if role == ADMIN else 'user'} {name}")
 
 
 @users_cli.command("bootstrap")
 @click.option("--name", default="admin", show_default=True)
 def bootstrap_user(name: str) -> None:
-    """Create a first user with a generated password when there is no user at all."""
+    """Create a first user, an administrator, with a generated password when
+    there is no user at all."""
     if db.session.execute(db.select(User.id).limit(1)).first():
         click.echo("Users exist already; nothing to do.")
         return
     _check_username(name)
     password = secrets.token_urlsafe(12)
-    db.session.add(User(username=name, password_hash=hash_password(password)))
-    db.session.commit()
-    click.echo(f"Created the first user.\n  username: {name}\n  password: {password}")
+    users.create(name, ADMIN, password=password)
+    click.echo(
+        f"Created the first user, an administrator.\n  username: {name}\n"
+        f"  password: {password}"
+    )
+
+
+@users_cli.command("set-role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(ROLES))
+def set_role(name: str, role: str) -> None:
+    """Make a user an administrator, or a user again (their admin-scoped API
+    tokens stop at once). The last administrator stays one."""
+    user = _find_user(name)
+    _api(lambda: users.set_role(user, role))
+    click.echo(f"{name} is now {'an administrator' if role == ADMIN else 'a user'}")
+
+
+@users_cli.command("disable")
+@click.argument("name")
+def disable_user(name: str) -> None:
+    """Disable a user: nothing of theirs opens (sessions, API tokens, links,
+    upload keys and requests) and they cannot sign in, until enabled again."""
+    user = _find_user(name)
+    _api(lambda: users.set_disabled(user, True))
+    click.echo(f"{name} is disabled")
+
+
+@users_cli.command("enable")
+@click.argument("name")
+def enable_user(name: str) -> None:
+    """Enable a disabled user again."""
+    user = _find_user(name)
+    users.set_disabled(user, False)
+    click.echo(f"{name} is enabled")
 
 
 @users_cli.command("list")
@@ -159,6 +209,7 @@ def list_users() -> None:
         quota = quota_of(user)
         limit = "no quota" if quota is None else f"of {format_size(quota)}"
         ways = [
+            *(["DISABLED"] if user.disabled_at is not None else []),
             *(["password"] if user.password_hash is not None else []),
             *(["single sign-on"] if user.oidc_subject is not None else []),
             *(["two-factor"] if user.totp_enabled_at is not None else []),
@@ -177,14 +228,13 @@ def set_quota(name: str, size: str) -> None:
     """Set how much a user may store: e.g. 10GiB or 500MB; 0 for no limit,
     "default" for STORAGE_QUOTA_BYTES."""
     user = _find_user(name)
-    if size.strip().lower() == "default":
-        user.quota_bytes = None
-    else:
+    quota_bytes = None
+    if size.strip().lower() != "default":
         try:
-            user.quota_bytes = parse_size(size)
+            quota_bytes = parse_size(size)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="SIZE") from None
-    db.session.commit()
+    users.set_quota(user, quota_bytes)
     quota = quota_of(user)
     click.echo(
         f"Quota for {name}: " + ("none" if quota is None else format_size(quota))
@@ -199,9 +249,7 @@ def delete_user(name: str, yes: bool) -> None:
     user = _find_user(name)
     if not yes and _stdin_is_terminal():
         click.confirm(f"Delete {name} and all their files?", abort=True)
-    delete_stored_files(StoredFile.owner_id == user.id)
-    db.session.delete(user)
-    db.session.commit()
+    _api(lambda: users.delete(user))
     click.echo(f"Deleted user {name}")
 
 
@@ -210,10 +258,8 @@ def delete_user(name: str, yes: bool) -> None:
 def set_password(name: str) -> None:
     """Give a user a new password (prompted for, or read from stdin)."""
     user = _find_user(name)
-    user.password_hash = hash_password(_read_password())
     # A new password signs the user out everywhere.
-    revoke_all_tokens(user)
-    db.session.commit()
+    users.set_password(user, _read_password())
     click.echo(f"Password changed for {name}")
 
 
@@ -227,6 +273,7 @@ def reset_two_factor(name: str) -> None:
     two_factor.turn_off(user)
     revoke_all_tokens(user)
     db.session.commit()
+    audit.record("two_factor.disabled", audit.target_user(user), "reset")
     click.echo(f"Two-factor sign-in turned off for {name}")
     click.echo(
         "If the password may be known to someone else, give a new one too "
@@ -452,18 +499,21 @@ def create_request(
         raise click.BadParameter(
             "more than REQUEST_MAX_BYTES", param_hint="--max-bytes"
         )
-    upload_request = new_request(
-        user,
-        checked["title"],
-        checked.get("note", ""),
-        checked["expires_in"],
-        checked.get("max_bytes", most),
-        checked.get("password"),
-        checked.get("max_files"),
-        checked.get("allowed_types"),
+    upload_request = _api(
+        lambda: new_request(
+            user,
+            checked["title"],
+            checked.get("note", ""),
+            checked["expires_in"],
+            checked.get("max_bytes", most),
+            checked.get("password"),
+            checked.get("max_files"),
+            checked.get("allowed_types"),
+        )
     )
     db.session.add(upload_request)
     db.session.commit()
+    audit.record("request.created", request_links.target_of(upload_request))
     with current_app.test_request_context(base_url=base_url):
         click.echo(request_url(upload_request))
     click.echo(f"Request {upload_request.id} ({title}) for {name}.", err=True)
@@ -561,6 +611,44 @@ def notify_run(once: bool) -> None:
     notifications.run_forever(current_app.config["NOTIFY_POLL_SECONDS"])
 
 
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the audit log's chain: any row edited, or deleted from the middle
+    or the old end, is reported, and the command fails."""
+    checked, problems = audit.verify()
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise click.ClickException(
+            f"The audit log was tampered with: {len(problems)} problems "
+            f"in {checked} rows"
+        )
+    click.echo(f"The audit log's chain holds: {checked} rows")
+
+
+@audit_cli.command("export")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="Only rows from this time on (UTC).",
+)
+def audit_export(since: datetime | None) -> None:
+    """Write the audit log (since a time) as JSON lines, oldest first, with
+    each row's hashes, so a copy can be verified elsewhere."""
+    moment = None if since is None else since.replace(tzinfo=UTC)
+    for row in audit.in_order(moment):
+        click.echo(json.dumps(audit.as_dict(row), ensure_ascii=False))
+
+
+@audit_cli.command("prune")
+def audit_prune() -> None:
+    """Delete audit rows older than AUDIT_DAYS from the oldest end; the chain
+    still verifies (run it daily with the other maintenance commands)."""
+    days = current_app.config["AUDIT_DAYS"]
+    gone = audit.prune(utcnow() - timedelta(days=days))
+    click.echo(f"Pruned {gone} audit rows older than {days} days")
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(tokens_cli)
@@ -569,3 +657,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(files_cli)
     app.cli.add_command(requests_cli)
     app.cli.add_command(notify_cli)
+    app.cli.add_command(audit_cli)

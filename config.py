@@ -168,6 +168,10 @@ def from_environment(instance_path: str) -> dict:
         "REQUIRE_TWO_FACTOR": _flag_from_env("REQUIRE_TWO_FACTOR"),
         # Second-factor codes tried per account, right ones too.
         "TWO_FACTOR_LIMIT": os.environ.get("TWO_FACTOR_LIMIT") or "10 per 15 minutes",
+        # The admin area (admin.py): how long an invitation or password reset
+        # link works; how many days the audit log keeps (`flask audit prune`).
+        "INVITATION_SECONDS": _int_from_env("INVITATION_SECONDS", 7 * DAY, minimum=300),
+        "AUDIT_DAYS": _int_from_env("AUDIT_DAYS", 365, minimum=1),
         # GET /metrics answers only to this Bearer token; unset: 404.
         "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
         "TRUSTED_PROXIES": _int_from_env("TRUSTED_PROXIES", 0, minimum=0),

@@ -32,8 +32,9 @@ def owner_still_trusts(
     """Whether ``owner`` still stands by a credential they made (an API token,
     a share link, an upload's key): it carries the account's token version
     from when it was made, and signing out everywhere or a new password
-    replaces that version, ending them all at once."""
-    return record.owner_version == owner.token_version
+    replaces that version, ending them all at once. Nothing of an account an
+    administrator disabled opens while it is disabled."""
+    return record.owner_version == owner.token_version and owner.disabled_at is None
 
 
 def _keys() -> list:

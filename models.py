@@ -361,6 +361,12 @@ class User(Model):
     totp_last_step: Mapped[int] = mapped_column(
         BigInteger, default=0, server_default="0"
     )
+    # Set by an administrator: nothing of the account's opens while it is set
+    # (credentials.owner_still_trusts, session_tokens.user_for), on every
+    # instance at once, and it cannot sign in; cleared, all works again.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The last successful sign-in (a password, a provider), for the admin area.
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     files: Mapped[list["StoredFile"]] = relationship(
         back_populates="owner", passive_deletes=True
@@ -371,6 +377,67 @@ class User(Model):
 
 
 ROLES = ("user", "admin")
+ADMIN = "admin"
+
+
+class Invitation(Model):
+    """A single-use link that lets a person set their account's password: a
+    new account an administrator made, or a password reset
+    (invitations.py). Kept as the SHA-256 of its secret."""
+
+    __tablename__ = "invitation"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    # "invite" (a new account) or "reset" (a new password).
+    purpose: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Setting(Model):
+    """One server-wide policy an administrator set (policies.py), as JSON:
+    read from the database where it applies, so every instance follows a
+    change at once."""
+
+    __tablename__ = "setting"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEvent(Model):
+    """One security-relevant event (audit.py): append-only, and chained: each
+    row keeps the hash of the one before it and its own, so that an edited or
+    a deleted row breaks the chain (``flask audit verify``)."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    # The row's place in the chain: one more than the row before it, unique,
+    # so that two writers at once cannot both follow the same row.
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    event: Mapped[str] = mapped_column(String(40), index=True)
+    # Who did it: an account's id and name as they were (kept after the
+    # account is deleted), or none (a visitor, the command line).
+    actor_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    actor: Mapped[str] = mapped_column(String(80), default="")
+    # What it was done to ("user 4 bob", "link 12"...), and how it ended.
+    target: Mapped[str] = mapped_column(String(255), default="")
+    outcome: Mapped[str] = mapped_column(String(255), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
 
 
 class RecoveryCode(Model):

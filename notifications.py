@@ -38,6 +38,7 @@ from typing import Any
 from flask import Flask, current_app, render_template, request
 from standardwebhooks import Webhook as Signer
 
+import audit
 import mail
 import storage
 import webhook_http
@@ -344,24 +345,37 @@ def _mark(model: type[Share] | type[UploadRequest], row_id: int, flag: str) -> b
     )
 
 
-@retry_on_conflict
 def notice_expired(limit: int = 100) -> int:
-    """Tell the owners of links and upload requests that expired unused
-    (never downloaded; nothing received), each once; how many were told."""
+    """Notice the links and upload requests that expired, each once: the
+    audit log has a row for each, and the owners of those that expired
+    unused (never downloaded; nothing received) are told; how many were."""
+    told, expired = _notice_expired(limit)
+    for event, target in expired:
+        audit.record(event, target, actor=audit.SERVER)
+    return told
+
+
+@retry_on_conflict
+def _notice_expired(limit: int) -> tuple[int, list[tuple[str, str]]]:
+    """notice_expired's transaction: how many owners were told, and the
+    audit log's rows to write once it commits."""
     now = utcnow()
     told = 0
+    expired: list[tuple[str, str]] = []
     links = db.session.execute(
         db.select(Share)
         .where(
             Share.expires_at <= now,
             Share.expiry_noticed.is_(False),
-            Share.downloads == 0,
             Share.revoked_at.is_(None),
         )
         .limit(limit)
     ).scalars()
     for share in list(links):
-        if _mark(Share, share.id, "expiry_noticed"):
+        if not _mark(Share, share.id, "expiry_noticed"):
+            continue
+        expired.append(("link.expired", f"link {share.id} of user {share.owner_id}"))
+        if share.downloads == 0:
             emit(
                 share.owner_id,
                 LINK_EXPIRED_UNUSED,
@@ -374,24 +388,31 @@ def notice_expired(limit: int = 100) -> int:
         .exists()
     )
     requests = db.session.execute(
-        db.select(UploadRequest)
+        db.select(UploadRequest, received)
         .where(
             UploadRequest.expires_at <= now,
             UploadRequest.expiry_noticed.is_(False),
             UploadRequest.closed_at.is_(None),
-            ~received,
         )
         .limit(limit)
-    ).scalars()
-    for upload_request in list(requests):
-        if _mark(UploadRequest, upload_request.id, "expiry_noticed"):
+    ).all()
+    for upload_request, got_files in requests:
+        if not _mark(UploadRequest, upload_request.id, "expiry_noticed"):
+            continue
+        expired.append(
+            (
+                "request.expired",
+                f"request {upload_request.id} of user {upload_request.owner_id}",
+            )
+        )
+        if not got_files:
             emit(
                 upload_request.owner_id,
                 REQUEST_EXPIRED_UNUSED,
                 {"request": _request(upload_request)},
             )
             told += 1
-    return told
+    return told, expired
 
 
 def _lease(delivery_id: int) -> bool:

@@ -32,6 +32,7 @@ from joserfc.errors import JoseError
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 
+import policies
 from credentials import seal_for, unseal_for
 from errors import ApiError
 from models import User, change_account, db, utcnow
@@ -228,11 +229,13 @@ def create_account(claims: dict) -> User:
         claims.get("preferred_username") or str(claims.get("email", "")).split("@")[0]
     )
     for _ in range(5):
-        user = User(
-            username=_free_username(base),
-            password_hash=None,
-            oidc_issuer=current_app.config["OIDC_ISSUER"],
-            oidc_subject=claims["sub"],
+        user = policies.new_account(
+            User(
+                username=_free_username(base),
+                password_hash=None,
+                oidc_issuer=current_app.config["OIDC_ISSUER"],
+                oidc_subject=claims["sub"],
+            )
         )
         db.session.add(user)
         try:

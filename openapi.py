@@ -58,6 +58,14 @@ RESPONSES = {
     "NoSingleSignOn": "Single sign-on is not set up on this site",
     "ProviderDown": "The identity provider can't be reached",
     "TwoFactorOn": "Two-factor sign-in is on already",
+    # The admin area (admin.py).
+    "UserNotFound": "No such user",
+    "RowNotFound": "No such link, upload request, token or webhook",
+    "LastAdmin": "Not your own account, and never the last administrator",
+    "BackToThePage": "A browser, back to the page it came from",
+    "InvitationNotFound": "No such invitation",
+    "InvitationGone": "The invitation was used or has expired, or its account is "
+    "disabled",
 }
 # Request headers of the tus protocol, named once (uploads.py).
 TUS_PARAMETERS = {
@@ -181,6 +189,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         ("ShareId", "share_id"),
         ("TokenId", "token_id"),
         ("WebhookId", "webhook_id"),
+        ("UserId", "user_id"),
     ]:
         spec.components.parameter(
             name,
@@ -216,6 +225,16 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "name": "request_id",
             "required": True,
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT_ID},
+        },
+    )
+    spec.components.parameter(
+        "InvitationSecret",
+        "path",
+        {
+            "name": "secret",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "The invitation's secret, from its link",
         },
     )
     spec.components.parameter(
@@ -281,7 +300,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         named[name] = description
     for name, description in named.items():
         response: dict[str, Any] = {"description": description}
-        if name != "SignInAgain":
+        if name not in ("SignInAgain", "BackToThePage"):
             response["content"] = ERROR
         spec.components.response(name, response)
     for endpoint, view in sorted(app.view_functions.items()):

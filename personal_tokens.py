@@ -17,10 +17,11 @@ from flask import current_app
 from sqlalchemy import bindparam
 from sqlalchemy.exc import DBAPIError
 
+import audit
 import logs
 from credentials import owner_still_trusts, sealer, secret_hash
 from errors import ApiError
-from models import MAX_INT_ID, AccessToken, User, db, is_conflict, utcnow
+from models import ADMIN, MAX_INT_ID, AccessToken, User, db, is_conflict, utcnow
 from schemas import SCOPES
 from session_tokens import invalid_token
 
@@ -78,6 +79,9 @@ def verify_access_token(token: str) -> tuple[User, AccessToken]:
         raise invalid_token()
     access_token, user = found
     if not owner_still_trusts(access_token, user):
+        raise invalid_token("disabled" if user.disabled_at else "revoked")
+    if ADMIN in access_token.scope_list and user.role != ADMIN:
+        # Its owner is no longer an administrator: the token stops at once.
         raise invalid_token("revoked")
     if access_token.expires_at is not None and access_token.expires_at <= utcnow():
         raise invalid_token("expired")
@@ -127,6 +131,10 @@ def create_access_token(
     """
     if expires_in is None and not current_app.config["PAT_ALLOW_NO_EXPIRY"]:
         raise ValueError(NO_EXPIRY_REFUSED)
+    if ADMIN in scopes and user.role != ADMIN:
+        raise ApiError(
+            403, "Only an administrator may make a token with the admin scope"
+        )
     count = db.session.execute(
         db.select(db.func.count()).select_from(AccessToken).filter_by(user_id=user.id)
     ).scalar_one()
@@ -149,6 +157,7 @@ def create_access_token(
     )
     db.session.add(access_token)
     db.session.commit()
+    audit.record("token.created", _target(access_token), access_token.scopes)
     return access_token, token
 
 
@@ -174,7 +183,15 @@ def revoke(user: User, token_id: int) -> AccessToken:
         raise ApiError(404, "Token not found")
     db.session.delete(access_token)
     db.session.commit()
+    audit.record("token.revoked", _target(access_token))
     return access_token
+
+
+def _target(access_token: AccessToken) -> str:
+    """How the audit log names a token: never the token itself."""
+    return (
+        f"token {access_token.id} {access_token.prefix}… of user {access_token.user_id}"
+    )
 
 
 # Wherever one appears in a log line, sent any way at all.

@@ -195,3 +195,16 @@ def account_usage(user: User) -> dict:
         "quota_bytes": quota_of(user),
         "max_file_size": current_app.config["MAX_FILE_SIZE"],
     }
+
+
+def usage_by_account() -> dict[int, int]:
+    """What each account's files take, in one query (the admin area's list);
+    an account with no file is not in it."""
+    rows = db.session.execute(
+        db.select(StoredFile.owner_id, func.coalesce(func.sum(TAKEN), 0))
+        .select_from(StoredFile)
+        .outerjoin(ResumableUpload, ResumableUpload.file_id == StoredFile.id)
+        .group_by(StoredFile.owner_id),
+        {"now": utcnow()},
+    )
+    return {owner_id: int(used) for owner_id, used in rows}

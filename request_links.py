@@ -24,8 +24,10 @@ from flask import url_for
 from itsdangerous import BadSignature
 from sqlalchemy import bindparam, func
 
+import audit
 import logs
 import notifications
+import policies
 import quotas
 import storage
 from credentials import owner_still_trusts, signer, timestamp_signer
@@ -58,7 +60,9 @@ def new_request(
     allowed_types: str | None = None,
 ) -> UploadRequest:
     """A new upload request of ``owner`` (not added to the session);
-    ``allowed_types`` as the schema checked it (".pdf, image/*")."""
+    ``allowed_types`` as the schema checked it (".pdf, image/*"); a 403
+    while the policy turns upload requests off."""
+    policies.check_requests_on()
     now = utcnow()
     return UploadRequest(
         public_id=secrets.token_urlsafe(PUBLIC_ID_BYTES),
@@ -166,6 +170,7 @@ def open_request(link: str) -> tuple[UploadRequest, User]:
     if found is None:
         raise ApiError(404, NOT_FOUND)
     upload_request, owner = found
+    policies.check_requests_on()
     status = status_of(upload_request, owner)
     if status != "active":
         raise ApiError(410, GONE[status])
@@ -249,3 +254,9 @@ def close(upload_request: UploadRequest) -> None:
         upload_request.closed_at = utcnow()
         notifications.request_closed(upload_request)
         db.session.commit()
+        audit.record("request.closed", target_of(upload_request))
+
+
+def target_of(upload_request: UploadRequest) -> str:
+    """How the audit log names an upload request: never its link."""
+    return f"request {upload_request.id} of user {upload_request.owner_id}"

@@ -18,7 +18,9 @@ from config import PAT_MAX_SECONDS
 from models import StoredFile
 
 # What a personal access token may be allowed to do (authentication.py checks).
-SCOPES = ("files:read", "files:write", "shares:write")
+SCOPES = ("files:read", "files:write", "shares:write", "admin")
+# The scope of the admin area's routes: an administrator's tokens only.
+ADMIN_SCOPE = "admin"
 
 
 class StoredFileSchema(SQLAlchemySchema):
@@ -824,6 +826,261 @@ class HealthSchema(Schema):
     message = fields.String()
 
 
+# --- the admin area (admin.py) -------------------------------------------------
+
+ROLE_NAMES = ("user", "admin")
+USERNAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,79}$"
+
+
+class AdminUserSchema(Schema):
+    """An account, as an administrator sees it."""
+
+    id = fields.Integer(required=True)
+    username = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(ROLE_NAMES))
+    email = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    last_sign_in_at = fields.DateTime(required=True, allow_none=True)
+    disabled = fields.Boolean(required=True)
+    has_password = fields.Boolean(required=True)
+    single_sign_on = fields.Boolean(required=True)
+    two_factor = fields.Boolean(required=True)
+    files = fields.Integer(required=True)
+    used_bytes = fields.Integer(required=True)
+    quota_bytes = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null: no limit"}
+    )
+    quota_is_default = fields.Boolean(
+        required=True,
+        metadata={"description": "The server's default quota applies"},
+    )
+
+
+class AdminUserListSchema(Schema):
+    """Every account, by name."""
+
+    items = fields.List(fields.Nested(AdminUserSchema), required=True)
+
+
+class AdminUserCreateSchema(RequestSchema):
+    """``POST /admin/users``: a new account, invited to set its password."""
+
+    username = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=80, error="username must be 1 to 80 characters"),
+            validate.Regexp(
+                USERNAME_PATTERN,
+                error="username: letters, digits and _ . @ + - "
+                "(not starting with punctuation)",
+            ),
+        ],
+    )
+    email = fields.Email(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=254, error="email must be at most 254 characters"),
+        error_messages={"invalid": "email must be an e-mail address"},
+        metadata={"description": "Where the invitation is sent, if this server mails"},
+    )
+    role = fields.String(
+        load_default="user",
+        validate=validate.OneOf(ROLE_NAMES, error="role must be user or admin"),
+    )
+    quota = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=32, error="quota must be at most 32 characters"),
+        metadata={
+            "description": 'A size ("10 GiB", "500MB"), 0 for no limit; '
+            "empty or null: the server's default"
+        },
+    )
+
+
+class InvitationSchema(Schema):
+    """An invitation (or password reset) link: shown this once."""
+
+    url = fields.String(required=True)
+    expires_at = fields.DateTime(required=True)
+    emailed = fields.Boolean(
+        required=True, metadata={"description": "Sent to the account's e-mail address"}
+    )
+
+
+class AdminUserCreatedSchema(Schema):
+    """A new account, and the link that lets its person set a password."""
+
+    user = fields.Nested(AdminUserSchema, required=True)
+    invitation = fields.Nested(InvitationSchema, required=True)
+
+
+class RoleSchema(RequestSchema):
+    """``POST /admin/users/<id>/role``."""
+
+    role = fields.String(
+        required=True,
+        validate=validate.OneOf(ROLE_NAMES, error="role must be user or admin"),
+    )
+
+
+class QuotaSchema(RequestSchema):
+    """``POST /admin/users/<id>/quota``."""
+
+    quota = fields.String(
+        required=True,
+        allow_none=True,
+        validate=validate.Length(max=32, error="quota must be at most 32 characters"),
+        metadata={
+            "description": 'A size ("10 GiB", "500MB"), 0 for no limit; '
+            'empty, null or "default": the server\'s default'
+        },
+    )
+
+
+class NewPasswordSchema(RequestSchema):
+    """A password set through an invitation link, typed twice."""
+
+    password = fields.String(
+        required=True,
+        validate=validate.Length(
+            min=8, max=1024, error="password must be 8 to 1024 characters"
+        ),
+    )
+    confirm = fields.String(required=True)
+
+
+class PoliciesSchema(RequestSchema):
+    """The server's policies (policies.py); a change sends only what changes."""
+
+    links_need_password = fields.Boolean(
+        metadata={"description": "Every share link must have a password"}
+    )
+    max_link_seconds = fields.Integer(
+        allow_none=True,
+        validate=validate.Range(
+            min=60,
+            max=10 * 365 * 86400,
+            error="max_link_seconds must be {min} to {max}",
+        ),
+        metadata={"description": "The longest a share link may last; null: no limit"},
+    )
+    share_links = fields.Boolean(
+        metadata={"description": "Off: no link can be made, and none opens"}
+    )
+    upload_requests = fields.Boolean(
+        metadata={"description": "Off: no upload request can be made, and none opens"}
+    )
+    two_factor_required = fields.Boolean(
+        metadata={"description": "Accounts with a password must set up two factors"}
+    )
+    default_quota_bytes = fields.Integer(
+        allow_none=True,
+        validate=validate.Range(min=0, error="default_quota_bytes must be at least 0"),
+        metadata={"description": "A new account's quota; null: STORAGE_QUOTA_BYTES"},
+    )
+
+
+class AuditQuerySchema(RequestSchema):
+    """The audit log's filters."""
+
+    event = fields.String(
+        validate=validate.Length(max=40, error="event must be at most 40 characters"),
+        metadata={"description": 'An event ("sign_in.failed") or its family ("link")'},
+    )
+    actor = fields.String(
+        validate=validate.Length(max=80, error="actor must be at most 80 characters")
+    )
+    since = fields.DateTime(
+        error_messages={"invalid": "since must be an ISO 8601 time"}
+    )
+    until = fields.DateTime(
+        error_messages={"invalid": "until must be an ISO 8601 time"}
+    )
+    before = fields.Integer(
+        validate=validate.Range(min=1, max=2**62, error="before must be a row number"),
+        metadata={"description": "Rows before this one (the next page)"},
+    )
+    limit = fields.Integer(
+        load_default=100,
+        validate=validate.Range(min=1, max=1000, error="limit must be 1 to 1000"),
+    )
+
+
+class AuditEventSchema(Schema):
+    """One row of the audit log."""
+
+    seq = fields.Integer(required=True)
+    at = fields.DateTime(required=True)
+    event = fields.String(required=True)
+    actor_id = fields.Integer(required=True, allow_none=True)
+    actor = fields.String(required=True)
+    target = fields.String(required=True)
+    outcome = fields.String(required=True)
+    address = fields.String(required=True)
+    user_agent = fields.String(required=True)
+    request_id = fields.String(required=True)
+    prev_hash = fields.String(required=True)
+    row_hash = fields.String(required=True)
+
+
+class AuditListSchema(Schema):
+    """Rows of the audit log, newest first."""
+
+    items = fields.List(fields.Nested(AuditEventSchema), required=True)
+
+
+class AdminLinkSchema(Schema):
+    """A share link or upload request, as an administrator sees it."""
+
+    id = fields.Integer(required=True)
+    owner = fields.String(required=True)
+    title = fields.String(
+        required=True, metadata={"description": "Its file(s) or title"}
+    )
+    status = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    expires_at = fields.DateTime(required=True)
+    has_password = fields.Boolean(required=True)
+    count = fields.Integer(
+        required=True, metadata={"description": "Downloads, or files received"}
+    )
+
+
+class AdminTokenSchema(Schema):
+    """A personal access token, as an administrator sees it (never the token)."""
+
+    id = fields.Integer(required=True)
+    owner = fields.String(required=True)
+    name = fields.String(required=True)
+    prefix = fields.String(required=True)
+    scopes = fields.List(fields.String(), required=True)
+    created_at = fields.DateTime(required=True)
+    expires_at = fields.DateTime(required=True, allow_none=True)
+    last_used_at = fields.DateTime(required=True, allow_none=True)
+
+
+class AdminWebhookSchema(Schema):
+    """A webhook, as an administrator sees it (never its secret)."""
+
+    id = fields.Integer(required=True)
+    owner = fields.String(required=True)
+    url = fields.String(required=True)
+    events = fields.List(fields.String(), required=True)
+    enabled = fields.Boolean(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class AdminSharedSchema(Schema):
+    """Everything shared on the server: links, upload requests, API tokens and
+    webhooks, newest first."""
+
+    links = fields.List(fields.Nested(AdminLinkSchema), required=True)
+    requests = fields.List(fields.Nested(AdminLinkSchema), required=True)
+    tokens = fields.List(fields.Nested(AdminTokenSchema), required=True)
+    webhooks = fields.List(fields.Nested(AdminWebhookSchema), required=True)
+
+
 stored_file_schema = StoredFileSchema()
 uploaded_schema = UploadedSchema()
 file_page_schema = FilePageSchema()
@@ -869,3 +1126,15 @@ recovery_codes_schema = RecoveryCodesSchema()
 new_webhook_schema = NewWebhookSchema()
 webhook_list_schema = WebhookListSchema()
 delivery_list_schema = DeliveryListSchema()
+admin_user_schema = AdminUserSchema()
+admin_user_list_schema = AdminUserListSchema()
+admin_user_create_schema = AdminUserCreateSchema()
+admin_user_created_schema = AdminUserCreatedSchema()
+invitation_schema = InvitationSchema()
+role_schema = RoleSchema()
+quota_schema = QuotaSchema()
+new_password_schema = NewPasswordSchema()
+policies_schema = PoliciesSchema()
+audit_query_schema = AuditQuerySchema()
+audit_list_schema = AuditListSchema()
+admin_shared_schema = AdminSharedSchema()

@@ -100,6 +100,10 @@ TOKEN_PROBLEMS = {
     "invalid": ("Invalid token", "Your sign-in is no longer valid — sign in again"),
     "expired": ("Token expired", "Your session expired — sign in again"),
     "revoked": ("Token revoked", "You signed out — sign in again"),
+    "disabled": (
+        "Account disabled",
+        "Your account is disabled — ask your administrator",
+    ),
 }
 
 
@@ -182,6 +186,8 @@ def user_for(claims: dict, kind: str, retired_ok: bool = False) -> User:
     user, revoked = found
     if claims.get("ver") != user.token_version or revoked:
         raise invalid_token("revoked")
+    if user.disabled_at is not None:
+        raise invalid_token("disabled")
     return user
 
 

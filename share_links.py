@@ -22,8 +22,10 @@ from datetime import timedelta
 from flask import current_app, url_for
 from itsdangerous import BadSignature, Signer, TimestampSigner
 
+import audit
 import logs
 import notifications
+import policies
 from credentials import owner_still_trusts, signer, timestamp_signer
 from errors import ApiError
 from models import (
@@ -178,7 +180,29 @@ def open_link(link: str) -> tuple[Share, list[tuple[int, StoredFile]], User]:
     status = status_of(share, owner, len(files))
     if status in ("expired", "revoked", "emptied"):
         raise ApiError(410, GONE[status])
+    refused = policies.link_still_allowed(
+        share.password_hash is not None, share.created_at
+    )
+    if refused is not None:
+        raise ApiError(403, refused)
     return share, files, owner
+
+
+def revoke(share: Share) -> None:
+    """End a link now, on every instance (its row says so; committed)."""
+    ended = db.session.execute(
+        db.update(Share)
+        .where(Share.id == share.id, Share.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    db.session.commit()
+    if rowcount(ended):
+        audit.record("link.revoked", target_of(share))
+
+
+def target_of(share: Share) -> str:
+    """How the audit log names a link: never the link itself."""
+    return f"link {share.id} of user {share.owner_id}"
 
 
 def password_opens(share: Share, password: str) -> bool:

@@ -27,6 +27,7 @@ claim to a used-up one.
 """
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 from flask import (
@@ -46,7 +47,9 @@ from marshmallow import Schema
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as BaseResponse
 
+import audit
 import caller
+import policies
 import rate_limits
 import storage
 from access_log import DOWNLOAD, PREVIEW, RESUME, SHOWN, events_of, record_download
@@ -77,7 +80,9 @@ from share_links import (
     files_of,
     link_url,
     new_share,
+    revoke,
     status_of,
+    target_of,
     unlock_cookie_value,
 )
 
@@ -137,6 +142,9 @@ def _share_request(schema: Schema = share_request_schema) -> dict[str, Any]:
             400, f"expires_in must be at most {config['SHARE_MAX_SECONDS']} seconds"
         )
     settings["expires_in"] = expires_in
+    policies.check_new_link(
+        bool(settings.get("password")), utcnow() + timedelta(seconds=expires_in)
+    )
     return settings
 
 
@@ -228,6 +236,11 @@ def _saved(
     except IntegrityError:
         db.session.rollback()
         raise ApiError(404, "File not found") from None
+    audit.record(
+        "link.created",
+        target_of(share),
+        "with a password" if share.password_hash else "without a password",
+    )
     if wants_html():
         flash(f"Link created: {link_url(share)}", "success")
         return redirect(url_for(page, **page_args), 303)
@@ -446,16 +459,6 @@ def _owned_share_or_404(share_id: int) -> Share:
     return share
 
 
-def _revoke(share: Share) -> None:
-    """End a link now, on every instance (its row says so; committed)."""
-    db.session.execute(
-        db.update(Share)
-        .where(Share.id == share.id, Share.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
-    db.session.commit()
-
-
 @bp.delete(f"/shares/{SHARE_ID}")
 @check_for_token(scope="shares:write")
 def revoke_share(share_id: int) -> Response:
@@ -469,7 +472,7 @@ def revoke_share(share_id: int) -> Response:
         403: Forbidden
         404: ShareNotFound
     """
-    _revoke(_owned_share_or_404(share_id))
+    revoke(_owned_share_or_404(share_id))
     return no_content()
 
 
@@ -487,7 +490,7 @@ def revoke_share_form(share_id: int) -> BaseResponse:
         404: ShareNotFound
     """
     share = _owned_share_or_404(share_id)
-    _revoke(share)
+    revoke(share)
     flash("Link revoked", "success")
     if share.file_id is None:
         return redirect(url_for("shares.several_files"), 303)

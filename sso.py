@@ -13,6 +13,7 @@ from flask import Blueprint, current_app, flash, g, redirect, request, session, 
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response as BaseResponse
 
+import audit
 import caller
 import oidc
 import two_factor
@@ -20,7 +21,9 @@ from authentication import (
     check_for_token,
     limit_per_address,
     page_session,
+    refuse_disabled,
     safe_target,
+    signed_in,
 )
 from errors import ApiError, no_content, wants_html
 from models import User, change_account, db
@@ -149,7 +152,10 @@ def callback() -> ResponseReturnValue:
     if user is None:
         user = oidc.create_account(claims)
         current_app.logger.info("Account %s made by single sign-on", user.id)
+        audit.record("user.created", audit.target_user(user), "single sign-on", user)
+    refuse_disabled(user)
     change_account(user, lambda fresh: oidc.signed_in(fresh, claims, refresh_token))
+    signed_in(user, "single sign-on")
     return page_session(user, keep=False, target=flow.get("next"), sso=True)
 
 
@@ -166,6 +172,7 @@ def _linked(flow: dict, claims: dict, refresh_token: str | None) -> BaseResponse
         oidc.signed_in(fresh, claims, refresh_token)
 
     change_account(user, link)
+    audit.record("sso.linked", audit.target_user(user), actor=user)
     name = current_app.config["OIDC_PROVIDER_NAME"]
     flash(f"Your account now also signs in with {name}.", "success")
     return redirect(url_for("account.account"), 303)
@@ -244,6 +251,7 @@ def unlink_account() -> ResponseReturnValue:
               schema: ErrorSchema
     """
     change_account(g.user, oidc.unlink)
+    audit.record("sso.unlinked", audit.target_user(g.user))
     if wants_html():
         flash("Your account no longer signs in through the provider.", "success")
         return redirect(url_for("account.account"), 303)

@@ -31,6 +31,7 @@ import segno
 from flask import current_app
 from itsdangerous import BadSignature
 
+import policies
 from credentials import seal_for, timestamp_signer, unseal_for
 from models import RecoveryCode, User, db, rowcount, utcnow
 from passwords import password_matches
@@ -62,12 +63,13 @@ def is_on(user: User) -> bool:
 
 def required_of(user: User) -> bool:
     """Whether ``user`` must have a second factor and has none yet: the
-    REQUIRE_TWO_FACTOR setting, for accounts that sign in with a password."""
-    return (
-        bool(current_app.config["REQUIRE_TWO_FACTOR"])
-        and user.password_hash is not None
-        and not is_on(user)
-    )
+    REQUIRE_TWO_FACTOR setting or the administrator's policy, for accounts
+    that sign in with a password."""
+    if user.password_hash is None or is_on(user):
+        return False
+    return bool(
+        current_app.config["REQUIRE_TWO_FACTOR"]
+    ) or policies.two_factor_required(user)
 
 
 # --- the secret ---------------------------------------------------------------

@@ -18,6 +18,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+import audit
 import caller
 import rate_limits
 import request_links
@@ -158,6 +159,7 @@ def create_request() -> ResponseReturnValue:
     )
     db.session.add(upload_request)
     db.session.commit()
+    audit.record("request.created", request_links.target_of(upload_request))
     body = file_request_schema.dump(_described(upload_request, g.user))
     if wants_html():
         flash(f"Request created: {body['url']}", "success")

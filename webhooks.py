@@ -26,6 +26,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+import audit
 import email_links
 import notifications
 import storage
@@ -179,6 +180,7 @@ def create_webhook() -> ResponseReturnValue:
     )
     db.session.add(webhook)
     db.session.commit()
+    audit.record("webhook.created", _target(webhook), webhook.url[:200])
     if wants_html():
         flash(f"Webhook added: {webhook.url}", "success")
         return redirect(url_for("webhooks.list_webhooks"), 303)
@@ -228,6 +230,28 @@ def list_webhooks() -> ResponseReturnValue:
     )
 
 
+def _target(webhook: Webhook) -> str:
+    """How the audit log names a webhook: never its secret."""
+    return f"webhook {webhook.id} of user {webhook.owner_id}"
+
+
+def _state_changed(webhook: Webhook) -> None:
+    """Write down a webhook switched on or off."""
+    audit.record(
+        "webhook.changed",
+        _target(webhook),
+        "enabled" if webhook.enabled else "disabled",
+    )
+
+
+def _delete(webhook: Webhook) -> None:
+    """Delete a webhook and its deliveries (committed)."""
+    target = _target(webhook)
+    db.session.delete(webhook)
+    db.session.commit()
+    audit.record("webhook.deleted", target)
+
+
 @bp.patch(f"/webhooks/{WEBHOOK_ID}")
 @check_for_token
 def set_webhook_state(webhook_id: int) -> ResponseReturnValue:
@@ -253,6 +277,7 @@ def set_webhook_state(webhook_id: int) -> ResponseReturnValue:
     webhook = _own_webhook(webhook_id)
     webhook.enabled = load_or_400(webhook_state_schema, request_body())["enabled"]
     db.session.commit()
+    _state_changed(webhook)
     return jsonify(webhook_schema.dump(_describe(webhook)))
 
 
@@ -278,6 +303,7 @@ def set_webhook_state_form(webhook_id: int) -> ResponseReturnValue:
     webhook = _own_webhook(webhook_id)
     webhook.enabled = load_or_400(webhook_state_schema, request.form)["enabled"]
     db.session.commit()
+    _state_changed(webhook)
     flash("Webhook switched " + ("on" if webhook.enabled else "off"), "success")
     return redirect(url_for("webhooks.list_webhooks"), 303)
 
@@ -295,8 +321,7 @@ def delete_webhook(webhook_id: int) -> ResponseReturnValue:
         403: Forbidden
         404: WebhookNotFound
     """
-    db.session.delete(_own_webhook(webhook_id))
-    db.session.commit()
+    _delete(_own_webhook(webhook_id))
     return no_content()
 
 
@@ -313,8 +338,7 @@ def delete_webhook_form(webhook_id: int) -> ResponseReturnValue:
         403: Forbidden
         404: WebhookNotFound
     """
-    db.session.delete(_own_webhook(webhook_id))
-    db.session.commit()
+    _delete(_own_webhook(webhook_id))
     flash("Webhook deleted", "success")
     return redirect(url_for("webhooks.list_webhooks"), 303)
 

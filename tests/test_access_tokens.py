@@ -296,7 +296,7 @@ def test_last_use_is_written_down_at_most_once_a_minute(app, client, token):
         ),
         ({"name": "ci"}, "scopes: Missing data for required field."),
         ({"name": "ci", "scopes": []}, "scopes: give at least one scope"),
-        ({"name": "ci", "scopes": ["admin"]}, "scopes: unknown scope admin"),
+        ({"name": "ci", "scopes": ["root"]}, "scopes: unknown scope root"),
         ({"name": "ci", "scopes": "files:read"}, "scopes: Not a valid list."),
         (
             {"name": "ci", "scopes": ["files:read"], "expires_in": 366 * 86400},
@@ -436,7 +436,7 @@ def test_the_cli_makes_lists_and_revokes_tokens(client, runner, token):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--scopes", "files:read,admin"], "not admin"),
+        (["--scopes", "files:read,root"], "not root"),
         (["--scopes", "files:read", "--expires-in", "soon"], "is not a duration"),
         (["--scopes", "files:read", "--expires-in", "400d"], "1 minute to 365 days"),
         (["--scopes", "files:read", "--expires-in", "never"], "not allowed on this"),

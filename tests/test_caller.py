@@ -21,6 +21,7 @@ RULES = {
     "link",
     "upload_key",
     "upload_request",
+    "invitation",
     "metrics",
     "nobody",
 }

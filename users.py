@@ -1,0 +1,203 @@
+"""Managing accounts, for the admin area (admin.py) and the command line
+(cli.py) alike: make one (with an invitation to set its password), disable
+and enable it, delete it, change its role or quota, sign it out everywhere.
+Each change is committed and written to the audit log.
+
+The server never goes without an administrator: the last enabled one can't
+be demoted, disabled or deleted (409).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import current_app, render_template
+
+import audit
+import invitations
+import mail
+import policies
+from errors import ApiError
+from models import ADMIN, ROLES, StoredFile, User, db, utcnow
+from passwords import canonical_username, hash_password
+from session_tokens import revoke_all_tokens
+from storage import delete_stored_files
+
+BAD_NAME = (
+    "A username is 1-80 characters: letters, digits and _ . @ + - "
+    "(not starting with punctuation)"
+)
+LAST_ADMIN = "This is the last administrator: make another one first"
+
+
+@dataclass(frozen=True)
+class Invited:
+    """An invitation made: its link (shown once), until when it works, and
+    whether it was sent to the account's e-mail address."""
+
+    url: str
+    expires_at: datetime
+    emailed: bool
+    # Why it could not be sent, when an address was there to send it to.
+    mail_error: str | None = None
+
+
+def find(user_id: int) -> User:
+    """The account with this id, or a 404."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise ApiError(404, "No such user")
+    return user
+
+
+def create(
+    username: str,
+    role: str = "user",
+    email: str | None = None,
+    quota_bytes: int | None = None,
+    password: str | None = None,
+) -> User:
+    """A new account (committed): without a password until its invitation is
+    used, unless one is given; 400 for a bad name, 409 for a taken one."""
+    if canonical_username(username) != username:
+        raise ApiError(400, BAD_NAME)
+    assert role in ROLES
+    taken = db.session.execute(
+        db.select(User.id).where(db.func.lower(User.username) == username.lower())
+    ).first()
+    if taken:
+        raise ApiError(409, f"A user named {username} already exists")
+    user = policies.new_account(
+        User(
+            username=username,
+            role=role,
+            email=email or None,
+            quota_bytes=quota_bytes,
+            password_hash=hash_password(password) if password else None,
+        )
+    )
+    db.session.add(user)
+    db.session.commit()
+    audit.record("user.created", audit.target_user(user), f"role {role}")
+    return user
+
+
+def invite(user: User, purpose: str = invitations.INVITE) -> Invited:
+    """A new invitation (or password reset) link for ``user`` (committed),
+    sent to their e-mail address when the server sends e-mail."""
+    if user.disabled_at is not None:
+        raise ApiError(409, "The account is disabled: enable it first")
+    invitation, secret = invitations.create(user, purpose)
+    db.session.commit()
+    audit.record("invitation.created", audit.target_user(user), purpose)
+    url = invitations.url_of(secret)
+    config = current_app.config
+    if not (config["SMTP_URL"] and user.email):
+        return Invited(url, invitation.expires_at, False)
+    context = {
+        "user": user,
+        "url": url,
+        "expires_at": invitation.expires_at,
+        "reset": purpose == invitations.RESET,
+    }
+    subject = (
+        "Set a new password for Lockbox"
+        if purpose == invitations.RESET
+        else "You are invited to Lockbox"
+    )
+    try:
+        mail.send(
+            config["SMTP_URL"],
+            config["MAIL_FROM"],
+            user.email,
+            subject,
+            render_template("email/invitation.txt", **context),
+            render_template("email/invitation.html", **context),
+            timeout=config["WEBHOOK_TIMEOUT_SECONDS"],
+        )
+    except Exception as failure:  # a refusal or a network failure: show the link
+        current_app.logger.warning("The invitation e-mail was not sent: %s", failure)
+        return Invited(url, invitation.expires_at, False, type(failure).__name__)
+    return Invited(url, invitation.expires_at, True)
+
+
+def _other_admins(user: User) -> int:
+    """How many enabled administrators there are besides ``user``."""
+    return db.session.execute(
+        db.select(db.func.count())
+        .select_from(User)
+        .where(User.role == ADMIN, User.disabled_at.is_(None), User.id != user.id)
+    ).scalar_one()
+
+
+def _keep_an_admin(user: User) -> None:
+    """Refuse to take away the last enabled administrator (409)."""
+    if user.role == ADMIN and user.disabled_at is None and not _other_admins(user):
+        raise ApiError(409, LAST_ADMIN)
+
+
+def set_disabled(user: User, disabled: bool) -> User:
+    """Disable the account (nothing of it opens, on any instance, until it is
+    enabled again) or enable it."""
+    if disabled == (user.disabled_at is not None):
+        return user
+    if disabled:
+        _keep_an_admin(user)
+    user.disabled_at = utcnow() if disabled else None
+    db.session.commit()
+    audit.record(
+        "user.disabled" if disabled else "user.enabled", audit.target_user(user)
+    )
+    return user
+
+
+def set_role(user: User, role: str) -> User:
+    """Make the account an administrator, or not (its `admin` tokens stop)."""
+    assert role in ROLES
+    if role == user.role:
+        return user
+    if role != ADMIN:
+        _keep_an_admin(user)
+    user.role = role
+    db.session.commit()
+    audit.record("user.role", audit.target_user(user), role)
+    return user
+
+
+def set_quota(user: User, quota_bytes: int | None) -> User:
+    """Set what the account may keep: bytes, 0 for no limit, None for the
+    server's default."""
+    user.quota_bytes = quota_bytes
+    db.session.commit()
+    audit.record(
+        "user.quota",
+        audit.target_user(user),
+        "default" if quota_bytes is None else f"{quota_bytes} bytes",
+    )
+    return user
+
+
+def set_password(user: User, password: str) -> User:
+    """Give the account a new password: every session and token ends."""
+    user.password_hash = hash_password(password)
+    revoke_all_tokens(user)
+    db.session.commit()
+    audit.record("password.changed", audit.target_user(user))
+    return user
+
+
+def sign_out_everywhere(user: User) -> User:
+    """End every session, token, link and upload key of the account."""
+    revoke_all_tokens(user)
+    db.session.commit()
+    audit.record("sign_out.everywhere", audit.target_user(user))
+    return user
+
+
+def delete(user: User) -> None:
+    """Delete the account and everything it owns."""
+    _keep_an_admin(user)
+    target = audit.target_user(user)
+    delete_stored_files(StoredFile.owner_id == user.id)
+    db.session.delete(user)
+    db.session.commit()
+    audit.record("user.deleted", target)
