@@ -763,12 +763,11 @@ def audit_log() -> ResponseReturnValue:
               schema: AuditListSchema
             text/html: {}
     """
-    # The page's form sends its empty filters too: they filter nothing.
     args = request.args.to_dict()
-    query = load_or_400(
-        audit_query_schema,
-        {name: value for name, value in args.items() if value.strip()},
-    )
+    if wants_html():
+        # The page's form sends its empty filters too: they filter nothing.
+        args = {name: value for name, value in args.items() if value.strip()}
+    query = load_or_400(audit_query_schema, args)
     found = audit.rows(
         event=query.get("event"),
         actor=query.get("actor"),

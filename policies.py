@@ -18,8 +18,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
+
 from errors import ApiError
-from models import Setting, User, db, utcnow
+from models import Setting, User, db, retry_on_conflict, utcnow
 
 PREFIX = "policy."
 LINKS_NEED_PASSWORD = "This server requires a password on every link"
@@ -62,7 +64,20 @@ def as_dict(policies: Policies) -> dict:
 
 def change(values: dict) -> list[str]:
     """Store new values (checked by the caller's schema) and commit; the
-    names of those that changed."""
+    names of those that changed. Two administrators saving at once: the
+    later one wins (a first save of a policy that loses the race to insert
+    its row is made again, as an update)."""
+    for _ in range(3):
+        try:
+            return _change(values)
+        except IntegrityError:
+            db.session.rollback()
+    raise ApiError(409, "The policies were being saved by someone else: try again")
+
+
+@retry_on_conflict
+def _change(values: dict) -> list[str]:
+    """change's transaction."""
     before = as_dict(current())
     changed = [
         name for name in NAMES if name in values and values[name] != before[name]
@@ -75,7 +90,6 @@ def change(values: dict) -> list[str]:
             db.session.add(Setting(name=PREFIX + name, value=value, updated_at=now))
         else:
             row.value, row.updated_at = value, now
-    db.session.commit()
     return changed
 
 

@@ -154,7 +154,11 @@ def callback() -> ResponseReturnValue:
         current_app.logger.info("Account %s made by single sign-on", user.id)
         audit.record("user.created", audit.target_user(user), "single sign-on", user)
     refuse_disabled(user)
+    role = user.role
     change_account(user, lambda fresh: oidc.signed_in(fresh, claims, refresh_token))
+    if user.role != role:
+        # The provider's claims say what the person is (OIDC_ADMIN_CLAIM).
+        audit.record("user.role", audit.target_user(user), user.role, actor=user)
     signed_in(user, "single sign-on")
     return page_session(user, keep=False, target=flow.get("next"), sso=True)
 

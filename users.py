@@ -7,26 +7,41 @@ The server never goes without an administrator: the last enabled one can't
 be demoted, disabled or deleted (409).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from flask import current_app, render_template
+from sqlalchemy.exc import IntegrityError, InvalidRequestError
 
 import audit
 import invitations
 import mail
 import policies
 from errors import ApiError
-from models import ADMIN, ROLES, StoredFile, User, db, utcnow
+from models import (
+    ADMIN,
+    ROLES,
+    Setting,
+    StoredFile,
+    User,
+    change_account,
+    db,
+    utcnow,
+)
 from passwords import canonical_username, hash_password
 from session_tokens import revoke_all_tokens
 from storage import delete_stored_files
 
+R = TypeVar("R")
 BAD_NAME = (
     "A username is 1-80 characters: letters, digits and _ . @ + - "
     "(not starting with punctuation)"
 )
 LAST_ADMIN = "This is the last administrator: make another one first"
+# The row every change that could take an administrator away writes first.
+ADMINS_GUARD = "guard.admins"
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,16 @@ def invite(user: User, purpose: str = invitations.INVITE) -> Invited:
     return Invited(url, invitation.expires_at, True)
 
 
+def _change(user: User, work: Callable[[User], R]) -> R:
+    """``work`` on the account read afresh, committed (models.change_account);
+    a 404 when it was deleted meanwhile."""
+    try:
+        return change_account(user, work)
+    except InvalidRequestError:  # the row is gone: nothing to refresh
+        db.session.rollback()
+        raise ApiError(404, "No such user") from None
+
+
 def _other_admins(user: User) -> int:
     """How many enabled administrators there are besides ``user``."""
     return db.session.execute(
@@ -130,20 +155,46 @@ def _other_admins(user: User) -> int:
 
 
 def _keep_an_admin(user: User) -> None:
-    """Refuse to take away the last enabled administrator (409)."""
-    if user.role == ADMIN and user.disabled_at is None and not _other_admins(user):
+    """Refuse to take away the last enabled administrator (409).
+
+    Two administrators taking each other away at once must not both pass:
+    each change first writes one guard row (a row lock on one server, a
+    certification conflict through two Galera nodes, and the one retried then
+    sees the other's change)."""
+    if user.role != ADMIN or user.disabled_at is not None:
+        return
+    guard = db.session.get(Setting, ADMINS_GUARD)
+    if guard is None:
+        db.session.add(Setting(name=ADMINS_GUARD, value="0", updated_at=utcnow()))
+        try:
+            db.session.flush()
+        except IntegrityError:
+            db.session.rollback()
+            raise ApiError(
+                409, "Another change to the administrators came at once: try again"
+            ) from None
+    else:
+        guard.value = str(int(guard.value) + 1)
+        guard.updated_at = utcnow()
+        db.session.flush()
+    if not _other_admins(user):
         raise ApiError(409, LAST_ADMIN)
 
 
 def set_disabled(user: User, disabled: bool) -> User:
     """Disable the account (nothing of it opens, on any instance, until it is
     enabled again) or enable it."""
-    if disabled == (user.disabled_at is not None):
+
+    def change(fresh: User) -> bool:
+        if disabled == (fresh.disabled_at is not None):
+            return False
+        if disabled:
+            _keep_an_admin(fresh)
+        fresh.disabled_at = utcnow() if disabled else None
+        return True
+
+    if not _change(user, change):
         return user
-    if disabled:
-        _keep_an_admin(user)
-    user.disabled_at = utcnow() if disabled else None
-    db.session.commit()
     audit.record(
         "user.disabled" if disabled else "user.enabled", audit.target_user(user)
     )
@@ -153,12 +204,17 @@ def set_disabled(user: User, disabled: bool) -> User:
 def set_role(user: User, role: str) -> User:
     """Make the account an administrator, or not (its `admin` tokens stop)."""
     assert role in ROLES
-    if role == user.role:
+
+    def change(fresh: User) -> bool:
+        if role == fresh.role:
+            return False
+        if role != ADMIN:
+            _keep_an_admin(fresh)
+        fresh.role = role
+        return True
+
+    if not _change(user, change):
         return user
-    if role != ADMIN:
-        _keep_an_admin(user)
-    user.role = role
-    db.session.commit()
     audit.record("user.role", audit.target_user(user), role)
     return user
 
@@ -166,8 +222,11 @@ def set_role(user: User, role: str) -> User:
 def set_quota(user: User, quota_bytes: int | None) -> User:
     """Set what the account may keep: bytes, 0 for no limit, None for the
     server's default."""
-    user.quota_bytes = quota_bytes
-    db.session.commit()
+
+    def change(fresh: User) -> None:
+        fresh.quota_bytes = quota_bytes
+
+    _change(user, change)
     audit.record(
         "user.quota",
         audit.target_user(user),
@@ -178,25 +237,35 @@ def set_quota(user: User, quota_bytes: int | None) -> User:
 
 def set_password(user: User, password: str) -> User:
     """Give the account a new password: every session and token ends."""
-    user.password_hash = hash_password(password)
-    revoke_all_tokens(user)
-    db.session.commit()
+    password_hash = hash_password(password)
+
+    def change(fresh: User) -> None:
+        fresh.password_hash = password_hash
+        revoke_all_tokens(fresh)
+
+    _change(user, change)
     audit.record("password.changed", audit.target_user(user))
     return user
 
 
 def sign_out_everywhere(user: User) -> User:
     """End every session, token, link and upload key of the account."""
-    revoke_all_tokens(user)
-    db.session.commit()
+    _change(user, revoke_all_tokens)
     audit.record("sign_out.everywhere", audit.target_user(user))
     return user
 
 
 def delete(user: User) -> None:
     """Delete the account and everything it owns."""
-    _keep_an_admin(user)
     target = audit.target_user(user)
+
+    def step_down(fresh: User) -> None:
+        # First no longer an administrator, in a transaction of its own: the
+        # files may take several to delete.
+        _keep_an_admin(fresh)
+        fresh.role = "user"
+
+    _change(user, step_down)
     delete_stored_files(StoredFile.owner_id == user.id)
     db.session.delete(user)
     db.session.commit()
