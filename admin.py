@@ -47,6 +47,7 @@ from models import (
     User,
     Webhook,
     db,
+    utcnow,
 )
 from personal_tokens import revoke as revoke_token_of
 from quotas import quota_of, usage_by_account
@@ -243,7 +244,7 @@ def user_page(user_id: int) -> ResponseReturnValue:
     facts = _facts(user, usage_by_account().get(user.id, 0))
     if not wants_html():
         return jsonify(admin_user_schema.dump(facts))
-    recent = audit.rows(actor=user.username, limit=20)
+    recent = audit.rows_about(user)
     return render_template(
         "admin_user.html",
         account=facts,
@@ -495,6 +496,7 @@ def _requests() -> list[dict[str, Any]]:
 
 def _tokens() -> list[dict[str, Any]]:
     """The newest personal access tokens of every account."""
+    now = utcnow()
     found = db.session.execute(
         db.select(AccessToken, User)
         .join(User, User.id == AccessToken.user_id)
@@ -511,6 +513,9 @@ def _tokens() -> list[dict[str, Any]]:
             "created_at": access_token.created_at,
             "expires_at": access_token.expires_at,
             "last_used_at": access_token.last_used_at,
+            "status": "expired"
+            if access_token.expires_at is not None and access_token.expires_at <= now
+            else "active",
         }
         for access_token, owner in found
     ]
@@ -701,10 +706,15 @@ def _policies_from_form() -> dict[str, Any]:
         )
     }
     days = form.get("max_link_days", "").strip()
+    current = policies.current().max_link_seconds
     try:
         values["max_link_seconds"] = int(days) * 86400 if days else None
     except ValueError:
         raise ApiError(400, "max_link_days must be a whole number of days") from None
+    if current is not None and days == str(current // 86400):
+        # The page shows a limit the API set in whole days, rounded down:
+        # sent back unchanged, it stays what it was.
+        values["max_link_seconds"] = current
     quota = _quota_from(form.get("default_quota", ""))
     values["default_quota_bytes"] = quota
     return values
@@ -816,11 +826,13 @@ def invitation_page(secret: str) -> ResponseReturnValue:
         410: InvitationGone
     """
     access = g.caller.record
-    return (
-        render_template("invitation.html", account=access.user, secret=secret),
-        200,
-        NO_STORE,
+    page = render_template(
+        "invitation.html",
+        account=access.user,
+        secret=secret,
+        reset=access.invitation.purpose == invitations.RESET,
     )
+    return page, 200, NO_STORE
 
 
 @bp.post("/invite/<secret>")
@@ -859,6 +871,7 @@ def use_invitation(secret: str) -> ResponseReturnValue:
             "invitation.html",
             account=access.user,
             secret=secret,
+            reset=access.invitation.purpose == invitations.RESET,
             error=error.description,
         )
         return page, 400, NO_STORE

@@ -266,6 +266,19 @@ def rows(
     return list(db.session.execute(query).scalars())
 
 
+def rows_about(user: User, limit: int = 20) -> list[AuditEvent]:
+    """The newest rows an account did, or that were done to it."""
+    query = (
+        db.select(AuditEvent)
+        .where(
+            (AuditEvent.actor_id == user.id) | (AuditEvent.target == target_user(user))
+        )
+        .order_by(AuditEvent.seq.desc())
+        .limit(limit)
+    )
+    return list(db.session.execute(query).scalars())
+
+
 def as_dict(row: AuditEvent) -> dict:
     """A row as the API and ``flask audit export`` give it."""
     return {

@@ -1058,6 +1058,9 @@ class AdminTokenSchema(Schema):
     created_at = fields.DateTime(required=True)
     expires_at = fields.DateTime(required=True, allow_none=True)
     last_used_at = fields.DateTime(required=True, allow_none=True)
+    status = fields.String(
+        required=True, validate=validate.OneOf(["active", "expired"])
+    )
 
 
 class AdminWebhookSchema(Schema):

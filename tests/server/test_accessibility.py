@@ -13,7 +13,7 @@ import requests
 
 from harness.server import ROOT
 from helpers import PASSWORD, AuthActions, bearer, live_share, live_upload, make_app
-from models import db
+from models import User, db
 from test_notifications import Receiver
 
 AXE = Path(__file__).with_name("axe_pages.mjs")
@@ -140,6 +140,7 @@ def pages_of(site, receiver) -> list[dict]:
         {"name": "several share", "url": several},
         {"name": "webhooks", "url": f"{site.url}/webhooks?token={token}"},
         *two_factor_pages(site, token),
+        *admin_pages(site, token),
     ]
 
 
@@ -208,6 +209,62 @@ def two_factor_pages(site, token) -> list[dict]:
                 # Wrong whatever the clock says: codes are digits.
                 {"fill": "Code from your authenticator app", "value": "abcdef"},
                 {"click": "Sign in"},
+            ],
+        },
+    ]
+
+
+def admin_pages(site, token) -> list[dict]:
+    """The admin area, alice made an administrator: the accounts (one
+    invited, one disabled), her own page and another's, the link a reset
+    shows, everything shared, the policies, the audit log; and the page an
+    invitation's link opens, plain and after two passwords that differ."""
+    app = make_app(site.env["DATABASE_URL"])
+    with app.app_context():
+        db.session.execute(
+            db.update(User).filter_by(username="alice").values(role="admin")
+        )
+        db.session.commit()
+        db.engine.dispose()
+
+    def invite(username, **settings) -> dict:
+        answer = requests.post(
+            site.url + "/admin/users",
+            json={"username": username, **settings},
+            headers=bearer(token),
+            timeout=30,
+        )
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    invitation = invite("dave", email="dave@example.org")["invitation"]["url"]
+    erin = invite("erin", quota="5 GiB")["user"]["id"]
+    frank = invite("frank", role="admin")["user"]["id"]
+    disabled = requests.post(
+        f"{site.url}/admin/users/{frank}/disable", headers=bearer(token), timeout=30
+    )
+    assert disabled.status_code == 200, disabled.text
+    admin = f"{site.url}/admin/{{}}?token={token}"
+    return [
+        {"name": "admin users", "url": admin.format("users")},
+        {"name": "admin own account", "url": admin.format("users/1")},
+        {"name": "admin disabled account", "url": admin.format(f"users/{frank}")},
+        {
+            "name": "admin invitation link",
+            "url": admin.format(f"users/{erin}"),
+            "steps": [{"click": "New invitation link"}],
+        },
+        {"name": "admin shared", "url": admin.format("shared")},
+        {"name": "admin policies", "url": admin.format("policies")},
+        {"name": "admin audit log", "url": admin.format("audit")},
+        {"name": "invitation", "url": invitation},
+        {
+            "name": "invitation passwords differ",
+            "url": invitation,
+            "steps": [
+                {"fill": "New password", "value": "correct horse 1"},
+                {"fill": "The same password again", "value": "correct horse 2"},
+                {"click": "Set password"},
             ],
         },
     ]
