@@ -451,17 +451,19 @@ def _links() -> list[dict[str, Any]]:
         .limit(SHARED_ROWS)
     ).all()
     rows = []
+    in_force = policies.current()
     for share, owner in found:
         files = share_links.files_of(share)
         title = (
             ", ".join(stored_file.filename for _, stored_file in files) or "(no file)"
         )
+        status = share_links.shown_status(share, owner, len(files), in_force)
         rows.append(
             {
                 "id": share.id,
                 "owner": owner.username,
                 "title": title[:200],
-                "status": share_links.status_of(share, owner, len(files)),
+                "status": status,
                 "created_at": share.created_at,
                 "expires_at": share.expires_at,
                 "has_password": share.password_hash is not None,
@@ -479,12 +481,13 @@ def _requests() -> list[dict[str, Any]]:
         .order_by(UploadRequest.id.desc())
         .limit(SHARED_ROWS)
     ).all()
+    in_force = policies.current()
     return [
         {
             "id": upload_request.id,
             "owner": owner.username,
             "title": upload_request.title,
-            "status": request_links.status_of(upload_request, owner),
+            "status": request_links.shown_status(upload_request, owner, in_force),
             "created_at": upload_request.created_at,
             "expires_at": upload_request.expires_at,
             "has_password": upload_request.password_hash is not None,
@@ -707,10 +710,9 @@ def _policies_from_form() -> dict[str, Any]:
     }
     days = form.get("max_link_days", "").strip()
     current = policies.current().max_link_seconds
-    try:
-        values["max_link_seconds"] = int(days) * 86400 if days else None
-    except ValueError:
-        raise ApiError(400, "max_link_days must be a whole number of days") from None
+    if days and not (days.isascii() and days.isdigit() and 1 <= int(days) <= 3650):
+        raise ApiError(400, "max_link_days must be a whole number of days, 1 to 3650")
+    values["max_link_seconds"] = int(days) * 86400 if days else None
     if current is not None and days == str(current // 86400):
         # The page shows a limit the API set in whole days, rounded down:
         # sent back unchanged, it stays what it was.
@@ -743,7 +745,11 @@ def change_policies() -> ResponseReturnValue:
         303:
           description: A browser, back to the policies page
     """
-    body = request_body() if request.is_json else _policies_from_form()
+    if request.is_json or not wants_html():
+        # An API client sends the schema's fields, and only those to change.
+        body = request_body()
+    else:
+        body = _policies_from_form()
     values = load_or_400(policies_schema, body)
     for name in policies.change(values):
         audit.record("policy.changed", name, f"{name} = {values[name]}")

@@ -234,7 +234,7 @@ def set_quota(name: str, size: str) -> None:
             quota_bytes = parse_size(size)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="SIZE") from None
-    users.set_quota(user, quota_bytes)
+    _api(lambda: users.set_quota(user, quota_bytes))
     quota = quota_of(user)
     click.echo(
         f"Quota for {name}: " + ("none" if quota is None else format_size(quota))

@@ -73,16 +73,22 @@ LINK_STEPS = {
     401: "This link has a password: ask the person who sent it.",
     404: "Check that the whole link was copied, or ask the person who sent it "
     "for a new one.",
+    403: "The link can't be used now: ask the person who sent it.",
     410: "Ask the person who sent you the link for a new one.",
 }
 # The views a share link's holder sees.
 LINK_VIEWS = {"shares.share_page", "shares.share_download"}
+# Signing in: a 403 there is an account an administrator disabled.
+SIGN_IN_VIEWS = {"auth.login", "auth.login_form", "sso.callback"}
+SIGN_IN_STEPS = {403: "Ask your administrator to enable your account again."}
 
 
 def _error_page(status: int, message: str) -> str:
     """The error page: what happened, what to do next, the way back."""
     for_link = request.endpoint in LINK_VIEWS
     steps = {**NEXT_STEPS, **LINK_STEPS} if for_link else NEXT_STEPS
+    if request.endpoint in SIGN_IN_VIEWS:
+        steps = {**steps, **SIGN_IN_STEPS}
     step = steps.get(status) or NEXT_STEPS.get(status // 100 * 100, "")
     max_file = human_size(current_app.config.get("MAX_FILE_SIZE") or 0)
     return render_template(

@@ -19,8 +19,9 @@ from sqlalchemy import update
 import logs
 from credentials import secret_hash
 from errors import ApiError
-from models import Invitation, User, db, new_token_version, rowcount, utcnow
+from models import Invitation, User, db, rowcount, utcnow
 from passwords import hash_password
+from session_tokens import revoke_all_tokens
 
 # 256 random bits, URL-safe: 43 characters.
 SECRET_BYTES = 32
@@ -90,7 +91,7 @@ def use(invitation: Invitation, user: User, password: str) -> None:
         db.session.rollback()
         raise ApiError(410, GONE)
     user.password_hash = hash_password(password)
-    user.token_version = new_token_version()
+    revoke_all_tokens(user)
     db.session.commit()
 
 

@@ -112,6 +112,18 @@ TOKEN_RESPONSES = {
 }
 # A browser's state-changing request from another site is refused.
 CROSS_SITE = {"403": ("CrossSite", "Cross-site request refused")}
+# What a link, an upload request's link or an upload's key may answer: the
+# server's policies stop it, or its owner's account is disabled for now.
+STOPPED = {
+    "403": (
+        "LinkStopped",
+        "The server's policies stop this now, or the account behind it is "
+        "disabled for now",
+    )
+}
+# A sign-in with the right password to an account an administrator disabled.
+DISABLED = {"403": ("AccountDisabled", "This account is disabled")}
+STOPPABLE = {"link", "upload_request", "upload_key"}
 UNSAFE_METHODS = {"post", "put", "patch", "delete"}
 # Every operation needs a token, unless its docstring says otherwise.
 TOKEN_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"queryToken": []}]
@@ -136,6 +148,12 @@ class ViewsPlugin(FlaskPlugin):
                 shared.update(CROSS_SITE)
             if is_account_view(view):  # check_for_token
                 shared.update(TOKEN_RESPONSES)
+            rule = getattr(view, "caller_rule", None)
+            # A 403 of its own, unless the operation has one already.
+            if rule in STOPPABLE:
+                shared.setdefault("403", STOPPED["403"])
+            if rule == "password":
+                shared.setdefault("403", DISABLED["403"])
             responses = operation.setdefault("responses", {})
             for status, (name, _) in shared.items():
                 responses.setdefault(status, name)
@@ -296,7 +314,12 @@ def build_spec(app: Flask) -> dict[str, Any]:
         },
     )
     named = {**RESPONSES}
-    for name, description in [*SHARED_RESPONSES.values(), *CROSS_SITE.values()]:
+    for name, description in [
+        *SHARED_RESPONSES.values(),
+        *CROSS_SITE.values(),
+        *STOPPED.values(),
+        *DISABLED.values(),
+    ]:
         named[name] = description
     for name, description in named.items():
         response: dict[str, Any] = {"description": description}

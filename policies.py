@@ -106,9 +106,12 @@ def check_new_link(has_password: bool, expires_at: datetime) -> None:
         raise ApiError(400, f"Links on this server may last at most {_days(limit)}")
 
 
-def link_still_allowed(has_password: bool, created_at: datetime) -> str | None:
-    """Why the policies stop an existing link from opening, or None."""
-    policies = current()
+def link_still_allowed(
+    has_password: bool, created_at: datetime, policies: Policies | None = None
+) -> str | None:
+    """Why the policies (those in force, unless given) stop an existing link
+    from opening, or None."""
+    policies = policies or current()
     if not policies.share_links:
         return LINKS_OFF
     if policies.links_need_password and not has_password:

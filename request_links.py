@@ -47,6 +47,10 @@ GONE = {
     "revoked": "This upload request was withdrawn by its owner",
     "full": "This upload request has all the files it can take",
 }
+OWNER_DISABLED = (
+    "The account that asked for these files is disabled for now: ask the person "
+    "who sent the link"
+)
 
 
 def new_request(
@@ -139,9 +143,12 @@ def received(upload_request: UploadRequest, locked: bool = False) -> tuple[int, 
 
 
 def status_of(upload_request: UploadRequest, owner: User) -> str:
-    """active, closed, revoked, expired or full."""
+    """active, closed, revoked, expired, full, or disabled (its owner's
+    account, for now)."""
     if upload_request.closed_at is not None:
         return "closed"
+    if owner.disabled_at is not None:
+        return "disabled"
     if not owner_still_trusts(upload_request, owner):
         return "revoked"
     if upload_request.expires_at <= utcnow():
@@ -151,6 +158,19 @@ def status_of(upload_request: UploadRequest, owner: User) -> str:
     if (cap is not None and files >= cap) or taken >= upload_request.max_bytes:
         return "full"
     return "active"
+
+
+def shown_status(
+    upload_request: UploadRequest,
+    owner: User,
+    in_force: policies.Policies | None = None,
+) -> str:
+    """status_of, or "stopped" for an active request while the server's
+    policies turn upload requests off."""
+    status = status_of(upload_request, owner)
+    if status == "active" and not (in_force or policies.current()).upload_requests:
+        return "stopped"
+    return status
 
 
 def open_request(link: str) -> tuple[UploadRequest, User]:
@@ -172,6 +192,8 @@ def open_request(link: str) -> tuple[UploadRequest, User]:
     upload_request, owner = found
     policies.check_requests_on()
     status = status_of(upload_request, owner)
+    if status == "disabled":
+        raise ApiError(403, OWNER_DISABLED)
     if status != "active":
         raise ApiError(410, GONE[status])
     return upload_request, owner

@@ -451,7 +451,15 @@ class FileRequestCreateSchema(ShareRequestSchema):
     )
 
 
-REQUEST_STATUSES = ["active", "closed", "expired", "revoked", "full"]
+REQUEST_STATUSES = [
+    "active",
+    "closed",
+    "expired",
+    "revoked",
+    "full",
+    "disabled",
+    "stopped",
+]
 
 
 class ReceivedFileSchema(Schema):
@@ -533,7 +541,15 @@ class AccessEventListSchema(Schema):
     items = fields.List(fields.Nested(AccessEventSchema), required=True)
 
 
-SHARE_STATUSES = ["active", "expired", "revoked", "used_up", "emptied"]
+SHARE_STATUSES = [
+    "active",
+    "expired",
+    "revoked",
+    "used_up",
+    "emptied",
+    "disabled",
+    "stopped",
+]
 
 
 class ShareSchema(Schema):
@@ -976,7 +992,9 @@ class PoliciesSchema(RequestSchema):
     )
     default_quota_bytes = fields.Integer(
         allow_none=True,
-        validate=validate.Range(min=0, error="default_quota_bytes must be at least 0"),
+        validate=validate.Range(
+            min=0, max=2**63 - 1, error="default_quota_bytes must be {min} to {max}"
+        ),
         metadata={"description": "A new account's quota; null: STORAGE_QUOTA_BYTES"},
     )
 

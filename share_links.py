@@ -57,6 +57,10 @@ GONE = {
     "used_up": "This link has reached its download limit",
     "emptied": "The files of this link were deleted by their owner",
 }
+# The owner's account is disabled: the link may work again once it is enabled.
+OWNER_DISABLED = (
+    "The account that shared this is disabled for now: ask the person who sent it"
+)
 
 
 def _signer() -> Signer:
@@ -139,8 +143,11 @@ def link_url(share: Share) -> str:
 
 
 def status_of(share: Share, owner: User, files_left: int = 1) -> str:
-    """active, expired, revoked, used_up, or emptied (a link to several
-    files whose every file was deleted)."""
+    """active, expired, revoked, used_up, emptied (a link to several
+    files whose every file was deleted), or disabled (its owner's account,
+    for now)."""
+    if owner.disabled_at is not None and share.revoked_at is None:
+        return "disabled"
     if share.revoked_at is not None or not owner_still_trusts(share, owner):
         return "revoked"
     if share.expires_at <= utcnow():
@@ -150,6 +157,22 @@ def status_of(share: Share, owner: User, files_left: int = 1) -> str:
     if share.max_downloads is not None and share.downloads >= share.max_downloads:
         return "used_up"
     return "active"
+
+
+def shown_status(
+    share: Share,
+    owner: User,
+    files_left: int = 1,
+    in_force: policies.Policies | None = None,
+) -> str:
+    """status_of, or "stopped" for an active link the server's policies
+    (those in force, unless given) stop from opening."""
+    status = status_of(share, owner, files_left)
+    if status == "active" and policies.link_still_allowed(
+        share.password_hash is not None, share.created_at, in_force
+    ):
+        return "stopped"
+    return status
 
 
 def public_id_of(link: str) -> str | None:
@@ -178,6 +201,8 @@ def open_link(link: str) -> tuple[Share, list[tuple[int, StoredFile]], User]:
         raise ApiError(404, NOT_FOUND)
     share, owner = found
     status = status_of(share, owner, len(files))
+    if status == "disabled":
+        raise ApiError(403, OWNER_DISABLED)
     if status in ("expired", "revoked", "emptied"):
         raise ApiError(410, GONE[status])
     refused = policies.link_still_allowed(

@@ -81,6 +81,7 @@ from share_links import (
     link_url,
     new_share,
     revoke,
+    shown_status,
     status_of,
     target_of,
     unlock_cookie_value,
@@ -105,7 +106,7 @@ def _describe(share: Share, owner: User) -> dict[str, Any]:
         "file_id": share.file_id,
         "file_ids": [stored_file.id for _, stored_file in files],
         "url": link_url(share),
-        "status": status_of(share, owner, len(files)),
+        "status": shown_status(share, owner, len(files)),
         "created_at": share.created_at,
         "expires_at": share.expires_at,
         "max_downloads": share.max_downloads,
@@ -274,6 +275,7 @@ def list_shares(file_id: int) -> ResponseReturnValue:
             file=stored_file,
             shares=shares,
             events=_access_rows(links),
+            link_rules=policies.current(),
         )
     return jsonify(share_list_schema.dump({"items": shares}))
 
@@ -422,6 +424,7 @@ def several_files() -> ResponseReturnValue:
         names=names,
         events=_access_rows(links),
         max_files=MAX_FILES_PER_LINK,
+        link_rules=policies.current(),
     )
 
 

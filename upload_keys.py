@@ -17,9 +17,10 @@ from flask import current_app
 from sqlalchemy.orm import contains_eager
 
 import logs
+import policies
 from credentials import owner_still_trusts, secret_hash
 from errors import ApiError
-from models import ResumableUpload, StoredFile, User, db, utcnow
+from models import ResumableUpload, StoredFile, UploadRequest, User, db, utcnow
 
 # 192 random bits, URL-safe: 32 characters.
 KEY_BYTES = 24
@@ -82,7 +83,21 @@ def open_upload(key: str, account: User | None) -> tuple[ResumableUpload, User]:
         raise ApiError(404, NOT_FOUND)
     if not upload.stored_file.complete and upload.expires_at <= utcnow():
         raise ApiError(410, "Upload expired")
+    if upload.stored_file.request_id is not None and not upload.stored_file.complete:
+        _request_still_takes_files(upload.stored_file.request_id)
     return upload, owner
+
+
+def _request_still_takes_files(request_id: int) -> None:
+    """A guest's upload into an upload request goes on only while the
+    request takes files: 403 while the policy turns upload requests off, 410
+    once its owner (or an administrator) closed it."""
+    policies.check_requests_on()
+    closed_at = db.session.execute(
+        db.select(UploadRequest.closed_at).where(UploadRequest.id == request_id)
+    ).scalar_one_or_none()
+    if closed_at is not None:
+        raise ApiError(410, "This upload request was closed: it takes no more files")
 
 
 # Wherever an upload's URL appears in a log line.

@@ -34,7 +34,6 @@ from request_links import (
     password_needed,
     received,
     request_url,
-    status_of,
     unlock_cookie_value,
 )
 from schemas import (
@@ -90,7 +89,7 @@ def _described(upload_request: UploadRequest, owner: User) -> dict[str, Any]:
         "url": request_url(upload_request),
         "title": upload_request.title,
         "note": upload_request.note,
-        "status": status_of(upload_request, owner),
+        "status": request_links.shown_status(upload_request, owner),
         "created_at": upload_request.created_at,
         "expires_at": upload_request.expires_at,
         "has_password": upload_request.password_hash is not None,

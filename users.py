@@ -23,6 +23,7 @@ from errors import ApiError
 from models import (
     ADMIN,
     ROLES,
+    AccessToken,
     Setting,
     StoredFile,
     User,
@@ -56,6 +57,18 @@ class Invited:
     mail_error: str | None = None
 
 
+# The largest quota a BIGINT column keeps.
+MAX_QUOTA = 2**63 - 1
+QUOTA_TOO_LARGE = f"quota: at most {MAX_QUOTA} bytes"
+
+
+def check_quota(quota_bytes: int | None) -> int | None:
+    """A quota that fits its column, or a 400."""
+    if quota_bytes is not None and not 0 <= quota_bytes <= MAX_QUOTA:
+        raise ApiError(400, QUOTA_TOO_LARGE)
+    return quota_bytes
+
+
 def find(user_id: int) -> User:
     """The account with this id, or a 404."""
     user = db.session.get(User, user_id)
@@ -75,6 +88,7 @@ def create(
     used, unless one is given; 400 for a bad name, 409 for a taken one."""
     if canonical_username(username) != username:
         raise ApiError(400, BAD_NAME)
+    check_quota(quota_bytes)
     assert role in ROLES
     taken = db.session.execute(
         db.select(User.id).where(db.func.lower(User.username) == username.lower())
@@ -210,6 +224,14 @@ def set_role(user: User, role: str) -> User:
             return False
         if role != ADMIN:
             _keep_an_admin(fresh)
+            # Its admin tokens end for good: made an admin again, the
+            # account makes new ones.
+            db.session.execute(
+                db.delete(AccessToken).where(
+                    AccessToken.user_id == fresh.id,
+                    AccessToken.scopes.contains(ADMIN),
+                )
+            )
         fresh.role = role
         return True
 
@@ -222,6 +244,7 @@ def set_role(user: User, role: str) -> User:
 def set_quota(user: User, quota_bytes: int | None) -> User:
     """Set what the account may keep: bytes, 0 for no limit, None for the
     server's default."""
+    check_quota(quota_bytes)
 
     def change(fresh: User) -> None:
         fresh.quota_bytes = quota_bytes
