@@ -657,6 +657,8 @@ def disable_webhook(webhook_id: int) -> ResponseReturnValue:
         404: RowNotFound
     """
     webhook = _row_or_404(Webhook, webhook_id, "webhook")
+    if not webhook.enabled:
+        return _back_to_shared(f"Webhook {webhook.id} is disabled already.")
     webhook.enabled = False
     db.session.commit()
     audit.record(

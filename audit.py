@@ -121,7 +121,8 @@ SERVER = Actor(None, "server")
 
 def row_hash(prev_hash: str, fields: dict) -> str:
     """The hash that chains a row: SHA-256 over the previous row's hash and
-    the row's fields, as canonical JSON."""
+    the row's fields, as canonical JSON (times naive UTC, to the microsecond,
+    as every database stores them)."""
     body = json.dumps(
         [prev_hash, *(_plain(fields[name]) for name in FIELDS)],
         separators=(",", ":"),
@@ -162,8 +163,6 @@ def _fields(event: str, target: str, outcome: str, actor: Actor | User | None) -
         agent = request.user_agent.string
         request_id = g.get("request_id", "")
     fields = {
-        # Stored to the microsecond on every database: the hash reads it back.
-        "at": utcnow().replace(tzinfo=None),
         "event": event,
         "actor_id": who.id,
         "actor": who.name,
@@ -178,18 +177,18 @@ def _fields(event: str, target: str, outcome: str, actor: Actor | User | None) -
     return fields
 
 
-def _last(connection: Connection) -> tuple[int, str]:
-    """The chain's last place and hash: the last row, else where pruning
-    stopped, else the beginning."""
+def _last(connection: Connection) -> tuple[int, str, datetime | None]:
+    """The chain's last place, hash and time: the last row, else where
+    pruning stopped, else the beginning."""
     last = connection.execute(
-        select(AuditEvent.seq, AuditEvent.row_hash)
+        select(AuditEvent.seq, AuditEvent.row_hash, AuditEvent.at)
         .order_by(AuditEvent.seq.desc())
         .limit(1)
     ).one_or_none()
     if last is not None:
-        return last.seq, last.row_hash
+        return last.seq, last.row_hash, last.at.replace(tzinfo=None)
     anchor = _anchor(connection)
-    return (anchor["seq"], anchor["hash"]) if anchor else (0, GENESIS)
+    return (anchor["seq"], anchor["hash"], None) if anchor else (0, GENESIS, None)
 
 
 def _anchor(connection: Connection) -> dict | None:
@@ -214,8 +213,12 @@ def record(
     while True:
         try:
             with db.engine.begin() as connection:
-                seq, prev_hash = _last(connection)
-                row = {**fields, "seq": seq + 1}
+                seq, prev_hash, last_at = _last(connection)
+                # Times never go back along the chain (a writer that lost a
+                # race comes after the winner), so "since a time" is one run
+                # of rows.
+                at = utcnow().replace(tzinfo=None)
+                row = {**fields, "seq": seq + 1, "at": max(at, last_at or at)}
                 connection.execute(
                     insert(AuditEvent).values(
                         **row, prev_hash=prev_hash, row_hash=row_hash(prev_hash, row)
@@ -253,7 +256,8 @@ def rows(
     query = db.select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit)
     if event:
         query = query.where(
-            (AuditEvent.event == event) | AuditEvent.event.startswith(event + ".")
+            (AuditEvent.event == event)
+            | AuditEvent.event.startswith(event + ".", autoescape=True)
         )
     if actor:
         query = query.where(AuditEvent.actor == actor)

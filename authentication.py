@@ -552,6 +552,7 @@ def _set_up_while_signing_in(
                     "recovery_codes.html", codes=codes, next_address=address
                 ),
             )
+        sign_in_failed(user.username, "wrong second factor code, setting it up")
     secret = two_factor.secret_of(user)
     if secret is None or attempt.ticket is None:
         secret = change_account(user, two_factor.begin)
@@ -678,6 +679,11 @@ def _sign_out_expired(error: ApiError) -> BaseResponse | None:
     claims = caller.expired_session_claims()
     if claims is not None:
         _end_sign_in(claims["fam"])
+        user = db.session.get(User, int(claims["sub"]))
+        if user is not None:
+            audit.record(
+                "sign_out", audit.target_user(user), "from an expired page", user
+            )
     return _signed_out()
 
 
@@ -766,6 +772,11 @@ def refresh() -> Response:
     rotated = rotate(claims)
     if rotated is None:
         current_app.logger.warning("Refresh token reused; family revoked")
+        audit.record(
+            "sign_out",
+            f"user {claims['sub']}",
+            "a refresh token was used twice: its sign-in ended everywhere",
+        )
         raise invalid_token("revoked")
     user, successor = rotated
     return token_response(user, claims["fam"], successor, claims.get("sso") is True)

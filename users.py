@@ -246,10 +246,14 @@ def set_quota(user: User, quota_bytes: int | None) -> User:
     server's default."""
     check_quota(quota_bytes)
 
-    def change(fresh: User) -> None:
+    def change(fresh: User) -> bool:
+        if fresh.quota_bytes == quota_bytes:
+            return False
         fresh.quota_bytes = quota_bytes
+        return True
 
-    _change(user, change)
+    if not _change(user, change):
+        return user
     audit.record(
         "user.quota",
         audit.target_user(user),
