@@ -106,9 +106,7 @@ def downgrade():
         batch_op.drop_column("last_sign_in_at")
         batch_op.drop_column("disabled_at")
 
-    with op.batch_alter_table("invitation", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_invitation_user_id"))
-
+    # With its index: MySQL keeps it while the foreign key needs it.
     op.drop_table("invitation")
     op.drop_table("setting")
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
