@@ -21,7 +21,7 @@ TEST_SETUP := $(VENV)/.installed-dev node_modules/.installed $(VENV)/.system-dep
 # included), then the branch coverage of the app's modules.
 test: lint $(TEST_SETUP)
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage run -m pytest --durations=40
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 
