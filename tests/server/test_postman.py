@@ -57,10 +57,13 @@ def newman():
 
 @pytest.fixture
 def site(tmp_path):
-    """gunicorn on a fresh SQLite database with one user."""
+    """gunicorn on a fresh SQLite database with one user, an administrator."""
     url = f"sqlite:///{tmp_path / 'lockbox.db'}"
     app = make_app(url)
     AuthActions(app, app.test_client()).create_user(USERNAME)
+    # An administrator, as `make run`'s first user is: the collection visits
+    # the admin area.
+    app.test_cli_runner().invoke(args=["users", "set-role", USERNAME, "admin"])
     with LiveServer({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url}) as server:
         yield server
     empty_tables(app)
