@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+import two_factor
 from harness.mariadb import DatabaseUnreachable, scratch_database
 from harness.server import LiveServer
 from helpers import (
@@ -22,6 +23,7 @@ from helpers import (
     random_bytes,
     uploaded,
 )
+from totp import START, Clock
 
 
 @pytest.fixture(scope="session")
@@ -159,3 +161,11 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """two_factor's clock, fixed at totp.START until a test moves it."""
+    fixed = Clock(START)
+    monkeypatch.setattr(two_factor, "now", lambda: fixed.at)
+    return fixed

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-import pyotp
 import pytest
 import requests
 from jinja2 import TemplateNotFound
@@ -26,7 +25,6 @@ from sqlalchemy import text
 import audit
 import notifications
 import session_tokens
-import two_factor
 from helpers import (
     HTML,
     PASSWORD,
@@ -42,6 +40,7 @@ from helpers import (
 from models import AccessToken, AuditEvent, Setting, Share, UploadRequest, db, utcnow
 from oidc_peer import OidcPeer, sign_in_at_provider
 from personal_tokens import SHOWN_CHARACTERS
+from totp import LATER, code_for, wrong_code
 
 # What the test client says it is, and where it comes from.
 USER_AGENT = "AuditProbe/7.3 (lockbox tests; +https://example.org/probe)"
@@ -57,45 +56,8 @@ EXPORTED_FIELDS = {*audit.FIELDS, "prev_hash", "row_hash"}
 
 # two_factor's clock (as in test_two_factor.py): the second factor is set up
 # at START, and signed in with at LATER, well past the step it used up.
-STEP_SECONDS = 30
-START = 1_750_000_020
-LATER = START + 20 * STEP_SECONDS
 TICKET_RE = re.compile(r'<input type="hidden" name="ticket" value="([^"]+)">')
 SECRET_RE = re.compile(r'<code id="totp-secret"[^>]*>([A-Z2-7]+)</code>')
-
-
-class Clock:
-    """The time two_factor checks codes at, which a test moves by hand."""
-
-    def __init__(self, at: float):
-        self.at = at
-
-    @property
-    def step(self) -> int:
-        return int(self.at // STEP_SECONDS)
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """two_factor's clock, fixed at START until a test moves it."""
-    fixed = Clock(START)
-    monkeypatch.setattr(two_factor, "now", lambda: fixed.at)
-    return fixed
-
-
-def code_for(secret: str, step: int) -> str:
-    """The authenticator app's code for a time step."""
-    return pyotp.TOTP(secret).generate_otp(step)
-
-
-def wrong_code(secret: str, step: int) -> str:
-    """Six digits that are no code of the window around ``step``."""
-    window = {code_for(secret, step + offset) for offset in (-1, 0, 1)}
-    return next(
-        code
-        for code in (f"{n:06d}" for n in range(123456, 10**6, 111111))
-        if code not in window
-    )
 
 
 class Row(NamedTuple):

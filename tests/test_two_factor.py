@@ -22,14 +22,8 @@ from helpers import (
     make_token,
 )
 from models import RecoveryCode, User, db
+from totp import LATER, START, STEP_SECONDS, code_for, wrong_code
 
-STEP_SECONDS = 30
-# A step boundary: the first second of step START // 30.
-START = 1_750_000_020
-assert START % STEP_SECONDS == 0
-# Well after START's step, so that the code that turned the second factor on
-# (its step is recorded as used) is far behind every code the tests send.
-LATER = START + 20 * STEP_SECONDS
 COOKIE = "lockbox_renew"
 TICKET_RE = re.compile(r'<input type="hidden" name="ticket" value="([^"]+)">')
 SECRET_RE = re.compile(r'<code id="totp-secret"[^>]*>([A-Z2-7]+)</code>')
@@ -38,43 +32,9 @@ OTP_CHALLENGE = "required; app"
 WRONG_CODE = "Wrong or already used two-factor code"
 
 
-class Clock:
-    """The time two_factor checks codes at, which a test moves by hand."""
-
-    def __init__(self, at: float):
-        self.at = at
-
-    @property
-    def step(self) -> int:
-        return int(self.at // STEP_SECONDS)
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """two_factor's clock, fixed at START until a test moves it."""
-    fixed = Clock(START)
-    monkeypatch.setattr(two_factor, "now", lambda: fixed.at)
-    return fixed
-
-
-def code_for(secret: str, step: int) -> str:
-    """The authenticator app's code for a time step."""
-    return pyotp.TOTP(secret).generate_otp(step)
-
-
 def code_at(secret: str, seconds: float) -> str:
     """The code an authenticator app shows at ``seconds`` since the epoch."""
     return pyotp.TOTP(secret).at(datetime.fromtimestamp(seconds, UTC))
-
-
-def wrong_code(secret: str, step: int) -> str:
-    """Six digits that are no code of the window around ``step``."""
-    window = {code_for(secret, step + offset) for offset in (-1, 0, 1)}
-    return next(
-        code
-        for code in (f"{n:06d}" for n in range(123456, 10**6, 111111))
-        if code not in window
-    )
 
 
 def begin(client, token) -> str:

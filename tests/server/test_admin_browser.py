@@ -10,9 +10,7 @@ import re
 import string
 import subprocess
 import sys
-import time
 
-import pyotp
 import pytest
 import requests
 from playwright.sync_api import expect
@@ -25,6 +23,7 @@ from helpers import (
     make_app,
     screenshot,
 )
+from totp import Authenticator
 
 # A real server, as every browser test here (pyproject.toml's marker).
 pytestmark = pytest.mark.slow
@@ -40,9 +39,6 @@ RECOVERY_CODE = r"[a-z2-7]{4}(-[a-z2-7]{4}){3}"
 LINKS_NEED_PASSWORD = "This server requires a password on every link"
 DISABLED = "Your account is disabled — ask your administrator"
 DISABLED_AT_SIGN_IN = "This account is disabled — ask your administrator"
-STEP_SECONDS = 30
-# A code typed now may reach the server this much later.
-TYPING_SECONDS = 5
 
 
 @pytest.fixture(scope="module")
@@ -68,30 +64,6 @@ def site(tmp_path_factory):
     with LiveServer(env) as server:
         yield server
     empty_tables(app)
-
-
-class Authenticator:
-    """The person's authenticator app, which the server takes each time step
-    of once: every code it gives is of a later step than the one before, and
-    of a step the server still accepts when the code arrives (the current
-    one, or the one before or after), waiting for the clock when need be
-    (as in test_two_factor_browser.py; two codes never wait)."""
-
-    def __init__(self, secret: str):
-        self.totp = pyotp.TOTP(secret)
-        self.last_step = 0
-
-    def code(self) -> str:
-        """A code the server has not seen yet."""
-        while True:
-            now = time.time()
-            earliest = int((now + TYPING_SECONDS) // STEP_SECONDS) - 1
-            latest = int(now // STEP_SECONDS) + 1
-            step = max(earliest, self.last_step + 1)
-            if step <= latest:
-                self.last_step = step
-                return self.totp.generate_otp(step)
-            time.sleep(STEP_SECONDS - now % STEP_SECONDS + 0.1)
 
 
 def submit(page, button, status=None):

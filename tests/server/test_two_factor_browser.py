@@ -5,9 +5,7 @@ setup page on a phone."""
 
 import re
 import string
-import time
 
-import pyotp
 import pytest
 import requests
 import segno
@@ -24,14 +22,12 @@ from helpers import (
     make_app,
     screenshot,
 )
+from totp import Authenticator
 
 pytestmark = pytest.mark.slow
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
-STEP_SECONDS = 30
-# A code typed now may reach the server this much later.
-TYPING_SECONDS = 5
 RECOVERY_CODE = r"[a-z2-7]{4}(-[a-z2-7]{4}){3}"
 WRONG_CODE = "Wrong or already used two-factor code"
 # Everyone who signs in here: one account per test, so that no test finds
@@ -51,35 +47,6 @@ def site(tmp_path_factory):
     with LiveServer(env) as server:
         yield server
     empty_tables(app)
-
-
-class Authenticator:
-    """The person's authenticator app, which the server takes each time step
-    of once: every code it gives is of a later step than the one before, and
-    of a step the server still accepts when the code arrives (the current
-    one, or the one before or after), waiting for the clock when need be."""
-
-    def __init__(self, secret: str):
-        self.totp = pyotp.TOTP(secret)
-        self.last_step = 0
-
-    def code(self) -> str:
-        """A code the server has not seen yet."""
-        while True:
-            now = time.time()
-            earliest = int((now + TYPING_SECONDS) // STEP_SECONDS) - 1
-            latest = int(now // STEP_SECONDS) + 1
-            step = max(earliest, self.last_step + 1)
-            if step <= latest:
-                self.last_step = step
-                return self.totp.generate_otp(step)
-            time.sleep(STEP_SECONDS - now % STEP_SECONDS + 0.1)
-
-    def wrong_code(self) -> str:
-        """Six digits that are no code of any step near now."""
-        step = int(time.time() // STEP_SECONDS)
-        near = {self.totp.generate_otp(step + offset) for offset in range(-3, 4)}
-        return next(code for code in (d * 6 for d in string.digits) if code not in near)
 
 
 def submit(page, button):
