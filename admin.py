@@ -36,10 +36,12 @@ import request_links
 import share_links
 import two_factor
 import users
+import webhook_http
 from authentication import NO_STORE, check_for_token
 from config import parse_size
 from errors import ApiError, no_content, wants_html
 from models import (
+    ADMIN,
     MAX_INT_ID,
     AccessToken,
     Share,
@@ -112,6 +114,14 @@ def _not_yourself(user: User, what: str) -> None:
     """An administrator may not lock themselves out (409)."""
     if user.id == g.user.id:
         raise ApiError(409, f"You cannot {what} your own account here")
+
+
+def _session_only(what: str) -> None:
+    """What could hand an account to whoever holds the token (a password
+    link, the admin role) needs a signed-in session: an API token, copied
+    from a script, does not do it (403)."""
+    if not g.caller.is_session:
+        raise ApiError(403, f"{what} needs a signed-in session, not an API token")
 
 
 def _done(user: User, message: str) -> ResponseReturnValue:
@@ -190,6 +200,8 @@ def create_user() -> ResponseReturnValue:
     if not request.is_json:
         body = {name: value for name, value in body.items() if value.strip()}
     settings = load_or_400(admin_user_create_schema, body)
+    if settings["role"] == ADMIN:
+        _session_only("Making an administrator")
     quota = _quota_from(settings["quota"])
     user = users.create(
         settings["username"], settings["role"], settings["email"], quota
@@ -348,7 +360,9 @@ def reset_password(user_id: int) -> ResponseReturnValue:
             application/json:
               schema: ErrorSchema
     """
+    _session_only("A password link")
     user = _user_or_404(user_id)
+    _not_yourself(user, "send a password link for")
     purpose = invitations.RESET if user.password_hash else invitations.INVITE
     return _invitation_answer(user, users.invite(user, purpose), created=False)
 
@@ -429,6 +443,7 @@ def set_role(user_id: int) -> ResponseReturnValue:
         404: UserNotFound
         409: LastAdmin
     """
+    _session_only("Changing a role")
     user = _user_or_404(user_id)
     role = load_or_400(role_schema, request_body())["role"]
     if role != user.role:
@@ -536,7 +551,7 @@ def _webhooks() -> list[dict[str, Any]]:
         {
             "id": webhook.id,
             "owner": owner.username,
-            "url": webhook.url,
+            "url": webhook_http.shown_part(webhook.url),
             "events": webhook.events.split(),
             "enabled": webhook.enabled,
             "created_at": webhook.created_at,
@@ -808,10 +823,16 @@ def audit_log() -> ResponseReturnValue:
 
 
 def _utc(moment: datetime | None) -> datetime | None:
-    """A time from a filter, as UTC (one without a zone is read as UTC)."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+    """A time from a filter, in UTC (one without a zone is read as UTC); a
+    400 for one that is no time in UTC (the year 1 at +14:00)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(400, "since and until must be from year 1 to 9999") from None
 
 
 # --- invitations ---------------------------------------------------------------

@@ -24,6 +24,8 @@ the new last row and tries again.
 import hashlib
 import json
 import logging
+import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,18 +35,20 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from models import (
-    CONFLICT_ATTEMPTS,
     AuditEvent,
     Setting,
     User,
     db,
+    error_code,
     is_retryable,
-    retry_pause,
     utcnow,
 )
 
 logger = logging.getLogger(__name__)
 
+# Writers racing for the chain's next place (SQLite's, or two Galera
+# nodes'): each loss costs one INSERT, so many tries are cheap.
+WRITE_ATTEMPTS = 50
 # The hash before the first row.
 GENESIS = "0" * 64
 # The setting that keeps where pruning stopped: {"seq": n, "hash": h} of the
@@ -90,6 +94,7 @@ AUDIT_EVENTS = {
     "request.created": "an upload request was made",
     "request.closed": "an upload request was closed",
     "request.expired": "an upload request expired",
+    "request.deleted": "an upload request was deleted",
     "webhook.created": "a webhook was added",
     "webhook.changed": "a webhook was changed, enabled or disabled",
     "webhook.deleted": "a webhook was deleted",
@@ -177,13 +182,21 @@ def _fields(event: str, target: str, outcome: str, actor: Actor | User | None) -
     return fields
 
 
-def _last(connection: Connection) -> tuple[int, str, datetime | None]:
+def _last(
+    connection: Connection, locked: bool = False
+) -> tuple[int, str, datetime | None]:
     """The chain's last place, hash and time: the last row, else where
-    pruning stopped, else the beginning."""
-    last = connection.execute(
+    pruning stopped, else the beginning. ``locked``: as a locking read, which
+    on MariaDB makes the next writer on the same server wait for this one
+    rather than race it (SQLite has one writer at a time anyway; Galera
+    nodes still race, and the loser follows the winner)."""
+    query = (
         select(AuditEvent.seq, AuditEvent.row_hash, AuditEvent.at)
         .order_by(AuditEvent.seq.desc())
         .limit(1)
+    )
+    last = connection.execute(
+        query.with_for_update() if locked else query
     ).one_or_none()
     if last is not None:
         return last.seq, last.row_hash, last.at.replace(tzinfo=None)
@@ -213,7 +226,7 @@ def record(
     while True:
         try:
             with db.engine.begin() as connection:
-                seq, prev_hash, last_at = _last(connection)
+                seq, prev_hash, last_at = _last(connection, locked=True)
                 # Times never go back along the chain (a writer that lost a
                 # race comes after the winner), so "since a time" is one run
                 # of rows.
@@ -228,12 +241,19 @@ def record(
         except DBAPIError as error:
             # Another writer took this place (a duplicate key, or a conflict
             # in the cluster): follow its row instead.
-            if attempt >= CONFLICT_ATTEMPTS or not (
+            if attempt >= WRITE_ATTEMPTS or not (
                 isinstance(error, IntegrityError) or is_retryable(error)
             ):
-                logger.error("the audit log refused %s: %s", event, error)
+                # The kind of failure only: its parameters are the row's fields.
+                logger.error(
+                    "the audit log refused %s: %s %s",
+                    event,
+                    type(error.orig).__name__,
+                    error_code(error) or "",
+                )
                 raise
-        retry_pause(attempt)
+        # A short pause: the writer ahead holds its place for one INSERT.
+        time.sleep(random.uniform(0, 0.01 * min(attempt, 5)))
         attempt += 1
 
 
@@ -321,9 +341,11 @@ def in_order(since: datetime | None = None, batch: int = 1000) -> Iterator[Audit
         db.session.expunge_all()
 
 
-def verify() -> tuple[int, list[str]]:
+def verify() -> tuple[int, list[str], tuple[int, str]]:
     """Walk the chain from its start (or where pruning stopped): how many
-    rows it checked, and each break found (an edited row, a missing one)."""
+    rows it checked, each break found (an edited row, a missing one), and
+    the place and hash it ended at (to note: a later walk that ends before
+    it, or at another hash there, shows rows deleted at the newest end)."""
     with db.engine.connect() as connection:
         anchor = _anchor(connection)
     seq, prev_hash = (anchor["seq"], anchor["hash"]) if anchor else (0, GENESIS)
@@ -340,7 +362,7 @@ def verify() -> tuple[int, list[str]]:
             problems.append(f"row {row.seq} was changed after it was written")
         seq, prev_hash = row.seq, row.row_hash
         checked += 1
-    return checked, problems
+    return checked, problems, (seq, prev_hash)
 
 
 def prune(before: datetime) -> int:

@@ -44,6 +44,7 @@ from session_tokens import (
     RENEW_COOKIE,
     TOKEN_PROBLEMS,
     invalid_token,
+    is_revoked,
     issue_token,
     prune_revoked,
     retire_token,
@@ -677,10 +678,12 @@ def _sign_out_expired(error: ApiError) -> BaseResponse | None:
     if error.reason not in RENEWABLE or not wants_html():
         return _send_to_sign_in(error)
     claims = caller.expired_session_claims()
-    if claims is not None:
+    if claims is not None and not is_revoked("family:" + claims["fam"]):
         _end_sign_in(claims["fam"])
         user = db.session.get(User, int(claims["sub"]))
-        if user is not None:
+        # Written once per sign-in, and only of the account's present tokens:
+        # an old token posted again and again writes nothing more.
+        if user is not None and claims.get("ver") == user.token_version:
             audit.record(
                 "sign_out", audit.target_user(user), "from an expired page", user
             )
@@ -769,7 +772,10 @@ def refresh() -> Response:
             BEARER_CHALLENGE,
             reason="revoked",
         )
+    ended_before = is_revoked("family:" + str(claims["fam"]))
     rotated = rotate(claims)
+    if rotated is None and ended_before:
+        raise invalid_token("revoked")
     if rotated is None:
         current_app.logger.warning("Refresh token reused; family revoked")
         audit.record(

@@ -615,7 +615,7 @@ def notify_run(once: bool) -> None:
 def audit_verify() -> None:
     """Walk the audit log's chain: any row edited, or deleted from the middle
     or the old end, is reported, and the command fails."""
-    checked, problems = audit.verify()
+    checked, problems, (seq, last_hash) = audit.verify()
     for problem in problems:
         click.echo(problem, err=True)
     if problems:
@@ -624,6 +624,8 @@ def audit_verify() -> None:
             f"in {checked} rows"
         )
     click.echo(f"The audit log's chain holds: {checked} rows")
+    if checked:
+        click.echo(f"It ends at row {seq}, hash {last_hash}")
 
 
 @audit_cli.command("export")
@@ -637,7 +639,7 @@ def audit_export(since: datetime | None) -> None:
     each row's hashes, so a copy can be verified elsewhere."""
     moment = None if since is None else since.replace(tzinfo=UTC)
     for row in audit.in_order(moment):
-        click.echo(json.dumps(audit.as_dict(row), ensure_ascii=False))
+        click.echo(json.dumps(audit.as_dict(row), ensure_ascii=True))
 
 
 @audit_cli.command("prune")

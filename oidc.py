@@ -286,13 +286,18 @@ def unlink(user: User) -> None:
 
 def signed_in(user: User, claims: dict, refresh_token: str | None) -> None:
     """Record a sign-in through the provider (not committed): checked now,
-    its refresh token kept sealed, the admin role as the claims say."""
+    its refresh token kept sealed. The role the claims say (role_by_claims)
+    is the caller's to give, by the rules every role change follows."""
     user.oidc_checked_at = utcnow()
     if refresh_token:
         user.oidc_refresh_token = seal_for(user.id, REFRESH_PURPOSE, refresh_token)
+
+
+def role_by_claims(claims: dict) -> str | None:
+    """The role the provider's claims give (OIDC_ADMIN_CLAIM), or None when
+    they say nothing of it."""
     admin = is_admin_by_claims(claims)
-    if admin is not None:
-        user.role = "admin" if admin else "user"
+    return None if admin is None else ("admin" if admin else "user")
 
 
 # --- checking back --------------------------------------------------------------

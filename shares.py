@@ -144,7 +144,8 @@ def _share_request(schema: Schema = share_request_schema) -> dict[str, Any]:
         )
     settings["expires_in"] = expires_in
     policies.check_new_link(
-        bool(settings.get("password")), utcnow() + timedelta(seconds=expires_in)
+        bool((settings.get("password") or "").strip()),
+        utcnow() + timedelta(seconds=expires_in),
     )
     return settings
 

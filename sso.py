@@ -17,6 +17,7 @@ import audit
 import caller
 import oidc
 import two_factor
+import users
 from authentication import (
     check_for_token,
     limit_per_address,
@@ -154,13 +155,24 @@ def callback() -> ResponseReturnValue:
         current_app.logger.info("Account %s made by single sign-on", user.id)
         audit.record("user.created", audit.target_user(user), "single sign-on", user)
     refuse_disabled(user)
-    role = user.role
     change_account(user, lambda fresh: oidc.signed_in(fresh, claims, refresh_token))
-    if user.role != role:
-        # The provider's claims say what the person is (OIDC_ADMIN_CLAIM).
-        audit.record("user.role", audit.target_user(user), user.role, actor=user)
+    _role_from_provider(user, claims)
     signed_in(user, "single sign-on")
     return page_session(user, keep=False, target=flow.get("next"), sso=True)
+
+
+def _role_from_provider(user: User, claims: dict) -> None:
+    """The role the provider's claims say (OIDC_ADMIN_CLAIM), given by the
+    rules every role change follows (users.set_role): written to the audit
+    log, an administrator's admin tokens ending, and never the last
+    administrator taken away (then the role stays, and the log says so)."""
+    role = oidc.role_by_claims(claims)
+    if role is None or role == user.role:
+        return
+    try:
+        users.set_role(user, role, actor=user)
+    except ApiError as refused:
+        current_app.logger.warning("The provider's role kept back: %s", refused)
 
 
 def _linked(flow: dict, claims: dict, refresh_token: str | None) -> BaseResponse:
@@ -177,6 +189,7 @@ def _linked(flow: dict, claims: dict, refresh_token: str | None) -> BaseResponse
 
     change_account(user, link)
     audit.record("sso.linked", audit.target_user(user), actor=user)
+    _role_from_provider(user, claims)
     name = current_app.config["OIDC_PROVIDER_NAME"]
     flash(f"Your account now also signs in with {name}.", "success")
     return redirect(url_for("account.account"), 303)

@@ -258,8 +258,11 @@ def delete_request(request_id: int) -> ResponseReturnValue:
           description: Deleted
         404: OwnRequestNotFound
     """
-    db.session.delete(_own_request(request_id))
+    upload_request = _own_request(request_id)
+    target = request_links.target_of(upload_request)
+    db.session.delete(upload_request)
     db.session.commit()
+    audit.record("request.deleted", target)
     return no_content()
 
 

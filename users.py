@@ -105,7 +105,11 @@ def create(
         )
     )
     db.session.add(user)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same name, made a moment ago
+        db.session.rollback()
+        raise ApiError(409, f"A user named {username} already exists") from None
     audit.record("user.created", audit.target_user(user), f"role {role}")
     return user
 
@@ -160,12 +164,17 @@ def _change(user: User, work: Callable[[User], R]) -> R:
 
 
 def _other_admins(user: User) -> int:
-    """How many enabled administrators there are besides ``user``."""
-    return db.session.execute(
-        db.select(db.func.count())
-        .select_from(User)
-        .where(User.role == ADMIN, User.disabled_at.is_(None), User.id != user.id)
-    ).scalar_one()
+    """How many enabled administrators there are besides ``user``: a locking
+    read, which sees what was committed since the transaction began (a plain
+    read on MariaDB would see its snapshot, from before the guard row's lock
+    was granted)."""
+    return len(
+        db.session.execute(
+            db.select(User.id)
+            .where(User.role == ADMIN, User.disabled_at.is_(None), User.id != user.id)
+            .with_for_update()
+        ).all()
+    )
 
 
 def _keep_an_admin(user: User) -> None:
@@ -215,8 +224,10 @@ def set_disabled(user: User, disabled: bool) -> User:
     return user
 
 
-def set_role(user: User, role: str) -> User:
-    """Make the account an administrator, or not (its `admin` tokens stop)."""
+def set_role(user: User, role: str, actor: User | None = None) -> User:
+    """Make the account an administrator, or not (its `admin` tokens stop);
+    ``actor``: who did it, if not the request's caller (the identity
+    provider's claims, at the person's own sign-in)."""
     assert role in ROLES
 
     def change(fresh: User) -> bool:
@@ -237,7 +248,7 @@ def set_role(user: User, role: str) -> User:
 
     if not _change(user, change):
         return user
-    audit.record("user.role", audit.target_user(user), role)
+    audit.record("user.role", audit.target_user(user), role, actor)
     return user
 
 

@@ -75,6 +75,15 @@ def is_allowed(host: str, allow_hosts: Collection[str]) -> bool:
     return host in {allowed.lower() for allowed in allow_hosts}
 
 
+def shown_part(url: str) -> str:
+    """What may be shown or kept of a webhook's address beyond its owner's
+    eyes: its scheme and host. Receivers (Slack, Discord...) carry their key
+    in the path or the query."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}/…"
+
+
 def check_url(url: str, allow_hosts: Collection[str]) -> None:
     """Raise Refused for a URL that is not https://host[:port]/path (http only
     for an allowlisted host), has credentials in it, or whose literal IP is not

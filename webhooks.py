@@ -12,7 +12,6 @@ the page the form leads to, after which no page or answer shows it again.
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -181,7 +180,9 @@ def create_webhook() -> ResponseReturnValue:
     )
     db.session.add(webhook)
     db.session.commit()
-    audit.record("webhook.created", _target(webhook), _address(webhook.url))
+    audit.record(
+        "webhook.created", _target(webhook), webhook_http.shown_part(webhook.url)
+    )
     if wants_html():
         flash(f"Webhook added: {webhook.url}", "success")
         return redirect(url_for("webhooks.list_webhooks"), 303)
@@ -234,15 +235,6 @@ def list_webhooks() -> ResponseReturnValue:
 def _target(webhook: Webhook) -> str:
     """How the audit log names a webhook: never its secret."""
     return f"webhook {webhook.id} of user {webhook.owner_id}"
-
-
-def _address(url: str) -> str:
-    """Where a webhook goes, as the audit log keeps it: its scheme, host and
-    path, never a password or a query (which may carry the receiver's key)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"[:200]
 
 
 def _state_changed(webhook: Webhook) -> None:

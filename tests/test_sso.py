@@ -286,12 +286,30 @@ def test_the_admin_claim_makes_an_admin_and_its_loss_unmakes_one(app, client, pe
     sign-in: a user again."""
     client.get(provider_sign_in(client, login="p-boss"), headers=HTML)
     assert user_row(app, username="boss").role == "admin"
+    # Another administrator: the last one is never taken away (next test).
+    made = app.test_cli_runner().invoke(
+        args=["users", "create", "root", "--role", "admin"], input="a long password\n"
+    )
+    assert made.exit_code == 0, made.output
     peer.add_account("p-boss", "boss", groups=["staff"])
     try:
         client.get(provider_sign_in(client, login="p-boss"), headers=HTML)
     finally:
         peer.add_account("p-boss", "boss", groups=["lockbox-admins"])
     assert user_row(app, username="boss").role == "user"
+
+
+def test_the_admin_claims_loss_takes_away_no_last_administrator(app, client, peer):
+    """The provider's group leaves no administrator if followed: the role
+    stays (the rule every role change follows), and the sign-in goes on."""
+    client.get(provider_sign_in(client, login="p-boss"), headers=HTML)
+    peer.add_account("p-boss", "boss", groups=["staff"])
+    try:
+        answer = client.get(provider_sign_in(client, login="p-boss"), headers=HTML)
+    finally:
+        peer.add_account("p-boss", "boss", groups=["lockbox-admins"])
+    assert answer.status_code == 303
+    assert user_row(app, username="boss").role == "admin"
 
 
 def make_recheck_due(app, username="ann"):
