@@ -112,11 +112,14 @@ def _listening(owner_id: int, event_type: str) -> list[Webhook]:
 def _targets(owner_id: int, event_type: str) -> list[dict[str, Any]]:
     """Where an event goes: each enabled webhook of the owner's that hears
     it, and the owner's confirmed address if they are told it by e-mail (and
-    this server sends e-mail)."""
+    this server sends e-mail); nowhere while an administrator has the
+    account disabled."""
+    owner = db.session.get(User, owner_id)
+    if owner is not None and owner.disabled_at is not None:
+        return []
     targets: list[dict[str, Any]] = [
         {"webhook_id": webhook.id} for webhook in _listening(owner_id, event_type)
     ]
-    owner = db.session.get(User, owner_id)
     if (
         owner is not None
         and owner.email

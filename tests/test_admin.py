@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+import notifications
 import two_factor
 from helpers import (
     HTML,
@@ -27,7 +28,16 @@ from helpers import (
     uploaded,
     user_id,
 )
-from models import FileChunk, Invitation, Share, StoredFile, User, db, utcnow
+from models import (
+    Delivery,
+    FileChunk,
+    Invitation,
+    Share,
+    StoredFile,
+    User,
+    db,
+    utcnow,
+)
 
 ADMIN = "root"
 NEEDS_ADMIN = {"message": "This needs an administrator"}
@@ -1620,3 +1630,23 @@ def test_a_password_of_spaces_is_no_password_under_the_policy(client, admin, tok
     )
     assert answer.status_code == 400
     assert answer.get_json() == {"message": LINKS_NEED_PASSWORD}
+
+
+def test_a_disabled_accounts_events_are_told_nowhere(app, client, admin, token):
+    """Its link expiring unused while it is disabled: no webhook delivery,
+    no e-mail (the owner is not told through anything while disabled)."""
+    hook = client.post(
+        "/webhooks",
+        json={"url": "http://127.0.0.1:9/hook", "events": ["link.expired_unused"]},
+        headers=bearer(token),
+    )
+    assert hook.status_code == 201
+    file_id = uploaded(client, token)["id"]
+    make_share(client, token, file_id)
+    disable(client, admin, app)
+    with app.app_context():
+        for share in db.session.execute(db.select(Share)).scalars():
+            share.expires_at = utcnow() - timedelta(minutes=1)
+        db.session.commit()
+        notifications.notice_expired()
+        assert db.session.execute(db.select(Delivery)).first() is None
