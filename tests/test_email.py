@@ -297,3 +297,50 @@ def test_starttls_and_a_login_carry_the_mail(
     (asking,) = secure_mailbox.messages
     assert asking["Subject"] == "Confirm your e-mail address for Lockbox"
     assert secure_mailbox.logins[-1] == (b"alice-mail", b"post box 42")
+
+
+def invitation_path(message) -> str:
+    text, _ = parts(message)
+    return re.search(r"http://localhost(/invite/[A-Za-z0-9_-]{43})", text).group(1)
+
+
+def test_an_invitation_goes_to_the_new_persons_address(app, client, auth, mailbox):
+    """An administrator invites someone with an address: the link goes there
+    (text and HTML), and the answer says it did; it sets the password once."""
+    auth.create_user("root")
+    app.test_cli_runner().invoke(args=["users", "set-role", "root", "admin"])
+    admin = auth.token("root")
+    answer = client.post(
+        "/admin/users",
+        json={"username": "dana", "email": "dana@example.org"},
+        headers=bearer(admin),
+    )
+    assert answer.status_code == 201
+    assert answer.get_json()["invitation"]["emailed"] is True
+    (invited,) = mailbox.messages
+    assert invited["To"] == "dana@example.org"
+    assert invited["Subject"] == "You are invited to Lockbox"
+    text, html = parts(invited)
+    path = invitation_path(invited)
+    assert path in html and "dana" in text
+    assert answer.get_json()["invitation"]["url"].endswith(path)
+    body = {"password": "a new password", "confirm": "a new password"}
+    assert client.post(path, json=body).status_code == 204
+    assert client.post(path, json=body).status_code == 410
+
+
+def test_an_invitation_that_cannot_be_mailed_is_shown_to_the_admin(app, client, auth):
+    """The mail server is down: the account and its link are still made, and
+    the link is shown (the answer says it was not sent)."""
+    app.config["SMTP_URL"] = f"smtp+plain://127.0.0.1:{free_port()}"
+    auth.create_user("root")
+    app.test_cli_runner().invoke(args=["users", "set-role", "root", "admin"])
+    answer = client.post(
+        "/admin/users",
+        json={"username": "erin", "email": "erin@example.org"},
+        headers=bearer(auth.token("root")),
+    )
+    assert answer.status_code == 201
+    invitation = answer.get_json()["invitation"]
+    assert invitation["emailed"] is False
+    assert "/invite/" in invitation["url"]
