@@ -98,15 +98,18 @@ PASSWORD_NEEDED = "This link needs its password"
 WRONG_PASSWORD = "Wrong password for this link"
 
 
-def _describe(share: Share, owner: User) -> dict[str, Any]:
-    """A share as its owner sees it (ShareSchema)."""
+def _describe(
+    share: Share, owner: User, in_force: policies.Policies | None = None
+) -> dict[str, Any]:
+    """A share as its owner sees it (ShareSchema); ``in_force``: the
+    policies, read once for a whole list."""
     files = files_of(share)
     return {
         "id": share.id,
         "file_id": share.file_id,
         "file_ids": [stored_file.id for _, stored_file in files],
         "url": link_url(share),
-        "status": shown_status(share, owner, len(files)),
+        "status": shown_status(share, owner, len(files), in_force),
         "created_at": share.created_at,
         "expires_at": share.expires_at,
         "max_downloads": share.max_downloads,
@@ -269,14 +272,15 @@ def list_shares(file_id: int) -> ResponseReturnValue:
     """
     stored_file = storage.finished_file_of(g.user, file_id)
     links = _shares_of(file_id)
-    shares = [_describe(share, g.user) for share in links]
+    in_force = policies.current()
+    shares = [_describe(share, g.user, in_force) for share in links]
     if wants_html():
         return render_template(
             "shares.html",
             file=stored_file,
             shares=shares,
             events=_access_rows(links),
-            link_rules=policies.current(),
+            link_rules=in_force,
         )
     return jsonify(share_list_schema.dump({"items": shares}))
 
@@ -397,7 +401,8 @@ def several_files() -> ResponseReturnValue:
         dict.fromkeys(load_or_400(several_files_query_schema, query)["file_ids"])
     )
     links = _links_to_several()
-    shares = [_describe(share, g.user) for share in links]
+    in_force = policies.current()
+    shares = [_describe(share, g.user, in_force) for share in links]
     if not wants_html():
         return jsonify(share_list_schema.dump({"items": shares}))
     chosen = sorted(
@@ -425,7 +430,7 @@ def several_files() -> ResponseReturnValue:
         names=names,
         events=_access_rows(links),
         max_files=MAX_FILES_PER_LINK,
-        link_rules=policies.current(),
+        link_rules=in_force,
     )
 
 

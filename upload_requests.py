@@ -20,6 +20,7 @@ from flask.typing import ResponseReturnValue
 
 import audit
 import caller
+import policies
 import rate_limits
 import request_links
 from access_log import SHOWN, events_of
@@ -77,7 +78,11 @@ def _settings() -> dict[str, Any]:
     return settings
 
 
-def _described(upload_request: UploadRequest, owner: User) -> dict[str, Any]:
+def _described(
+    upload_request: UploadRequest,
+    owner: User,
+    in_force: policies.Policies | None = None,
+) -> dict[str, Any]:
     """A request as its owner sees it, with the files that arrived."""
     files = db.session.execute(
         db.select(StoredFile)
@@ -89,7 +94,7 @@ def _described(upload_request: UploadRequest, owner: User) -> dict[str, Any]:
         "url": request_url(upload_request),
         "title": upload_request.title,
         "note": upload_request.note,
-        "status": request_links.shown_status(upload_request, owner),
+        "status": request_links.shown_status(upload_request, owner, in_force),
         "created_at": upload_request.created_at,
         "expires_at": upload_request.expires_at,
         "has_password": upload_request.password_hash is not None,
@@ -186,7 +191,8 @@ def list_requests() -> ResponseReturnValue:
         .filter_by(owner_id=g.user.id)
         .order_by(UploadRequest.id.desc())
     ).scalars()
-    items = [_described(each, g.user) for each in found]
+    in_force = policies.current()  # once for the whole list
+    items = [_described(each, g.user, in_force) for each in found]
     if wants_html():
         events = sorted(
             (

@@ -182,8 +182,8 @@ def _keep_an_admin(user: User) -> None:
 
     Two administrators taking each other away at once must not both pass:
     each change first writes one guard row (a row lock on one server, a
-    certification conflict through two Galera nodes, and the one retried then
-    sees the other's change)."""
+    certification conflict through two Galera nodes), then counts the others
+    with a locking read, which sees the change that held the lock before."""
     if user.role != ADMIN or user.disabled_at is not None:
         return
     guard = db.session.get(Setting, ADMINS_GUARD)
