@@ -1164,6 +1164,11 @@ def test_sign_in_upload_share_and_sign_out_with_the_keyboard_alone(page, site):
     expect(page.get_by_role("heading", name="Upload a file")).to_be_visible()
 
     name = f"keys-{uuid.uuid4().hex[:6]}.txt"
+    # A listener from now on has Chromium intercept the file chooser well
+    # before the key press: the one expect_file_chooser adds asks for it on
+    # its own, asynchronously, and a quick Space could open the (headless,
+    # invisible) native chooser first.
+    page.on("filechooser", lambda chooser: None)
     tab_to(page, "File")
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Space")
