@@ -33,6 +33,7 @@ import request_data
 import security
 import shares
 import sso
+import storage_keys
 import upload_requests
 import uploads
 import webhooks
@@ -50,6 +51,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     request_data.init_app(app)
     cli.init_app(app)
+    with app.app_context():
+        # A missing or wrong storage key stops the app here (storage_keys.py).
+        storage_keys.check_at_start()
     return app
 
 

@@ -1,5 +1,7 @@
 """Configuration: read once from the environment, checked before the app starts."""
 
+import base64
+import binascii
 import os
 import re
 import secrets
@@ -59,6 +61,74 @@ class ConfigError(RuntimeError):
     """Raised when the configuration is unsafe or malformed; the app does not start."""
 
 
+# A storage key's id: short, and safe in a log line and in associated data.
+STORAGE_KEY_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+STORAGE_KEY_BYTES = 32
+
+
+def new_storage_key(key_id: str) -> str:
+    """A STORAGE_KEYS entry with a fresh random 256-bit key, marked current."""
+    key = base64.b64encode(secrets.token_bytes(STORAGE_KEY_BYTES)).decode()
+    return f"*{key_id}:{key}"
+
+
+def parse_storage_keys(text: str, origin: str = "STORAGE_KEYS") -> tuple[dict, str]:
+    """The keys files are sealed under: ``{id: 32 bytes}`` and the current id.
+
+    ``text`` holds entries ``id:base64-key`` separated by commas, spaces or
+    lines (``#`` starts a comment, for a key file); the current key, which
+    new data is sealed under, is marked with a leading ``*`` (a single key
+    is current unmarked). Anything else is refused with what is wrong."""
+    keys: dict[str, bytes] = {}
+    marked = []
+    for line in text.splitlines():
+        for entry in line.split("#", 1)[0].replace(",", " ").split():
+            key_id, colon, encoded = entry.partition(":")
+            if key_id.startswith("*"):
+                key_id = key_id[1:]
+                marked.append(key_id)
+            if not colon or not STORAGE_KEY_ID_RE.match(key_id):
+                raise ConfigError(
+                    f"{origin}: each entry is id:key, the id 1-32 letters, digits, "
+                    "'.', '_' or '-' (the current one marked *id:key)"
+                )
+            if key_id in keys:
+                raise ConfigError(f"{origin}: key {key_id!r} is given twice")
+            try:
+                key = base64.b64decode(
+                    encoded.replace("-", "+").replace("_", "/") + "==", validate=False
+                )
+            except (binascii.Error, ValueError):
+                key = b""
+            if len(key) != STORAGE_KEY_BYTES:
+                raise ConfigError(
+                    f"{origin}: key {key_id!r} is not {STORAGE_KEY_BYTES} bytes of "
+                    "base64 (make one with `flask storage new-key`)"
+                )
+            keys[key_id] = key
+    if len(marked) > 1:
+        raise ConfigError(f"{origin}: only one key may be marked current (*)")
+    if not marked and len(keys) > 1:
+        raise ConfigError(f"{origin}: mark the current key with a * (*id:key)")
+    current = marked[0] if marked else next(iter(keys), "")
+    return keys, current
+
+
+def _storage_keys_from_env() -> tuple[dict, str]:
+    """STORAGE_KEYS, or the file STORAGE_KEYS_FILE names (a container secret)."""
+    path = os.environ.get("STORAGE_KEYS_FILE")
+    if path:
+        if os.environ.get("STORAGE_KEYS"):
+            raise ConfigError("Set STORAGE_KEYS or STORAGE_KEYS_FILE, not both")
+        try:
+            with open(path, encoding="utf-8") as key_file:
+                text = key_file.read()
+        except (OSError, UnicodeError) as error:
+            raise ConfigError(f"STORAGE_KEYS_FILE cannot be read: {error}") from None
+        return parse_storage_keys(text, "STORAGE_KEYS_FILE")
+    return parse_storage_keys(os.environ.get("STORAGE_KEYS", ""))
+
+
 def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
     """Read a positive integer setting, refusing anything else with a clear message."""
     raw = os.environ.get(name)
@@ -88,7 +158,12 @@ def _flag_from_env(name: str, default: bool = False) -> bool:
 def from_environment(instance_path: str) -> dict:
     """Return the settings the environment asks for, with Lockbox's defaults."""
     default_db = "sqlite:///" + os.path.join(instance_path, "lockbox.db")
+    storage_keys, current_key = _storage_keys_from_env()
     return {
+        # Encryption at rest (sealing.py): every key data may be sealed under,
+        # and the one new data is sealed under; none: stored in clear.
+        "STORAGE_KEYS": storage_keys,
+        "STORAGE_KEY_CURRENT": current_key,
         "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
         "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL") or default_db,
         "SECRET_KEY_FALLBACKS": [
@@ -303,6 +378,14 @@ def check(config: dict, relaxed: bool) -> list[str]:
         )
     if bool(config.get("OIDC_ADMIN_CLAIM")) != bool(config.get("OIDC_ADMIN_VALUE")):
         raise ConfigError("OIDC_ADMIN_CLAIM and OIDC_ADMIN_VALUE go together")
+    keys, current = config.get("STORAGE_KEYS") or {}, config.get("STORAGE_KEY_CURRENT")
+    if keys and current not in keys:
+        raise ConfigError("STORAGE_KEY_CURRENT must name one of STORAGE_KEYS")
+    if not keys and not relaxed:
+        warnings.append(
+            "STORAGE_KEYS is not set: files and secrets are stored in clear in the "
+            "database (add a key: `flask storage new-key`)"
+        )
     chunk = config["CHUNK_SIZE"]
     if chunk > MAX_CHUNK_SIZE:
         raise ConfigError(f"CHUNK_SIZE must be at most {MAX_CHUNK_SIZE} bytes")

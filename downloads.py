@@ -16,7 +16,7 @@ from zipstream import ZIP_STORED, ZipStream
 
 from errors import ApiError
 from models import StoredFile
-from storage import read_range
+from storage import opened_first, read_range
 
 # What may stand in the quoted ASCII filename= of Content-Disposition.
 DISPOSITION_UNSAFE_RE = re.compile(r"[^A-Za-z0-9 !#$&'()+,.;=@\[\]^_`{}~-]")
@@ -117,9 +117,11 @@ def file_response(
         response.headers["Content-Range"] = (
             f"bytes {start}-{stop - 1}/{stored_file.size}"
         )
-    body = read_range(stored_file, start, stop)
-    if transfer is not None and request.method != "HEAD":
-        body = transfer(body)
+    body: Iterator[bytes] = read_range(stored_file, start, stop)
+    if request.method != "HEAD":
+        body = opened_first(stored_file.id, body)
+        if transfer is not None:
+            body = transfer(body)
     # Not direct_passthrough: with it, Werkzeug hands the body to the server
     # bare and the response's own close (the request's log line, logs.py)
     # never runs.
@@ -194,8 +196,11 @@ def zip_response(
         response.status_code = 304
         return response
     archive = ZipStream(compress_type=ZIP_STORED, sized=True)
-    for name, stored_file in zip(names, files, strict=True):
-        pieces = read_range(stored_file, 0, stored_file.size)
+    for index, (name, stored_file) in enumerate(zip(names, files, strict=True)):
+        pieces: Iterator[bytes] = read_range(stored_file, 0, stored_file.size)
+        if index == 0 and request.method != "HEAD":
+            # The answer's first chunk is opened before its status line.
+            pieces = opened_first(stored_file.id, pieces)
         archive.add(pieces, name, size=stored_file.size)
     response.content_length = len(archive)
     body: Iterator[bytes] = iter(archive)

@@ -638,7 +638,8 @@ class Webhook(Model):
     url: Mapped[str] = mapped_column(String(2000))
     # "whsec_" and the base64 of 32 random bytes: kept, since every delivery
     # is signed with it; shown to its owner once.
-    secret: Mapped[str] = mapped_column(String(64))
+    # Sealed under the storage keys (sealing.py) when encryption is on.
+    secret: Mapped[str] = mapped_column(String(255))
     secret_shown: Mapped[bool] = mapped_column(default=False)
     # The event types it hears, space-separated.
     events: Mapped[str] = mapped_column(String(255))
@@ -790,4 +791,25 @@ class FileChunk(Model):
         ForeignKey("stored_file.id", ondelete="CASCADE"), primary_key=True
     )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # Sealed (sealing.py): the nonce, the ciphertext and the tag, under the
+    # storage key ``key_id``; in clear when that is None.
     data: Mapped[bytes] = mapped_column(ChunkBytes)
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    # Bumped whenever the row is written again (an append rebuilding a file's
+    # last chunk), so that `storage rekey` replaces only the bytes it read.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class StorageKey(Model):
+    """A storage key the database's data may be sealed under (keyring.py):
+    its id and check value, so that a server missing it, or holding another
+    key under its id, refuses to start. ``retired_at``: `storage rekey`
+    found nothing left under it, and it may leave the configuration."""
+
+    __tablename__ = "storage_key"
+    __table_args__ = MYSQL_TABLE_ARGS
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    check_value: Mapped[str] = mapped_column(String(64))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

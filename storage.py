@@ -36,6 +36,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.http import parse_options_header
 
 import quotas
+import sealing
+import storage_keys
 from digests import ResumableSHA256
 from errors import ApiError
 from metrics import DOWNLOADED, UPLOAD_FAILURES, UPLOADED
@@ -183,6 +185,8 @@ class ChunkWriter:
         self._start_state = stored_file.hash_state
         self._hasher = ResumableSHA256.from_state(stored_file.hash_state)
         self._engine = db.engine
+        storage_keys.ready()
+        self._keys = sealing.keys()
         # The file may end inside a chunk: that chunk is rebuilt, its stored
         # bytes first (already hashed), then the new ones.
         self._first_seq = self._seq = self.size // self.chunk_size
@@ -191,7 +195,7 @@ class ChunkWriter:
         self._pieces: list[bytes] = [self._tail] if self._tail else []
         self._buffered = len(self._tail)
         self._storer = ChunkStorer(
-            self._engine, self.file_id, self.size, record_progress
+            self._engine, self._keys, self.file_id, self.size, record_progress
         )
 
     def _stored_tail(self) -> bytes:
@@ -199,11 +203,15 @@ class ChunkWriter:
         length = self.size % self.chunk_size
         if not length:
             return b""
-        data = db.session.execute(
-            db.select(FileChunk.data).filter_by(
+        key_id, data = db.session.execute(
+            db.select(FileChunk.key_id, FileChunk.data).filter_by(
                 file_id=self.file_id, seq=self._first_seq
             )
-        ).scalar_one()
+        ).one()
+        try:
+            data = self._keys.open_chunk(self.file_id, self._first_seq, key_id, data)
+        except sealing.DamagedData as error:
+            raise damaged(self.file_id, error) from None
         return bytes(data[:length])
 
     @property
@@ -271,12 +279,9 @@ class ChunkWriter:
                 )
             )
             if self._tail:
-                insert_chunk(
-                    connection,
+                connection.execute(
                     db.insert(FileChunk),
-                    self.file_id,
-                    self._first_seq,
-                    self._tail,
+                    sealed_row(self._keys, self.file_id, self._first_seq, self._tail),
                 )
             connection.execute(
                 db.update(StoredFile)
@@ -311,8 +316,16 @@ class ChunkStorer:
     (ConcurrentAppend) and nothing of this writer's stays.
     """
 
-    def __init__(self, engine: Engine, file_id: int, size: int, record_progress: bool):
+    def __init__(
+        self,
+        engine: Engine,
+        keys: sealing.Keys,
+        file_id: int,
+        size: int,
+        record_progress: bool,
+    ):
         self.file_id = file_id
+        self._keys = keys
         self.record_progress = record_progress
         self.error: BaseException | None = None
         self._engine = engine
@@ -375,7 +388,7 @@ class ChunkStorer:
         The chunks of the open transaction are kept until it commits: when the
         database undoes it for a conflict or a Galera cluster changing shape,
         they are inserted again and the commit retried (a few times)."""
-        batch: list[tuple[int, bytes]] = []
+        batch: list[dict] = []
         progress = None
 
         def commit(progress: tuple[int, bytes] | None) -> None:
@@ -394,14 +407,14 @@ class ChunkStorer:
             if chunk is None:
                 self._ended = True
                 break
-            batch.append((seq, chunk))
+            # Sealed once: a retry inserts the same row again.
+            row = sealed_row(self._keys, self.file_id, seq, chunk)
+            batch.append(row)
             self._retrying(
                 connection,
                 insert,
                 batch,
-                functools.partial(
-                    insert_chunk, connection, insert, self.file_id, seq, chunk
-                ),
+                functools.partial(insert_chunk, connection, insert, row),
             )
             if self.record_progress:
                 progress = (size, state)
@@ -417,8 +430,8 @@ class ChunkStorer:
         self,
         connection: Connection,
         insert: Executable,
-        batch: list[tuple[int, bytes]],
-        action: Callable[[], None],
+        batch: list[dict],
+        action: Callable[[], object],
     ) -> None:
         """Run ``action``; when the database undid the transaction for a
         conflict or a cluster change, roll back, insert ``batch`` again (what
@@ -434,8 +447,8 @@ class ChunkStorer:
             connection.rollback()
             retry_pause(attempt)
             attempt += 1
-            for seq, chunk in batch:
-                insert_chunk(connection, insert, self.file_id, seq, chunk)
+            for row in batch:
+                insert_chunk(connection, insert, row)
 
     def _commit(
         self, connection: Connection, progress: tuple[int, bytes] | None
@@ -455,12 +468,17 @@ class ChunkStorer:
             self._committed_size = progress[0]
 
 
-def insert_chunk(
-    connection: Connection, insert: Executable, file_id: int, seq: int, chunk: bytes
-) -> None:
+def insert_chunk(connection: Connection, insert: Executable, row: dict) -> None:
     """Insert one chunk row (or, with chunk_upsert, replace the one stored
     with that seq)."""
-    connection.execute(insert, {"file_id": file_id, "seq": seq, "data": chunk})
+    connection.execute(insert, row)
+
+
+def sealed_row(keys: sealing.Keys, file_id: int, seq: int, chunk: bytes) -> dict:
+    """Chunk ``seq`` of a file as its row is inserted: sealed under the
+    current storage key (sealing.py), or in clear when there is none."""
+    key_id, data = keys.seal_chunk(file_id, seq, chunk)
+    return {"file_id": file_id, "seq": seq, "data": data, "key_id": key_id}
 
 
 def chunk_upsert(dialect: str) -> Executable:
@@ -469,16 +487,27 @@ def chunk_upsert(dialect: str) -> Executable:
     Appending rebuilds a file's last, short chunk, and may meet rows a crash
     left past the end: both are replaced in place, never deleted first (a
     delete of a range of rows locks the gap after them, where concurrent
-    uploads insert, and MariaDB then undoes one of them as a deadlock).
+    uploads insert, and MariaDB then undoes one of them as a deadlock). A
+    replaced row's version goes up: `storage rekey` re-seals a row only if it
+    is still the one it read.
     """
     if dialect == "sqlite":
         insert = sqlite.insert(FileChunk)
         return insert.on_conflict_do_update(
-            index_elements=["file_id", "seq"], set_={"data": insert.excluded.data}
+            index_elements=["file_id", "seq"],
+            set_={
+                "data": insert.excluded.data,
+                "key_id": insert.excluded.key_id,
+                "version": FileChunk.version + 1,
+            },
         )
     if dialect in ("mysql", "mariadb"):
         upsert = mysql.insert(FileChunk)
-        return upsert.on_duplicate_key_update(data=upsert.inserted.data)
+        return upsert.on_duplicate_key_update(
+            data=upsert.inserted.data,
+            key_id=upsert.inserted.key_id,
+            version=FileChunk.version + 1,
+        )
     raise NotImplementedError(f"No upsert for the {dialect} dialect")
 
 
@@ -619,6 +648,20 @@ class MissingChunkError(RuntimeError):
     """A download found fewer chunks than the file's size says it has."""
 
 
+# Damaged stored data is the one case a 500 is the right answer: the server
+# holds bytes that are not the file's, and says so rather than send them.
+DAMAGED_MESSAGE = (
+    "This file's stored data is damaged, so it is not sent; the server's log "
+    "names the file for its administrator"
+)
+
+
+def damaged(file_id: int, error: Exception) -> ApiError:
+    """Log that a file's stored data did not open, naming it; the 500 to answer."""
+    current_app.logger.error("Stored data of file %s is damaged: %s", file_id, error)
+    return ApiError(500, DAMAGED_MESSAGE)
+
+
 def read_range(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes]:
     """Bytes ``start`` to ``stop`` (exclusive) of a file, as an iterator of pieces.
 
@@ -631,9 +674,11 @@ def read_range(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes
     """
     file_id, chunk_size, engine = stored_file.id, stored_file.chunk_size, db.engine
     logger = current_app.logger
+    storage_keys.ready()
+    keys = sealing.keys()
     first, last = start // chunk_size, (stop - 1) // chunk_size
     query = (
-        db.select(FileChunk.seq, FileChunk.data)
+        db.select(FileChunk.seq, FileChunk.key_id, FileChunk.data)
         .where(FileChunk.file_id == file_id, FileChunk.seq.between(first, last))
         .order_by(FileChunk.seq)
     )
@@ -649,10 +694,11 @@ def read_range(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes
                 try:
                     while (row := pending.result()) is not None:
                         pending = _prefetcher.submit(rows.fetchone)
-                        seq, data = row
+                        seq, key_id, data = row
                         if seq != expected:
                             raise MissingChunkError(f"chunk {expected} is missing")
                         expected += 1
+                        data = keys.open_chunk(file_id, seq, key_id, data)
                         offset = seq * chunk_size
                         piece = bytes(data[max(start - offset, 0) : stop - offset])
                         yield piece
@@ -672,16 +718,58 @@ def read_range(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes
                 # than drain the rest of the streamed result from the server.
                 connection.invalidate()
                 raise
-            except (SQLAlchemyError, MissingChunkError) as error:
-                # The status line went out long ago: all that is left is to end
-                # the body early, which raising does (the server closes the
-                # connection short of the Content-Length), and to say why.
+            except (SQLAlchemyError, MissingChunkError, sealing.DamagedData) as error:
+                # The status line went out long ago (opened_first saw to the
+                # first chunk): all that is left is to end the body early,
+                # which raising does (the server closes the connection short
+                # of the Content-Length, so no wrong byte is sent), and to say
+                # why.
                 logger.error(
-                    "Download of file %s cut short: %s",
+                    "Download of file %s cut short%s: %s",
                     file_id,
+                    ", its stored data is damaged"
+                    if isinstance(error, sealing.DamagedData)
+                    else "",
                     getattr(error, "orig", None) or error,
                 )
                 connection.invalidate()
                 raise
 
     return pieces()
+
+
+class FirstRead:
+    """A download's pieces with the first one already read and opened (see
+    ``opened_first``); closing it closes the read."""
+
+    def __init__(self, first: bytes | None, rest: Iterator[bytes]):
+        self._first = first
+        self._rest = rest
+
+    def __iter__(self) -> "FirstRead":
+        return self
+
+    def __next__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return next(self._rest)
+
+    def close(self) -> None:
+        self._first = None
+        close = getattr(self._rest, "close", None)
+        if close is not None:
+            close()
+
+
+def opened_first(file_id: int, pieces: Iterator[bytes]) -> FirstRead:
+    """``pieces`` (from read_range) with the first chunk read and opened now,
+    before the answer's status line goes out: a damaged one is a 500 that
+    says so (and a log line naming the file) instead of a transfer cut at
+    its first byte."""
+    try:
+        first = next(pieces, None)
+    except sealing.DamagedData as error:
+        # read_range has logged it, naming the file.
+        raise ApiError(500, DAMAGED_MESSAGE) from error
+    return FirstRead(first, pieces)

@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import event
 from werkzeug.security import generate_password_hash
 
+import sealing
 import storage
 from app import create_app
 from harness.server import ROOT
@@ -38,6 +39,12 @@ from models import FileChunk, StoredFile, User, db
 
 # A test key: long and varied enough to pass the same checks production keys do.
 SECRET_KEY = "test-signing-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOP"
+# The storage key every test app and server seals with (encryption at rest is
+# on throughout the suite, as it is by default); a fixed key, so that servers
+# and apps on the same database agree.
+STORAGE_KEY = bytes(range(32))
+STORAGE_KEYS = "*test-1:" + base64.b64encode(STORAGE_KEY).decode()
+os.environ.setdefault("STORAGE_KEYS", STORAGE_KEYS)
 MYSQL_SERVER_URL = os.environ.get(
     "LOCKBOX_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306"
 )
@@ -264,13 +271,25 @@ def end(boundary="XyZ"):
     return f"--{boundary}--\r\n".encode()
 
 
+def opened_chunks(file_id) -> list[tuple[int, bytes]]:
+    """A file's chunk rows as (seq, bytes), opened with the app's storage
+    keys (in an app context), in order, as committed now."""
+    db.session.rollback()  # a fresh snapshot, not the last read's
+    keys = sealing.keys()
+    return [
+        (seq, bytes(keys.open_chunk(file_id, seq, key_id, data)))
+        for seq, key_id, data in db.session.execute(
+            db.select(FileChunk.seq, FileChunk.key_id, FileChunk.data)
+            .filter_by(file_id=file_id)
+            .order_by(FileChunk.seq)
+        )
+    ]
+
+
 def stored_bytes(app, file_id) -> bytes:
     """Reassemble a file from its chunk rows."""
     with app.app_context():
-        chunks = db.session.execute(
-            db.select(FileChunk.data).filter_by(file_id=file_id).order_by(FileChunk.seq)
-        ).scalars()
-        return b"".join(chunks)
+        return b"".join(data for _, data in opened_chunks(file_id))
 
 
 def row_counts(app) -> tuple[int, int]:
@@ -719,14 +738,9 @@ def set_expiry(app, path, seconds_from_now: float) -> None:
 
 
 def chunk_rows(app, file_id) -> list[tuple[int, bytes]]:
-    """A file's chunk rows as (seq, data), in order."""
+    """A file's chunk rows as (seq, bytes), opened, in order."""
     with app.app_context():
-        rows = db.session.execute(
-            db.select(FileChunk.seq, FileChunk.data)
-            .filter_by(file_id=file_id)
-            .order_by(FileChunk.seq)
-        )
-        return [(seq, bytes(data)) for seq, data in rows]
+        return opened_chunks(file_id)
 
 
 def upload_count(app) -> int:

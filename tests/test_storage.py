@@ -14,6 +14,7 @@ from helpers import (
     BIG,
     AuthActions,
     multipart_upload,
+    opened_chunks,
     random_bytes,
     stored_bytes,
     uploaded,
@@ -33,16 +34,8 @@ def new_file(app):
 
 
 def rows(file_id) -> list[tuple[int, bytes]]:
-    """The file's chunk rows, in order, as committed now."""
-    db.session.rollback()  # a fresh snapshot, not the last read's
-    return [
-        tuple(row)
-        for row in db.session.execute(
-            db.select(FileChunk.seq, FileChunk.data)
-            .filter_by(file_id=file_id)
-            .order_by(FileChunk.seq)
-        )
-    ]
+    """The file's chunk rows, in order, as committed now, opened."""
+    return opened_chunks(file_id)
 
 
 def append(stored_file, data: bytes, keep=True, record_progress=True):

@@ -16,12 +16,13 @@ from helpers import (
     end,
     form_upload,
     multipart_upload,
+    opened_chunks,
     part,
     raw_upload,
     row_counts,
     stored_bytes,
 )
-from models import FileChunk, StoredFile, db
+from models import StoredFile, db
 from storage import clean_filename, content_type_for
 
 
@@ -235,12 +236,8 @@ def test_default_chunk_size_is_one_mebibyte(app, client, token):
     body = part("inputFile", content, filename="a.bin") + end()
     file_id = raw_upload(client, token, body).get_json()["id"]
     with app.app_context():
-        sizes = db.session.execute(
-            db.select(db.func.length(FileChunk.data))
-            .filter_by(file_id=file_id)
-            .order_by(FileChunk.seq)
-        ).scalars()
-        assert list(sizes) == [MIB, 1]
+        sizes = [len(data) for _, data in opened_chunks(file_id)]
+        assert sizes == [MIB, 1]
 
 
 @pytest.mark.slow
@@ -259,10 +256,10 @@ def test_forty_mebibyte_upload_reassembles_byte_identical(app, client, token):
 def test_database_failure_mid_upload_keeps_nothing(app, client, token, monkeypatch):
     real_insert = storage.insert_chunk
 
-    def failing_insert(connection, insert, file_id, seq, chunk):
-        if seq == 2:
+    def failing_insert(connection, insert, row):
+        if row["seq"] == 2:
             raise OperationalError("INSERT", {}, Exception("server has gone away"))
-        real_insert(connection, insert, file_id, seq, chunk)
+        real_insert(connection, insert, row)
 
     monkeypatch.setattr(storage, "insert_chunk", failing_insert)
     response = form_upload(client, token, os.urandom(5 * 4096))
@@ -278,10 +275,10 @@ def test_storer_reports_the_failure_not_the_rollback_after_it(app, auth, monkeyp
     lost = OperationalError("INSERT", {}, Exception("server has gone away"))
     real_insert = storage.insert_chunk
 
-    def failing_insert(connection, insert, file_id, seq, chunk):
-        if seq == 1:
+    def failing_insert(connection, insert, row):
+        if row["seq"] == 1:
             raise lost
-        real_insert(connection, insert, file_id, seq, chunk)
+        real_insert(connection, insert, row)
 
     monkeypatch.setattr(storage, "insert_chunk", failing_insert)
     owner_id = auth.create_user()

@@ -23,6 +23,7 @@ from helpers import (
     bearer,
     make_app,
     multipart_pieces,
+    opened_chunks,
     raw_exchange,
     seeded_slice,
     sign_in,
@@ -70,14 +71,9 @@ def test_hundred_mebibyte_upload_keeps_worker_memory_bounded(app, server):
     # The tutorial's code grew the worker by ~270 MB for this upload.
     assert peak - idle < 64 * MIB, f"worker grew by {(peak - idle) / MIB:.1f} MiB"
     with app.app_context():
-        chunks = db.session.execute(
-            db.select(FileChunk.data)
-            .filter_by(file_id=body["id"])
-            .order_by(FileChunk.seq)
-        ).scalars()
         digest = hashlib.sha256()
         count = 0
-        for chunk in chunks:
+        for _, chunk in opened_chunks(body["id"]):
             digest.update(chunk)
             count += 1
         assert digest.hexdigest() == sha256
