@@ -1,5 +1,5 @@
 """Command-line tasks: ``flask --app app init-db``, ``users ...``, ``files gc``,
-``tokens ...``, ``requests ...``, ``audit ...``."""
+``tokens ...``, ``requests ...``, ``audit ...``, ``storage ...``."""
 
 import json
 import secrets
@@ -17,10 +17,21 @@ from sqlalchemy import func
 import audit
 import email_links
 import notifications
+import oidc
 import request_links
+import sealing
+import storage_keys
 import two_factor
 import users
-from config import PAT_MAX_SECONDS, parse_duration, parse_size
+from config import (
+    PAT_MAX_SECONDS,
+    STORAGE_KEY_ID_RE,
+    ConfigError,
+    new_storage_key,
+    parse_duration,
+    parse_size,
+)
+from credentials import resealed_for
 from errors import ApiError
 from formats import format_size
 from models import (
@@ -32,9 +43,11 @@ from models import (
     FileChunk,
     ResumableUpload,
     ShareDownload,
+    StorageKey,
     StoredFile,
     UploadRequest,
     User,
+    Webhook,
     db,
     rowcount,
     utcnow,
@@ -67,6 +80,10 @@ audit_cli = AppGroup(
 )
 requests_cli = AppGroup(
     "requests", help="Upload requests: links that let people send a user files."
+)
+storage_cli = AppGroup(
+    "storage",
+    help="The database's storage: encryption keys, re-sealing, space.",
 )
 
 
@@ -651,6 +668,124 @@ def audit_prune() -> None:
     click.echo(f"Pruned {gone} audit rows older than {days} days")
 
 
+@storage_cli.command("new-key")
+@click.argument("key_id")
+def storage_new_key(key_id: str) -> None:
+    """Print a STORAGE_KEYS entry with a new random 256-bit key, marked
+    current (*): add it to every instance, keeping the keys already there
+    (docs/deploy.md)."""
+    if not STORAGE_KEY_ID_RE.match(key_id):
+        raise click.BadParameter(
+            "1-32 letters, digits, '.', '_' or '-' (a date is a good id: 2026-12)",
+            param_hint="KEY_ID",
+        )
+    click.echo(new_storage_key(key_id))
+
+
+# The secrets kept sealed (besides the chunks): (model, column, the column
+# that names their owner, how one is re-sealed).
+SEALED_SECRETS: list[tuple[type, str, str, Callable[[int, str], str | None]]] = [
+    (
+        User,
+        "totp_secret",
+        "id",
+        lambda owner, kept: resealed_for(owner, two_factor.SECRET_PURPOSE, kept),
+    ),
+    (
+        User,
+        "oidc_refresh_token",
+        "id",
+        lambda owner, kept: resealed_for(owner, oidc.REFRESH_PURPOSE, kept),
+    ),
+    (Webhook, "secret", "owner_id", notifications.resealed_secret),
+]
+
+
+@storage_cli.command("keys")
+def storage_keys_command() -> None:
+    """The storage keys: configured, recorded in the database, current or
+    retired, and how many chunks each seals (a scan of the chunk table)."""
+    configured = current_app.config.get("STORAGE_KEYS") or {}
+    current = sealing.current_key_id()
+    counts = dict(
+        db.session.execute(
+            db.select(FileChunk.key_id, func.count()).group_by(FileChunk.key_id)
+        ).all()
+    )
+    recorded = {
+        row.id: row for row in db.session.execute(db.select(StorageKey)).scalars()
+    }
+    if None in counts:
+        click.echo(f"(in clear): {counts[None]} chunks")
+    for key_id in sorted(set(configured) | set(recorded)):
+        row = recorded.get(key_id)
+        notes = [
+            "current" if key_id == current else "",
+            "configured" if key_id in configured else "NOT CONFIGURED",
+            "retired" if row is not None and row.retired_at else "",
+            "" if row is not None else "not yet recorded",
+        ]
+        shown = ", ".join(note for note in notes if note)
+        click.echo(f"{key_id}: {counts.get(key_id, 0)} chunks ({shown})")
+    if not configured:
+        click.echo("Encryption at rest is off: STORAGE_KEYS is not set")
+
+
+@storage_cli.command("rekey")
+def storage_rekey() -> None:
+    """Re-seal every chunk and kept secret under the current storage key, in
+    small transactions, while the app serves; then mark retired the keys
+    nothing is sealed under any more (they may leave STORAGE_KEYS). Stopped,
+    it goes on where it was the next time."""
+    try:
+        storage_keys.ready()
+        to_do = storage_keys.chunks_to_reseal()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    current = sealing.current_key_id()
+    if current is None:
+        raise click.ClickException(
+            "STORAGE_KEYS is not set: there is no key to seal under"
+        )
+    click.echo(f"{to_do} chunks to re-seal under key {current!r}")
+
+    def report(done: int) -> None:
+        share = f" ({100 * done // to_do} %)" if to_do else ""
+        click.echo(f"  {done} of {to_do} chunks re-sealed{share}")
+
+    done = storage_keys.rekey_chunks(report)
+    click.echo(f"{done.resealed} chunks re-sealed")
+    if done.changed:
+        click.echo(
+            f"{done.changed} chunks were written again while re-sealing (an "
+            "upload going on): sealed by their writer, or by the next run"
+        )
+    secrets_done = sum(
+        storage_keys.reseal_secrets(model, column, owner, reseal)
+        for model, column, owner, reseal in SEALED_SECRETS
+    )
+    click.echo(f"{secrets_done} kept secrets re-sealed")
+    retired = storage_keys.retire_unused(
+        [getattr(model, column) for model, column, _, _ in SEALED_SECRETS]
+    )
+    for key_id in retired:
+        click.echo(
+            f"Key {key_id!r} seals nothing any more: it is retired and may "
+            "leave STORAGE_KEYS on every instance"
+        )
+    left = storage_keys.chunks_to_reseal()
+    if done.damaged:
+        for file_id, seq in done.damaged:
+            click.echo(f"file {file_id}, chunk {seq}: damaged, left as it is", err=True)
+    if done.damaged or left:
+        raise click.ClickException(
+            f"{left} chunks are not under key {current!r} yet"
+            + (f", {len(done.damaged)} of them damaged" if done.damaged else "")
+            + ": run it again (damaged ones need a restore)"
+        )
+    click.echo(f"Every chunk is sealed under key {current!r}")
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(tokens_cli)
@@ -660,3 +795,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(requests_cli)
     app.cli.add_command(notify_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(storage_cli)

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from itsdangerous import Signer, TimestampSigner
 
+import sealing
+import storage_keys
 from models import AccessToken, ResumableUpload, Share, UploadRequest, User
 
 
@@ -73,7 +75,13 @@ def sealer(purpose: bytes) -> MultiFernet:
 
 def seal_for(owner_id: int, purpose: bytes, secret: str) -> str:
     """``secret``, kept by the server for account ``owner_id`` (a second
-    factor's key, a provider's refresh token), sealed for ``purpose``."""
+    factor's key, a provider's refresh token), sealed for ``purpose``: under
+    the current storage key (sealing.py), or, when encryption at rest is
+    off, under a key derived from SECRET_KEY."""
+    keys = sealing.keys()
+    if keys.current is not None:
+        storage_keys.ready()
+        return keys.seal_secret(purpose.decode(), owner_id, secret)
     return sealer(purpose).encrypt(f"{owner_id}:{secret}".encode()).decode()
 
 
@@ -81,6 +89,12 @@ def unseal_for(owner_id: int, purpose: bytes, sealed: str) -> str | None:
     """The secret ``seal_for`` sealed for ``owner_id`` and ``purpose``; None
     when it was sealed for another account or purpose, or under a key this
     server no longer has."""
+    if sealing.is_sealed(sealed):
+        try:
+            return sealing.keys().open_secret(purpose.decode(), owner_id, sealed)
+        except sealing.DamagedData as error:
+            current_app.logger.warning("A sealed secret could not be opened: %s", error)
+            return None
     try:
         plain = sealer(purpose).decrypt(sealed.encode()).decode()
     except (InvalidToken, UnicodeError):
@@ -88,3 +102,14 @@ def unseal_for(owner_id: int, purpose: bytes, sealed: str) -> str | None:
         return None
     owner, _, secret = plain.partition(":")
     return secret if owner == str(owner_id) else None
+
+
+def resealed_for(owner_id: int, purpose: bytes, sealed: str) -> str | None:
+    """A kept secret sealed under the current storage key; None when it
+    already is, when there is none, or when it does not open
+    (storage_keys.reseal_secrets)."""
+    current = sealing.keys().current
+    if current is None or sealing.sealed_key_id(sealed) == current:
+        return None
+    secret = unseal_for(owner_id, purpose, sealed)
+    return None if secret is None else seal_for(owner_id, purpose, secret)

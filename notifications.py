@@ -40,7 +40,9 @@ from standardwebhooks import Webhook as Signer
 
 import audit
 import mail
+import sealing
 import storage
+import storage_keys
 import webhook_http
 from models import (
     Delivery,
@@ -93,9 +95,41 @@ SUBJECTS = {
 SECRET_BYTES = 32
 
 
+# What a webhook's secret is sealed for (sealing.py), bound to its owner.
+WEBHOOK_SECRET_PURPOSE = "webhook secret"
+
+
 def new_secret() -> str:
     """A webhook's signing secret, as Standard Webhooks writes one."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def sealed_secret(owner_id: int, secret: str) -> str:
+    """A webhook's signing secret as the database keeps it: sealed under the
+    current storage key (as it is when encryption is off)."""
+    storage_keys.ready()
+    return sealing.keys().seal_secret(WEBHOOK_SECRET_PURPOSE, owner_id, secret)
+
+
+def webhook_secret(webhook: Webhook) -> str:
+    """A webhook's signing secret, opened; sealing.DamagedData if it does not
+    open here (a secret kept in clear before encryption was on: as it is)."""
+    return sealing.keys().open_secret(
+        WEBHOOK_SECRET_PURPOSE, webhook.owner_id, webhook.secret
+    )
+
+
+def resealed_secret(owner_id: int, kept: str) -> str | None:
+    """A kept webhook secret sealed under the current key; None when it
+    already is, or does not open (storage_keys.reseal_secrets)."""
+    keys = sealing.keys()
+    if keys.current is None or sealing.sealed_key_id(kept) == keys.current:
+        return None
+    try:
+        secret = keys.open_secret(WEBHOOK_SECRET_PURPOSE, owner_id, kept)
+    except sealing.DamagedData:
+        return None
+    return sealed_secret(owner_id, secret)
 
 
 def _listening(owner_id: int, event_type: str) -> list[Webhook]:
@@ -494,11 +528,23 @@ def _attempt(delivery_id: int) -> None:
         else None
     )
     body, message_id, to = delivery.payload, delivery.message_id, delivery.email_to
-    url, secret = (webhook.url, webhook.secret) if webhook is not None else ("", "")
+    url, secret, unopened = "", "", None
+    if webhook is not None:
+        url = webhook.url
+        try:
+            secret = webhook_secret(webhook)
+        except sealing.DamagedData as damage:
+            unopened = f"its signing secret does not open here: {damage}"
+            current_app.logger.error("Webhook %s: %s", webhook.id, unopened)
     db.session.rollback()  # no transaction is held while the receiver answers
     now = utcnow()
     refused = False
-    if webhook is not None:
+    status: int | None
+    error: str | None
+    if unopened is not None:
+        status, error = None, unopened
+        ok = False
+    elif webhook is not None:
         try:
             status, error = _post(url, secret, message_id, body, now)
         except webhook_http.Refused as refusal:

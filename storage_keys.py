@@ -289,3 +289,33 @@ def retire_unused(secret_columns: Iterable) -> list[str]:
             retired.append(row.id)
     db.session.commit()
     return retired
+
+
+def reseal_secrets(
+    model: type, column: str, owner: str, reseal: Callable[[int, str], str | None]
+) -> int:
+    """Re-seal the kept secrets in ``model.column`` under the current key, a
+    row per transaction, each replaced only if it is still the value read;
+    ``reseal(owner id, kept)`` gives the new value (None: leave it). How many
+    were re-sealed."""
+    id_column = getattr(model, "id")  # noqa: B009 (any model with an id)
+    kept_column, owner_column = getattr(model, column), getattr(model, owner)
+    rows = db.session.execute(
+        db.select(id_column, owner_column, kept_column).where(kept_column.is_not(None))
+    ).all()
+    db.session.rollback()
+    resealed = 0
+    for row_id, owner_id, kept in rows:
+        new = reseal(owner_id, kept)
+        if new is None:
+            continue
+        resealed += rowcount(
+            db.session.execute(
+                db.update(model)
+                .where(id_column == row_id, kept_column == kept)
+                .values({column: new})
+                .execution_options(synchronize_session=False)
+            )
+        )
+        db.session.commit()
+    return resealed

@@ -10,6 +10,7 @@ A webhook's signing secret is shown once: in the answer that made it, or on
 the page the form leads to, after which no page or answer shows it again.
 """
 
+import contextlib
 import json
 from typing import Any
 
@@ -29,6 +30,7 @@ from flask.typing import ResponseReturnValue
 import audit
 import email_links
 import notifications
+import sealing
 import storage
 import webhook_http
 from authentication import check_for_token
@@ -169,10 +171,11 @@ def create_webhook() -> ResponseReturnValue:
     storage.lock_owners(g.user.id)
     if len(_webhooks()) >= MAX_WEBHOOKS:
         raise ApiError(409, f"An account may have {MAX_WEBHOOKS} webhooks")
+    secret = notifications.new_secret()
     webhook = Webhook(
         owner_id=g.user.id,
         url=settings["url"],
-        secret=notifications.new_secret(),
+        secret=notifications.sealed_secret(g.user.id, secret),
         secret_shown=not wants_html(),
         events=" ".join(event for event in EVENT_TYPES if event in settings["events"]),
         enabled=settings.get("enabled", True),
@@ -186,7 +189,7 @@ def create_webhook() -> ResponseReturnValue:
     if wants_html():
         flash(f"Webhook added: {webhook.url}", "success")
         return redirect(url_for("webhooks.list_webhooks"), 303)
-    body = new_webhook_schema.dump({**_describe(webhook), "secret": webhook.secret})
+    body = new_webhook_schema.dump({**_describe(webhook), "secret": secret})
     location = url_for("webhooks.list_webhooks", token=None)
     # The secret is in this answer alone: no cache keeps it.
     return jsonify(body), 201, {"Location": location, "Cache-Control": "no-store"}
@@ -217,7 +220,8 @@ def list_webhooks() -> ResponseReturnValue:
     new_secrets = {}
     for webhook in webhooks:
         if not webhook.secret_shown:
-            new_secrets[webhook.id] = webhook.secret
+            with contextlib.suppress(sealing.DamagedData):  # logged when sending
+                new_secrets[webhook.id] = notifications.webhook_secret(webhook)
             webhook.secret_shown = True
     db.session.commit()
     return render_template(

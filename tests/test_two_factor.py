@@ -12,16 +12,16 @@ import pytest
 from itsdangerous import TimestampSigner
 
 import two_factor
+from config import ConfigError
 from helpers import (
     HTML,
     PASSWORD,
-    SECRET_KEY,
     basic_auth,
     bearer,
     make_app,
     make_token,
 )
-from models import RecoveryCode, User, db
+from models import RecoveryCode, StorageKey, User, db
 from totp import LATER, START, STEP_SECONDS, code_for, wrong_code
 
 COOKIE = "lockbox_renew"
@@ -184,8 +184,18 @@ def test_enrolment_needs_the_right_first_code_and_seals_the_secret(
         bob.totp_secret = row.totp_secret
         db.session.commit()
         assert two_factor.secret_of(bob) is None
-    # Nor does an app with another SECRET_KEY open it.
-    other = make_app(database_url, SECRET_KEY=SECRET_KEY[::-1])
+    # It is sealed under the storage key: an app with another key under the
+    # same id refuses to start, and one that lacks it opens nothing.
+    with pytest.raises(ConfigError, match="another key"):
+        make_app(database_url, STORAGE_KEYS={"test-1": bytes(32)})
+    with app.app_context():
+        db.session.execute(db.delete(StorageKey))
+        db.session.commit()
+    other = make_app(
+        database_url,
+        STORAGE_KEYS={"test-2": bytes(32)},
+        STORAGE_KEY_CURRENT="test-2",
+    )
     with other.app_context():
         try:
             assert two_factor.secret_of(db.session.get(User, row.id)) is None
