@@ -3,6 +3,9 @@ and what they may keep, quotas.py works it out; a browser gets the account
 page), and its sign-in settings: the second factor (two_factor.py) and the
 link to the identity provider (sso.py)."""
 
+from datetime import timedelta
+from typing import Any
+
 from flask import (
     Blueprint,
     current_app,
@@ -20,12 +23,14 @@ import oidc
 import policies
 import two_factor
 from authentication import NO_STORE, check_for_token, limit_per_address
+from config import parse_duration
 from errors import ApiError, no_content, wants_html
-from models import User, change_account
+from models import User, change_account, utcnow
 from quotas import account_usage
 from request_data import load_or_400, request_body
 from schemas import (
     account_schema,
+    lifetime_schema,
     password_check_schema,
     recovery_codes_schema,
     two_factor_code_schema,
@@ -64,6 +69,8 @@ def account() -> ResponseReturnValue:
         "has_password": user.password_hash is not None,
         "single_sign_on": user.oidc_subject is not None,
         "two_factor": two_factor.is_on(user),
+        "file_lifetime_seconds": user.file_lifetime_seconds,
+        "max_file_seconds": policies.current().max_file_seconds,
     }
     if not wants_html():
         return jsonify(account_schema.dump(usage))
@@ -75,7 +82,72 @@ def account() -> ResponseReturnValue:
         else None,
         codes_left=two_factor.recovery_codes_left(g.user),
         required=_required(user),
+        **_lifetime_choice(user),
     )
+
+
+def _lifetime_choice(user: User) -> dict[str, Any]:
+    """What the account page says and offers of its files' lifetime."""
+    seconds = policies.default_lifetime(user)
+    offered = policies.offered_lifetimes()
+    chosen = next(
+        (
+            value
+            for value, _ in offered
+            if (value == policies.NEVER and seconds is None)
+            or (value != policies.NEVER and parse_duration(value) == seconds)
+        ),
+        None,
+    )
+    limit = policies.current().max_file_seconds
+    return {
+        "lifetimes": offered,
+        "lifetime_chosen": chosen,
+        "lifetime_now": policies.lifetime_words(seconds).capitalize(),
+        "max_lifetime": policies.lifetime_words(limit),
+    }
+
+
+@bp.post("/account/file-lifetime")
+@check_for_token(scope="files:write")
+def change_file_lifetime() -> ResponseReturnValue:
+    """How long the caller's new files are kept unless an upload says:
+    seconds, a duration such as 12h or 7d, or "never"; within the server's
+    policy. Files already kept keep their expiry.
+    ---
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: LifetimeSchema
+          application/x-www-form-urlencoded:
+            schema: LifetimeSchema
+      responses:
+        200:
+          description: The account, as it is now
+          content:
+            application/json:
+              schema: AccountSchema
+        303:
+          description: A browser's form post, sent back to the account page
+    """
+    body = load_or_400(lifetime_schema, request_body())
+    seconds = policies.lifetime_seconds(body["lifetime"])
+    now = utcnow()
+    # A default the policy would not give a file is refused in its words.
+    policies.check_file_expiry(
+        now, None if seconds is None else now + timedelta(seconds=seconds)
+    )
+
+    def keep(user: User) -> None:
+        user.file_lifetime_seconds = seconds
+
+    change_account(g.user, keep)
+    if wants_html():
+        flash("New files are kept " + policies.lifetime_words(seconds), "success")
+        return redirect(url_for("account.account"), 303)
+    return account()
 
 
 def _required(user: User) -> bool:

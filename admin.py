@@ -725,18 +725,27 @@ def _policies_from_form() -> dict[str, Any]:
             "two_factor_required",
         )
     }
-    days = form.get("max_link_days", "").strip()
-    current = policies.current().max_link_seconds
-    if days and not (days.isascii() and days.isdigit() and 1 <= int(days) <= 3650):
-        raise ApiError(400, "max_link_days must be a whole number of days, 1 to 3650")
-    values["max_link_seconds"] = int(days) * 86400 if days else None
-    if current is not None and days == str(current // 86400):
-        # The page shows a limit the API set in whole days, rounded down:
-        # sent back unchanged, it stays what it was.
-        values["max_link_seconds"] = current
+    in_force = policies.current()
+    for field, name in (
+        ("max_link_days", "max_link_seconds"),
+        ("max_file_days", "max_file_seconds"),
+    ):
+        values[name] = _days_from(form, field, getattr(in_force, name))
     quota = _quota_from(form.get("default_quota", ""))
     values["default_quota_bytes"] = quota
     return values
+
+
+def _days_from(form: Any, field: str, current: int | None) -> int | None:
+    """A limit in whole days from the policies page, in seconds; empty: none."""
+    days = form.get(field, "").strip()
+    if days and not (days.isascii() and days.isdigit() and 1 <= int(days) <= 3650):
+        raise ApiError(400, f"{field} must be a whole number of days, 1 to 3650")
+    if current is not None and days == str(current // 86400):
+        # The page shows a limit the API set in whole days, rounded down:
+        # sent back unchanged, it stays what it was.
+        return current
+    return int(days) * 86400 if days else None
 
 
 @bp.post("/admin/policies")

@@ -20,6 +20,7 @@ import notifications
 import oidc
 import request_links
 import sealing
+import space
 import storage_keys
 import two_factor
 import users
@@ -49,6 +50,7 @@ from models import (
     User,
     Webhook,
     db,
+    retry_on_conflict,
     rowcount,
     utcnow,
 )
@@ -64,6 +66,7 @@ from schemas import (
     file_request_create_schema,
 )
 from session_tokens import prune_revoked, revoke_all_tokens
+from storage import delete_stored_files
 
 MIN_PASSWORD_LENGTH = 8
 R = TypeVar("R")
@@ -215,7 +218,7 @@ def list_users() -> None:
     rows = db.session.execute(
         db.select(User, func.count(StoredFile.id))
         .outerjoin(
-            StoredFile, (StoredFile.owner_id == User.id) & StoredFile.complete.is_(True)
+            StoredFile, (StoredFile.owner_id == User.id) & StoredFile.kept(utcnow())
         )
         .group_by(User.id)
         .order_by(User.username)
@@ -353,8 +356,35 @@ def collect_garbage(idle: int) -> None:
         db.delete(ShareDownload).where(ShareDownload.started_at <= now - resumable)
     )
     db.session.commit()
+    expired = _remove_expired(now)
     click.echo(f"Removed {removed} unfinished uploads and {orphans} orphan chunks")
-    current_app.logger.info("files gc removed %d uploads, %d chunks", removed, orphans)
+    click.echo(f"Removed {expired} expired files")
+    current_app.logger.info(
+        "files gc removed %d expired files, %d uploads, %d chunks",
+        expired,
+        removed,
+        orphans,
+    )
+    freed = space.release_free_pages()
+    if freed:
+        click.echo(f"Gave {format_size(freed)} of free pages back to the file system")
+
+
+def _remove_expired(now: datetime) -> int:
+    """Delete the files whose lifetime ended before ``now``, a file per
+    transaction (a Galera write set stays a file's rows, and the owner's
+    count and quota already left them out at their expiry)."""
+    expired = list(
+        db.session.execute(
+            db.select(StoredFile.id).where(StoredFile.expires_at <= now)
+        ).scalars()
+    )
+    db.session.rollback()
+    for file_id in expired:
+        retry_on_conflict(
+            lambda file_id=file_id: delete_stored_files(StoredFile.id == file_id)
+        )()
+    return len(expired)
 
 
 def _scopes(value: str) -> list[str]:
@@ -765,13 +795,11 @@ def storage_rekey() -> None:
         for model, column, owner, reseal in SEALED_SECRETS
     )
     click.echo(f"{secrets_done} kept secrets re-sealed")
-    retired = storage_keys.retire_unused(
-        [getattr(model, column) for model, column, _, _ in SEALED_SECRETS]
-    )
-    for key_id in retired:
+    for key_id in storage_keys.unused_keys(_sealed_columns()):
         click.echo(
-            f"Key {key_id!r} seals nothing any more: it is retired and may "
-            "leave STORAGE_KEYS on every instance"
+            f"Key {key_id!r} seals nothing: once every instance seals under "
+            f"{current!r}, retire it (flask storage retire {key_id}) and take "
+            "it out of STORAGE_KEYS"
         )
     left = storage_keys.chunks_to_reseal()
     if done.damaged:
@@ -784,6 +812,73 @@ def storage_rekey() -> None:
             + ": run it again (damaged ones need a restore)"
         )
     click.echo(f"Every chunk is sealed under key {current!r}")
+
+
+def _sealed_columns() -> list:
+    """The columns that keep sealed secrets."""
+    return [getattr(model, column) for model, column, _, _ in SEALED_SECRETS]
+
+
+@storage_cli.command("retire")
+@click.argument("key_id")
+def storage_retire(key_id: str) -> None:
+    """Retire a storage key that seals nothing any more (after `storage
+    rekey`): it may then leave STORAGE_KEYS on every instance, and none may
+    make it current again. Refused while anything is sealed under it."""
+    try:
+        storage_keys.ready()
+        storage_keys.retire(key_id, _sealed_columns())
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Key {key_id!r} is retired: take it out of STORAGE_KEYS everywhere")
+
+
+@storage_cli.command("report")
+def storage_report() -> None:
+    """Per table: the space the database has allocated to it against the
+    space its rows use (MariaDB: information_schema; SQLite: the file's
+    pages), and what a compaction would give back."""
+    for table in space.report():
+        click.echo(
+            f"{table.name}: {format_size(table.allocated)} allocated, "
+            f"{format_size(table.used)} used, {format_size(table.free)} free"
+        )
+
+
+@storage_cli.command("compact")
+@click.option(
+    "--min-free",
+    default=0.10,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Rebuild only when at least this share of the table is free.",
+)
+@click.option(
+    "--galera-method",
+    type=click.Choice(["rsu", "toi"], case_sensitive=False),
+    help="On a Galera node (required there): rsu rebuilds this node alone, "
+    "toi every node at once while every write on the cluster waits.",
+)
+def storage_compact(min_free: float, galera_method: str | None) -> None:
+    """Give the chunk table's free space back to the file system: on MariaDB
+    an online rebuild (ALTER TABLE ... FORCE, ALGORITHM=INPLACE, LOCK=NONE;
+    on Galera see docs/deploy.md first), on SQLite the free pages."""
+    try:
+        click.echo(space.compact(min_free, galera_method))
+    except (space.Busy, space.ChooseMethod) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@storage_cli.command("vacuum")
+def storage_vacuum() -> None:
+    """SQLite only, once per database made before incremental auto-vacuum:
+    convert it (a full VACUUM, which needs the app stopped and free disk
+    space the size of the database); afterwards `files gc` gives free pages
+    back by itself."""
+    try:
+        click.echo(space.convert_sqlite())
+    except space.Busy as error:
+        raise click.ClickException(str(error)) from None
 
 
 def init_app(app: Flask) -> None:

@@ -196,11 +196,14 @@ def zip_response(
         response.status_code = 304
         return response
     archive = ZipStream(compress_type=ZIP_STORED, sized=True)
-    for index, (name, stored_file) in enumerate(zip(names, files, strict=True)):
+    first_read = request.method == "HEAD"
+    for name, stored_file in zip(names, files, strict=True):
         pieces: Iterator[bytes] = read_range(stored_file, 0, stored_file.size)
-        if index == 0 and request.method != "HEAD":
-            # The answer's first chunk is opened before its status line.
+        if not first_read and stored_file.size:
+            # The answer's first chunk (its first file's that is not empty) is
+            # opened before its status line.
             pieces = opened_first(stored_file.id, pieces)
+            first_read = True
         archive.add(pieces, name, size=stored_file.size)
     response.content_length = len(archive)
     body: Iterator[bytes] = iter(archive)

@@ -4,6 +4,7 @@ multipart.py and downloads are answered by downloads.py."""
 
 import functools
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from flask import (
@@ -23,25 +24,27 @@ from werkzeug.exceptions import ClientDisconnected
 
 import access_log
 import caller
+import policies
 import rate_limits
 import request_links
 import storage
 from authentication import check_for_token
 from downloads import file_response
 from errors import ApiError, no_content, wants_html
-from models import StoredFile, db, retry_on_conflict
+from models import StoredFile, db, retry_on_conflict, utcnow
 from multipart import UploadReceiver
 from previews import asked_inline, preview_kind
 from quotas import account_usage
-from request_data import load_or_400
+from request_data import load_or_400, request_body
 from schemas import (
     LISTED_COLUMNS,
+    file_change_schema,
     file_list_query_schema,
     file_page_schema,
     stored_file_schema,
     uploaded_schema,
 )
-from storage import delete_stored_files
+from storage import EXPIRED_COUNT, delete_stored_files, kept_file_count
 
 bp = Blueprint("files", __name__)
 
@@ -70,7 +73,10 @@ LIKE_ESCAPE = "/"
 NAME_MATCHES = func.lower(StoredFile.filename).like(
     bindparam("pattern"), escape=LIKE_ESCAPE
 )
-OWNED = (StoredFile.owner_id == bindparam("owner_id"), StoredFile.complete.is_(True))
+OWNED = (
+    StoredFile.owner_id == bindparam("owner_id"),
+    StoredFile.kept(bindparam("now")),
+)
 MATCHING_COUNT = db.select(func.count()).where(*OWNED, NAME_MATCHES)
 
 
@@ -89,8 +95,12 @@ def listing(sort: str, order: str, searching: bool) -> Select[Any]:
         .offset(bindparam("offset"))
         .subquery("page")
     )
+    # Each row also carries how many of the account's files expired and wait
+    # for `files gc` (one uncorrelated subquery, through the expiry index),
+    # which the page's total leaves out.
+    expired = EXPIRED_COUNT.scalar_subquery().label("expired")
     return (
-        db.select(*LISTED_COLUMNS)
+        db.select(*LISTED_COLUMNS, expired)
         .join(page_ids, StoredFile.id == page_ids.c.id)
         .order_by(*by)
     )
@@ -166,12 +176,16 @@ def owned_files_page(query: dict[str, Any]) -> FilePage:
         "owner_id": owner.id,
         "limit": per_page,
         "offset": (page - 1) * per_page,
+        "now": utcnow(),
     }
-    total = owner.file_count
     if search:
         values["pattern"] = like_pattern(search)
         total = db.session.execute(MATCHING_COUNT, values).scalar_one()
     rows = db.session.execute(listing(sort, order, bool(search)), values).all()
+    if not search:
+        # The account's kept count, less its expired files: the rows say how
+        # many (an empty page has to ask).
+        total = owner.file_count - rows[0].expired if rows else kept_file_count(owner)
     # What the page's own links carry on: the choices that are not defaults.
     chosen = {"q": search, "sort": sort if sort != "date" else None}
     if query["order"] and query["order"] != DEFAULT_ORDER[sort]:
@@ -197,7 +211,13 @@ def index() -> ResponseReturnValue:
     """
     query = load_or_400(file_list_query_schema, request.args.to_dict())
     page = owned_files_page(query)
-    return render_template("index.html", page=page, account=account_usage(g.user))
+    return render_template(
+        "index.html",
+        page=page,
+        account=account_usage(g.user),
+        lifetimes=policies.offered_lifetimes(),
+        default_lifetime=policies.lifetime_words(policies.default_lifetime(g.user)),
+    )
 
 
 @bp.post("/upload")
@@ -363,6 +383,83 @@ def file_metadata(file_id: int) -> ResponseReturnValue:
     return jsonify(stored_file_schema.dump(owned_file_or_404(file_id)))
 
 
+@bp.patch(f"/files/{FILE_ID}")
+@check_for_token(scope="files:write")
+def change_file(file_id: int) -> ResponseReturnValue:
+    """Change when a file expires: a time (null: keep it until deleted) or a
+    lifetime from now, within the server's policy.
+    ---
+    patch:
+      parameters: [FileId]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: FileChangeSchema
+      responses:
+        200:
+          description: The file, as it is now
+          content:
+            application/json:
+              schema: StoredFileSchema
+        404: NotFound
+    """
+    change = load_or_400(file_change_schema, request_body())
+    return jsonify(stored_file_schema.dump(set_expiry(file_id, change)))
+
+
+@bp.post(f"/files/{FILE_ID}/expiry")
+@check_for_token(scope="files:write")
+def change_expiry_form(file_id: int) -> ResponseReturnValue:
+    """Change when a file expires, from its page: ``expires_in`` a lifetime
+    from now, or "never" (HTML).
+    ---
+    post:
+      parameters: [FileId]
+      requestBody:
+        required: true
+        content:
+          application/x-www-form-urlencoded:
+            schema: FileChangeSchema
+      responses:
+        303:
+          description: Changed; back to the file's page
+        404: NotFound
+    """
+    change = load_or_400(file_change_schema, request.form.to_dict())
+    stored_file = set_expiry(file_id, change)
+    if stored_file.expires_at is None:
+        flash(f"{stored_file.filename} is kept until you delete it", "success")
+    else:
+        when = stored_file.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+        flash(f"{stored_file.filename} now expires on {when}", "success")
+    return redirect(url_for("files.preview_file", file_id=file_id), 303)
+
+
+@retry_on_conflict
+def set_expiry(file_id: int, change: dict[str, Any]) -> StoredFile:
+    """Give one of the caller's files the expiry ``change`` asks for
+    (FileChangeSchema), within the policy (committed)."""
+    stored_file = owned_file_or_404(file_id)
+    now = utcnow()
+    if "expires_in" in change:
+        seconds = policies.lifetime_seconds(change["expires_in"])
+        expires_at = None if seconds is None else now + timedelta(seconds=seconds)
+    else:
+        expires_at = change["expires_at"]
+        if expires_at is not None and not (
+            now < expires_at <= now + timedelta(seconds=policies.MAX_FILE_SECONDS)
+        ):
+            raise ApiError(
+                400,
+                "expires_at must be in the future, within 3650 days (to remove "
+                "the file now, delete it)",
+            )
+    policies.check_file_expiry(stored_file.created_at, expires_at)
+    stored_file.expires_at = expires_at
+    return stored_file
+
+
 @bp.delete(f"/files/{FILE_ID}")
 @check_for_token(scope="files:write")
 def delete_file(file_id: int) -> ResponseReturnValue:
@@ -461,4 +558,5 @@ def preview_file(file_id: int) -> ResponseReturnValue:
         file=stored_file,
         kind=preview_kind(stored_file),
         src=url_for("files.download_file", file_id=file_id, inline=1),
+        lifetimes=policies.offered_lifetimes(),
     )

@@ -28,7 +28,9 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
     event,
+    or_,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import CursorResult, Dialect, Result
@@ -131,8 +133,11 @@ def _teach_hex_literals(
 def _sqlite_pragmas(
     dbapi_connection: DBAPIConnection, connection_record: ConnectionPoolEntry
 ) -> None:
-    """Enforce foreign keys and use write-ahead logging on SQLite."""
+    """Enforce foreign keys and use write-ahead logging on SQLite; a new
+    database frees pages incrementally (`files gc` gives them back to the
+    file system; on an existing one this changes nothing)."""
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -330,6 +335,9 @@ class User(Model):
     token_version: Mapped[str] = mapped_column(String(32), default=new_token_version)
     # Bytes this account may keep; None: the STORAGE_QUOTA_BYTES default (quotas.py).
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # How long this account's new files live unless an upload says (seconds;
+    # None: kept until deleted) (lifetimes.py).
+    file_lifetime_seconds: Mapped[int | None] = mapped_column(Integer)
     # How many finished files the account has: the listing's total, read with
     # the account on every request instead of counted over all its files
     # (storage.recount_files keeps it; docs/benchmarks.md).
@@ -465,8 +473,17 @@ class StoredFile(Model):
 
     __tablename__ = "stored_file"
     __table_args__ = (
-        # The listing: one owner's finished files, newest first.
-        Index("ix_stored_file_listing", "owner_id", "complete", "created_at"),
+        # The listing: one owner's finished files, newest first; with their
+        # expiry, so that the page's ids still come from the index alone.
+        Index(
+            "ix_stored_file_listing",
+            "owner_id",
+            "complete",
+            "created_at",
+            "expires_at",
+        ),
+        # An account's expired files (not counted), and `files gc`'s.
+        Index("ix_stored_file_expiry", "owner_id", "expires_at"),
         {**MYSQL_TABLE_ARGS, **NEVER_REUSE_IDS},
     )
 
@@ -491,6 +508,9 @@ class StoredFile(Model):
     # While unfinished: the bytes held against the owner's quota for it (the
     # length it announced), so that parallel uploads cannot overshoot together.
     reserved: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When it stops being listed, downloaded or counted (lifetimes.py), and
+    # `files gc` removes it; None: kept until deleted.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The upload request a guest sent it through; None for the owner's own.
     request_id: Mapped[int | None] = mapped_column(
         ForeignKey("upload_request.id", ondelete="SET NULL"), index=True
@@ -500,6 +520,18 @@ class StoredFile(Model):
 
     def __repr__(self) -> str:
         return f"<StoredFile {self.id} {self.filename!r}>"
+
+    @classmethod
+    def kept(cls, now: Any) -> Any:
+        """Finished and not expired at ``now`` (a time or a bound parameter):
+        what is listed, downloaded, shared and counted."""
+        return and_(
+            cls.complete.is_(True), or_(cls.expires_at.is_(None), cls.expires_at > now)
+        )
+
+    def expired(self) -> bool:
+        """Whether this file's lifetime is over."""
+        return self.expires_at is not None and self.expires_at <= utcnow()
 
 
 class ResumableUpload(Model):
@@ -801,10 +833,12 @@ class FileChunk(Model):
 
 
 class StorageKey(Model):
-    """A storage key the database's data may be sealed under (keyring.py):
-    its id and check value, so that a server missing it, or holding another
-    key under its id, refuses to start. ``retired_at``: `storage rekey`
-    found nothing left under it, and it may leave the configuration."""
+    """A storage key the database's data may be sealed under
+    (storage_keys.py): its id and check value, so that a server missing it,
+    or holding another key under its id, refuses to start.
+    ``made_current_at``: when an instance first sealed under it (None: added
+    ahead of being made current). ``retired_at``: `storage retire` found
+    nothing left under it, and it may leave the configuration."""
 
     __tablename__ = "storage_key"
     __table_args__ = MYSQL_TABLE_ARGS
@@ -812,4 +846,5 @@ class StorageKey(Model):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     check_value: Mapped[str] = mapped_column(String(64))
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    made_current_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

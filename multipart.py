@@ -3,6 +3,7 @@ into storage, the text fields checked, nothing half-written left behind."""
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from flask import request
@@ -17,6 +18,7 @@ from werkzeug.sansio.multipart import (
     NeedData,
 )
 
+import policies
 import quotas
 import storage
 from errors import ApiError
@@ -174,7 +176,7 @@ class UploadReceiver:
             self.fields[self._field] += event.data
             if not event.more_data and self.writer is None:
                 # Fields sent before the file are checked before any byte is stored.
-                self._form()
+                self._expiry(self._form())
 
     def _start_file(self, event: File) -> None:
         """Begin storing the file part: a hidden row first, then its chunks."""
@@ -209,9 +211,18 @@ class UploadReceiver:
         if self.writer is None:
             raise ApiError(400, "No file part: send the file in the inputFile field")
         form = self._form()
+        expires_at = self._expiry(form)
         self.writer.finish()
         return storage.finish(
             self.writer.stored_file,
             description=form["description"],
             expected=(self.expected_sha256, form.get("sha256")),
+            expires_at=expires_at,
         )
+
+    def _expiry(self, form: dict[str, Any]) -> datetime | None:
+        """When the file expires: in the lifetime the owner's own upload asks
+        for (a guest's, through an upload request, asks nothing), else the
+        owner's default, within the policy (a 400 past it)."""
+        asked = form.get("expires_in") if self.start is None else None
+        return policies.file_expiry(self.owner, asked)

@@ -12,6 +12,14 @@ instance follows a change at once.
   set up a second factor (as REQUIRE_TWO_FACTOR says for the whole server).
 - ``default_quota_bytes``: the quota a new account starts with (None: the
   STORAGE_QUOTA_BYTES default applies to it).
+- ``max_file_seconds``: the longest a file may be kept from its upload; an
+  upload or an expiry that asks for longer (or for never) is refused, and a
+  file whose owner asked nothing gets this lifetime. Files already kept keep
+  the expiry they have: a policy never deletes what was kept under another.
+
+A file's lifetime comes from ``file_expiry``: what its upload asked for
+(``expires_in``), else its owner's default (``User.file_lifetime_seconds``),
+never past ``max_file_seconds``.
 """
 
 import json
@@ -20,6 +28,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from config import DAY, parse_duration
 from errors import ApiError
 from models import Setting, User, db, retry_on_conflict, utcnow
 
@@ -27,6 +36,14 @@ PREFIX = "policy."
 LINKS_NEED_PASSWORD = "This server requires a password on every link"
 LINKS_OFF = "Share links are turned off on this server"
 REQUESTS_OFF = "Upload requests are turned off on this server"
+# A file's lifetime: what "expires_in" may say, from a minute to ten years.
+NEVER = "never"
+MIN_FILE_SECONDS = 60
+MAX_FILE_SECONDS = 3650 * DAY
+LIFETIME_FORMAT = (
+    "expires_in must be a lifetime such as 3600, 12h or 7d (1 minute to 3650 "
+    'days), or "never"'
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,7 @@ class Policies:
     upload_requests: bool = True
     two_factor_required: bool = False
     default_quota_bytes: int | None = None
+    max_file_seconds: int | None = None
 
 
 NAMES = tuple(field.name for field in fields(Policies))
@@ -142,10 +160,95 @@ def new_account(user: User) -> User:
     return user
 
 
+def lifetime_seconds(text: str) -> int | None:
+    """A lifetime as an upload or a setting says it (seconds, a duration such
+    as 12h or 7d, or "never": None); a 400 for anything else."""
+    if text.strip().lower() == NEVER:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise ApiError(400, LIFETIME_FORMAT) from None
+    if not MIN_FILE_SECONDS <= seconds <= MAX_FILE_SECONDS:
+        raise ApiError(400, LIFETIME_FORMAT)
+    return seconds
+
+
+def _too_long(limit: int) -> ApiError:
+    return ApiError(400, f"Files on this server may be kept at most {_days(limit)}")
+
+
+# The lifetimes the pages offer (the API takes any from a minute to ten years).
+OFFERED_LIFETIMES = (
+    ("1h", "1 hour"),
+    ("1d", "1 day"),
+    ("7d", "7 days"),
+    ("30d", "30 days"),
+    ("365d", "1 year"),
+    (NEVER, "Until deleted"),
+)
+
+
+def offered_lifetimes() -> list[tuple[str, str]]:
+    """The lifetimes a page offers, as (value, words): those the policy allows."""
+    limit = current().max_file_seconds
+    return [
+        (value, words)
+        for value, words in OFFERED_LIFETIMES
+        if limit is None or (value != NEVER and parse_duration(value) <= limit)
+    ]
+
+
+def default_lifetime(owner: User) -> int | None:
+    """The lifetime of ``owner``'s new files when an upload asks nothing: the
+    account's default, kept within the policy (None: until deleted)."""
+    seconds = owner.file_lifetime_seconds
+    limit = current().max_file_seconds
+    if limit is not None:
+        # A default set before the policy is kept within it.
+        seconds = limit if seconds is None else min(seconds, limit)
+    return seconds
+
+
+def file_expiry(
+    owner: User, asked: str | None, now: datetime | None = None
+) -> datetime | None:
+    """When a new file of ``owner``'s expires (None: never): in the lifetime
+    its upload asked for, else in the account's default, never past the
+    policy's maximum; a 400 when it asks for longer than that."""
+    now = now or utcnow()
+    if asked is None or not asked.strip():
+        seconds = default_lifetime(owner)
+    else:
+        seconds = lifetime_seconds(asked)
+        limit = current().max_file_seconds
+        if limit is not None and (seconds is None or seconds > limit):
+            raise _too_long(limit)
+    return None if seconds is None else now + timedelta(seconds=seconds)
+
+
+def check_file_expiry(created_at: datetime, expires_at: datetime | None) -> None:
+    """Refuse a new expiry for a file that the policy forbids (400): never,
+    or later than its upload plus the longest lifetime."""
+    limit = current().max_file_seconds
+    if limit is None:
+        return
+    if expires_at is None or expires_at > created_at + timedelta(seconds=limit + 60):
+        raise _too_long(limit)
+
+
+def lifetime_words(seconds: int | None) -> str:
+    """How long a file is kept, in words: "for 7 days", "until deleted"."""
+    return "until deleted" if seconds is None else f"for {_days(seconds)}"
+
+
 def _days(seconds: int) -> str:
     """A lifetime in words."""
     if seconds % 86400 == 0:
         days = seconds // 86400
         return f"{days} day{'s' if days != 1 else ''}"
-    hours = max(1, seconds // 3600)
+    if seconds < 3600:
+        minutes = max(1, seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    hours = seconds // 3600
     return f"{hours} hour{'s' if hours != 1 else ''}"

@@ -34,6 +34,9 @@ from models import ResumableUpload, StoredFile, User, db, retry_on_conflict, utc
 ENDED = -1
 # What an account's files take, finished or on their way.
 TAKEN = case(
+    # An expired file stops counting at its expiry, before `files gc`
+    # removes its bytes.
+    (StoredFile.expires_at <= bindparam("now"), 0),
     (StoredFile.complete.is_(True), StoredFile.size),
     (ResumableUpload.expires_at <= bindparam("now"), 0),
     (StoredFile.reserved == ENDED, 0),

@@ -6,11 +6,12 @@ description cannot drift from what the app does (tests/conftest.py checks
 every JSON answer of the test suite against it).
 """
 
+from datetime import UTC
 from typing import Any, Protocol
 
 from flask_marshmallow import Schema
 from flask_marshmallow.sqla import SQLAlchemySchema
-from marshmallow import EXCLUDE, fields, validate
+from marshmallow import EXCLUDE, ValidationError, fields, validate, validates_schema
 from marshmallow_sqlalchemy import auto_field
 from sqlalchemy import Row
 
@@ -36,6 +37,10 @@ class StoredFileSchema(SQLAlchemySchema):
     size = auto_field(dump_only=True)
     sha256 = auto_field(dump_only=True)
     created_at = auto_field(dump_only=True)
+    expires_at = auto_field(
+        dump_only=True,
+        metadata={"description": "When it stops being kept; null: until deleted"},
+    )
 
 
 class AccountSchema(Schema):
@@ -60,6 +65,18 @@ class AccountSchema(Schema):
         dump_only=True, allow_none=True, metadata={"description": "null: no limit"}
     )
     max_file_size = fields.Integer(dump_only=True)
+    file_lifetime_seconds = fields.Integer(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "How long new files are kept; null: until deleted"},
+    )
+    max_file_seconds = fields.Integer(
+        dump_only=True,
+        allow_none=True,
+        metadata={
+            "description": "The longest this server keeps a file; null: no limit"
+        },
+    )
 
 
 class RequestSchema(Schema):
@@ -73,6 +90,17 @@ class RequestSchema(Schema):
 # A file's description: StoredFile.description's length.
 DESCRIPTION_MAX = 200
 SHA256_ERROR = "sha256 must be 64 hexadecimal characters"
+LIFETIME_ERROR = 'a lifetime is seconds, a duration such as 12h or 7d, or "never"'
+
+
+class Lifetime(fields.String):
+    """A lifetime (policies.lifetime_seconds reads it): text, or a whole
+    number of seconds as JSON gives it."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class UploadFormSchema(RequestSchema):
@@ -93,6 +121,46 @@ class UploadFormSchema(RequestSchema):
             max=DESCRIPTION_MAX, error="Description is longer than {max} characters"
         ),
     )
+    expires_in = Lifetime(
+        validate=validate.Length(max=32, error=LIFETIME_ERROR),
+        metadata={
+            "description": "How long to keep the file: seconds, a duration such as "
+            '12h or 7d, or "never"; absent: the account\'s default'
+        },
+    )
+
+
+class LifetimeSchema(RequestSchema):
+    """A lifetime for the account's new files (``POST /account/file-lifetime``)."""
+
+    lifetime = Lifetime(
+        required=True,
+        validate=validate.Length(min=1, max=32, error=LIFETIME_ERROR),
+        metadata={"description": 'Seconds, a duration such as 12h or 7d, or "never"'},
+    )
+
+
+class FileChangeSchema(RequestSchema):
+    """A change to a file (``PATCH /files/<id>``): its expiry, as a time or as
+    a lifetime from now; one of the two."""
+
+    expires_at = fields.AwareDateTime(
+        allow_none=True,
+        default_timezone=UTC,
+        metadata={"description": "When to stop keeping it; null: until deleted"},
+    )
+    expires_in = Lifetime(
+        validate=validate.Length(min=1, max=32, error=LIFETIME_ERROR),
+        metadata={
+            "description": 'From now: seconds, a duration such as 12h or 7d, or "never"'
+        },
+    )
+
+    @validates_schema
+    def one_of_the_two(self, data: dict, **kwargs: Any) -> None:
+        """Exactly one way to say the expiry."""
+        if ("expires_at" in data) == ("expires_in" in data):
+            raise ValidationError("Send expires_at or expires_in (one of the two)")
 
 
 class PageQuerySchema(RequestSchema):
@@ -997,6 +1065,18 @@ class PoliciesSchema(RequestSchema):
         ),
         metadata={"description": "A new account's quota; null: STORAGE_QUOTA_BYTES"},
     )
+    max_file_seconds = fields.Integer(
+        allow_none=True,
+        validate=validate.Range(
+            min=60,
+            max=3650 * 86400,
+            error="max_file_seconds must be {min} to {max}",
+        ),
+        metadata={
+            "description": "The longest a file may be kept from its upload; null: "
+            "no limit"
+        },
+    )
 
 
 class AuditQuerySchema(RequestSchema):
@@ -1159,3 +1239,5 @@ policies_schema = PoliciesSchema()
 audit_query_schema = AuditQuerySchema()
 audit_list_schema = AuditListSchema()
 admin_shared_schema = AdminSharedSchema()
+lifetime_schema = LifetimeSchema()
+file_change_schema = FileChangeSchema()

@@ -12,8 +12,8 @@ bytes. Without STORAGE_KEYS nothing is sealed (``key_id`` None), and what was
 stored in clear before keys were added still reads (``flask storage rekey``
 seals it).
 
-storage_keys.py checks the configured keys against the check values the database
-records, so that a missing or wrong key stops the app at start.
+storage_keys.py checks the configured keys against the check values the
+database records, so that a missing or wrong key stops the app at start.
 """
 
 import base64

@@ -57,6 +57,7 @@ GONE = {
     "used_up": "This link has reached its download limit",
     "emptied": "The files of this link were deleted by their owner",
 }
+FILE_EXPIRED = "The file behind this link has expired"
 # The owner's account is disabled: the link may work again once it is enabled.
 OWNER_DISABLED = (
     "The account that shared this is disabled for now: ask the person who sent it"
@@ -130,7 +131,7 @@ def files_of(share: Share) -> list[tuple[int, StoredFile]]:
         for position, stored_file in db.session.execute(
             db.select(ShareFile.position, StoredFile)
             .join(StoredFile, StoredFile.id == ShareFile.file_id)
-            .where(ShareFile.share_id == share.id, StoredFile.complete.is_(True))
+            .where(ShareFile.share_id == share.id, StoredFile.kept(utcnow()))
             .order_by(ShareFile.position)
         )
     ]
@@ -210,6 +211,8 @@ def open_link(link: str) -> tuple[Share, list[tuple[int, StoredFile]], User]:
     )
     if refused is not None:
         raise ApiError(403, refused)
+    if share.file_id is not None and files[0][1].expired():
+        raise ApiError(410, FILE_EXPIRED)
     return share, files, owner
 
 

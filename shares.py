@@ -311,7 +311,7 @@ def _own_files(file_ids: list[int]) -> list[StoredFile]:
             db.select(StoredFile).where(
                 StoredFile.id.in_(wanted),
                 StoredFile.owner_id == g.user.id,
-                StoredFile.complete.is_(True),
+                StoredFile.kept(utcnow()),
             )
         ).scalars()
     }
@@ -410,7 +410,7 @@ def several_files() -> ResponseReturnValue:
             db.select(StoredFile).where(
                 StoredFile.id.in_([i for i in picked if 1 <= i <= MAX_INT_ID]),
                 StoredFile.owner_id == g.user.id,
-                StoredFile.complete.is_(True),
+                StoredFile.kept(utcnow()),
             )
         ).scalars(),
         key=lambda stored_file: picked.index(stored_file.id),

@@ -28,6 +28,8 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import ColumnElement, Connection, Engine, Executable, bindparam, func
@@ -106,6 +108,7 @@ def begin(
     description: str = "",
     reserve: int = 0,
     commit: bool = True,
+    expires_at: datetime | None = None,
 ) -> StoredFile:
     """A new, empty, hidden file: append its bytes with a ChunkWriter.
 
@@ -126,6 +129,7 @@ def begin(
             chunk_size=current_app.config["CHUNK_SIZE"],
             size=0,
             complete=False,
+            expires_at=expires_at,
         )
         db.session.add(stored_file)
         try:
@@ -210,6 +214,11 @@ class ChunkWriter:
         ).one()
         try:
             data = self._keys.open_chunk(self.file_id, self._first_seq, key_id, data)
+            if len(data) < length:
+                raise sealing.DamagedData(
+                    f"chunk {self._first_seq} holds {len(data)} bytes, fewer than "
+                    "the file's size says"
+                )
         except sealing.DamagedData as error:
             raise damaged(self.file_id, error) from None
         return bytes(data[:length])
@@ -522,13 +531,18 @@ def when_finished(callback: Callable[[StoredFile], None]) -> None:
     _on_finish.append(callback)
 
 
+KEEP_EXPIRY = object()
+
+
 def finish(
     stored_file: StoredFile,
     description: str | None = None,
     expected: Iterable[str | None] = (),
+    expires_at: Any = KEEP_EXPIRY,
 ) -> StoredFile:
     """Check the digest against each ``expected`` one, then make the file
-    visible (committed). A mismatch is a 400; the caller discards the file."""
+    visible (committed), expiring at ``expires_at`` if given. A mismatch is
+    a 400; the caller discards the file."""
     sha256 = ResumableSHA256.from_state(stored_file.hash_state).hexdigest()
     for digest in expected:
         if digest is not None and digest.lower() != sha256:
@@ -543,6 +557,8 @@ def finish(
         stored_file.hash_state = None
         if description is not None:
             stored_file.description = description
+        if expires_at is not KEEP_EXPIRY:
+            stored_file.expires_at = expires_at
         stored_file.complete = True
         stored_file.updated_at = utcnow()
         db.session.flush()
@@ -571,6 +587,29 @@ RECOUNT = (
 )
 
 
+EXPIRED_COUNT = (
+    db.select(func.count())
+    .select_from(StoredFile)
+    .where(
+        StoredFile.owner_id == bindparam("owner_id"),
+        StoredFile.expires_at <= bindparam("now"),
+        StoredFile.complete.is_(True),
+    )
+)
+
+
+def kept_file_count(user: User) -> int:
+    """How many finished files ``user`` keeps now: the stored count, less
+    those that expired and wait for `files gc` (found through the expiry
+    index: usually none)."""
+    if not user.file_count:
+        return 0
+    expired = db.session.execute(
+        EXPIRED_COUNT, {"owner_id": user.id, "now": utcnow()}
+    ).scalar_one()
+    return user.file_count - expired
+
+
 def lock_owners(*owner_ids: int) -> None:
     """Lock these accounts' rows until the commit, before any of their files'
     rows: whatever changes which files an account has, or what they hold of
@@ -595,11 +634,15 @@ def recount_files(*owner_ids: int) -> None:
 
 def finished_file_of(owner: User, file_id: int) -> StoredFile:
     """``owner``'s finished file with this id; 404 for anyone else's, an
-    unfinished one, or none (the same answer)."""
+    unfinished or expired one, or none (the same answer)."""
     if not 1 <= file_id <= MAX_INT_ID:
         raise ApiError(404, "File not found")
     stored_file = db.session.execute(
-        db.select(StoredFile).filter_by(id=file_id, owner_id=owner.id, complete=True)
+        db.select(StoredFile).where(
+            StoredFile.id == file_id,
+            StoredFile.owner_id == owner.id,
+            StoredFile.kept(utcnow()),
+        )
     ).scalar_one_or_none()
     if stored_file is None:
         raise ApiError(404, "File not found")
@@ -673,6 +716,7 @@ def read_range(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes
     view has returned.
     """
     file_id, chunk_size, engine = stored_file.id, stored_file.chunk_size, db.engine
+    size = stored_file.size
     logger = current_app.logger
     storage_keys.ready()
     keys = sealing.keys()
@@ -700,6 +744,14 @@ def read_range(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes
                         expected += 1
                         data = keys.open_chunk(file_id, seq, key_id, data)
                         offset = seq * chunk_size
+                        if len(data) < min(chunk_size, size - offset):
+                            # An older seal of this chunk put back (a copy from
+                            # before an upload went on) opens, but is shorter:
+                            # the bytes after it would all be misplaced.
+                            raise sealing.DamagedData(
+                                f"chunk {seq} holds {len(data)} bytes, fewer "
+                                "than the file's size says"
+                            )
                         piece = bytes(data[max(start - offset, 0) : stop - offset])
                         yield piece
                         DOWNLOADED.inc(len(piece))

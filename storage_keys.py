@@ -119,7 +119,12 @@ def _check_and_record() -> None:
         )
     for key_id, key in configured.items():
         if key_id not in recorded:
-            db.session.add(StorageKey(id=key_id, check_value=sealing.check_value(key)))
+            recorded[key_id] = StorageKey(
+                id=key_id, check_value=sealing.check_value(key)
+            )
+            db.session.add(recorded[key_id])
+    if current is not None and recorded[current].made_current_at is None:
+        recorded[current].made_current_at = utcnow()
     db.session.commit()
 
 
@@ -275,20 +280,42 @@ def keys_in_use(secret_columns: Iterable) -> set[str | None]:
     return used
 
 
-def retire_unused(secret_columns: Iterable) -> list[str]:
-    """Mark retired the recorded keys, other than the current one, that
-    nothing is sealed under any more; their ids."""
+def unused_keys(secret_columns: Iterable) -> list[str]:
+    """The keys that were current once and seal nothing any more: those a
+    rekey emptied (a key added ahead of being made current is not one)."""
     used = keys_in_use(secret_columns)
     current = sealing.current_key_id()
-    retired = []
-    for row in db.session.execute(
-        db.select(StorageKey).where(StorageKey.retired_at.is_(None))
-    ).scalars():
-        if row.id != current and row.id not in used:
-            row.retired_at = utcnow()
-            retired.append(row.id)
+    rows = db.session.execute(
+        db.select(StorageKey.id).where(
+            StorageKey.retired_at.is_(None), StorageKey.made_current_at.is_not(None)
+        )
+    ).scalars()
+    unused = sorted(
+        key_id for key_id in rows if key_id != current and key_id not in used
+    )
+    db.session.rollback()
+    return unused
+
+
+def retire(key_id: str, secret_columns: Iterable) -> None:
+    """Mark a key retired: it may then leave STORAGE_KEYS, and no instance
+    may make it current again. Refused (ConfigError) for the current key, one
+    that is not recorded, and one that still seals something."""
+    row = db.session.get(StorageKey, key_id)
+    if row is None or row.retired_at is not None:
+        db.session.rollback()
+        raise ConfigError(f"No key {key_id!r} in use is recorded in the database")
+    if key_id == sealing.current_key_id():
+        db.session.rollback()
+        raise ConfigError(f"Key {key_id!r} is the current key: make another current")
+    if key_id in keys_in_use(secret_columns):
+        db.session.rollback()
+        raise ConfigError(
+            f"Data is still sealed under key {key_id!r}: run `flask storage "
+            "rekey` first (on an instance where another key is current)"
+        )
+    row.retired_at = utcnow()
     db.session.commit()
-    return retired
 
 
 def reseal_secrets(

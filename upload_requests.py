@@ -26,7 +26,7 @@ import request_links
 from access_log import SHOWN, events_of
 from authentication import check_for_token, set_private_cookie
 from errors import ApiError, no_content, wants_html
-from models import MAX_INT_ID, StoredFile, UploadRequest, User, db
+from models import MAX_INT_ID, StoredFile, UploadRequest, User, db, utcnow
 from request_data import load_or_400, request_body
 from request_links import (
     UNLOCK_COOKIE,
@@ -86,7 +86,7 @@ def _described(
     """A request as its owner sees it, with the files that arrived."""
     files = db.session.execute(
         db.select(StoredFile)
-        .where(StoredFile.request_id == upload_request.id, StoredFile.complete)
+        .where(StoredFile.request_id == upload_request.id, StoredFile.kept(utcnow()))
         .order_by(StoredFile.id.desc())
     ).scalars()
     return {

@@ -31,6 +31,7 @@ from werkzeug.http import http_date, parse_options_header
 
 import access_log
 import caller
+import policies
 import quotas
 import rate_limits
 import request_links
@@ -383,6 +384,8 @@ def create_upload() -> Response:
     if (length is None) == (deferred is None):
         raise ApiError(400, "Send Upload-Length, or Upload-Defer-Length: 1")
     raw_metadata, metadata = _metadata()
+    # Its lifetime runs from now (a 400 for one the policy refuses).
+    expires_at = policies.file_expiry(g.user, metadata.get("expires_in"))
 
     def begin() -> StoredFile:
         return storage.begin(
@@ -392,6 +395,7 @@ def create_upload() -> Response:
             metadata.get("description", ""),
             reserve=length or 0,
             commit=False,
+            expires_at=expires_at,
         )
 
     return _create(g.user, length, raw_metadata, begin)
@@ -441,13 +445,18 @@ def create_request_upload(link: str) -> Response:
         )
     raw_metadata, metadata = _metadata()
 
+    # A guest's file lives as long as its owner's files do by default.
+    expires_at = policies.file_expiry(access.owner, None)
+
     def begin() -> StoredFile:
-        return request_links.begin_file(
+        stored_file = request_links.begin_file(
             access.upload_request,
             metadata.get("filename") or "unnamed",
             metadata.get("filetype"),
             length,
         )
+        stored_file.expires_at = expires_at
+        return stored_file
 
     return _create(access.owner, length, raw_metadata, begin)
 

@@ -19,6 +19,7 @@
   const fileInput = document.getElementById("inputFile");
   const dropZone = document.getElementById("upload-card");
   const description = document.getElementById("description");
+  const lifetime = document.getElementById("expires-in");
   const uploadButton = document.getElementById("upload-button");
   const pauseButton = document.getElementById("pause-button");
   const cancelButton = document.getElementById("cancel-button");
@@ -361,7 +362,11 @@
       endpoint: endpoint,
       chunkSize: CHUNK_SIZE,
       retryDelays: RETRY_DELAYS,
-      metadata: { filename: file.name, filetype: file.type, description: note },
+      metadata: Object.assign(
+        { filename: file.name, filetype: file.type, description: note },
+        // "Keep for", when chosen (else the account's default applies).
+        lifetime && lifetime.value ? { expires_in: lifetime.value } : {},
+      ),
       urlStorage: urlStorage || undefined,
       storeFingerprintForResuming: urlStorage !== null,
       removeFingerprintOnSuccess: true,

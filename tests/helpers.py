@@ -230,6 +230,7 @@ METADATA_FIELDS = {
     "size",
     "sha256",
     "created_at",
+    "expires_at",
 }
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 

@@ -60,6 +60,7 @@ DEFAULT_POLICIES = {
     "upload_requests": True,
     "two_factor_required": False,
     "default_quota_bytes": None,
+    "max_file_seconds": None,
 }
 LINKS_NEED_PASSWORD = "This server requires a password on every link"
 LINKS_OFF = "Share links are turned off on this server"
@@ -1105,6 +1106,7 @@ def test_the_policies_page_sets_every_policy_from_its_form(client, admin):
         upload_requests="on",
         two_factor_required="on",
         max_link_days="2",
+        max_file_days="30",
         default_quota="5 MiB",
     )
     assert policies_now(client, admin) == {
@@ -1114,11 +1116,12 @@ def test_the_policies_page_sets_every_policy_from_its_form(client, admin):
         "upload_requests": True,
         "two_factor_required": True,
         "default_quota_bytes": 5 * MIB,
+        "max_file_seconds": 30 * DAY,
     }
     page = client.get(f"/admin/policies?token={admin}", headers=HTML)
     assert checked(page, "links_need_password") and not checked(page, "share_links")
     text = page.get_data(as_text=True)
-    assert 'value="2"' in text and 'value="5 MiB"' in text
+    assert 'value="2"' in text and 'value="5 MiB"' in text and 'value="30"' in text
     assert "Policies saved: they apply now." in text
     # Empty fields: no limit, the server's default quota.
     policy_form(

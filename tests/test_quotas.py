@@ -91,6 +91,8 @@ def test_account_reports_usage_and_limits(app, client, token):
         "used_bytes": 0,
         "quota_bytes": None,
         "max_file_size": app.config["MAX_FILE_SIZE"],
+        "file_lifetime_seconds": None,
+        "max_file_seconds": None,
     }
     uploaded(client, token, b"hello")
     tus_upload(client, token, b"resumable")

@@ -36,6 +36,7 @@ def upgrade():
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("check_value", sa.String(length=64), nullable=False),
         sa.Column("added_at", models.UTCDateTime(), nullable=False),
+        sa.Column("made_current_at", models.UTCDateTime(), nullable=True),
         sa.Column("retired_at", models.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_storage_key")),
         mysql_charset="utf8mb4",
