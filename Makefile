@@ -75,10 +75,13 @@ $(VENV)/.system-deps: scripts/system-deps | $(VENV)/bin/python
 	scripts/system-deps --test
 	touch $@
 
-# A random signing key for this checkout, kept in .env (which git ignores).
+# A random signing key and a storage key (encryption at rest) for this
+# checkout, kept in .env (which git ignores). Keep a copy of the storage key
+# somewhere safe: without it the files in the database cannot be read.
 .env:
 	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > $@
-	@echo "Wrote a new SECRET_KEY to .env"
+	@echo "STORAGE_KEYS=*$$(date +%Y-%m):$$($(PYTHON) -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())')" >> $@
+	@echo "Wrote a new SECRET_KEY and STORAGE_KEYS to .env (back up STORAGE_KEYS: files cannot be read without it)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache htmlcov .coverage test-artifacts
