@@ -101,6 +101,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/links.py $(LINKS_ARGS)
 	$(BIN)/python bench/zip.py $(ZIP_ARGS)
+	$(BIN)/python bench/encryption.py $(ENCRYPTION_ARGS)
 
 # Requests a second under wrk, each against a baseline on the same gunicorn
 # command line: GET /livez against a bare Flask app, GET /files against the
