@@ -3,7 +3,6 @@ and what they may keep, quotas.py works it out; a browser gets the account
 page), and its sign-in settings: the second factor (two_factor.py) and the
 link to the identity provider (sso.py)."""
 
-from datetime import timedelta
 from typing import Any
 
 from flask import (
@@ -25,7 +24,7 @@ import two_factor
 from authentication import NO_STORE, check_for_token, limit_per_address
 from config import parse_duration
 from errors import ApiError, no_content, wants_html
-from models import User, change_account, utcnow
+from models import User, change_account
 from quotas import account_usage
 from request_data import load_or_400, request_body
 from schemas import (
@@ -99,6 +98,11 @@ def _lifetime_choice(user: User) -> dict[str, Any]:
         ),
         None,
     )
+    if chosen is None:
+        # A default the page does not offer (set through the API) is shown
+        # first and chosen: the form sent back unchanged keeps it.
+        chosen = policies.NEVER if seconds is None else str(seconds)
+        offered = [(chosen, policies.lifetime_words(seconds).capitalize()), *offered]
     limit = policies.current().max_file_seconds
     return {
         "lifetimes": offered,
@@ -134,11 +138,7 @@ def change_file_lifetime() -> ResponseReturnValue:
     """
     body = load_or_400(lifetime_schema, request_body())
     seconds = policies.lifetime_seconds(body["lifetime"])
-    now = utcnow()
-    # A default the policy would not give a file is refused in its words.
-    policies.check_file_expiry(
-        now, None if seconds is None else now + timedelta(seconds=seconds)
-    )
+    policies.check_default_lifetime(seconds)
 
     def keep(user: User) -> None:
         user.file_lifetime_seconds = seconds

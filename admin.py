@@ -34,6 +34,7 @@ import invitations
 import policies
 import request_links
 import share_links
+import storage
 import two_factor
 import users
 import webhook_http
@@ -96,7 +97,7 @@ def _facts(user: User, used: int) -> dict[str, Any]:
         "has_password": user.password_hash is not None,
         "single_sign_on": user.oidc_subject is not None,
         "two_factor": two_factor.is_on(user),
-        "files": user.file_count,
+        "files": storage.kept_file_count(user),
         "used_bytes": used,
         "quota_bytes": quota_of(user),
         "quota_is_default": user.quota_bytes is None,
@@ -739,12 +740,12 @@ def _policies_from_form() -> dict[str, Any]:
 def _days_from(form: Any, field: str, current: int | None) -> int | None:
     """A limit in whole days from the policies page, in seconds; empty: none."""
     days = form.get(field, "").strip()
+    if current is not None and days == str(current // 86400):
+        # The page shows a limit the API set in whole days, rounded down (0
+        # for one under a day): sent back unchanged, it stays what it was.
+        return current
     if days and not (days.isascii() and days.isdigit() and 1 <= int(days) <= 3650):
         raise ApiError(400, f"{field} must be a whole number of days, 1 to 3650")
-    if current is not None and days == str(current // 86400):
-        # The page shows a limit the API set in whole days, rounded down:
-        # sent back unchanged, it stays what it was.
-        return current
     return int(days) * 86400 if days else None
 
 

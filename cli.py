@@ -374,9 +374,13 @@ def _remove_expired(now: datetime) -> int:
     """Delete the files whose lifetime ended before ``now``, a file per
     transaction (a Galera write set stays a file's rows, and the owner's
     count and quota already left them out at their expiry)."""
+    # Finished files only: an upload still arriving is the unfinished
+    # uploads' rule's to remove, when it stalls or its own expiry passes.
     expired = list(
         db.session.execute(
-            db.select(StoredFile.id).where(StoredFile.expires_at <= now)
+            db.select(StoredFile.id).where(
+                StoredFile.expires_at <= now, StoredFile.complete.is_(True)
+            )
         ).scalars()
     )
     db.session.rollback()

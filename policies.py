@@ -227,6 +227,13 @@ def file_expiry(
     return None if seconds is None else now + timedelta(seconds=seconds)
 
 
+def check_default_lifetime(seconds: int | None) -> None:
+    """Refuse an account default the policy would not give a file (400)."""
+    limit = current().max_file_seconds
+    if limit is not None and (seconds is None or seconds > limit):
+        raise _too_long(limit)
+
+
 def check_file_expiry(created_at: datetime, expires_at: datetime | None) -> None:
     """Refuse a new expiry for a file that the policy forbids (400): never,
     or later than its upload plus the longest lifetime."""

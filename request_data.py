@@ -70,6 +70,10 @@ def request_body() -> dict[str, Any]:
     return body
 
 
+# Where marshmallow files what a schema-level rule (validates_schema) says.
+SCHEMA = "_schema"
+
+
 def load_or_400(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``data`` with a marshmallow schema; a 400 naming the first problem."""
     try:
@@ -80,6 +84,9 @@ def load_or_400(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
         while isinstance(messages, dict):
             messages = next(iter(messages.values()))
         message = messages[0] if isinstance(messages, list) else str(messages)
+        if field == SCHEMA:
+            # A rule about the fields together: its sentence says it all.
+            raise ApiError(400, message) from None
         raise ApiError(400, f"{field}: {message}") from None
 
 

@@ -125,6 +125,8 @@ RECEIVED = (
     .where(
         StoredFile.request_id == bindparam("request_id"),
         StoredFile.reserved != quotas.ENDED,
+        # An expired file leaves the request's count, as its bytes do.
+        StoredFile.expires_at.is_(None) | (StoredFile.expires_at > bindparam("now")),
         StoredFile.complete.is_(True)
         | ResumableUpload.expires_at.is_(None)
         | (ResumableUpload.expires_at > bindparam("now")),

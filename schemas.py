@@ -396,6 +396,8 @@ class FilePageSchema(Schema):
         for row in page.items:
             item = dict(zip(LISTED_FIELDS, row, strict=False))
             item["created_at"] = item["created_at"].isoformat()
+            if item["expires_at"] is not None:
+                item["expires_at"] = item["expires_at"].isoformat()
             items.append(item)
         return {
             "items": items,

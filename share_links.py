@@ -55,7 +55,7 @@ GONE = {
     "expired": "This link has expired",
     "revoked": "This link was revoked by its owner",
     "used_up": "This link has reached its download limit",
-    "emptied": "The files of this link were deleted by their owner",
+    "emptied": "The files of this link were deleted by their owner, or expired",
 }
 FILE_EXPIRED = "The file behind this link has expired"
 # The owner's account is disabled: the link may work again once it is enabled.
@@ -125,7 +125,9 @@ def files_of(share: Share) -> list[tuple[int, StoredFile]]:
     the files of a link to several that are still there, in their order."""
     if share.file_id is not None:
         stored_file = db.session.get(StoredFile, share.file_id)
-        return [(1, stored_file)] if stored_file is not None else []
+        if stored_file is None or stored_file.expired():
+            return []
+        return [(1, stored_file)]
     return [
         (position, stored_file)
         for position, stored_file in db.session.execute(
@@ -198,12 +200,18 @@ def open_link(link: str) -> tuple[Share, list[tuple[int, StoredFile]], User]:
             .where(Share.public_id == public_id)
         ).one_or_none()
     files = files_of(found[0]) if found is not None else []
-    if found is None or (found[0].file_id is not None and not files):
+    if found is None or (
+        found[0].file_id is not None
+        and not files
+        and db.session.get(StoredFile, found[0].file_id) is None
+    ):
         raise ApiError(404, NOT_FOUND)
     share, owner = found
     status = status_of(share, owner, len(files))
     if status == "disabled":
         raise ApiError(403, OWNER_DISABLED)
+    if status == "emptied" and share.file_id is not None:
+        raise ApiError(410, FILE_EXPIRED)
     if status in ("expired", "revoked", "emptied"):
         raise ApiError(410, GONE[status])
     refused = policies.link_still_allowed(
@@ -211,8 +219,6 @@ def open_link(link: str) -> tuple[Share, list[tuple[int, StoredFile]], User]:
     )
     if refused is not None:
         raise ApiError(403, refused)
-    if share.file_id is not None and files[0][1].expired():
-        raise ApiError(410, FILE_EXPIRED)
     return share, files, owner
 
 

@@ -32,10 +32,11 @@ def running_topology(base_dir, **options):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, request):
     """Three nodes with deploy/galera/'s failure detection, two instances,
-    nginx."""
-    yield from running_topology(tmp_path_factory.mktemp("cluster"))
+    nginx; a module's CLUSTER_ENV adds to the instances' settings."""
+    env = getattr(request.module, "CLUSTER_ENV", {})
+    yield from running_topology(tmp_path_factory.mktemp("cluster"), env=env)
 
 
 @pytest.fixture(scope="module")
