@@ -270,7 +270,7 @@ def test_deleting_a_file_takes_it_out_and_the_last_one_ends_the_link(
         answer = client.get(path + target)
         assert answer.status_code == 410
         assert answer.get_json() == {
-            "message": "The files of this link were deleted by their owner"
+            "message": "The files of this link were deleted by their owner, or expired"
         }
     listed = client.get("/shares", headers=bearer(token)).get_json()["items"][0]
     assert listed["status"] == "emptied" and listed["file_ids"] == []
