@@ -60,8 +60,8 @@ from models import (
 # Commit every few chunks while they arrive fast (short transactions, yet not an
 # fsync per chunk), and whenever the storer has to wait for the next one.
 CHUNKS_PER_COMMIT = 8
-# What the storer is handed: (seq, sealed row, size, hash state) for a chunk;
-# with the row None, the end (commit, recording size and hash); ABORT: stop.
+# What the storer is handed: (seq, chunk, size, hash state) for a chunk; with
+# the chunk None, the end (commit, recording size and hash); ABORT: stop.
 ABORT = (None, None, None, None)
 MAX_FILENAME_LENGTH = 255
 MIMETYPE_RE = re.compile(
@@ -349,16 +349,10 @@ class ChunkStorer:
 
     def put(self, seq: int, chunk: bytes | None, size: int, state: bytes) -> None:
         """Hand over chunk ``seq`` (None: the end), with the file's size and
-        hash state once it is stored; the storer's error, if it failed.
-
-        The chunk is sealed here, on the request thread, while the storer
-        inserts the one before: sealing and the database's work overlap."""
+        hash state once it is stored; the storer's error, if it failed."""
         if self.error is not None:
             raise self.error
-        row = (
-            None if chunk is None else sealed_row(self._keys, self.file_id, seq, chunk)
-        )
-        self._queue.put((seq, row, size, state))
+        self._queue.put((seq, chunk, size, state))
 
     def join(self) -> None:
         """Wait for the storer to commit the end; its error, if it failed."""
@@ -414,15 +408,16 @@ class ChunkStorer:
 
         while True:
             try:
-                seq, row, size, state = self._queue.get_nowait()
+                seq, chunk, size, state = self._queue.get_nowait()
             except queue.Empty:
                 if batch:
                     commit(progress)
-                seq, row, size, state = self._queue.get()  # waits on the client
-            if row is None:
+                seq, chunk, size, state = self._queue.get()  # waits on the client
+            if chunk is None:
                 self._ended = True
                 break
-            # Sealed once (put): a retry inserts the same row again.
+            # Sealed once: a retry inserts the same row again.
+            row = sealed_row(self._keys, self.file_id, seq, chunk)
             batch.append(row)
             self._retrying(
                 connection,
@@ -737,27 +732,21 @@ def read_range(stored_file: StoredFile, start: int, stop: int) -> Iterator[bytes
             return
         with engine.connect() as connection:
             rows = connection.execution_options(yield_per=1).execute(query)
-
-            def next_opened() -> tuple[int, bytes] | None:
-                """The next row, opened: the prefetch thread reads and
-                decrypts it while the last piece is sent (DamagedData, if it
-                does not open, comes out of the future's result)."""
-                row = rows.fetchone()
-                if row is None:
-                    return None
-                seq, key_id, data = row
-                return seq, keys.open_chunk(file_id, seq, key_id, data)
-
             expected = first
-            pending = _prefetcher.submit(next_opened)
+            pending = _prefetcher.submit(rows.fetchone)
             try:
                 try:
                     while (row := pending.result()) is not None:
-                        pending = _prefetcher.submit(next_opened)
-                        seq, data = row
+                        pending = _prefetcher.submit(rows.fetchone)
+                        seq, key_id, data = row
                         if seq != expected:
                             raise MissingChunkError(f"chunk {expected} is missing")
                         expected += 1
+                        # Opened here, not in the read-ahead thread: the
+                        # cipher holds the GIL while it works, and opened
+                        # there it slowed the reads it should overlap
+                        # (docs/benchmarks.md, encryption at rest).
+                        data = keys.open_chunk(file_id, seq, key_id, data)
                         offset = seq * chunk_size
                         if len(data) < min(chunk_size, size - offset):
                             # An older seal of this chunk put back (a copy from
