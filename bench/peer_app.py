@@ -11,7 +11,7 @@ It only reads: Lockbox's migrations own the schema, and its uploads the rows.
 """
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, request
 from flask_jwt_extended import (
@@ -22,7 +22,7 @@ from flask_jwt_extended import (
 )
 from flask_marshmallow import Marshmallow
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, String, or_
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.security import check_password_hash
 
@@ -61,6 +61,7 @@ class StoredFile(db.Model):
     sha256: Mapped[str | None] = mapped_column(String(64))
     complete: Mapped[bool]
     created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
 
 
 class StoredFileSchema(ma.SQLAlchemySchema):
@@ -76,6 +77,7 @@ class StoredFileSchema(ma.SQLAlchemySchema):
     size = ma.auto_field()
     sha256 = ma.auto_field()
     created_at = ma.auto_field()
+    expires_at = ma.auto_field()
 
 
 files_schema = StoredFileSchema(many=True)
@@ -99,9 +101,12 @@ def login():
 @jwt_required()
 def list_files():
     """The caller's finished files, newest first, a page at a time."""
+    # Not expired, as Lockbox lists them (times kept as naive UTC).
+    now = datetime.now(UTC).replace(tzinfo=None)
     page = db.paginate(
         db.select(StoredFile)
         .filter_by(owner_id=int(get_jwt_identity()), complete=True)
+        .where(or_(StoredFile.expires_at.is_(None), StoredFile.expires_at > now))
         .order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
     )
     return {
