@@ -221,14 +221,13 @@ def file_expiry(
         seconds = default_lifetime(owner)
     else:
         seconds = lifetime_seconds(asked)
-        limit = current().max_file_seconds
-        if limit is not None and (seconds is None or seconds > limit):
-            raise _too_long(limit)
+        check_default_lifetime(seconds)
     return None if seconds is None else now + timedelta(seconds=seconds)
 
 
 def check_default_lifetime(seconds: int | None) -> None:
-    """Refuse an account default the policy would not give a file (400)."""
+    """Refuse a lifetime (an upload's, an account default) the policy would
+    not give a file (400)."""
     limit = current().max_file_seconds
     if limit is not None and (seconds is None or seconds > limit):
         raise _too_long(limit)
