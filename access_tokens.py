@@ -25,8 +25,9 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 import caller
-from authentication import check_for_token, end_private_cookie, set_private_cookie
+from authentication import check_for_token
 from errors import ApiError, no_content, wants_html
+from page_sessions import end_private_cookie, set_private_cookie
 from personal_tokens import (
     NEW_TOKEN_COOKIE,
     SHOWN_ONCE_SECONDS,

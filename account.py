@@ -21,10 +21,11 @@ import audit
 import oidc
 import policies
 import two_factor
-from authentication import NO_STORE, check_for_token, limit_per_address
+from authentication import check_for_token, limit_per_address
 from config import parse_duration
 from errors import ApiError, no_content, wants_html
 from models import User, change_account
+from page_sessions import NO_STORE
 from quotas import account_usage
 from request_data import load_or_400, request_body
 from schemas import (

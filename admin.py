@@ -38,7 +38,7 @@ import storage
 import two_factor
 import users
 import webhook_http
-from authentication import NO_STORE, check_for_token
+from authentication import check_for_token
 from config import parse_size
 from errors import ApiError, no_content, wants_html
 from models import (
@@ -52,6 +52,7 @@ from models import (
     db,
     utcnow,
 )
+from page_sessions import NO_STORE
 from personal_tokens import revoke as revoke_token_of
 from quotas import quota_of, usage_by_account
 from request_data import load_or_400, request_body

@@ -28,6 +28,7 @@ import monitoring
 import notifications
 import oidc
 import openapi
+import page_sessions
 import rate_limits
 import request_data
 import security
@@ -97,10 +98,12 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Sign-in, files, resumable uploads, the account, share links, upload
-    requests, personal access tokens, webhooks (and their sender), health
-    checks and the API description; the limits on guessing passwords."""
+    """Sign-in (and the page session's hooks), files, resumable uploads, the
+    account, share links, upload requests, personal access tokens, webhooks
+    (and their sender), health checks and the API description; the limits on
+    guessing passwords."""
     app.register_blueprint(authentication.bp)
+    page_sessions.init_app(app)
     app.register_blueprint(files.bp)
     app.register_blueprint(uploads.bp)
     app.register_blueprint(account.bp)

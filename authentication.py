@@ -1,15 +1,17 @@
-"""Identity: who may sign in and how. Passwords are checked by passwords.py
-and sessions' tokens made by session_tokens.py; this module signs people in
-(``/login``), keeps their session going (``/refresh``) and signs them out
-(``/logout``), and holds the tutorial's ``check_for_token``: the decorator a
-view that needs an account's token carries (caller.py says who is asking)."""
+"""Identity: who may sign in and how. Passwords are checked by passwords.py,
+sessions' tokens made by session_tokens.py, the steps after a right password
+(a disabled account, the second factor) taken by sign_ins.py, and a page
+session's URLs and cookies made by page_sessions.py. This module signs people
+in (``/login``), keeps their session going (``/refresh``, and ``/renew`` for
+pages) and signs them out (``/logout``), and holds the tutorial's
+``check_for_token``: the decorator a view that needs an account's token
+carries (caller.py says who is asking)."""
 
 import functools
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import (
     Blueprint,
@@ -19,21 +21,32 @@ from flask import (
     g,
     jsonify,
     redirect,
-    render_template,
     request,
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from sqlalchemy import update
 from werkzeug.wrappers import Response as BaseResponse
 
 import audit
 import caller
-import oidc
 import rate_limits
-import two_factor
 from errors import ApiError, no_content, wants_html
-from models import User, change_account, db, retry_on_conflict, utcnow
+from models import User, db, retry_on_conflict
+from page_sessions import (
+    RENEWABLE,
+    RENEWAL_GRACE_SECONDS,
+    end_renewal_cookie,
+    end_sign_in,
+    next_after_sign_in,
+    page_session,
+    provider_agrees,
+    provider_disagrees,
+    safe_target,
+    send_to_sign_in,
+    set_renewal_cookie,
+    signed_out,
+    with_token,
+)
 from passwords import authenticate
 from request_data import load_or_400, request_body
 from schemas import logout_query_schema, token_pair_schema
@@ -41,7 +54,6 @@ from session_tokens import (
     ACCESS,
     BEARER_CHALLENGE,
     REFRESH,
-    RENEW_COOKIE,
     TOKEN_PROBLEMS,
     invalid_token,
     is_revoked,
@@ -51,6 +63,15 @@ from session_tokens import (
     revoke_all_tokens,
     revoke_family,
     rotate,
+)
+from sign_ins import (
+    how,
+    page_second_factor,
+    refuse_disabled,
+    second_factor_or_401,
+    sign_in_failed,
+    sign_in_page,
+    signed_in,
 )
 
 bp = Blueprint("auth", __name__)
@@ -88,131 +109,6 @@ limit_codes = rate_limits.code_attempts(
 )
 
 
-# --- pages that stay signed in ---------------------------------------------
-#
-# Signing in through the page also sets the renewal cookie: a refresh token
-# of the same sign-in, HttpOnly, SameSite=Lax and sent to the renewal route
-# only. A page opened with an expired ``?token=`` (or none) goes there and
-# comes back with a fresh one; the person never sees the sign-in page while
-# the cookie is good. API clients and the tutorial's ``?token=`` are as before.
-
-# Page renewals with the same cookie this close together are one person with
-# several tabs, not a stolen copy (session_tokens.rotate).
-RENEWAL_GRACE_SECONDS = 30
-# Why a token may be renewed rather than the person sent to sign in.
-RENEWABLE = frozenset({"expired", "missing"})
-SUBMIT_AGAIN = "Your session had expired, so nothing was done. Please submit again."
-# Where a browser goes when it names no page of its own: its files.
-FRONT_PAGE = "/"
-
-
-def safe_target(value: str | None) -> str:
-    """Where to send a browser after a sign-in or a renewal: ``value`` when it
-    is a path on this site (relative to the app's root), without any
-    ``token=`` (a fresh one is added); else the front page."""
-    if not value or not value.startswith("/") or value.startswith("//"):
-        return FRONT_PAGE
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc or "\\" in value or not value.isprintable():
-        return FRONT_PAGE
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    kept = [(name, item) for name, item in query if name != "token"]
-    return urlunsplit(("", "", parts.path, urlencode(kept), ""))
-
-
-def with_token(target: str, token: str | None) -> str:
-    """The URL of ``target`` (a safe_target, which is relative to the app's
-    root), with ``token`` first in its query string as the pages always write
-    it."""
-    path, _, query = target.partition("?")
-    if token is not None:
-        query = urlencode({"token": token}) + (f"&{query}" if query else "")
-    return request.script_root + path + (f"?{query}" if query else "")
-
-
-def this_page() -> str:
-    """The page being asked for, as a safe_target (its token left out)."""
-    return safe_target(caller.page_address())
-
-
-def _cookie_secure() -> bool:
-    """Lockbox's own cookies are Secure over HTTPS, or when configured so."""
-    return bool(current_app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
-
-
-def set_private_cookie(
-    response: BaseResponse,
-    name: str,
-    value: str,
-    path: str,
-    max_age: int | None = None,
-    samesite: str = "Lax",
-) -> None:
-    """One of Lockbox's own cookies (a credential or a sealed secret): sent
-    to ``path`` only, HttpOnly, Secure over HTTPS; a browser-session cookie
-    unless ``max_age`` says otherwise."""
-    response.set_cookie(
-        name,
-        value,
-        max_age=max_age,
-        path=path,
-        secure=_cookie_secure(),
-        httponly=True,
-        samesite=samesite,
-    )
-
-
-def end_private_cookie(
-    response: BaseResponse, name: str, path: str, samesite: str = "Lax"
-) -> None:
-    """Take one of Lockbox's own cookies back from the browser."""
-    response.delete_cookie(
-        name, path=path, secure=_cookie_secure(), httponly=True, samesite=samesite
-    )
-
-
-def set_renewal_cookie(response: BaseResponse, refresh_token: str, keep: bool) -> None:
-    """Give the browser a page session's refresh token: until the browser
-    closes, or (``keep``) for the refresh token's life, which each renewal
-    starts again."""
-    lifetime = current_app.config["REFRESH_TTL_SECONDS"] if keep else None
-    set_private_cookie(
-        response, RENEW_COOKIE, refresh_token, url_for("auth.renew"), lifetime
-    )
-
-
-def end_renewal_cookie(response: BaseResponse) -> None:
-    """Take the renewal cookie back from the browser."""
-    end_private_cookie(response, RENEW_COOKIE, url_for("auth.renew"))
-
-
-def _is_navigation() -> bool:
-    """A page the person is going to (not a script's fetch): Fetch Metadata
-    says so, or the browser is too old to send it."""
-    return request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
-
-
-def _send_to_sign_in(error: ApiError) -> BaseResponse | None:
-    """A browser whose token was refused: a page it is going to renews its
-    token (expired, or none came); a form it posted with an expired token
-    does nothing and goes back to its page, which renews; anything else goes
-    to the sign-in page, told why. API clients are answered as they are
-    (None)."""
-    if error.code != 401 or error.reason not in TOKEN_PROBLEMS or not wants_html():
-        return None
-    if error.reason in RENEWABLE and request.method == "GET" and _is_navigation():
-        renewal = url_for("auth.renew", token=caller.page_token(), next=this_page())
-        return redirect(renewal, 303)
-    if error.reason in RENEWABLE and request.method == "POST":
-        flash(SUBMIT_AGAIN, "error")
-        return redirect(with_token(safe_target(request.args.get("back")), None), 303)
-    told = TOKEN_PROBLEMS[error.reason][1]
-    if told:
-        flash(told, "error")
-    target = this_page() if request.method == "GET" else None
-    return redirect(url_for("auth.login", next=target), 303)
-
-
 def check_for_token(
     view: Callable[..., Any] | None = None,
     *,
@@ -234,36 +130,7 @@ def check_for_token(
     """
     if view is None:
         return functools.partial(check_for_token, scope=scope)
-    return caller.account(scope, when_refused=_send_to_sign_in)(view)
-
-
-@bp.app_context_processor
-def page_token_for_templates() -> dict[str, Callable[[], str | None]]:
-    """``page_token()`` for templates: whether the page was opened with a
-    token (an error page then leads back to the files)."""
-    return {"page_token": caller.page_token}
-
-
-@bp.app_url_defaults
-def keep_the_page_token(endpoint: str, values: dict[str, Any]) -> None:
-    """Links and forms on a page carry the ``?token=`` the page was opened with,
-    to every view that needs a token: the tutorial's browser flow, in one place
-    instead of every ``url_for`` (which can still say ``token=None``)."""
-    token = caller.page_token()
-    if not token or "token" in values:
-        return
-    if caller.is_account_view(current_app.view_functions.get(endpoint)):
-        # First in the query string, as the pages always wrote it.
-        others = dict(values)
-        values.clear()
-        values.update(token=token, **others)
-        rules = current_app.url_map.iter_rules(endpoint)
-        if not any("GET" in (r.methods or ()) for r in rules):
-            # A form's target: where to come back to if the token has
-            # expired by the time it is sent (_send_to_sign_in).
-            page = this_page()
-            if page != FRONT_PAGE:
-                values.setdefault("back", page)
+    return caller.account(scope, when_refused=send_to_sign_in)(view)
 
 
 def token_response(
@@ -318,83 +185,17 @@ def login() -> ResponseReturnValue:
         told = TOKEN_PROBLEMS["expired"][1]
         if request.args.get("expired") and told:
             flash(told, "error")
-        next_page = _next_after_sign_in(request.args.get("next"))
-        return _sign_in_page(next=next_page)
+        next_page = next_after_sign_in(request.args.get("next"))
+        return sign_in_page(next=next_page)
     attempt = caller.sign_in_attempt()
     user = authenticate(attempt.username, attempt.password)
     if user is None:
         sign_in_failed(attempt.typed, "wrong username or password")
         raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
     refuse_disabled(user)
-    _second_factor_or_401(user, attempt.code)
-    signed_in(user, _how(user))
+    second_factor_or_401(user, attempt.code)
+    signed_in(user, how(user))
     return token_response(user)
-
-
-DISABLED = "This account is disabled — ask your administrator"
-
-
-def refuse_disabled(user: User) -> None:
-    """Refuse to sign in an account an administrator disabled (403), with a
-    row in the audit log; its password or provider was right."""
-    if user.disabled_at is not None:
-        sign_in_failed(user.username, "account disabled")
-        raise ApiError(403, DISABLED)
-
-
-def sign_in_failed(username: str | None, why: str) -> None:
-    """Write down a refused sign-in: the name typed (never the password), why."""
-    audit.record("sign_in.failed", f"username {username or ''}", why)
-
-
-def signed_in(user: User, how: str) -> None:
-    """Write down a sign-in: the account's last sign-in time (for the admin
-    area) and the audit log's row."""
-    db.session.execute(
-        update(User).where(User.id == user.id).values(last_sign_in_at=utcnow())
-    )
-    db.session.commit()
-    audit.record("sign_in", audit.target_user(user), how, actor=user)
-
-
-def _how(user: User) -> str:
-    """How a password sign-in was made, for the audit log."""
-    return "password and second factor" if two_factor.is_on(user) else "password"
-
-
-# A page that carries a sign-in ticket or a new secret is never kept.
-NO_STORE = {"Cache-Control": "no-store"}
-# An API client signing in to an account with two factors is told so, as
-# GitHub's API did with X-GitHub-OTP.
-OTP_CHALLENGE = {"X-Lockbox-OTP": "required; app"}
-CODE_NEEDED = (
-    "This account has two-factor sign-in: send the code from the "
-    "authenticator app (or a recovery code) in the X-Lockbox-OTP header"
-)
-WRONG_CODE = "Wrong or already used two-factor code"
-SET_UP_FIRST = (
-    "This account must set up two-factor sign-in first: sign in once on the "
-    "sign-in page to set it up"
-)
-
-
-def _second_factor_or_401(user: User, code: str | None) -> None:
-    """Let an API client's sign-in through only with its second factor: a
-    401 saying what is missing, else the code used up (committed)."""
-    if two_factor.required_of(user):
-        raise ApiError(401, SET_UP_FIRST, OTP_CHALLENGE, reason="two_factor")
-    if not two_factor.is_on(user):
-        return
-    if code is None:
-        raise ApiError(401, CODE_NEEDED, OTP_CHALLENGE, reason="two_factor")
-    if not _code_accepted(user, code):
-        sign_in_failed(user.username, "wrong second factor code")
-        raise ApiError(401, WRONG_CODE, OTP_CHALLENGE, reason="two_factor")
-
-
-def _code_accepted(user: User, code: str) -> bool:
-    """Whether ``code`` lets ``user`` in, used up if so (committed)."""
-    return change_account(user, lambda fresh: two_factor.check(fresh, code))
 
 
 @bp.post("/login")
@@ -445,129 +246,27 @@ def login_form() -> ResponseReturnValue:
     if user is not None:
         refuse_disabled(user)
     if user is not None and wants_html():
-        answer = _page_second_factor(user, body, attempt)
+        answer = page_second_factor(user, body, attempt)
         if answer is not None:
             return answer
-        signed_in(user, _how(user))
+        signed_in(user, how(user))
         return page_session(
             user, keep=bool(body.get("remember")), target=body.get("next")
         )
     if user is not None:
-        _second_factor_or_401(user, attempt.code)
-        signed_in(user, _how(user))
+        second_factor_or_401(user, attempt.code)
+        signed_in(user, how(user))
         return token_response(user)
     sign_in_failed(attempt.typed, "wrong username or password")
     if wants_html():
-        page = _sign_in_page(
+        page = sign_in_page(
             error="Wrong username or password",
             username=attempt.typed,
-            next=_next_after_sign_in(body.get("next")),
+            next=next_after_sign_in(body.get("next")),
             remember=bool(body.get("remember")),
         )
         return page, 401
     raise ApiError(401, "Unable to verify", BASIC_CHALLENGE)
-
-
-def _sign_in_page(**values: object) -> str:
-    """The sign-in page: the password form, and the identity provider's
-    button when single sign-on is set up."""
-    name = current_app.config["OIDC_PROVIDER_NAME"] if oidc.configured() else None
-    return render_template("login.html", sso_name=name, **values)
-
-
-def _next_after_sign_in(value: object) -> str | None:
-    """Where the sign-in page sends the person once signed in: the ``next``
-    it was opened with or posted (``value``), when it is a path on this site."""
-    if not isinstance(value, str) or not value:
-        return None
-    return safe_target(value)
-
-
-def page_session(
-    user: User,
-    keep: bool,
-    target: object,
-    sso: bool = False,
-    first: Callable[[str], str] | None = None,
-) -> BaseResponse:
-    """A browser signed in: on to where it was going (``target``, a path on
-    this site) with an access token in the URL, and the renewal cookie of
-    the same sign-in; ``sso``: the sign-in was made through the identity
-    provider. ``first``, when given, makes a page to show first from the
-    address it links on to, instead of the redirect."""
-    family = uuid.uuid4().hex
-    place = safe_target(target if isinstance(target, str) else None)
-    address = with_token(place, issue_token(user, ACCESS, family))
-    if first is None:
-        response = redirect(address, 303)
-    else:
-        response = current_app.make_response(first(address))
-        response.headers["Cache-Control"] = "no-store"
-    refresh_token = issue_token(user, REFRESH, family, keep=keep, sso=sso)
-    set_renewal_cookie(response, refresh_token, keep)
-    return response
-
-
-def _page_second_factor(
-    user: User, body: dict, attempt: caller.SignInAttempt
-) -> ResponseReturnValue | None:
-    """The page's second step after a right password: None when the sign-in
-    may go on (no second factor, or its code is right); else the page that
-    asks for the code, or (REQUIRE_TWO_FACTOR) sets the second factor up."""
-    fields = {
-        # The ticket keeps the time of the password it stands for.
-        "ticket": attempt.ticket or two_factor.ticket_for(user),
-        "next": _next_after_sign_in(body.get("next")),
-        "remember": bool(body.get("remember")),
-    }
-    if two_factor.required_of(user):
-        return _set_up_while_signing_in(user, body, attempt, fields)
-    if not two_factor.is_on(user):
-        return None
-    if attempt.code is None or attempt.ticket is None:
-        return render_template("login_code.html", **fields), 200, NO_STORE
-    if _code_accepted(user, attempt.code):
-        return None
-    sign_in_failed(user.username, "wrong second factor code")
-    page = render_template("login_code.html", error=WRONG_CODE, **fields)
-    return page, 401, NO_STORE
-
-
-def _set_up_while_signing_in(
-    user: User, body: dict, attempt: caller.SignInAttempt, fields: dict
-) -> ResponseReturnValue:
-    """REQUIRE_TWO_FACTOR, for an account without a second factor: the page
-    sets it up (a new secret; then the first code turns it on and shows the
-    recovery codes, which lead on to the files)."""
-    code = attempt.code
-    if attempt.ticket is not None and code is not None:
-        codes = change_account(user, lambda fresh: two_factor.confirm(fresh, code))
-        if codes is not None:
-            audit.record("two_factor.enabled", audit.target_user(user), actor=user)
-            signed_in(user, "password, setting up a second factor")
-            return page_session(
-                user,
-                bool(body.get("remember")),
-                body.get("next"),
-                first=lambda address: render_template(
-                    "recovery_codes.html", codes=codes, next_address=address
-                ),
-            )
-        sign_in_failed(user.username, "wrong second factor code, setting it up")
-    secret = two_factor.secret_of(user)
-    if secret is None or attempt.ticket is None:
-        secret = change_account(user, two_factor.begin)
-    uri = two_factor.setup_uri(user, secret)
-    page = render_template(
-        "two_factor_setup.html",
-        secret=secret,
-        qr_code=two_factor.qr_code_svg(uri),
-        uri=uri,
-        error=WRONG_CODE if attempt.code is not None else None,
-        signing_in=True,
-        **fields,
-    )
-    return page, 401 if attempt.code is not None else 200, NO_STORE
 
 
 @bp.get("/renew")
@@ -598,9 +297,9 @@ def renew() -> ResponseReturnValue:
     )
     rotated = None
     if claims is not None and same_person:
-        agrees = _provider_agrees(claims)
+        agrees = provider_agrees(claims)
         if agrees is not True:
-            return _provider_disagrees(agrees, target)
+            return provider_disagrees(agrees, target)
         try:
             rotated = rotate(claims, RENEWAL_GRACE_SECONDS)
         except ApiError:
@@ -627,59 +326,15 @@ def renew() -> ResponseReturnValue:
     return response
 
 
-def _provider_agrees(claims: dict) -> bool | None:
-    """Whether the sign-in behind refresh token ``claims`` may go on, as far
-    as the identity provider is concerned: True for a password sign-in, or
-    one the provider vouched for less than OIDC_RECHECK_SECONDS ago (else it
-    is asked now, oidc.recheck); False when it refuses; None when the
-    browser must go through it again. A 503 when it can't be reached: the
-    session waits for it rather than go on unchecked."""
-    subject = str(claims.get("sub", ""))
-    if claims.get("sso") is not True or not subject.isdigit() or len(subject) > 10:
-        return True
-    user = db.session.get(User, int(subject))
-    if user is None:
-        return True
-    try:
-        return oidc.still_vouches(user)
-    except oidc.ProviderDown:
-        raise ApiError(503, oidc.DOWN_MESSAGE) from None
-
-
-def _end_sign_in(family: str) -> None:
-    """Revoke a whole sign-in (committed)."""
-
-    @retry_on_conflict
-    def end() -> None:
-        revoke_family(family)
-
-    end()
-
-
-def _provider_disagrees(agrees: bool | None, target: str) -> BaseResponse:
-    """A page session the identity provider no longer vouches for: the
-    browser goes through the provider again (None), or (False) to the
-    sign-in page, told why; the sign-in and its cookie end."""
-    claims = g.caller.record.cookie
-    _end_sign_in(claims["fam"])
-    if agrees is None:
-        response = redirect(url_for("sso.start", next=target), 303)
-    else:
-        flash("Your identity provider no longer lets you sign in here.", "error")
-        response = redirect(url_for("auth.login", next=target), 303)
-    end_renewal_cookie(response)
-    return response
-
-
 def _sign_out_expired(error: ApiError) -> BaseResponse | None:
     """Signing out from a page whose token has expired still signs out: the
     sign-in the token came from ends (its signature says it is ours), and the
     browser gives back its renewal cookie. Anything else is refused as usual."""
     if error.reason not in RENEWABLE or not wants_html():
-        return _send_to_sign_in(error)
+        return send_to_sign_in(error)
     claims = caller.expired_session_claims()
     if claims is not None and not is_revoked("family:" + claims["fam"]):
-        _end_sign_in(claims["fam"])
+        end_sign_in(claims["fam"])
         user = db.session.get(User, int(claims["sub"]))
         # Written once per sign-in, and only of the account's present tokens:
         # an old token posted again and again writes nothing more.
@@ -687,15 +342,7 @@ def _sign_out_expired(error: ApiError) -> BaseResponse | None:
             audit.record(
                 "sign_out", audit.target_user(user), "from an expired page", user
             )
-    return _signed_out()
-
-
-def _signed_out() -> BaseResponse:
-    """A browser, signed out: to the sign-in page, its renewal cookie ended."""
-    flash("You are signed out", "success")
-    response = redirect(url_for("auth.login"), 303)
-    end_renewal_cookie(response)
-    return response
+    return signed_out()
 
 
 @bp.post("/logout")
@@ -733,7 +380,7 @@ def logout() -> ResponseReturnValue:
         "sign_out.everywhere" if everywhere else "sign_out", audit.target_user(g.user)
     )
     if wants_html():
-        return _signed_out()
+        return signed_out()
     return no_content()
 
 
@@ -764,8 +411,8 @@ def refresh() -> Response:
         401: TokenError
     """
     claims = g.caller.record  # signature and claims checked (caller.py)
-    if _provider_agrees(claims) is not True:
-        _end_sign_in(str(claims.get("fam")))
+    if provider_agrees(claims) is not True:
+        end_sign_in(str(claims.get("fam")))
         raise ApiError(
             401,
             "Your identity provider no longer vouches for this sign-in: sign in again",

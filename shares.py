@@ -53,10 +53,11 @@ import policies
 import rate_limits
 import storage
 from access_log import DOWNLOAD, PREVIEW, RESUME, SHOWN, events_of, record_download
-from authentication import check_for_token, set_private_cookie
+from authentication import check_for_token
 from downloads import file_response, zip_response
 from errors import ApiError, no_content, wants_html
 from models import MAX_INT_ID, Share, StoredFile, User, db, utcnow
+from page_sessions import set_private_cookie
 from previews import asked_inline, preview_kind
 from request_data import load_or_400, request_body
 from schemas import (

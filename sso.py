@@ -18,19 +18,14 @@ import caller
 import oidc
 import two_factor
 import users
-from authentication import (
-    check_for_token,
-    limit_per_address,
-    page_session,
-    refuse_disabled,
-    safe_target,
-    signed_in,
-)
+from authentication import check_for_token, limit_per_address
 from errors import ApiError, no_content, wants_html
 from models import User, change_account, db
+from page_sessions import page_session, safe_target
 from request_data import load_or_400, request_body
 from schemas import password_check_schema, sso_start_query_schema
 from session_tokens import is_revoked
+from sign_ins import refuse_disabled, signed_in
 
 bp = Blueprint("sso", __name__)
 

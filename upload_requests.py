@@ -24,9 +24,10 @@ import policies
 import rate_limits
 import request_links
 from access_log import SHOWN, events_of
-from authentication import check_for_token, set_private_cookie
+from authentication import check_for_token
 from errors import ApiError, no_content, wants_html
 from models import MAX_INT_ID, StoredFile, UploadRequest, User, db, utcnow
+from page_sessions import set_private_cookie
 from request_data import load_or_400, request_body
 from request_links import (
     UNLOCK_COOKIE,
