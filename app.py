@@ -34,13 +34,12 @@ import request_data
 import security
 import shares
 import sso
+import startup
 import storage_keys
 import upload_requests
 import uploads
 import webhooks
 from models import db, ma
-
-MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -90,7 +89,7 @@ def register_extensions(app: Flask) -> None:
     models.init_app(app)
     cluster.init_app(app)
     # SQLite cannot ALTER most things in place: batch mode copies the table.
-    Migrate(app, db, directory=MIGRATIONS, render_as_batch=True)
+    Migrate(app, db, directory=startup.MIGRATIONS, render_as_batch=True)
     ma.init_app(app)
     logs.init_app(app)
     security.init_app(app)

@@ -1,5 +1,5 @@
-"""Command-line tasks: ``flask --app app init-db``, ``users ...``, ``files gc``,
-``tokens ...``, ``requests ...``, ``audit ...``, ``storage ...``."""
+"""Command-line tasks: ``flask --app app init-db``, ``prepare``, ``users ...``,
+``files gc``, ``tokens ...``, ``requests ...``, ``audit ...``, ``storage ...``."""
 
 import json
 import secrets
@@ -21,6 +21,7 @@ import oidc
 import request_links
 import sealing
 import space
+import startup
 import storage_keys
 import two_factor
 import users
@@ -104,6 +105,52 @@ def init_db_command() -> None:
         stamp(revision="base")
     upgrade()
     click.echo(f"Database ready: {db.engine.url.render_as_string(hide_password=True)}")
+
+
+@click.command("prepare")
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.IntRange(0, 3600),
+    default=90,
+    show_default=True,
+    envvar="LOCKBOX_DB_WAIT",
+    help="Seconds to wait for the database (and for its migrations).",
+)
+@click.option(
+    "--migrations",
+    type=click.Choice(["run", "wait"]),
+    default="run",
+    show_default=True,
+    envvar="LOCKBOX_MIGRATIONS",
+    help="Run them here, or wait for another instance to (a cluster's "
+    "instances starting together wait for one migrate service).",
+)
+@click.option(
+    "--bootstrap/--no-bootstrap",
+    default=True,
+    show_default=True,
+    envvar="LOCKBOX_BOOTSTRAP",
+    help="Create a first administrator when there is no user at all.",
+)
+@click.pass_context
+@with_appcontext
+def prepare_command(
+    context: click.Context, wait_seconds: int, migrations: str, bootstrap: bool
+) -> None:
+    """Get the database ready for a new instance: wait until it answers, bring
+    its schema up to date (or wait for that), create the first administrator.
+    A container runs this at every start; each step does nothing when done."""
+    try:
+        startup.wait_for_database(wait_seconds, click.echo)
+        if migrations == "run":
+            context.invoke(init_db_command)
+        else:
+            startup.wait_for_schema(wait_seconds, click.echo)
+    except startup.NotReady as error:
+        raise click.ClickException(str(error)) from None
+    if bootstrap:
+        context.invoke(bootstrap_user)
 
 
 def _find_user(name: str) -> User:
@@ -889,6 +936,7 @@ def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(tokens_cli)
     app.cli.add_command(init_db_command)
+    app.cli.add_command(prepare_command)
     app.cli.add_command(users_cli)
     app.cli.add_command(files_cli)
     app.cli.add_command(requests_cli)

@@ -8,6 +8,7 @@ import secrets
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 MIB = 1024 * 1024
 DAY = 24 * 3600
@@ -114,19 +115,61 @@ def parse_storage_keys(text: str, origin: str = "STORAGE_KEYS") -> tuple[dict, s
     return keys, current
 
 
+# Settings that may be secrets: each may instead be read from the file that
+# NAME_FILE names (a Docker or Podman secret, /run/secrets/...).
+SECRET_SETTINGS = (
+    "SECRET_KEY",
+    "SECRET_KEY_FALLBACKS",
+    "STORAGE_KEYS",
+    "DATABASE_URL",
+    "DATABASE_PASSWORD",
+    "RATELIMIT_STORAGE_URI",
+    "SMTP_URL",
+    "OIDC_CLIENT_SECRET",
+    "METRICS_TOKEN",
+)
+
+
+def env(name: str) -> str | None:
+    """The setting ``name`` from the environment; for a secret setting, the
+    contents of the file ``NAME_FILE`` names when that is set instead (one
+    trailing line end dropped, as editors and ``echo`` add one)."""
+    path = os.environ.get(name + "_FILE") if name in SECRET_SETTINGS else None
+    if not path:
+        return os.environ.get(name)
+    if os.environ.get(name):
+        raise ConfigError(f"Set {name} or {name}_FILE, not both")
+    try:
+        with open(path, encoding="utf-8") as secret_file:
+            text = secret_file.read()
+    except (OSError, UnicodeError) as error:
+        raise ConfigError(f"{name}_FILE cannot be read: {error}") from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
 def _storage_keys_from_env() -> tuple[dict, str]:
     """STORAGE_KEYS, or the file STORAGE_KEYS_FILE names (a container secret)."""
-    path = os.environ.get("STORAGE_KEYS_FILE")
-    if path:
-        if os.environ.get("STORAGE_KEYS"):
-            raise ConfigError("Set STORAGE_KEYS or STORAGE_KEYS_FILE, not both")
-        try:
-            with open(path, encoding="utf-8") as key_file:
-                text = key_file.read()
-        except (OSError, UnicodeError) as error:
-            raise ConfigError(f"STORAGE_KEYS_FILE cannot be read: {error}") from None
-        return parse_storage_keys(text, "STORAGE_KEYS_FILE")
-    return parse_storage_keys(os.environ.get("STORAGE_KEYS", ""))
+    origin = "STORAGE_KEYS_FILE" if os.environ.get("STORAGE_KEYS_FILE") else None
+    return parse_storage_keys(env("STORAGE_KEYS") or "", origin or "STORAGE_KEYS")
+
+
+def _database_url(default: str) -> str:
+    """DATABASE_URL (else ``default``), with DATABASE_PASSWORD put in it when
+    that is set: the password can then be a secret of its own, the one the
+    database's container is given too."""
+    url = env("DATABASE_URL") or default
+    password = env("DATABASE_PASSWORD")
+    if password is None:
+        return url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a database URL") from None
+    if parsed.password is not None:
+        raise ConfigError(
+            "DATABASE_URL holds a password: leave DATABASE_PASSWORD unset"
+        )
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 def _int_from_env(name: str, default: int, minimum: int = 1) -> int:
@@ -164,11 +207,11 @@ def from_environment(instance_path: str) -> dict:
         # and the one new data is sealed under; none: stored in clear.
         "STORAGE_KEYS": storage_keys,
         "STORAGE_KEY_CURRENT": current_key,
-        "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
-        "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL") or default_db,
+        "SECRET_KEY": env("SECRET_KEY") or None,
+        "SQLALCHEMY_DATABASE_URI": _database_url(default_db),
         "SECRET_KEY_FALLBACKS": [
             key.strip()
-            for key in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",")
+            for key in (env("SECRET_KEY_FALLBACKS") or "").split(",")
             if key.strip()
         ],
         "TOKEN_TTL_SECONDS": _int_from_env("TOKEN_TTL_SECONDS", 1200),
@@ -221,7 +264,7 @@ def from_environment(instance_path: str) -> dict:
         "NOTIFY_POLL_SECONDS": _int_from_env("NOTIFY_POLL_SECONDS", 5),
         # E-mail (mail.py): the server that sends it (unset: no e-mail), and
         # the From of every message.
-        "SMTP_URL": os.environ.get("SMTP_URL") or None,
+        "SMTP_URL": env("SMTP_URL") or None,
         "MAIL_FROM": os.environ.get("MAIL_FROM") or "Lockbox <lockbox@localhost>",
         "NOTIFY_IN_BACKGROUND": _flag_from_env("NOTIFY_IN_BACKGROUND", default=True),
         # Single sign-on (oidc.py): the OpenID provider (its issuer URL; the
@@ -231,7 +274,7 @@ def from_environment(instance_path: str) -> dict:
         # session made through the provider checks back with it.
         "OIDC_ISSUER": (os.environ.get("OIDC_ISSUER") or "").rstrip("/") or None,
         "OIDC_CLIENT_ID": os.environ.get("OIDC_CLIENT_ID") or None,
-        "OIDC_CLIENT_SECRET": os.environ.get("OIDC_CLIENT_SECRET") or None,
+        "OIDC_CLIENT_SECRET": env("OIDC_CLIENT_SECRET") or None,
         "OIDC_PROVIDER_NAME": os.environ.get("OIDC_PROVIDER_NAME") or "single sign-on",
         "OIDC_CREATE_ACCOUNTS": _flag_from_env("OIDC_CREATE_ACCOUNTS"),
         "OIDC_ADMIN_CLAIM": os.environ.get("OIDC_ADMIN_CLAIM") or None,
@@ -248,7 +291,7 @@ def from_environment(instance_path: str) -> dict:
         "INVITATION_SECONDS": _int_from_env("INVITATION_SECONDS", 7 * DAY, minimum=300),
         "AUDIT_DAYS": _int_from_env("AUDIT_DAYS", 365, minimum=1),
         # GET /metrics answers only to this Bearer token; unset: 404.
-        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
+        "METRICS_TOKEN": env("METRICS_TOKEN") or None,
         "TRUSTED_PROXIES": _int_from_env("TRUSTED_PROXIES", 0, minimum=0),
         "JWT_ISSUER": os.environ.get("JWT_ISSUER") or "lockbox",
         "LOG_FORMAT": (os.environ.get("LOG_FORMAT") or "text").lower(),
@@ -256,8 +299,7 @@ def from_environment(instance_path: str) -> dict:
         or "10 per minute",
         "LOGIN_LIMIT_PER_ADDRESS": os.environ.get("LOGIN_LIMIT_PER_ADDRESS")
         or "100 per minute",
-        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI")
-        or DEFAULT_LIMIT_STORAGE,
+        "RATELIMIT_STORAGE_URI": env("RATELIMIT_STORAGE_URI") or DEFAULT_LIMIT_STORAGE,
         # Put before every key in that store: sites that share one Redis keep
         # their counts apart (every instance of one site uses the same).
         "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX") or "",

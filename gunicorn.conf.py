@@ -27,7 +27,12 @@ if METRICS_DIR_MADE:
 from gunicorn import util  # noqa: E402
 from prometheus_client import multiprocess  # noqa: E402
 
-from config import DEFAULT_LIMIT_STORAGE, limit_storage_is_shared  # noqa: E402
+from config import (  # noqa: E402
+    DEFAULT_LIMIT_STORAGE,
+    ConfigError,
+    env,
+    limit_storage_is_shared,
+)
 from logs import GunicornLogger  # noqa: E402
 
 bind = os.environ.get("LOCKBOX_BIND", "127.0.0.1:8000")
@@ -35,9 +40,12 @@ bind = os.environ.get("LOCKBOX_BIND", "127.0.0.1:8000")
 # Sign-in limits are counted per process unless RATELIMIT_STORAGE_URI names a
 # shared store (Redis): with N workers counting apart, an attacker would get N
 # times the documented number of guesses.
-LIMITS_SHARED = limit_storage_is_shared(
-    os.environ.get("RATELIMIT_STORAGE_URI") or DEFAULT_LIMIT_STORAGE
-)
+try:
+    LIMITS_SHARED = limit_storage_is_shared(
+        env("RATELIMIT_STORAGE_URI") or DEFAULT_LIMIT_STORAGE
+    )
+except ConfigError as error:
+    raise SystemExit(f"Lockbox cannot start: {error}") from None
 
 # gthread: each request runs in a thread of its own while the worker's main loop
 # keeps answering the arbiter's heartbeat, so an upload or download that takes
