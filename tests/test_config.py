@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import config
 from app import create_app
@@ -344,3 +345,88 @@ def test_a_malformed_on_off_setting_is_refused(monkeypatch):
     monkeypatch.setenv("SESSION_COOKIE_SECURE", "maybe")
     with pytest.raises(config.ConfigError, match="SESSION_COOKIE_SECURE must be 1"):
         config.from_environment("/tmp")
+
+
+# --- settings read from files (container secrets) -----------------------------
+
+
+@pytest.mark.parametrize("name", config.SECRET_SETTINGS)
+def test_each_secret_setting_may_come_from_a_file(monkeypatch, tmp_path, name):
+    secret = tmp_path / "secret"
+    secret.write_text("from-the-file\n")
+    monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(f"{name}_FILE", str(secret))
+    # One trailing line end is what editors and echo add: it is not the value.
+    assert config.env(name) == "from-the-file"
+
+
+def test_a_setting_and_its_file_together_are_refused(monkeypatch, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("one")
+    monkeypatch.setenv("SECRET_KEY", "two")
+    monkeypatch.setenv("SECRET_KEY_FILE", str(secret))
+    with pytest.raises(config.ConfigError, match="^Set SECRET_KEY or SECRET_KEY_FILE"):
+        config.env("SECRET_KEY")
+
+
+def test_a_secret_file_that_cannot_be_read_stops_the_start(monkeypatch, tmp_path):
+    monkeypatch.setenv("SECRET_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(config.ConfigError, match="^SECRET_KEY_FILE cannot be read: "):
+        config.from_environment(str(tmp_path))
+
+
+def test_settings_that_are_not_secrets_are_never_read_from_files(monkeypatch, tmp_path):
+    secret = tmp_path / "value"
+    secret.write_text("999")
+    monkeypatch.setenv("TOKEN_TTL_SECONDS_FILE", str(secret))
+    assert config.env("TOKEN_TTL_SECONDS") is None
+
+
+def test_database_password_goes_into_the_url(monkeypatch, tmp_path):
+    secret = tmp_path / "db_password"
+    secret.write_text("p@ss:w/rd\n")
+    monkeypatch.setenv("DATABASE_URL", "mysql://lockbox@db/lockbox")
+    monkeypatch.setenv("DATABASE_PASSWORD_FILE", str(secret))
+    url = sa.engine.make_url(
+        config.from_environment(str(tmp_path))["SQLALCHEMY_DATABASE_URI"]
+    )
+    assert (url.username, url.password, url.host) == ("lockbox", "p@ss:w/rd", "db")
+
+
+def test_a_password_in_the_url_and_another_beside_it_are_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", "mysql://lockbox:one@db/lockbox")
+    monkeypatch.setenv("DATABASE_PASSWORD", "two")
+    with pytest.raises(config.ConfigError, match="DATABASE_URL holds a password"):
+        config.from_environment(str(tmp_path))
+
+
+def test_a_missing_secret_key_file_refuses_to_start_the_server(tmp_path):
+    # The container's start: gunicorn with the shipped settings says why, in
+    # one line, and stops.
+    env = {
+        **os.environ,
+        "SECRET_KEY_FILE": str(tmp_path / "missing"),
+        "RATELIMIT_STORAGE_URI_FILE": str(tmp_path / "missing-too"),
+    }
+    env.pop("SECRET_KEY", None)
+    env.pop("RATELIMIT_STORAGE_URI", None)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "app:create_app()",
+        ],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "Lockbox cannot start: RATELIMIT_STORAGE_URI_FILE cannot be read" in (
+        done.stdout + done.stderr
+    )
+    assert "Traceback" not in done.stdout + done.stderr
