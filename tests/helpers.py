@@ -14,6 +14,7 @@ import os
 import random
 import re
 import socket
+import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -885,3 +886,68 @@ def screenshot(page, name):
     """Keep a picture of the page for people to look at (test-artifacts/)."""
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+# --- the README's walk-through ---------------------------------------------
+
+# What the README writes, and what stands for it here.
+README_URL = "http://127.0.0.1:5000"
+README_USER, README_PASSWORD = "admin", "3vH2k9Xq0cWb7YtL"
+# The sections run, in order, and how many of each one's shell blocks (the
+# token section's second block is the server's command line).
+SECTIONS = {
+    "## Walk-through with curl": 2,
+    "## Share a file": 1,
+    "## API tokens for scripts": 1,
+    "## Ask someone for files": 1,
+    "## Share several files": 1,
+}
+
+
+def shell_blocks(readme: str, heading: str) -> list[str]:
+    """The ```sh blocks of one section of the README, in order."""
+    start = readme.index(f"\n{heading}\n")
+    end = readme.find("\n## ", start + 1)
+    section = readme[start : end if end != -1 else len(readme)]
+    return re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+
+
+def walk_through() -> str:
+    """The README's blocks as one script that stops at the first failure."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = []
+    for heading, count in SECTIONS.items():
+        found = shell_blocks(readme, heading)
+        assert len(found) >= count, heading
+        blocks += found[:count]
+    return "set -euo pipefail\n" + "\n".join(blocks)
+
+
+# What the walk-through's commands answer along the way.
+README_ANSWERS = (
+    '{"message":"Token missing"}',
+    '{"message":"Invalid token"}',
+    "file report.pdf uploaded successfully",
+    '"has_password":true',
+    '{"message":"This link was revoked by its owner"}',
+    '{"message":"Token lacks the shares:write scope"}',
+    '{"message":"file report.pdf sent to admin"}',
+    '{"message":"This upload request was closed by its owner"}',
+)
+
+
+def run_readme_walk_through(url: str, password: str, directory: Path) -> str:
+    """Run the README's walk-through in ``directory`` against ``url``, signed
+    in as admin with ``password`` (where the README shows its example one);
+    what it printed. Needs report.pdf and photo.jpg in ``directory``."""
+    script = walk_through().replace(README_URL, url).replace(README_PASSWORD, password)
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": os.environ["PATH"], "HOME": str(directory)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout

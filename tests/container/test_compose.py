@@ -21,7 +21,12 @@ import requests
 
 from harness import containers
 from harness.server import ROOT, free_port
-from helpers import REQUIRE_MYSQL, random_bytes
+from helpers import (
+    README_ANSWERS,
+    REQUIRE_MYSQL,
+    random_bytes,
+    run_readme_walk_through,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -230,6 +235,18 @@ def test_compose_keeps_every_file_through_restarts_and_a_new_up(images, tmp_path
         token = sign_in(password)
         assert downloaded_sha256(token, stored["id"]) == expected
         assert "Users exist already" in project.logs("lockbox")
+
+        # The README's walk-through, as written, against the compose project.
+        walk = tmp_path / "walk"
+        walk.mkdir()
+        report = random_bytes(300_000, seed=41)
+        (walk / "report.pdf").write_bytes(report)
+        (walk / "photo.jpg").write_bytes(random_bytes(20_000, seed=42))
+        output = run_readme_walk_through(URL, password, walk)
+        for answer in README_ANSWERS:
+            assert answer in output, output
+        assert (walk / "downloads" / "report.pdf").read_bytes() == report
+        assert (walk / "shared.pdf").read_bytes() == report
         for service in SERVICES:
             assert "Traceback" not in project.logs(service), project.logs(service)
     finally:

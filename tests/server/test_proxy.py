@@ -100,6 +100,30 @@ def test_uploads_stream_through_nginx_and_arrive_whole(proxied):
     assert "127.0.0.1" in proxied.app.output_so_far()
 
 
+def test_a_guests_upload_through_a_request_link_streams_through_nginx(proxied):
+    token = sign_in(proxied)["token"]
+    made = requests.post(
+        proxied.url + "/requests",
+        json={"title": "Scans"},
+        headers=bearer(token),
+        timeout=30,
+    )
+    assert made.status_code == 201, made.text
+    content = random_bytes(3 * MIB, seed=7)  # past every nginx body limit
+    sent = requests.post(
+        made.json()["url"] + "/upload",
+        files={"inputFile": ("scan.pdf", content)},
+        timeout=60,
+    )
+    assert sent.status_code == 201, sent.text
+    files = requests.get(proxied.url + "/files", headers=bearer(token), timeout=30)
+    file_id = files.json()["items"][0]["id"]
+    download = requests.get(
+        f"{proxied.url}/files/{file_id}/download", headers=bearer(token), timeout=60
+    )
+    assert download.content == content
+
+
 def test_a_one_time_link_is_not_drained_behind_nginx(proxied):
     """nginx reads ahead of a slow client and closes its side when the client
     goes: what the app sees of a broken-off download must not give its count
