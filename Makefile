@@ -18,10 +18,15 @@ MODULES := $(filter-out gunicorn.conf.py,$(wildcard *.py))
 TEST_SETUP := $(VENV)/.installed-dev node_modules/.installed $(VENV)/.system-deps
 
 # The linters, then the whole suite under coverage (the real servers it starts
-# included), then the branch coverage of the app's modules.
+# included), then the branch coverage of the app's modules. The in-process
+# tests run on both cores (each worker with a MariaDB database of its own);
+# the suites that start real servers, clusters and containers one at a time.
+SERVER_SUITES := tests/server tests/cluster tests/container
 test: lint $(TEST_SETUP)
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest --durations=40
+	$(BIN)/coverage run -m pytest -n 2 --durations=20 \
+		$(addprefix --ignore=,$(SERVER_SUITES)) tests
+	$(BIN)/coverage run -m pytest --durations=30 $(SERVER_SUITES)
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 
