@@ -45,7 +45,7 @@ BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="Lockbox"'}
 ACCESS = "access"
 REFRESH = "refresh"
 
-# A page session's refresh token, kept by the browser (authentication.py sets
+# A page session's refresh token, kept by the browser (page_sessions.py sets
 # it, caller.py reads it).
 RENEW_COOKIE = "lockbox_renew"
 

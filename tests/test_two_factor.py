@@ -578,7 +578,7 @@ def test_the_sign_in_page_that_shows_a_new_secret_is_never_stored(client, auth, 
     setup = page_password(client)
     assert setup.status_code == 200 and SECRET_RE.search(setup.get_data(as_text=True))
     assert setup.headers.get("Cache-Control") == "no-store", (
-        "BUG: authentication.py _set_up_while_signing_in sends the page with "
+        "BUG: sign_ins.py _set_up_while_signing_in sends the page with "
         "the TOTP secret without Cache-Control: no-store (account.py sends "
         "the same page no-store)"
     )

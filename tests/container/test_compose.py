@@ -177,6 +177,14 @@ def healthy(project, service: str, seconds: float = 90) -> None:
 
 def test_compose_keeps_every_file_through_restarts_and_a_new_up(images, tmp_path):
     assert port_is_free(5000), "127.0.0.1:5000 is taken: compose.yaml publishes it"
+    # Without its secrets the image refuses to start, in one line.
+    refused = containers.podman(
+        "run", "--rm", "--network", "none", images["LOCKBOX_IMAGE"], check=False
+    )
+    assert refused.returncode != 0
+    assert "Lockbox cannot start: SECRET_KEY is not set" in refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
+
     directory = project_directory(tmp_path, "compose.yaml")
     project = containers.ComposeProject(
         directory,
