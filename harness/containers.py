@@ -9,6 +9,7 @@ second run, or a fresh clone on the same machine, finds them. The app's own
 image is built every time, from podman's layer cache when nothing changed.
 """
 
+import functools
 import hashlib
 import os
 import re
@@ -74,8 +75,10 @@ def missing_tools() -> list[str]:
     return [name for name in COMMANDS if shutil.which(name) is None]
 
 
+@functools.cache
 def podman_env() -> dict:
-    """The environment podman and podman-compose run with here."""
+    """The environment podman and podman-compose run with here (its
+    configuration files written once per test session)."""
     STORE.mkdir(parents=True, exist_ok=True)
     containers_conf = STORE / "containers.conf"
     storage_conf = STORE / "storage.conf"

@@ -32,6 +32,22 @@ def clean_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+def refused_start(command, env, timeout) -> subprocess.CompletedProcess:
+    """Run ``command`` in the project with ``env``: it must refuse to start,
+    saying why without a traceback; what it printed."""
+    done = subprocess.run(
+        command,
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    return done
+
+
 def production_app(tmp_path, **settings):
     """create_app as in production (not testing), on a throwaway SQLite file."""
     return create_app(
@@ -304,18 +320,9 @@ def test_python_app_py_without_a_key_exits_with_a_clear_message():
     # cannot supply a key (or turn the debugger on) behind the test's back.
     env["SECRET_KEY"] = ""
     env["FLASK_DEBUG"] = ""
-    completed = subprocess.run(
-        [sys.executable, "app.py"],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert completed.returncode != 0
+    completed = refused_start([sys.executable, "app.py"], env, timeout=30)
     assert "SECRET_KEY" in completed.stderr
     assert "Lockbox cannot start" in completed.stderr
-    assert "Traceback" not in completed.stderr
 
 
 def test_unsafe_fallback_key_is_refused(tmp_path):
@@ -410,23 +417,8 @@ def test_a_missing_secret_key_file_refuses_to_start_the_server(tmp_path):
     }
     env.pop("SECRET_KEY", None)
     env.pop("RATELIMIT_STORAGE_URI", None)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            "app:create_app()",
-        ],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode != 0
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+    done = refused_start([*gunicorn, "app:create_app()"], env, timeout=60)
     assert "Lockbox cannot start: RATELIMIT_STORAGE_URI_FILE cannot be read" in (
         done.stdout + done.stderr
     )
-    assert "Traceback" not in done.stdout + done.stderr
